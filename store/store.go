@@ -1,0 +1,183 @@
+// Package store is Phonebook's persistence: one schema, two engines. SQLite
+// (pure Go, a file under ./data/) is the embedded default; MySQL 8 and
+// MariaDB 10.11 serve production and clusters. It is the only package that
+// imports SQL drivers, and it maps driver errors to phonebook error codes once.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	_ "modernc.org/sqlite" // registers "sqlite"
+
+	"github.com/phonebook/phonebook"
+)
+
+// Dialect names the SQL engine behind a DB.
+type Dialect string
+
+const (
+	SQLite Dialect = "sqlite"
+	MySQL  Dialect = "mysql"
+)
+
+// DB is the store. Its methods are safe for concurrent use.
+type DB struct {
+	db      *sql.DB
+	dialect Dialect
+}
+
+// Options configures Open. Zero values mean defaults.
+type Options struct {
+	Driver       string // "sqlite" (default) or "mysql"
+	DSN          string // sqlite: file path; mysql: go-sql-driver DSN
+	MaxOpenConns int    // mysql only; default 64
+}
+
+// DefaultSQLitePath is where the embedded default keeps its data.
+const DefaultSQLitePath = "data/phonebook.db"
+
+// Open connects to the database and checks that it answers. It does not
+// migrate; call Migrate.
+func Open(ctx context.Context, o Options) (*DB, error) {
+	switch o.Driver {
+	case "", string(SQLite):
+		return openSQLite(ctx, o)
+	case string(MySQL):
+		return openMySQL(ctx, o)
+	default:
+		return nil, fmt.Errorf("store: unknown driver %q (want sqlite or mysql)", o.Driver)
+	}
+}
+
+func openSQLite(ctx context.Context, o Options) (*DB, error) {
+	path := o.DSN
+	if path == "" {
+		path = DefaultSQLitePath
+	}
+	if path != ":memory:" && !strings.HasPrefix(path, "file:") {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("store: create directory for %s: %w", path, err)
+		}
+	}
+	dsn := path
+	if !strings.Contains(dsn, "?") {
+		dsn += "?"
+	} else {
+		dsn += "&"
+	}
+	// WAL lets readers run beside the writer; busy_timeout makes writers queue
+	// instead of failing; synchronous(NORMAL) in WAL mode survives a process
+	// crash (SIGKILL) and loses at most the last commits on power loss.
+	// _txlock=immediate takes the write lock at BEGIN, so transactions that
+	// read then write cannot deadlock into SQLITE_BUSY.
+	dsn += "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	// One writer at a time is SQLite's rule; a small pool keeps readers
+	// concurrent while writes queue on busy_timeout.
+	db.SetMaxOpenConns(8)
+	db.SetConnMaxIdleTime(time.Minute)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	return &DB{db: db, dialect: SQLite}, nil
+}
+
+func openMySQL(ctx context.Context, o Options) (*DB, error) {
+	cfg, err := mysql.ParseDSN(o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("store: mysql dsn: %w", err)
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	cfg.MultiStatements = false
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["time_zone"] = "'+00:00'"
+	cfg.Params["transaction_isolation"] = "'READ-COMMITTED'"
+	if cfg.Collation == "" {
+		cfg.Collation = "utf8mb4_bin"
+	}
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: mysql: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	n := o.MaxOpenConns
+	if n <= 0 {
+		n = 64
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect mysql %s@%s/%s: %w", cfg.User, cfg.Addr, cfg.DBName, err)
+	}
+	return &DB{db: db, dialect: MySQL}, nil
+}
+
+// Dialect reports the engine.
+func (d *DB) Dialect() Dialect { return d.dialect }
+
+// SQL exposes the handle for tests and tools that need raw access.
+func (d *DB) SQL() *sql.DB { return d.db }
+
+// Ping checks that the database answers; /readyz uses it.
+func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
+
+// Close closes the pool.
+func (d *DB) Close() error { return d.db.Close() }
+
+// tx runs fn in a transaction, committing when it returns nil.
+func (d *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return formatError(err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return formatError(tx.Commit())
+}
+
+// formatError maps driver errors to phonebook codes: unique violations become
+// EConflict, no rows ENotFound; everything else passes through wrapped.
+func formatError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return phonebook.Errorf(phonebook.ENotFound, "not found")
+	}
+	if isUniqueViolation(err) {
+		return phonebook.Errorf(phonebook.EConflict, "already exists")
+	}
+	return err
+}
+
+func isUniqueViolation(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1062
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed") ||
+		strings.Contains(err.Error(), "PRIMARY KEY constraint")
+}
+
+// now is the store's clock, in UTC with microsecond precision, which both
+// engines keep exactly.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
