@@ -106,7 +106,6 @@ func openMySQL(ctx context.Context, o Options) (*DB, error) {
 		cfg.Params = map[string]string{}
 	}
 	cfg.Params["time_zone"] = "'+00:00'"
-	cfg.Params["transaction_isolation"] = "'READ-COMMITTED'"
 	if cfg.Collation == "" {
 		cfg.Collation = "utf8mb4_bin"
 	}
