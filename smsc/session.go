@@ -63,6 +63,12 @@ type session struct {
 
 	deliverQ  chan wire.Frame
 	accepting atomic.Bool // deliver_sm go to the pool (false once shutting down)
+
+	// busy counts deliver_sm taken but not yet answered; idle is closed when
+	// it drops to zero while shutdown waits.
+	bmu  sync.Mutex
+	busy int
+	idle chan struct{}
 	workers   sync.WaitGroup
 	started   sync.WaitGroup // read loop and keep-alive
 }
@@ -183,10 +189,13 @@ func (s *session) close(err error) {
 func (s *session) shutdown() {
 	s.accepting.Store(false)
 	idle := make(chan struct{})
-	go func() {
-		s.workers.Wait()
+	s.bmu.Lock()
+	if s.busy == 0 {
 		close(idle)
-	}()
+	} else {
+		s.idle = idle
+	}
+	s.bmu.Unlock()
 	t := time.NewTimer(s.link.cfg.RespTimeout)
 	select {
 	case <-idle:
@@ -260,9 +269,11 @@ func (s *session) serve(f wire.Frame) {
 			s.write(wire.Resp(pdu.DeliverSMRespID, wire.StatusXTAppN, h.Seq, ""))
 			return
 		}
+		s.busyAdd(1)
 		select {
 		case s.deliverQ <- f:
 		default:
+			s.busyAdd(-1)
 			s.link.log.Warn("deliver_sm queue full; asking the SMSC to redeliver", "conn", s.role)
 			s.link.m.delivers.WithLabelValues(s.link.cfg.Name, "unknown", "queue_full").Inc()
 			s.write(wire.Resp(pdu.DeliverSMRespID, wire.StatusXTAppN, h.Seq, ""))
@@ -280,14 +291,25 @@ func (s *session) serve(f wire.Frame) {
 	}
 }
 
+func (s *session) busyAdd(n int) {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	s.busy += n
+	if s.busy == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
 func (s *session) deliverWorker(ctx context.Context) {
 	for f := range s.deliverQ {
 		select {
 		case <-s.done:
-			continue // unanswered: the SMSC delivers it again
+			// Unanswered: the SMSC delivers it again.
 		default:
+			s.deliver(ctx, f)
 		}
-		s.deliver(ctx, f)
+		s.busyAdd(-1)
 	}
 }
 

@@ -250,7 +250,8 @@ func (ss *session) submit(f wire.Frame) {
 // respond answers a submit_sm, after RespDelay when configured.
 func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 	sim := ss.sim
-	if sim.cfg.RespDelay <= 0 {
+	delay := time.Duration(sim.respDelay.Load())
+	if delay <= 0 {
 		ss.mu.Lock()
 		delete(ss.outstanding, seq)
 		ss.mu.Unlock()
@@ -259,11 +260,13 @@ func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 	}
 	ss.mu.Lock()
 	ss.outstanding[seq] = true
+	n := len(ss.outstanding)
 	ss.mu.Unlock()
+	sim.count(func(s *Stats) { s.MaxOutstanding = max(s.MaxOutstanding, n) })
 	sim.wg.Add(1)
 	go func() {
 		defer sim.wg.Done()
-		sleepOrClosed(ss.done, sim.cfg.RespDelay)
+		sleepOrClosed(ss.done, delay)
 		ss.mu.Lock()
 		delete(ss.outstanding, seq)
 		ss.mu.Unlock()

@@ -87,6 +87,9 @@ type Stats struct {
 	EnquireLinks    int64 `json:"enquire_links"`
 	GenericNacks    int64 `json:"generic_nacks"` // received from the ESME
 	UnexpectedResps int64 `json:"unexpected_resps"`
+	// MaxOutstanding is the most submit_sm one session had unanswered at
+	// once (meaningful with RespDelay): it shows the ESME's window.
+	MaxOutstanding int `json:"max_outstanding"`
 }
 
 // Sim is a running simulator.
@@ -100,6 +103,7 @@ type Sim struct {
 	wg      sync.WaitGroup
 
 	throttleEvery atomic.Int64
+	respDelay     atomic.Int64 // time.Duration
 	submitN       atomic.Int64
 	nextID        atomic.Uint64
 	nextRef       atomic.Uint32
@@ -149,6 +153,7 @@ func New(cfg Config) *Sim {
 		concat:   make(map[concatKey]*concatParts),
 	}
 	s.throttleEvery.Store(int64(cfg.ThrottleEvery))
+	s.respDelay.Store(int64(cfg.RespDelay))
 	s.nextID.Store(0x5E1A0000)
 	return s
 }
@@ -266,6 +271,9 @@ func (s *Sim) SetThrottleEvery(n int) {
 	s.submitN.Store(0)
 	s.throttleEvery.Store(int64(max(n, 0)))
 }
+
+// SetRespDelay changes the delay of submit_sm_resp from now on.
+func (s *Sim) SetRespDelay(d time.Duration) { s.respDelay.Store(int64(max(d, 0))) }
 
 // Stats returns the counters.
 func (s *Sim) Stats() Stats {
