@@ -70,6 +70,15 @@ func checkFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// simAndRouter starts a simulator and a router with one bound link "a" to it.
+func simAndRouter(t testing.TB, cfg smscsim.Config, h smsc.DeliverHandler) (*smscsim.Sim, *smsc.Router) {
+	t.Helper()
+	sim := startSim(t, cfg)
+	r := startRouter(t, h, linkCfg("a", sim.Addr()))
+	waitBound(t, r, "a")
+	return sim, r
+}
+
 func waitBound(t testing.TB, r *smsc.Router, names ...string) {
 	t.Helper()
 	checkFor(t, "links bound "+strings.Join(names, ","), func() bool {
@@ -141,9 +150,7 @@ func TestBind(t *testing.T) {
 }
 
 func TestSubmitReturnsMessageID(t *testing.T) {
-	sim := startSim(t, smscsim.Config{MessageIDStyle: "hex-lower"})
-	r := startRouter(t, nil, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, r := simAndRouter(t, smscsim.Config{MessageIDStyle: "hex-lower"}, nil)
 	p := part(cnMobile, "Your code is 123456")
 	p.RegisteredDelivery = true
 	p.Validity = 10 * time.Minute
@@ -250,10 +257,8 @@ func TestMaxTPS(t *testing.T) {
 func TestReceiptWithCollidingSequenceNumber(t *testing.T) {
 	// The simulator sends each receipt before the submit_sm_resp, with the
 	// submit's own sequence number.
-	sim := startSim(t, smscsim.Config{CollideSeq: true, ReceiptFormat: "tlv"})
 	var d deliveries
-	r := startRouter(t, d.handle, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, r := simAndRouter(t, smscsim.Config{CollideSeq: true, ReceiptFormat: "tlv"}, d.handle)
 	var ids []string
 	for i := range 3 {
 		p := part(cnMobile, "code")
@@ -274,10 +279,8 @@ func TestReceiptWithCollidingSequenceNumber(t *testing.T) {
 }
 
 func TestMOWithCollidingSequenceNumber(t *testing.T) {
-	sim := startSim(t, smscsim.Config{CollideSeq: true, RespDelay: 300 * time.Millisecond})
 	var d deliveries
-	r := startRouter(t, d.handle, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, r := simAndRouter(t, smscsim.Config{CollideSeq: true, RespDelay: 300 * time.Millisecond}, d.handle)
 	done := make(chan error, 1)
 	go func() {
 		_, err := r.Submit(ctxT(t), part(cnMobile, "pending"))
@@ -323,10 +326,8 @@ func TestHandlerErrorRedelivers(t *testing.T) {
 }
 
 func TestLongMOArrivesInParts(t *testing.T) {
-	sim := startSim(t, smscsim.Config{})
 	var d deliveries
-	r := startRouter(t, d.handle, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, _ := simAndRouter(t, smscsim.Config{}, d.handle)
 	text := strings.Repeat("你好😀", 40) // UCS-2: 320 octets, 3 parts
 	if err := sim.InjectMO(ctxT(t), "+8613900001111", "10690", text); err != nil {
 		t.Fatal(err)
@@ -354,9 +355,7 @@ func TestLongMOArrivesInParts(t *testing.T) {
 }
 
 func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
-	sim := startSim(t, smscsim.Config{RespDelay: time.Minute})
-	r := startRouter(t, nil, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, r := simAndRouter(t, smscsim.Config{RespDelay: time.Minute}, nil)
 	errs := make(chan error, 5)
 	for range 5 {
 		go func() {
@@ -384,9 +383,7 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 }
 
 func TestReconnectThenSubmit(t *testing.T) {
-	sim := startSim(t, smscsim.Config{})
-	r := startRouter(t, nil, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, r := simAndRouter(t, smscsim.Config{}, nil)
 	sim.DropLinks()
 	checkFor(t, "a second bind", func() bool { return sim.Stats().Binds == 2 })
 	waitBound(t, r, "a")
@@ -451,9 +448,7 @@ func TestNoRouteIsPermanent(t *testing.T) {
 }
 
 func TestThrottledSubmitsAreTemporary(t *testing.T) {
-	sim := startSim(t, smscsim.Config{ThrottleEvery: 3})
-	r := startRouter(t, nil, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	_, r := simAndRouter(t, smscsim.Config{ThrottleEvery: 3}, nil)
 	for i := 1; i <= 6; i++ {
 		_, err := r.Submit(ctxT(t), part(cnMobile, "x"))
 		if i%3 != 0 {
@@ -473,9 +468,7 @@ func TestThrottledSubmitsAreTemporary(t *testing.T) {
 }
 
 func TestRejectedDestinationIsPermanent(t *testing.T) {
-	sim := startSim(t, smscsim.Config{RejectPrefixes: []string{"+1"}})
-	r := startRouter(t, nil, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	_, r := simAndRouter(t, smscsim.Config{RejectPrefixes: []string{"+1"}}, nil)
 	_, err := r.Submit(ctxT(t), part(usMobile, "x"))
 	var se *smsc.SubmitError
 	if !errors.As(err, &se) || se.Status != 0x0B || se.Temporary {
@@ -484,10 +477,8 @@ func TestRejectedDestinationIsPermanent(t *testing.T) {
 }
 
 func TestMalformedPDUsFromSMSC(t *testing.T) {
-	sim := startSim(t, smscsim.Config{})
 	var d deliveries
-	r := startRouter(t, d.handle, linkCfg("a", sim.Addr()))
-	waitBound(t, r, "a")
+	sim, r := simAndRouter(t, smscsim.Config{}, d.handle)
 	pdu := func(id uint32, seq uint32, body ...byte) []byte {
 		b := binary.BigEndian.AppendUint32(nil, uint32(16+len(body)))
 		b = binary.BigEndian.AppendUint32(b, id)

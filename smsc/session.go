@@ -66,11 +66,11 @@ type session struct {
 
 	// busy counts deliver_sm taken but not yet answered; idle is closed when
 	// it drops to zero while shutdown waits.
-	bmu  sync.Mutex
-	busy int
-	idle chan struct{}
-	workers   sync.WaitGroup
-	started   sync.WaitGroup // read loop and keep-alive
+	bmu     sync.Mutex
+	busy    int
+	idle    chan struct{}
+	workers sync.WaitGroup
+	started sync.WaitGroup // read loop and keep-alive
 }
 
 func newSession(l *Link, role string, nc net.Conn) *session {
