@@ -430,7 +430,11 @@ func (c *conn) run(ctx context.Context) {
 		}
 		l.refreshUp()
 		l.log.Info("smpp bound", "conn", c.role, "addr", l.cfg.Addr)
-		<-s.done
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			c.shutdown()
+		}
 		c.mu.Lock()
 		c.cur = nil
 		c.since = time.Now()

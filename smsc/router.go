@@ -19,6 +19,7 @@ import (
 type Router struct {
 	links []*Link
 	log   *slog.Logger
+	m     *metrics
 
 	mu      sync.Mutex
 	started bool
@@ -37,7 +38,7 @@ func NewRouter(cfgs []LinkConfig, h DeliverHandler, log *slog.Logger, reg promet
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{log: log}
+	r := &Router{log: log, m: m}
 	names := make(map[string]bool)
 	for _, c := range cfgs {
 		l, err := newLink(c, h, log, m)
@@ -190,4 +191,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// Metrics exposes the collectors, for tests and for wiring elsewhere.
+type Metrics struct {
+	Submits, Delivers, Binds *prometheus.CounterVec
+	Up, Window               *prometheus.GaugeVec
+}
+
+// Metrics returns the router's collectors.
+func (r *Router) Metrics() Metrics {
+	return Metrics{Submits: r.m.submits, Delivers: r.m.delivers, Binds: r.m.binds, Up: r.m.up, Window: r.m.window}
 }

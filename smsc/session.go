@@ -57,8 +57,9 @@ type session struct {
 	pmu     sync.Mutex
 	pending map[respKey]chan wire.Frame
 
-	done      chan struct{}
-	closeOnce sync.Once
+	done         chan struct{}
+	closeOnce    sync.Once
+	shutdownOnce sync.Once
 	err       error // why done was closed; written before close(done)
 
 	deliverQ  chan wire.Frame
@@ -185,8 +186,10 @@ func (s *session) close(err error) {
 }
 
 // shutdown ends a session politely: let running handlers answer, unbind,
-// then close.
-func (s *session) shutdown() {
+// then close. Concurrent callers all return once it is done.
+func (s *session) shutdown() { s.shutdownOnce.Do(s.unbind) }
+
+func (s *session) unbind() {
 	s.accepting.Store(false)
 	idle := make(chan struct{})
 	s.bmu.Lock()

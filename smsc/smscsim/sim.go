@@ -10,6 +10,7 @@ package smscsim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,9 @@ type Config struct {
 	// RedeliverAfter is the wait before a deliver_sm that was refused or not
 	// answered is sent again; default 1s.
 	RedeliverAfter time.Duration
+
+	// TLS, when set, makes the simulator accept SMPP over TLS only.
+	TLS *tls.Config
 
 	Output io.Writer    // every received SMS is printed here; nil = nowhere
 	Log    *slog.Logger // nil = discard
@@ -189,6 +193,9 @@ func (s *Sim) Start(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("smscsim: %w", err)
+	}
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
 	s.ln = ln
 	s.wg.Add(1)
