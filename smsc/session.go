@@ -60,7 +60,7 @@ type session struct {
 	done         chan struct{}
 	closeOnce    sync.Once
 	shutdownOnce sync.Once
-	err       error // why done was closed; written before close(done)
+	err          error // why done was closed; written before close(done)
 
 	deliverQ  chan wire.Frame
 	accepting atomic.Bool // deliver_sm go to the pool (false once shutting down)
