@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsc/internal/poll"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 )
 
@@ -53,7 +54,7 @@ func TestTLS(t *testing.T) {
 	if _, err := r.Submit(ctxT(t), part(cnMobile, "over TLS")); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, "the verifying link to refuse the self-signed certificate", func() bool {
+	poll.Until(t, "the verifying link to refuse the self-signed certificate", func() bool {
 		return strings.Contains(state(r, "verified").LastError, "certificate")
 	})
 	if state(r, "verified").Bound {
@@ -77,14 +78,14 @@ func TestTextReceiptAndMetrics(t *testing.T) {
 	if _, err := r.Submit(ctxT(t), p); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, "the receipt", func() bool { return len(d.list()) == 1 })
+	poll.Until(t, "the receipt", func() bool { return len(d.list()) == 1 })
 	got := d.list()[0]
 	text := string(got.Payload)
 	if !got.IsReceipt() || got.ESMClass != 0x04 || got.ReceiptedMessageID != "" ||
 		!strings.Contains(text, "stat:UNDELIV err:011") || !strings.Contains(text, "dlvrd:000") || got.SourceAddr != "8613800138000" {
 		t.Fatalf("receipt %+v %q", got, text)
 	}
-	checkFor(t, "metrics", func() bool {
+	poll.Until(t, "metrics", func() bool {
 		return testutil.ToFloat64(r.Metrics().Delivers.WithLabelValues("a", "receipt", "ok")) == 1
 	})
 	for name, want := range map[string]float64{

@@ -15,6 +15,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsc/internal/poll"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 )
 
@@ -58,18 +59,6 @@ func startRouter(t testing.TB, h smsc.DeliverHandler, cfgs ...smsc.LinkConfig) *
 	return r
 }
 
-// checkFor polls cond until it holds or the deadline passes.
-func checkFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // simAndRouter starts a simulator and a router with one bound link "a" to it.
 func simAndRouter(t testing.TB, cfg smscsim.Config, h smsc.DeliverHandler) (*smscsim.Sim, *smsc.Router) {
 	t.Helper()
@@ -81,7 +70,7 @@ func simAndRouter(t testing.TB, cfg smscsim.Config, h smsc.DeliverHandler) (*sms
 
 func waitBound(t testing.TB, r *smsc.Router, names ...string) {
 	t.Helper()
-	checkFor(t, "links bound "+strings.Join(names, ","), func() bool {
+	poll.Until(t, "links bound "+strings.Join(names, ","), func() bool {
 		for _, st := range r.States() {
 			for _, n := range names {
 				if st.Name == n && !st.Bound {
@@ -138,7 +127,7 @@ func TestBind(t *testing.T) {
 	bad.Password = "wrong"
 	r := startRouter(t, nil, good, bad)
 	waitBound(t, r, "good")
-	checkFor(t, "bad link to report the refusal", func() bool {
+	poll.Until(t, "bad link to report the refusal", func() bool {
 		return strings.Contains(state(r, "bad").LastError, "ESME_RINVPASWD")
 	})
 	if st := state(r, "bad"); st.Bound {
@@ -269,13 +258,13 @@ func TestReceiptWithCollidingSequenceNumber(t *testing.T) {
 		}
 		ids = append(ids, res.MessageID)
 	}
-	checkFor(t, "3 receipts", func() bool { return len(d.list()) == 3 })
+	poll.Until(t, "3 receipts", func() bool { return len(d.list()) == 3 })
 	for i, got := range d.list() {
 		if !got.IsReceipt() || got.ReceiptedMessageID != ids[i] || got.MessageState != 2 || got.Link != "a" {
 			t.Fatalf("receipt %d: %+v; want id %s DELIVRD", i, got, ids[i])
 		}
 	}
-	checkFor(t, "receipts acknowledged", func() bool { return sim.Stats().Delivered == 3 })
+	poll.Until(t, "receipts acknowledged", func() bool { return sim.Stats().Delivered == 3 })
 }
 
 func TestMOWithCollidingSequenceNumber(t *testing.T) {
@@ -374,7 +363,7 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 			t.Fatalf("in-flight submit: %v; want a temporary ErrLinkClosed", err)
 		}
 	}
-	checkFor(t, "a second bind", func() bool { return sim.Stats().Binds == 2 })
+	poll.Until(t, "a second bind", func() bool { return sim.Stats().Binds == 2 })
 	waitBound(t, r, "a")
 	sim.SetRespDelay(0)
 	if _, err := r.Submit(ctxT(t), part(cnMobile, "after reconnect")); err != nil {
@@ -385,7 +374,7 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 func TestReconnectThenSubmit(t *testing.T) {
 	sim, r := simAndRouter(t, smscsim.Config{}, nil)
 	sim.DropLinks()
-	checkFor(t, "a second bind", func() bool { return sim.Stats().Binds == 2 })
+	poll.Until(t, "a second bind", func() bool { return sim.Stats().Binds == 2 })
 	waitBound(t, r, "a")
 	if _, err := r.Submit(ctxT(t), part(cnMobile, "after reconnect")); err != nil {
 		t.Fatal(err)
@@ -417,17 +406,17 @@ func TestRouterPrefixesAndFailover(t *testing.T) {
 		}
 	}
 	simMobile.Close()
-	checkFor(t, "cn-mobile down", func() bool { return !state(r, "cn-mobile").Bound })
+	poll.Until(t, "cn-mobile down", func() bool { return !state(r, "cn-mobile").Bound })
 	if got := route(cnMobile); got != "cn" {
 		t.Fatalf("with cn-mobile down, %s went via %s, want cn", cnMobile, got)
 	}
 	simCN.Close()
-	checkFor(t, "cn down", func() bool { return !state(r, "cn").Bound })
+	poll.Until(t, "cn down", func() bool { return !state(r, "cn").Bound })
 	if got := route(cnMobile); got != "world" {
 		t.Fatalf("with cn down, %s went via %s, want world", cnMobile, got)
 	}
 	simWorld.Close()
-	checkFor(t, "world down", func() bool { return !state(r, "world").Bound })
+	poll.Until(t, "world down", func() bool { return !state(r, "world").Bound })
 	_, err := r.Submit(ctxT(t), part(cnMobile, "x"))
 	var se *smsc.SubmitError
 	if !errors.As(err, &se) || !se.Temporary || !errors.Is(err, smsc.ErrNoLinkBound) {
@@ -500,7 +489,7 @@ func TestMalformedPDUsFromSMSC(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	checkFor(t, "generic_nack for the unknown command", func() bool { return sim.Stats().GenericNacks == 1 })
+	poll.Until(t, "generic_nack for the unknown command", func() bool { return sim.Stats().GenericNacks == 1 })
 	// The UDHI one is well-formed SMPP (the UDH is the handler's business).
 	if _, err := r.Submit(ctxT(t), part(cnMobile, "still here")); err != nil {
 		t.Fatal(err)
@@ -516,7 +505,7 @@ func TestMalformedPDUsFromSMSC(t *testing.T) {
 	// A PDU shorter than its header cannot be resynchronised: the link
 	// closes and binds again.
 	sim.InjectRaw([]byte{0, 0, 0, 5, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1})
-	checkFor(t, "rebind after a framing error", func() bool { return sim.Stats().Binds == 2 })
+	poll.Until(t, "rebind after a framing error", func() bool { return sim.Stats().Binds == 2 })
 	waitBound(t, r, "a")
 	if _, err := r.Submit(ctxT(t), part(cnMobile, "after framing error")); err != nil {
 		t.Fatal(err)
@@ -529,7 +518,7 @@ func TestEnquireLinkKeepsLink(t *testing.T) {
 	cfg.EnquireLink = 10 * time.Millisecond
 	r := startRouter(t, nil, cfg)
 	waitBound(t, r, "a")
-	checkFor(t, "enquire_links", func() bool { return sim.Stats().EnquireLinks >= 5 })
+	poll.Until(t, "enquire_links", func() bool { return sim.Stats().EnquireLinks >= 5 })
 	if st := sim.Stats(); st.Binds != 1 || !state(r, "a").Bound {
 		t.Fatalf("link did not stay up: %+v", st)
 	}
@@ -542,8 +531,8 @@ func TestUnansweredEnquireLinkReconnects(t *testing.T) {
 	cfg.RespTimeout = 50 * time.Millisecond
 	r := startRouter(t, nil, cfg)
 	waitBound(t, r, "a")
-	checkFor(t, "a rebind after a dead link", func() bool { return sim.Stats().Binds >= 2 })
-	checkFor(t, "the reason", func() bool { return strings.Contains(state(r, "a").LastError, "enquire_link") })
+	poll.Until(t, "a rebind after a dead link", func() bool { return sim.Stats().Binds >= 2 })
+	poll.Until(t, "the reason", func() bool { return strings.Contains(state(r, "a").LastError, "enquire_link") })
 }
 
 func TestTransmitterReceiverBind(t *testing.T) {
@@ -562,7 +551,7 @@ func TestTransmitterReceiverBind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, "the receipt on the receiver", func() bool { return len(d.list()) == 1 })
+	poll.Until(t, "the receipt on the receiver", func() bool { return len(d.list()) == 1 })
 	if got := d.list()[0]; got.ReceiptedMessageID != res.MessageID {
 		t.Fatalf("receipt %+v for %s", got, res.MessageID)
 	}
@@ -579,7 +568,7 @@ func TestCloseUnbinds(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, "the session to end", func() bool { return sim.Bound() == 0 })
+	poll.Until(t, "the session to end", func() bool { return sim.Bound() == 0 })
 	_, err = r.Submit(ctxT(t), part(cnMobile, "x"))
 	var se *smsc.SubmitError
 	if !errors.As(err, &se) || !se.Temporary {
