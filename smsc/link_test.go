@@ -168,18 +168,24 @@ func TestSubmitReturnsMessageID(t *testing.T) {
 
 func TestSourceAddressTypes(t *testing.T) {
 	for _, tc := range []struct {
-		src      string
-		want     string
-		ton, npi uint8
+		src            string
+		set            bool // explicit TON/NPI from the configuration
+		cfgTON, cfgNPI uint8
+		want           string
+		ton, npi       uint8
 	}{
-		{"+8613900001111", "8613900001111", 1, 1},
-		{"10690123", "10690123", 3, 0},
-		{"8613900001111", "8613900001111", 1, 1},
-		{"Phonebook", "Phonebook", 5, 0},
+		{src: "+8613900001111", want: "8613900001111", ton: 1, npi: 1},
+		{src: "10690123", want: "10690123", ton: 3, npi: 0},
+		{src: "8613900001111", want: "8613900001111", ton: 1, npi: 1},
+		{src: "Phonebook", want: "Phonebook", ton: 5, npi: 0},
+		{src: "10690", set: true, want: "10690", ton: 0, npi: 0},
+		{src: "+10690", cfgNPI: 1, want: "10690", ton: 0, npi: 1},
 	} {
 		t.Run(tc.src, func(t *testing.T) {
 			sim := startSim(t, smscsim.Config{})
-			r := startRouter(t, nil, linkCfg("a", sim.Addr()))
+			cfg := linkCfg("a", sim.Addr())
+			cfg.SourceTON, cfg.SourceNPI, cfg.SourceTONNPISet = tc.cfgTON, tc.cfgNPI, tc.set
+			r := startRouter(t, nil, cfg)
 			waitBound(t, r, "a")
 			p := part(cnMobile, "x")
 			p.Source = tc.src
