@@ -401,7 +401,9 @@ func (s *Service) SetRescue(ctx context.Context, p Principal, password, current 
 }
 
 // User returns the account record.
-func (s *Service) User(ctx context.Context, n phonebook.MSISDN) (*store.User, error) { return s.db.User(ctx, n) }
+func (s *Service) User(ctx context.Context, n phonebook.MSISDN) (*store.User, error) {
+	return s.db.User(ctx, n)
+}
 
 // IsRegistered reports whether the number has an account.
 func (s *Service) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, error) {
