@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -284,16 +285,20 @@ func DecodeJSON(r *http.Request, v any) error {
 			return phonebook.Errorf(phonebook.EMediaType, "send the body as application/json, not %q", ct)
 		}
 	}
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return jsonError(err)
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] != '{' && json.Valid(trimmed) {
+		return phonebook.Errorf(phonebook.EInvalidJSON, "the body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return jsonError(err)
-		}
 		return phonebook.Errorf(phonebook.EInvalidJSON, "the body must hold a single JSON object and nothing after it")
 	}
 	return nil
