@@ -232,12 +232,18 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (sess Session, err 
 		return Session{}, phonebook.Errorf(phonebook.EIdentityChanged,
 			"%s is registered with another phone or SIM; give the rescue password or prove the number again", number)
 	}
-	failKey := "login_fail:" + string(number)
-	if err := s.checkLimit(ctx, failKey, time.Hour, s.cfg.LoginFailuresPerHour, "wrong device keys"); err != nil {
-		return Session{}, err
-	}
 	if !matchSecret(r.DeviceKey, u.DeviceKeyHash) {
-		s.db.Hit(ctx, failKey, time.Hour)
+		// Device keys are 256-bit random values, so guessing is hopeless; the
+		// limit bounds the load a client sending wrong keys can cause, and
+		// since it applies only to wrong keys nobody can lock the owner out.
+		n, reset, err := s.db.Hit(ctx, "login_fail:"+string(number), time.Hour)
+		if err != nil {
+			return Session{}, err
+		}
+		if n > int64(s.cfg.LoginFailuresPerHour) {
+			return Session{}, &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
+				Message: fmt.Sprintf("too many wrong device keys for this number; retry after %s", reset.Format(time.RFC3339))}
+		}
 		return Session{}, phonebook.Errorf(phonebook.ECredentials, "the device key is wrong")
 	}
 	if u.SecureMode {

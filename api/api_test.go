@@ -250,8 +250,12 @@ func TestWrongDeviceKeyIsLimited(t *testing.T) {
 			t.Fatalf("attempt %d: %v", i, r.Body)
 		}
 	}
-	if r := e.login("+8613800138000", "imei-1", "sim-1", key, ""); r.Status != 429 {
-		t.Fatalf("after 3 failures the right key must wait: %d %v", r.Status, r.Body)
+	if r := e.login("+8613800138000", "imei-1", "sim-1", "wrong", ""); r.Status != 429 || r.code() != "rate_limited" {
+		t.Fatalf("4th wrong key: %d %v", r.Status, r.Body)
+	}
+	// Wrong keys cannot lock the owner out.
+	if r := e.login("+8613800138000", "imei-1", "sim-1", key, ""); r.Status != 200 {
+		t.Fatalf("right key after the limit: %d %v", r.Status, r.Body)
 	}
 }
 
