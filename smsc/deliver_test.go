@@ -28,7 +28,7 @@ func TestDecodeDeliverTLVs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := decodeDeliver("a", b[pdu.HeaderLen:])
+	d, err := decodeDeliver("a", pdu.DeliverSMID, b[pdu.HeaderLen:])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -300,6 +300,21 @@ func TestMOWithCollidingSequenceNumber(t *testing.T) {
 	}
 }
 
+func TestMOAsDataSM(t *testing.T) {
+	var d deliveries
+	sim, _ := simAndRouter(t, smscsim.Config{MOAsDataSM: true}, d.handle)
+	if err := sim.InjectMO(ctxT(t), "+8613900001111", "10690", "via data sm"); err != nil {
+		t.Fatal(err)
+	}
+	got := d.list()
+	if len(got) != 1 || string(got[0].Payload) != "via data sm" || got[0].SourceAddr != "8613900001111" || got[0].IsReceipt() {
+		t.Fatalf("deliveries %+v", got)
+	}
+	if st := sim.Stats(); st.Delivered != 1 || st.GenericNacks != 0 {
+		t.Fatalf("sim stats %+v", st)
+	}
+}
+
 func TestHandlerErrorRedelivers(t *testing.T) {
 	sim := startSim(t, smscsim.Config{RedeliverAfter: 10 * time.Millisecond})
 	var calls atomic.Int32
