@@ -49,3 +49,13 @@ func TestRelativeTime(t *testing.T) {
 		}
 	}
 }
+
+func TestSequenceNumbersWrap(t *testing.T) {
+	var s session
+	s.seq.Store(0x7FFFFFFE)
+	for _, want := range []uint32{0x7FFFFFFF, 1, 2} {
+		if got := s.nextSeq(); got != want {
+			t.Fatalf("got 0x%X, want 0x%X", got, want)
+		}
+	}
+}
