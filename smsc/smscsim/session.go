@@ -124,6 +124,14 @@ func (ss *session) handle(f wire.Frame) bool {
 		return false
 	case pdu.GenericNACKID:
 		sim.count(func(s *Stats) { s.GenericNacks++ })
+		// The ESME could not take one of our deliver_sm: a refusal.
+		ss.mu.Lock()
+		ch, ok := ss.waiting[h.Seq]
+		delete(ss.waiting, h.Seq)
+		ss.mu.Unlock()
+		if ok {
+			ch <- max(h.Status, wire.StatusSysErr)
+		}
 	case pdu.EnquireLinkRespID, pdu.UnbindRespID:
 	default:
 		if h.ID&0x80000000 == 0 {
