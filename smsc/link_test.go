@@ -394,6 +394,22 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 	}
 }
 
+func TestResponseTimeoutIsTemporary(t *testing.T) {
+	sim := startSim(t, smscsim.Config{RespDelay: time.Minute})
+	cfg := linkCfg("a", sim.Addr())
+	cfg.RespTimeout = 50 * time.Millisecond
+	r := startRouter(t, nil, cfg)
+	waitBound(t, r, "a")
+	_, err := r.Submit(ctxT(t), part(cnMobile, "x"))
+	var se *smsc.SubmitError
+	if !errors.As(err, &se) || !se.Temporary || !errors.Is(err, smsc.ErrRespTimeout) || se.Link != "a" {
+		t.Fatalf("got %v; want a temporary ErrRespTimeout", err)
+	}
+	if st := state(r, "a"); !st.Bound || st.InFlight != 0 {
+		t.Fatalf("after a timeout: %+v; want still bound, window released", st)
+	}
+}
+
 func TestReconnectThenSubmit(t *testing.T) {
 	sim, r := simAndRouter(t, smscsim.Config{}, nil)
 	sim.DropLinks()
