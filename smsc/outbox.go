@@ -35,6 +35,7 @@ type OutboxConfig struct {
 	MaxAttempts     int           // attempts before a message fails; 0 = until its validity ends
 	FlushEvery      time.Duration // longest wait before submit results are written [5ms]
 	FlushSize       int           // results per write [256]
+	Recorders       int           // concurrent writers of results [4 on MySQL, 1 on SQLite]
 	NoReceipts      bool          // do not ask SMSCs for delivery receipts
 	Region          string        // region for national-format MO source numbers ["CN"]
 	MOExpiry        time.Duration // incomplete concatenated MO parts are dropped after [1h]
@@ -66,6 +67,9 @@ func (c *OutboxConfig) defaults() {
 	}
 	if c.FlushSize <= 0 {
 		c.FlushSize = 256
+	}
+	if c.Recorders <= 0 {
+		c.Recorders = 4
 	}
 	if c.Region == "" {
 		c.Region = "CN"
@@ -116,6 +120,7 @@ type Outbox struct {
 
 	wake      chan struct{}
 	progress  chan struct{}
+	receiptIn chan struct{} // a receipt was stored
 	inflight  atomic.Int64
 	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
 	lmu       sync.Mutex
@@ -139,10 +144,14 @@ func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, 
 	}
 	o := &Outbox{
 		db: db, sub: sub, cfg: cfg, log: log.With("component", "sms-outbox", "node", cfg.NodeID), m: m,
-		wake:     make(chan struct{}, 1),
-		progress: make(chan struct{}, 1),
+		wake:      make(chan struct{}, 1),
+		progress:  make(chan struct{}, 1),
+		receiptIn: make(chan struct{}, 1),
 	}
-	o.receipts.apply = o.applyReceipts
+	if db.Dialect() == store.SQLite {
+		o.cfg.Recorders = 1 // one writer at a time anyway
+	}
+	o.receipts.apply = o.storeReceipts
 	return o, nil
 }
 
@@ -253,6 +262,18 @@ type record struct {
 	outcome *store.SMSOutcome
 }
 
+func (r record) id() int64 {
+	if r.part != nil {
+		return r.part.OutboxID
+	}
+	return r.outcome.ID
+}
+
+// recordSink routes each message's results to one recorder.
+type recordSink []chan record
+
+func (s recordSink) send(r record) { s[uint64(r.id())%uint64(len(s))] <- r }
+
 // Run submits due messages until ctx ends, then waits (up to DrainTimeout)
 // for submits in flight and writes their results. Parts whose
 // submit_sm_resp arrived are recorded and never sent again; the rest of an
@@ -265,10 +286,15 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var stopping atomic.Bool
 
 	jobs := make(chan job, o.cfg.Workers)
-	records := make(chan record, 4*o.cfg.FlushSize)
-
+	// Results of one message go to one recorder, so its parts are written
+	// no later than its outcome.
+	shards := make([]chan record, o.cfg.Recorders)
 	var recWG sync.WaitGroup
-	recWG.Go(func() { o.recorder(bg, records) })
+	for i := range shards {
+		shards[i] = make(chan record, 4*o.cfg.FlushSize)
+		recWG.Go(func() { o.recorder(bg, shards[i]) })
+	}
+	records := recordSink(shards)
 
 	var workWG sync.WaitGroup
 	for range o.cfg.Workers {
@@ -280,6 +306,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 	var maintWG sync.WaitGroup
 	maintWG.Go(func() { o.maintain(ctx) })
+	maintWG.Go(func() { o.applyReceipts(ctx) })
 
 	err := o.dispatch(ctx, jobs, records)
 
@@ -294,7 +321,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 		cancelBG()
 		<-done
 	}
-	close(records)
+	for _, c := range shards {
+		close(c)
+	}
 	recWG.Wait()
 	maintWG.Wait()
 	return err
@@ -302,7 +331,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 
 // dispatch claims due messages and feeds their parts to the workers,
 // keeping at most two batches of messages in flight.
-func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records chan<- record) error {
+func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSink) error {
 	maxInflight := int64(2 * o.cfg.Batch)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -322,7 +351,7 @@ func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records chan<- r
 				if !o.start(ctx, m, jobs, records) {
 					// Shutting down: hand back what never started.
 					for _, r := range msgs[i+1:] {
-						records <- record{outcome: &store.SMSOutcome{ID: r.ID, State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}}
+						records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
 					}
 					return nil
 				}
@@ -344,13 +373,17 @@ func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records chan<- r
 
 // start turns a claimed message into jobs; it returns false when ctx ended
 // while the jobs queue was full (the message is released for a retry).
-func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, records chan<- record) bool {
+func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, records recordSink) bool {
 	now := time.Now()
 	finish := func(state, reason string) {
-		records <- record{outcome: &store.SMSOutcome{ID: m.ID, State: state, Error: reason, NextAttemptAt: now}}
+		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: state, Error: reason, NextAttemptAt: now}})
 	}
 	if !m.ExpiresAt.After(now) {
-		finish(StateExpired, "validity ended before it could be sent")
+		why := "validity ended before it could be sent"
+		if m.Error != "" {
+			why += "; last error: " + m.Error
+		}
+		finish(StateExpired, why)
 		return true
 	}
 	e, err := Encode(m.Text)
@@ -400,7 +433,7 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 	return true
 }
 
-func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, records chan<- record) {
+func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, records recordSink) {
 	a := j.msg
 	switch {
 	case stopping.Load():
@@ -414,8 +447,8 @@ func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, recor
 		if err == nil {
 			o.m.submits.WithLabelValues("ok").Inc()
 			id := NormalizeMessageID(res.MessageID)
-			records <- record{part: &store.SMSPart{OutboxID: a.m.ID, Seq: j.seq, Total: a.total, Link: res.Link,
-				MessageID: id, Candidates: MessageIDCandidates(res.MessageID), SubmittedAt: time.Now()}}
+			records.send(record{part: &store.SMSPart{OutboxID: a.m.ID, Seq: j.seq, Total: a.total, Link: res.Link,
+				MessageID: id, Candidates: MessageIDCandidates(res.MessageID), SubmittedAt: time.Now()}})
 			break
 		}
 		var se *SubmitError
@@ -431,14 +464,14 @@ func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, recor
 }
 
 // partDone counts a part off; the last one decides the message's outcome.
-func (o *Outbox) partDone(a *attempt, records chan<- record) {
+func (o *Outbox) partDone(a *attempt, records recordSink) {
 	if a.left.Add(-1) != 0 {
 		return
 	}
 	o.inflight.Add(-1)
 	o.signal(o.progress)
 	now := time.Now()
-	out := &store.SMSOutcome{ID: a.m.ID, State: StateSubmitted}
+	out := &store.SMSOutcome{ID: a.m.ID, Kind: a.m.Kind, Ref: a.m.Ref, State: StateSubmitted}
 	a.mu.Lock()
 	perm, temp := a.permErr, a.tempErr
 	a.mu.Unlock()
@@ -457,7 +490,7 @@ func (o *Outbox) partDone(a *attempt, records chan<- record) {
 			out.State, out.NextAttemptAt, out.Error = StateQueued, next, reason(temp)
 		}
 	}
-	records <- record{outcome: out}
+	records.send(record{outcome: out})
 }
 
 // reason is the failure text stored with a message: the SMPP status name
@@ -594,6 +627,9 @@ func (o *Outbox) HandleDeliver(ctx context.Context, d Deliver) error {
 		label = "intermediate"
 	}
 	o.m.receipts.WithLabelValues(label).Inc()
+	if r.State == "" {
+		return nil // on its way: nothing to record
+	}
 	return o.receipts.do(ctx, store.SMSReceipt{Candidates: MessageIDCandidates(r.MessageID), State: r.State, Error: receiptError(r)})
 }
 
@@ -605,16 +641,36 @@ func receiptError(r Receipt) string {
 	return s
 }
 
-func (o *Outbox) applyReceipts(ctx context.Context, rs []store.SMSReceipt) error {
-	changes, unmatched, err := o.db.ApplyReceipts(ctx, rs)
-	if err != nil {
+// storeReceipts makes a batch of receipts durable; applyReceipts applies them.
+func (o *Outbox) storeReceipts(ctx context.Context, rs []store.SMSReceipt) error {
+	if err := o.db.AddReceipts(ctx, rs); err != nil {
 		return err
 	}
-	if unmatched > 0 {
-		o.m.receipts.WithLabelValues("unmatched").Add(float64(unmatched))
-	}
-	o.emit(ctx, changes)
+	o.signal(o.receiptIn)
 	return nil
+}
+
+// applyReceipts applies stored receipts in batches until ctx ends.
+func (o *Outbox) applyReceipts(ctx context.Context) {
+	const batch = 1000
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		changes, n, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
+		if err != nil && ctx.Err() == nil {
+			o.log.Error("sms outbox: applying delivery receipts", "err", err)
+		}
+		o.emit(ctx, changes)
+		if err == nil && n == batch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.receiptIn:
+		case <-t.C:
+		}
+	}
 }
 
 // groupCommit batches concurrent callers into one write: whoever finds no

@@ -60,6 +60,7 @@ type SMSPart struct {
 // SMSOutcome is the result of one attempt at a claimed message.
 type SMSOutcome struct {
 	ID            int64
+	Kind, Ref     string    // copied into the change, as claimed
 	State         string    // "submitted", "failed", "expired", or "queued" to retry
 	NextAttemptAt time.Time // when State is "queued"
 	Error         string
@@ -214,7 +215,7 @@ func (d *DB) ClaimSMS(ctx context.Context, node string, limit int, lease time.Du
 	err := d.txRetry(ctx, func(tx *sql.Tx) error {
 		out = out[:0]
 		t := now()
-		q := `SELECT id, dest, source, text, kind, ref, attempts, created_at, expires_at
+		q := `SELECT id, dest, source, text, kind, ref, attempts, created_at, expires_at, error
 			FROM sms_outbox WHERE state = ? AND next_attempt_at <= ?
 			ORDER BY next_attempt_at LIMIT ?`
 		if d.dialect == MySQL {
@@ -228,7 +229,7 @@ func (d *DB) ClaimSMS(ctx context.Context, node string, limit int, lease time.Du
 		for rows.Next() {
 			var m SMS
 			var created, expires int64
-			if err := rows.Scan(&m.ID, &m.Dest, &m.Source, &m.Text, &m.Kind, &m.Ref, &m.Attempts, &created, &expires); err != nil {
+			if err := rows.Scan(&m.ID, &m.Dest, &m.Source, &m.Text, &m.Kind, &m.Ref, &m.Attempts, &created, &expires, &m.Error); err != nil {
 				rows.Close()
 				return err
 			}
@@ -285,7 +286,7 @@ func (d *DB) RecordSMS(ctx context.Context, node string, parts []SMSPart, outcom
 	err := d.txRetry(ctx, func(tx *sql.Tx) error {
 		changes = changes[:0]
 		t := now()
-		settleIDs, err := d.insertParts(ctx, tx, parts, t)
+		inserted, settleIDs, err := d.insertParts(ctx, tx, parts, t)
 		if err != nil {
 			return err
 		}
@@ -294,7 +295,22 @@ func (d *DB) RecordSMS(ctx context.Context, node string, parts []SMSPart, outcom
 			return err
 		}
 		changes = append(changes, c...)
-		settleIDs = append(settleIDs, submitted...)
+		// A message can only need settling now if a receipt reached one of
+		// its parts first: the part was recorded in an earlier batch (or
+		// recorded twice), or a pending receipt just matched.
+		inBatch := map[int64]int{}
+		for _, p := range parts {
+			inBatch[p.OutboxID]++
+		}
+		total := map[int64]int{}
+		for _, p := range parts {
+			total[p.OutboxID] = p.Total
+		}
+		for _, id := range submitted {
+			if inserted < int64(len(parts)) || inBatch[id] == 0 || inBatch[id] < total[id] {
+				settleIDs = append(settleIDs, id)
+			}
+		}
 		c, err = d.settle(ctx, tx, settleIDs, t)
 		changes = append(changes, c...)
 		return err
@@ -307,10 +323,11 @@ func (d *DB) RecordSMS(ctx context.Context, node string, parts []SMSPart, outcom
 
 // insertParts records accepted parts and applies pending receipts to them;
 // it returns the ids of messages a pending receipt touched.
-func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t time.Time) ([]int64, error) {
+func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t time.Time) (int64, []int64, error) {
 	if len(parts) == 0 {
-		return nil, nil
+		return 0, nil, nil
 	}
+	var inserted int64
 	verb, tail := "INSERT IGNORE INTO", ""
 	if d.dialect == SQLite {
 		verb, tail = "INSERT INTO", " ON CONFLICT (outbox_id, seq) DO NOTHING"
@@ -333,9 +350,15 @@ func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t tim
 			args = append(args, p.OutboxID, p.Seq, p.Total, p.Link, clip(p.MessageID, 65), smsSubmitted, micros(at))
 		}
 		sb.WriteString(tail)
-		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
-			return nil, err
+		res, err := tx.ExecContext(ctx, sb.String(), args...)
+		if err != nil {
+			return 0, nil, err
 		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, nil, err
+		}
+		inserted += n
 	}
 
 	// Receipts that came first.
@@ -350,11 +373,17 @@ func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t tim
 		}
 	}
 	if len(cands) == 0 {
-		return nil, nil
+		return inserted, nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT message_id, state, error FROM sms_receipts_pending WHERE message_id IN (`+marks(len(cands))+`)`+d.forUpdate(), stringArgs(cands)...)
+	// SKIP LOCKED: a receipt another transaction holds is being applied by
+	// it (ApplyPendingReceipts), which will see this part once we commit.
+	q := `SELECT message_id, state, error FROM sms_receipts_pending WHERE message_id IN (` + marks(len(cands)) + `)`
+	if d.dialect == MySQL {
+		q += " FOR UPDATE SKIP LOCKED"
+	}
+	rows, err := tx.QueryContext(ctx, q, stringArgs(cands)...)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	var ups []partUpdate
 	var matched []string
@@ -362,7 +391,7 @@ func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t tim
 		var id, state, e string
 		if err := rows.Scan(&id, &state, &e); err != nil {
 			rows.Close()
-			return nil, err
+			return 0, nil, err
 		}
 		p := owner[id]
 		ups = append(ups, partUpdate{id: p.OutboxID, seq: p.Seq, state: state, err: e})
@@ -370,12 +399,13 @@ func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t tim
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil || len(matched) == 0 {
-		return nil, err
+		return inserted, nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM sms_receipts_pending WHERE message_id IN (`+marks(len(matched))+`)`, stringArgs(matched)...); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return d.updateParts(ctx, tx, ups, t)
+	ids, err := d.updateParts(ctx, tx, ups, t)
+	return inserted, ids, err
 }
 
 type partUpdate struct {
@@ -415,47 +445,17 @@ func (d *DB) updateParts(ctx context.Context, tx *sql.Tx, ups []partUpdate, t ti
 }
 
 func (d *DB) applyOutcomes(ctx context.Context, tx *sql.Tx, node string, outcomes []SMSOutcome, t time.Time) (changes []SMSChange, submitted []int64, err error) {
-	if len(outcomes) == 0 {
-		return nil, nil, nil
-	}
-	ids := make([]int64, len(outcomes))
-	for i, o := range outcomes {
-		ids[i] = o.ID
-	}
-	// Only messages still queued and still leased to node take the outcome.
-	args := append([]any{smsQueued, node}, int64Args(ids)...)
-	rows, err := tx.QueryContext(ctx, `SELECT id, kind, ref FROM sms_outbox WHERE state = ? AND claimed_by = ? AND id IN (`+marks(len(ids))+`)`+d.forUpdate(), args...)
-	if err != nil {
-		return nil, nil, err
-	}
-	type meta struct{ kind, ref string }
-	held := map[int64]meta{}
-	for rows.Next() {
-		var id int64
-		var m meta
-		if err := rows.Scan(&id, &m.kind, &m.ref); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		held[id] = m
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
 	type key struct{ state, err string }
-	groups := map[key][]int64{}
+	groups := map[key][]SMSOutcome{}
 	var order []key
 	for _, o := range outcomes {
-		m, ok := held[o.ID]
-		if !ok {
-			continue
-		}
 		e := clip(o.Error, 255)
 		if o.State == smsQueued {
+			// Only a message still queued and still leased to node takes
+			// the outcome.
 			if _, err := tx.ExecContext(ctx, `UPDATE sms_outbox SET attempts = attempts + 1, next_attempt_at = ?, error = ?,
-				claimed_by = '', claimed_until = 0, updated_at = ? WHERE id = ?`,
-				micros(o.NextAttemptAt), e, micros(t), o.ID); err != nil {
+				claimed_by = '', claimed_until = 0, updated_at = ? WHERE id = ? AND state = ? AND claimed_by = ?`,
+				micros(o.NextAttemptAt), e, micros(t), o.ID, smsQueued, node); err != nil {
 				return nil, nil, err
 			}
 			continue
@@ -464,18 +464,54 @@ func (d *DB) applyOutcomes(ctx context.Context, tx *sql.Tx, node string, outcome
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
-		groups[k] = append(groups[k], o.ID)
-		changes = append(changes, SMSChange{ID: o.ID, Kind: m.kind, Ref: m.ref, State: o.State, Error: e})
-		if o.State == smsSubmitted {
-			submitted = append(submitted, o.ID)
-		}
+		groups[k] = append(groups[k], o)
 	}
 	for _, k := range order {
 		g := groups[k]
-		args := append([]any{k.state, k.err, micros(t)}, int64Args(g)...)
-		if _, err := tx.ExecContext(ctx, `UPDATE sms_outbox SET state = ?, error = ?, attempts = attempts + 1,
-			claimed_by = '', claimed_until = 0, updated_at = ? WHERE id IN (`+marks(len(g))+`)`, args...); err != nil {
+		ids := make([]int64, len(g))
+		for i, o := range g {
+			ids[i] = o.ID
+		}
+		args := append([]any{k.state, k.err, micros(t), smsQueued, node}, int64Args(ids)...)
+		res, err := tx.ExecContext(ctx, `UPDATE sms_outbox SET state = ?, error = ?, attempts = attempts + 1,
+			claimed_by = '', claimed_until = 0, updated_at = ? WHERE state = ? AND claimed_by = ? AND id IN (`+marks(len(ids))+`)`, args...)
+		if err != nil {
 			return nil, nil, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, nil, err
+		}
+		took := map[int64]bool{}
+		if int(n) < len(ids) {
+			// Some were no longer ours: find the ones this statement moved
+			// (they carry this transaction's timestamp).
+			args := append([]any{k.state, micros(t)}, int64Args(ids)...)
+			rows, err := tx.QueryContext(ctx, `SELECT id FROM sms_outbox WHERE state = ? AND updated_at = ? AND claimed_by = '' AND id IN (`+marks(len(ids))+`)`, args...)
+			if err != nil {
+				return nil, nil, err
+			}
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return nil, nil, err
+				}
+				took[id] = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, nil, err
+			}
+		}
+		for _, o := range g {
+			if int(n) < len(ids) && !took[o.ID] {
+				continue
+			}
+			changes = append(changes, SMSChange{ID: o.ID, Kind: o.Kind, Ref: o.Ref, State: o.State, Error: k.err})
+			if o.State == smsSubmitted {
+				submitted = append(submitted, o.ID)
+			}
 		}
 	}
 	return changes, submitted, nil
@@ -580,74 +616,22 @@ func (d *DB) ApplyReceipts(ctx context.Context, rs []SMSReceipt) ([]SMSChange, i
 	var changes []SMSChange
 	var unmatched int
 	err := d.txRetry(ctx, func(tx *sql.Tx) error {
-		changes, unmatched = changes[:0], 0
 		t := now()
-		var cands []string
-		seen := map[string]bool{}
-		for _, r := range rs {
-			for _, c := range r.Candidates {
-				if !seen[c] {
-					seen[c] = true
-					cands = append(cands, c)
-				}
-			}
-		}
-		if len(cands) == 0 {
-			return nil
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT outbox_id, seq, smsc_message_id, state, submitted_at FROM sms_outbox_parts
-			WHERE smsc_message_id IN (`+marks(len(cands))+`)`+d.forUpdate(), stringArgs(cands)...)
+		matched, ups, err := d.matchReceipts(ctx, tx, rs)
 		if err != nil {
 			return err
 		}
-		type row struct {
-			id      int64
-			seq     int
-			state   string
-			created int64
-		}
-		byMsgID := map[string][]row{}
-		for rows.Next() {
-			var r row
-			var mid string
-			if err := rows.Scan(&r.id, &r.seq, &mid, &r.state, &r.created); err != nil {
-				rows.Close()
-				return err
-			}
-			byMsgID[mid] = append(byMsgID[mid], r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		var ups []partUpdate
-		for _, r := range rs {
-			var best *row
-			for _, c := range r.Candidates {
-				for i, p := range byMsgID[c] {
-					if best == nil {
-						best = &byMsgID[c][i]
-						continue
-					}
-					if ps, bs := p.state == smsSubmitted, best.state == smsSubmitted; ps && !bs || ps == bs && p.created > best.created {
-						best = &byMsgID[c][i]
-					}
-				}
-				if best != nil {
-					break
-				}
-			}
-			switch {
-			case best != nil && r.State != "":
-				ups = append(ups, partUpdate{id: best.id, seq: best.seq, state: r.State, err: r.Error})
-			case best == nil:
+		var keep []SMSReceipt
+		for i, r := range rs {
+			if !matched[i] {
 				unmatched++
-				if r.State != "" && len(r.Candidates) > 0 {
-					if err := d.insertPending(ctx, tx, r, t); err != nil {
-						return err
-					}
+				if r.State != "" {
+					keep = append(keep, r)
 				}
 			}
+		}
+		if err := d.insertPending(ctx, tx, keep, t); err != nil {
+			return err
 		}
 		ids, err := d.updateParts(ctx, tx, ups, t)
 		if err != nil {
@@ -662,14 +646,196 @@ func (d *DB) ApplyReceipts(ctx context.Context, rs []SMSReceipt) ([]SMSChange, i
 	return changes, unmatched, nil
 }
 
-func (d *DB) insertPending(ctx context.Context, tx *sql.Tx, r SMSReceipt, t time.Time) error {
+// matchReceipts finds each receipt's part; ups holds the updates for the
+// final receipts that matched.
+func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []SMSReceipt) (matched []bool, ups []partUpdate, err error) {
+	matched = make([]bool, len(rs))
+	var cands []string
+	seen := map[string]bool{}
+	for _, r := range rs {
+		for _, c := range r.Candidates {
+			if !seen[c] {
+				seen[c] = true
+				cands = append(cands, c)
+			}
+		}
+	}
+	if len(cands) == 0 {
+		return matched, nil, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT outbox_id, seq, smsc_message_id, state, submitted_at FROM sms_outbox_parts
+		WHERE smsc_message_id IN (`+marks(len(cands))+`)`+d.forUpdate(), stringArgs(cands)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	type row struct {
+		id      int64
+		seq     int
+		state   string
+		created int64
+	}
+	byMsgID := map[string][]row{}
+	for rows.Next() {
+		var r row
+		var mid string
+		if err := rows.Scan(&r.id, &r.seq, &mid, &r.state, &r.created); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		byMsgID[mid] = append(byMsgID[mid], r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	for i, r := range rs {
+		var best *row
+		for _, c := range r.Candidates {
+			for j, p := range byMsgID[c] {
+				if best == nil {
+					best = &byMsgID[c][j]
+					continue
+				}
+				if ps, bs := p.state == smsSubmitted, best.state == smsSubmitted; ps && !bs || ps == bs && p.created > best.created {
+					best = &byMsgID[c][j]
+				}
+			}
+			if best != nil {
+				break
+			}
+		}
+		if best == nil {
+			continue
+		}
+		matched[i] = true
+		if r.State != "" {
+			ups = append(ups, partUpdate{id: best.id, seq: best.seq, state: r.State, err: r.Error})
+		}
+	}
+	return matched, ups, nil
+}
+
+func (d *DB) insertPending(ctx context.Context, tx execer, rs []SMSReceipt, t time.Time) error {
 	verb, tail := "INSERT IGNORE INTO", ""
 	if d.dialect == SQLite {
 		verb, tail = "INSERT INTO", " ON CONFLICT (message_id) DO NOTHING"
 	}
-	_, err := tx.ExecContext(ctx, verb+` sms_receipts_pending (message_id, state, error, received_at) VALUES (?, ?, ?, ?)`+tail,
-		clip(r.Candidates[0], 65), r.State, clip(r.Error, 255), micros(t))
-	return err
+	const chunk = 200
+	for start := 0; start < len(rs); start += chunk {
+		batch := rs[start:min(start+chunk, len(rs))]
+		var sb strings.Builder
+		args := make([]any, 0, 5*len(batch))
+		sb.WriteString(verb + " sms_receipts_pending (message_id, state, error, received_at, next_check_at) VALUES ")
+		n := 0
+		for _, r := range batch {
+			if len(r.Candidates) == 0 {
+				continue
+			}
+			if n > 0 {
+				sb.WriteByte(',')
+			}
+			n++
+			sb.WriteString("(?,?,?,?,?)")
+			args = append(args, clip(r.Candidates[0], 65), r.State, clip(r.Error, 255), micros(t), micros(t))
+		}
+		if n == 0 {
+			continue
+		}
+		sb.WriteString(tail)
+		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// AddReceipts stores final delivery receipts durably and cheaply (one
+// insert), to be applied by ApplyPendingReceipts. This is what a link's
+// deliver_sm handler does before it acknowledges a receipt: the matching
+// and settling work then happens in large batches, off the SMPP session.
+// A receipt whose id is already pending is stored once.
+func (d *DB) AddReceipts(ctx context.Context, rs []SMSReceipt) error {
+	if err := d.insertPending(ctx, d.db, rs, now()); err != nil {
+		return fmt.Errorf("store: add receipts: %w", err)
+	}
+	return nil
+}
+
+// ApplyPendingReceipts applies up to limit stored receipts that are due:
+// those that match a part update it and leave the table; the others are
+// looked at again later, less and less often (their part may be recorded
+// by another node, or never). candidates lists the ids a receipt's id may
+// be stored under. It returns the state changes and how many receipts it
+// looked at.
+func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates func(string) []string) ([]SMSChange, int, error) {
+	var changes []SMSChange
+	var seen int
+	err := d.txRetry(ctx, func(tx *sql.Tx) error {
+		t := now()
+		q := `SELECT message_id, state, error, tries FROM sms_receipts_pending WHERE next_check_at <= ? ORDER BY next_check_at LIMIT ?`
+		if d.dialect == MySQL {
+			q += " FOR UPDATE SKIP LOCKED"
+		}
+		rows, err := tx.QueryContext(ctx, q, micros(t), limit)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		var tries []int
+		var rs []SMSReceipt
+		for rows.Next() {
+			var id string
+			var n int
+			r := SMSReceipt{}
+			if err := rows.Scan(&id, &r.State, &r.Error, &n); err != nil {
+				rows.Close()
+				return err
+			}
+			r.Candidates = candidates(id)
+			ids, tries, rs = append(ids, id), append(tries, n), append(rs, r)
+		}
+		rows.Close()
+		seen = len(rs)
+		if err := rows.Err(); err != nil || len(rs) == 0 {
+			return err
+		}
+		matched, ups, err := d.matchReceipts(ctx, tx, rs)
+		if err != nil {
+			return err
+		}
+		var done []string
+		for i, ok := range matched {
+			if ok {
+				done = append(done, ids[i])
+				continue
+			}
+			// 1s, 2s, 4s ... up to 10 minutes.
+			wait := min(time.Second<<min(tries[i], 10), 10*time.Minute)
+			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + 1, next_check_at = ? WHERE message_id = ?`,
+				micros(t.Add(wait)), ids[i]); err != nil {
+				return err
+			}
+		}
+		if len(done) > 0 {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM sms_receipts_pending WHERE message_id IN (`+marks(len(done))+`)`, stringArgs(done)...); err != nil {
+				return err
+			}
+		}
+		touched, err := d.updateParts(ctx, tx, ups, t)
+		if err != nil {
+			return err
+		}
+		changes, err = d.settle(ctx, tx, touched, t)
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: apply pending receipts: %w", err)
+	}
+	return changes, seen, nil
 }
 
 // GetSMS returns a message and its accepted parts.

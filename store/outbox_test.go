@@ -57,7 +57,7 @@ func TestOutboxLifecycle(t *testing.T) {
 		changes, err := db.RecordSMS(ctx, "n1",
 			[]store.SMSPart{part(ids[0], 1, 1, "a1")},
 			[]store.SMSOutcome{
-				{ID: ids[0], State: "submitted"},
+				{ID: ids[0], Kind: "verify", Ref: "r0", State: "submitted"},
 				{ID: ids[1], State: "failed", Error: "ESME_RINVDSTADR"},
 				{ID: ids[2], State: "queued", NextAttemptAt: retryAt, Error: "ESME_RTHROTTLED"},
 			})
@@ -289,6 +289,38 @@ func TestMOFragments(t *testing.T) {
 		}
 		if n, err := db.ExpireMOFragments(ctx, time.Now().Add(time.Second)); err != nil || n != 3 {
 			t.Fatalf("expired %d, %v", n, err)
+		}
+	})
+}
+
+// Receipts stored first and applied later in a batch: matched ones leave
+// the table, unmatched ones wait and match once their part is recorded.
+func TestOutboxPendingReceipts(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		ids := enqueue(t, db, 2)
+		db.ClaimSMS(ctx, "n", 10, time.Minute)
+		db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[0], 1, 1, "aa")}, []store.SMSOutcome{{ID: ids[0], State: "submitted"}})
+		same := func(id string) []string { return []string{id} }
+		if err := db.AddReceipts(ctx, []store.SMSReceipt{
+			{Candidates: []string{"aa"}, State: "delivered"},
+			{Candidates: []string{"bb"}, State: "expired", Error: "EXPIRED"},
+			{Candidates: []string{"aa"}, State: "delivered"}, // the SMSC sent it twice
+		}); err != nil {
+			t.Fatal(err)
+		}
+		changes, n, err := db.ApplyPendingReceipts(ctx, 100, same)
+		if err != nil || n != 2 || len(changes) != 1 || changes[0].ID != ids[0] || changes[0].State != "delivered" {
+			t.Fatalf("changes %+v looked at %d, %v", changes, n, err)
+		}
+		// "bb" waits (with backoff): not looked at again at once.
+		if _, n, _ := db.ApplyPendingReceipts(ctx, 100, same); n != 0 {
+			t.Fatalf("unmatched receipt looked at again at once (%d)", n)
+		}
+		// Its part is recorded: it applies then.
+		changes, err = db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[1], 1, 1, "bb")}, []store.SMSOutcome{{ID: ids[1], State: "submitted"}})
+		if err != nil || len(changes) != 2 || changes[1].State != "expired" {
+			t.Fatalf("changes %+v %v", changes, err)
 		}
 	})
 }

@@ -40,15 +40,21 @@ CREATE TABLE IF NOT EXISTS sms_outbox_parts (
     KEY sms_outbox_parts_msgid (smsc_message_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 ;
--- Final receipts that arrived before their part was recorded (the SMSC can
--- be faster than our batched write of its submit_sm_resp, or the part was
--- sent by another node). Matched and removed when the part is recorded.
+-- Final delivery receipts not yet applied. A receipt is stored here (one
+-- cheap insert) before its deliver_sm is acknowledged; the outbox applies
+-- them in batches. One whose part is not recorded yet (the SMSC can beat
+-- our batched write of its submit_sm_resp, or another node sent it) waits
+-- here, is looked at again with backoff, and is also matched the moment its
+-- part is recorded.
 CREATE TABLE IF NOT EXISTS sms_receipts_pending (
     message_id  VARCHAR(65) NOT NULL PRIMARY KEY,
     state       VARCHAR(16) NOT NULL,
     error       VARCHAR(255) NOT NULL DEFAULT '',
     received_at BIGINT NOT NULL,
-    KEY sms_receipts_pending_at (received_at)
+    tries       INT NOT NULL DEFAULT 0,
+    next_check_at BIGINT NOT NULL,
+    KEY sms_receipts_pending_at (received_at),
+    KEY sms_receipts_pending_due (next_check_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 ;
 -- Parts of concatenated inbound SMS, kept until the message is complete.

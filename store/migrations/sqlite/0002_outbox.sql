@@ -40,10 +40,14 @@ CREATE TABLE sms_receipts_pending (
     message_id  VARCHAR(65) NOT NULL PRIMARY KEY,
     state       VARCHAR(16) NOT NULL,
     error       VARCHAR(255) NOT NULL DEFAULT '',
-    received_at BIGINT NOT NULL
+    received_at BIGINT NOT NULL,
+    tries       INTEGER NOT NULL DEFAULT 0,
+    next_check_at BIGINT NOT NULL
 )
 ;
 CREATE INDEX sms_receipts_pending_at ON sms_receipts_pending (received_at)
+;
+CREATE INDEX sms_receipts_pending_due ON sms_receipts_pending (next_check_at)
 ;
 CREATE TABLE sms_mo_fragments (
     link          VARCHAR(64) NOT NULL,
