@@ -26,7 +26,7 @@ type stack struct {
 	run func() (stop func())
 }
 
-func newStack(t testing.TB, db *store.DB, sim *smscsim.Sim, window int, cfg smsc.OutboxConfig) *stack {
+func newStack(t testing.TB, db *store.DB, sim *smscsim.Sim, window int, cfg smsc.OutboxConfig, tune ...func(*smsc.LinkConfig)) *stack {
 	t.Helper()
 	s := &stack{sim: sim, db: db}
 	// The router needs the handler and the outbox needs the router: the
@@ -34,6 +34,9 @@ func newStack(t testing.TB, db *store.DB, sim *smscsim.Sim, window int, cfg smsc
 	h := func(ctx context.Context, d smsc.Deliver) error { return s.ob.HandleDeliver(ctx, d) }
 	lc := linkCfg("a", sim.Addr())
 	lc.Window = window
+	for _, f := range tune {
+		f(&lc)
+	}
 	r, err := smsc.NewRouter([]smsc.LinkConfig{lc}, h, nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -808,15 +808,20 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 			return err
 		}
 		var done []string
+		later := map[int][]string{} // by tries
 		for i, ok := range matched {
 			if ok {
 				done = append(done, ids[i])
-				continue
+			} else {
+				later[tries[i]] = append(later[tries[i]], ids[i])
 			}
+		}
+		for n, g := range later {
 			// 1s, 2s, 4s ... up to 10 minutes.
-			wait := min(time.Second<<min(tries[i], 10), 10*time.Minute)
-			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + 1, next_check_at = ? WHERE message_id = ?`,
-				micros(t.Add(wait)), ids[i]); err != nil {
+			wait := min(time.Second<<min(n, 10), 10*time.Minute)
+			args := append([]any{micros(t.Add(wait))}, stringArgs(g)...)
+			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + 1, next_check_at = ?
+				WHERE message_id IN (`+marks(len(g))+`)`, args...); err != nil {
 				return err
 			}
 		}
