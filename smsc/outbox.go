@@ -324,7 +324,17 @@ func (o *Outbox) Run(ctx context.Context) error {
 	for _, c := range shards {
 		close(c)
 	}
-	recWG.Wait()
+	recorded := make(chan struct{})
+	go func() { recWG.Wait(); close(recorded) }()
+	select {
+	case <-recorded:
+	case <-time.After(o.cfg.DrainTimeout):
+		// The store is not answering: the parts in hand are lost to us and
+		// will be sent again once their leases end.
+		o.log.Error("sms outbox: could not record submit results at shutdown")
+		cancelBG()
+		<-recorded
+	}
 	maintWG.Wait()
 	return err
 }
@@ -656,9 +666,13 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		changes, n, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
+		changes, n, dropped, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
 		if err != nil && ctx.Err() == nil {
 			o.log.Error("sms outbox: applying delivery receipts", "err", err)
+		}
+		if dropped > 0 {
+			o.m.receipts.WithLabelValues("unmatched").Add(float64(dropped))
+			o.log.Warn("sms outbox: delivery receipts for unknown message ids dropped after an hour", "count", dropped)
 		}
 		o.emit(ctx, changes)
 		if err == nil && n == batch {
@@ -725,7 +739,7 @@ func newOutboxMetrics(reg prometheus.Registerer) (*outboxMetrics, error) {
 		submits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_submits_total",
 			Help: "submit_sm attempts from the outbox by result: ok, temporary, permanent."}, []string{"result"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_receipts_total",
-			Help: "Delivery receipts by outbox state (delivered, undeliverable, expired, intermediate), plus unmatched and invalid."}, []string{"state"}),
+			Help: "Delivery receipts by outbox state (delivered, undeliverable, expired, intermediate); invalid (unreadable); unmatched (dropped after an hour without a matching message)."}, []string{"state"}),
 		mo: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_mo_total",
 			Help: "Inbound SMS by result: handled, unknown (no handler), failed (handler error), invalid, partial (part stored)."}, []string{"result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_outbox_transitions_total",

@@ -768,13 +768,15 @@ func (d *DB) AddReceipts(ctx context.Context, rs []SMSReceipt) error {
 // ApplyPendingReceipts applies up to limit stored receipts that are due:
 // those that match a part update it and leave the table; the others are
 // looked at again later, less and less often (their part may be recorded
-// by another node, or never). candidates lists the ids a receipt's id may
-// be stored under. It returns the state changes and how many receipts it
-// looked at.
-func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates func(string) []string) ([]SMSChange, int, error) {
+// by another node), and dropped after MaxReceiptTries looks (about an hour:
+// the message was not ours). candidates lists the ids a receipt's id may be
+// stored under. It returns the state changes, how many receipts it looked
+// at, and how many it dropped.
+func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates func(string) []string) ([]SMSChange, int, int, error) {
 	var changes []SMSChange
-	var seen int
+	var seen, dropped int
 	err := d.txRetry(ctx, func(tx *sql.Tx) error {
+		dropped = 0
 		t := now()
 		q := `SELECT message_id, state, error, tries FROM sms_receipts_pending WHERE next_check_at <= ? ORDER BY next_check_at LIMIT ?`
 		if d.dialect == MySQL {
@@ -810,9 +812,13 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 		var done []string
 		later := map[int][]string{} // by tries
 		for i, ok := range matched {
-			if ok {
+			switch {
+			case ok:
 				done = append(done, ids[i])
-			} else {
+			case tries[i]+1 >= MaxReceiptTries:
+				done = append(done, ids[i])
+				dropped++
+			default:
 				later[tries[i]] = append(later[tries[i]], ids[i])
 			}
 		}
@@ -838,10 +844,15 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 		return err
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: apply pending receipts: %w", err)
+		return nil, 0, 0, fmt.Errorf("store: apply pending receipts: %w", err)
 	}
-	return changes, seen, nil
+	return changes, seen, dropped, nil
 }
+
+// MaxReceiptTries is how many times a stored receipt is matched against the
+// outbox before it is dropped as not ours: 1+2+4+...+512 s, then 10-minute
+// waits, about an hour in all.
+const MaxReceiptTries = 14
 
 // GetSMS returns a message and its accepted parts.
 func (d *DB) GetSMS(ctx context.Context, id int64) (SMS, []SMSPart, error) {
@@ -888,14 +899,18 @@ func (d *DB) SMSDepth(ctx context.Context) (int64, time.Time, error) {
 	return n, fromMicros(oldest.Int64), nil
 }
 
-// PurgeSMS deletes finished messages (every state but queued and submitted)
-// last updated before before, with their parts, and pending receipts older
-// than before. It returns the number of messages deleted.
+// PurgeSMS deletes finished messages last updated before before (and
+// submitted ones whose validity ended before it), with their parts, and
+// stored receipts older than before. It returns the number of messages
+// deleted.
 func (d *DB) PurgeSMS(ctx context.Context, before time.Time, limit int) (int64, error) {
 	var n int64
 	err := d.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM sms_outbox WHERE state NOT IN (?, ?) AND updated_at < ? LIMIT ?`,
-			smsQueued, smsSubmitted, micros(before), limit)
+		// Submitted messages count as finished once their validity ended
+		// before the cut-off: no receipt is coming any more.
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM sms_outbox
+			WHERE (state NOT IN (?, ?) AND updated_at < ?) OR (state = ? AND expires_at < ?) LIMIT ?`,
+			smsQueued, smsSubmitted, micros(before), smsSubmitted, micros(before), limit)
 		if err != nil {
 			return err
 		}

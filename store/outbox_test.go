@@ -309,12 +309,12 @@ func TestOutboxPendingReceipts(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		changes, n, err := db.ApplyPendingReceipts(ctx, 100, same)
+		changes, n, _, err := db.ApplyPendingReceipts(ctx, 100, same)
 		if err != nil || n != 2 || len(changes) != 1 || changes[0].ID != ids[0] || changes[0].State != "delivered" {
 			t.Fatalf("changes %+v looked at %d, %v", changes, n, err)
 		}
 		// "bb" waits (with backoff): not looked at again at once.
-		if _, n, _ := db.ApplyPendingReceipts(ctx, 100, same); n != 0 {
+		if _, n, _, _ := db.ApplyPendingReceipts(ctx, 100, same); n != 0 {
 			t.Fatalf("unmatched receipt looked at again at once (%d)", n)
 		}
 		// Its part is recorded: it applies then.
