@@ -662,7 +662,7 @@ func (o *Outbox) storeReceipts(ctx context.Context, rs []store.SMSReceipt) error
 
 // applyReceipts applies stored receipts in batches until ctx ends.
 func (o *Outbox) applyReceipts(ctx context.Context) {
-	const batch = 1000
+	const batch = 250 // small enough not to hold locks the recorders wait for
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {

@@ -630,7 +630,7 @@ func (d *DB) ApplyReceipts(ctx context.Context, rs []SMSReceipt) ([]SMSChange, i
 				}
 			}
 		}
-		if err := d.insertPending(ctx, tx, keep, t); err != nil {
+		if err := d.insertPending(ctx, tx, keep, t, t.Add(time.Second)); err != nil {
 			return err
 		}
 		ids, err := d.updateParts(ctx, tx, ups, t)
@@ -663,8 +663,10 @@ func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []SMSReceipt) (ma
 	if len(cands) == 0 {
 		return matched, nil, nil
 	}
+	// A plain read: the updates below only move parts still "submitted",
+	// and settle locks what it decides on.
 	rows, err := tx.QueryContext(ctx, `SELECT outbox_id, seq, smsc_message_id, state, submitted_at FROM sms_outbox_parts
-		WHERE smsc_message_id IN (`+marks(len(cands))+`)`+d.forUpdate(), stringArgs(cands)...)
+		WHERE smsc_message_id IN (`+marks(len(cands))+`)`, stringArgs(cands)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -715,7 +717,7 @@ func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []SMSReceipt) (ma
 	return matched, ups, nil
 }
 
-func (d *DB) insertPending(ctx context.Context, tx execer, rs []SMSReceipt, t time.Time) error {
+func (d *DB) insertPending(ctx context.Context, tx execer, rs []SMSReceipt, t, due time.Time) error {
 	verb, tail := "INSERT IGNORE INTO", ""
 	if d.dialect == SQLite {
 		verb, tail = "INSERT INTO", " ON CONFLICT (message_id) DO NOTHING"
@@ -736,7 +738,7 @@ func (d *DB) insertPending(ctx context.Context, tx execer, rs []SMSReceipt, t ti
 			}
 			n++
 			sb.WriteString("(?,?,?,?,?)")
-			args = append(args, clip(r.Candidates[0], 65), r.State, clip(r.Error, 255), micros(t), micros(t))
+			args = append(args, clip(r.Candidates[0], 65), r.State, clip(r.Error, 255), micros(t), micros(due))
 		}
 		if n == 0 {
 			continue
@@ -749,6 +751,12 @@ func (d *DB) insertPending(ctx context.Context, tx execer, rs []SMSReceipt, t ti
 	return nil
 }
 
+// ReceiptGrace is how long a stored receipt waits before ApplyPendingReceipts
+// looks at it. SMSCs may send a receipt before the submit_sm_resp of its
+// part, and the outbox writes accepted parts in batches: in the meantime
+// recording the part applies the receipt, with no futile matching first.
+const ReceiptGrace = 50 * time.Millisecond
+
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
@@ -759,7 +767,8 @@ type execer interface {
 // and settling work then happens in large batches, off the SMPP session.
 // A receipt whose id is already pending is stored once.
 func (d *DB) AddReceipts(ctx context.Context, rs []SMSReceipt) error {
-	if err := d.insertPending(ctx, d.db, rs, now()); err != nil {
+	t := now()
+	if err := d.insertPending(ctx, d.db, rs, t, t.Add(ReceiptGrace)); err != nil {
 		return fmt.Errorf("store: add receipts: %w", err)
 	}
 	return nil
