@@ -28,7 +28,7 @@ func TestDecodeDeliverTLVs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := decodeDeliver("a", b[pdu.HeaderLen:])
+	d, err := decodeDeliver("a", pdu.DeliverSMID, b[pdu.HeaderLen:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +46,16 @@ func TestRelativeTime(t *testing.T) {
 		dur, _ := time.ParseDuration(d)
 		if got := relativeTime(dur); got != want {
 			t.Errorf("%s: %s, want %s", d, got, want)
+		}
+	}
+}
+
+func TestSequenceNumbersWrap(t *testing.T) {
+	var s session
+	s.seq.Store(0x7FFFFFFE)
+	for _, want := range []uint32{0x7FFFFFFF, 1, 2} {
+		if got := s.nextSeq(); got != want {
+			t.Fatalf("got 0x%X, want 0x%X", got, want)
 		}
 	}
 }

@@ -34,12 +34,16 @@ type LinkConfig struct {
 	SystemType string
 	Bind       string // BindTransceiver (default) or BindTransmitterReceive
 
-	// SourceAddr is the sender shown on handsets. With SourceTON and SourceNPI
-	// both 0 they are chosen from its form: "+<digits>" or more than 8
-	// digits → international (1/1, '+' dropped); up to 8 digits → a short
-	// code (3/0); anything else → alphanumeric (5/0).
+	// SourceAddr is the sender shown on handsets. Unless SourceTONNPISet
+	// (or SourceTON or SourceNPI is not 0), TON/NPI follow its form:
+	// "+<digits>" or more than 8 digits → international (1/1, '+'
+	// dropped); up to 8 digits → a short code (3/0); anything else →
+	// alphanumeric (5/0).
 	SourceAddr           string
 	SourceTON, SourceNPI uint8
+	// SourceTONNPISet makes SourceTON and SourceNPI apply as given, even
+	// 0/0 (config sets it when source_ton or source_npi is present).
+	SourceTONNPISet bool
 
 	TLS                   bool
 	TLSServerName         string // default: the host part of Addr
@@ -331,10 +335,11 @@ func (l *Link) encodePart(p Part) (wire.SM, error) {
 	if len(p.Payload) > 254 {
 		return wire.SM{}, fmt.Errorf("payload is %d bytes; one part holds at most 254", len(p.Payload))
 	}
-	src, ton, npi := sourceAddress(l.cfg.SourceAddr, l.cfg.SourceTON, l.cfg.SourceNPI)
+	addr := l.cfg.SourceAddr
 	if p.Source != "" {
-		src, ton, npi = sourceAddress(p.Source, l.cfg.SourceTON, l.cfg.SourceNPI)
+		addr = p.Source
 	}
+	src, ton, npi := sourceAddress(addr, l.cfg.SourceTON, l.cfg.SourceNPI, l.cfg.SourceTONNPISet)
 	sm := wire.SM{
 		SourceTON:    ton,
 		SourceNPI:    npi,
@@ -356,10 +361,10 @@ func (l *Link) encodePart(p Part) (wire.SM, error) {
 }
 
 // sourceAddress picks TON/NPI for a sender address; see LinkConfig.SourceAddr.
-func sourceAddress(addr string, ton, npi uint8) (string, uint8, uint8) {
+func sourceAddress(addr string, ton, npi uint8, explicit bool) (string, uint8, uint8) {
 	digits := strings.TrimPrefix(addr, "+")
 	allDigits := digits != "" && strings.Trim(digits, "0123456789") == ""
-	if ton != 0 || npi != 0 {
+	if explicit || ton != 0 || npi != 0 {
 		if allDigits {
 			return digits, ton, npi
 		}

@@ -168,18 +168,24 @@ func TestSubmitReturnsMessageID(t *testing.T) {
 
 func TestSourceAddressTypes(t *testing.T) {
 	for _, tc := range []struct {
-		src      string
-		want     string
-		ton, npi uint8
+		src            string
+		set            bool // explicit TON/NPI from the configuration
+		cfgTON, cfgNPI uint8
+		want           string
+		ton, npi       uint8
 	}{
-		{"+8613900001111", "8613900001111", 1, 1},
-		{"10690123", "10690123", 3, 0},
-		{"8613900001111", "8613900001111", 1, 1},
-		{"Phonebook", "Phonebook", 5, 0},
+		{src: "+8613900001111", want: "8613900001111", ton: 1, npi: 1},
+		{src: "10690123", want: "10690123", ton: 3, npi: 0},
+		{src: "8613900001111", want: "8613900001111", ton: 1, npi: 1},
+		{src: "Phonebook", want: "Phonebook", ton: 5, npi: 0},
+		{src: "10690", set: true, want: "10690", ton: 0, npi: 0},
+		{src: "+10690", cfgNPI: 1, want: "10690", ton: 0, npi: 1},
 	} {
 		t.Run(tc.src, func(t *testing.T) {
 			sim := startSim(t, smscsim.Config{})
-			r := startRouter(t, nil, linkCfg("a", sim.Addr()))
+			cfg := linkCfg("a", sim.Addr())
+			cfg.SourceTON, cfg.SourceNPI, cfg.SourceTONNPISet = tc.cfgTON, tc.cfgNPI, tc.set
+			r := startRouter(t, nil, cfg)
 			waitBound(t, r, "a")
 			p := part(cnMobile, "x")
 			p.Source = tc.src
@@ -259,10 +265,12 @@ func TestReceiptWithCollidingSequenceNumber(t *testing.T) {
 		ids = append(ids, res.MessageID)
 	}
 	poll.Until(t, "3 receipts", func() bool { return len(d.list()) == 3 })
-	for i, got := range d.list() {
-		if !got.IsReceipt() || got.ReceiptedMessageID != ids[i] || got.MessageState != 2 || got.Link != "a" {
-			t.Fatalf("receipt %d: %+v; want id %s DELIVRD", i, got, ids[i])
+	// Handlers run concurrently: receipts may be handled in any order.
+	for _, got := range d.list() {
+		if !got.IsReceipt() || !slices.Contains(ids, got.ReceiptedMessageID) || got.MessageState != 2 || got.Link != "a" {
+			t.Fatalf("receipt %+v; want one of %v, DELIVRD", got, ids)
 		}
+		ids = slices.DeleteFunc(ids, func(id string) bool { return id == got.ReceiptedMessageID })
 	}
 	poll.Until(t, "receipts acknowledged", func() bool { return sim.Stats().Delivered == 3 })
 }
@@ -289,6 +297,21 @@ func TestMOWithCollidingSequenceNumber(t *testing.T) {
 	got := d.list()
 	if len(got) != 1 || got[0].IsReceipt() || string(got[0].Payload) != "hello" || got[0].SourceAddr != "8613900001111" || got[0].SourceTON != 1 {
 		t.Fatalf("deliveries %+v", got)
+	}
+}
+
+func TestMOAsDataSM(t *testing.T) {
+	var d deliveries
+	sim, _ := simAndRouter(t, smscsim.Config{MOAsDataSM: true}, d.handle)
+	if err := sim.InjectMO(ctxT(t), "+8613900001111", "10690", "via data sm"); err != nil {
+		t.Fatal(err)
+	}
+	got := d.list()
+	if len(got) != 1 || string(got[0].Payload) != "via data sm" || got[0].SourceAddr != "8613900001111" || got[0].IsReceipt() {
+		t.Fatalf("deliveries %+v", got)
+	}
+	if st := sim.Stats(); st.Delivered != 1 || st.GenericNacks != 0 {
+		t.Fatalf("sim stats %+v", st)
 	}
 }
 
@@ -368,6 +391,22 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 	sim.SetRespDelay(0)
 	if _, err := r.Submit(ctxT(t), part(cnMobile, "after reconnect")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestResponseTimeoutIsTemporary(t *testing.T) {
+	sim := startSim(t, smscsim.Config{RespDelay: time.Minute})
+	cfg := linkCfg("a", sim.Addr())
+	cfg.RespTimeout = 50 * time.Millisecond
+	r := startRouter(t, nil, cfg)
+	waitBound(t, r, "a")
+	_, err := r.Submit(ctxT(t), part(cnMobile, "x"))
+	var se *smsc.SubmitError
+	if !errors.As(err, &se) || !se.Temporary || !errors.Is(err, smsc.ErrRespTimeout) || se.Link != "a" {
+		t.Fatalf("got %v; want a temporary ErrRespTimeout", err)
+	}
+	if st := state(r, "a"); !st.Bound || st.InFlight != 0 {
+		t.Fatalf("after a timeout: %+v; want still bound, window released", st)
 	}
 }
 

@@ -267,9 +267,10 @@ func (s *session) dispatch(f wire.Frame) {
 func (s *session) serve(f wire.Frame) {
 	h := f.Header
 	switch h.ID {
-	case pdu.DeliverSMID:
+	case pdu.DeliverSMID, wire.DataSMID:
+		respID := h.ID | 0x80000000
 		if !s.accepting.Load() {
-			s.write(wire.Resp(pdu.DeliverSMRespID, wire.StatusXTAppN, h.Seq, ""))
+			s.write(wire.Resp(respID, wire.StatusXTAppN, h.Seq, ""))
 			return
 		}
 		s.busyAdd(1)
@@ -279,7 +280,7 @@ func (s *session) serve(f wire.Frame) {
 			s.busyAdd(-1)
 			s.link.log.Warn("deliver_sm queue full; asking the SMSC to redeliver", "conn", s.role)
 			s.link.m.delivers.WithLabelValues(s.link.cfg.Name, "unknown", "queue_full").Inc()
-			s.write(wire.Resp(pdu.DeliverSMRespID, wire.StatusXTAppN, h.Seq, ""))
+			s.write(wire.Resp(respID, wire.StatusXTAppN, h.Seq, ""))
 		}
 	case pdu.EnquireLinkID:
 		s.write(wire.Header(pdu.EnquireLinkRespID, 0, h.Seq))
@@ -316,16 +317,17 @@ func (s *session) deliverWorker(ctx context.Context) {
 	}
 }
 
-// deliver decodes one deliver_sm, runs the handler and answers.
+// deliver decodes one deliver_sm (or data_sm), runs the handler and answers.
 func (s *session) deliver(ctx context.Context, f wire.Frame) {
 	l := s.link
 	seq := f.Header.Seq
-	d, err := decodeDeliver(l.cfg.Name, f.Body)
+	respID := f.Header.ID | 0x80000000
+	d, err := decodeDeliver(l.cfg.Name, f.Header.ID, f.Body)
 	if err != nil {
 		// Redelivering the same bytes cannot help: refuse permanently.
 		l.log.Warn("malformed deliver_sm from SMSC", "conn", s.role, "seq", seq, "err", err)
 		l.m.delivers.WithLabelValues(l.cfg.Name, "unknown", "malformed").Inc()
-		s.write(wire.Resp(pdu.DeliverSMRespID, wire.StatusXPAppN, seq, ""))
+		s.write(wire.Resp(respID, wire.StatusXPAppN, seq, ""))
 		return
 	}
 	kind := "mo"
@@ -342,7 +344,7 @@ func (s *session) deliver(ctx context.Context, f wire.Frame) {
 		result = "nack"
 	}
 	l.m.delivers.WithLabelValues(l.cfg.Name, kind, result).Inc()
-	s.write(wire.Resp(pdu.DeliverSMRespID, status, seq, ""))
+	s.write(wire.Resp(respID, status, seq, ""))
 }
 
 func (s *session) callHandler(ctx context.Context, d Deliver) (err error) {
@@ -359,8 +361,12 @@ func (s *session) callHandler(ctx context.Context, d Deliver) (err error) {
 	return s.link.handler(ctx, d)
 }
 
-func decodeDeliver(link string, body []byte) (Deliver, error) {
-	sm, err := wire.DecodeSM(body)
+func decodeDeliver(link string, id pdu.ID, body []byte) (Deliver, error) {
+	decode := wire.DecodeSM
+	if id == wire.DataSMID {
+		decode = wire.DecodeDataSM
+	}
+	sm, err := decode(body)
 	if err != nil {
 		return Deliver{}, err
 	}

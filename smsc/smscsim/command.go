@@ -76,6 +76,7 @@ or with POST /mo on the --http address. See docs/smsc.md.`,
 	f.Uint32Var(&cfg.RejectStatus, "reject-status", 0x0B, "command_status for refused destinations")
 	f.DurationVar(&cfg.RespDelay, "resp-delay", 0, "delay every submit_sm_resp")
 	f.BoolVar(&cfg.CollideSeq, "collide-seq", false, "send deliver_sm with the sequence numbers of outstanding submits")
+	f.BoolVar(&cfg.MOAsDataSM, "mo-data-sm", false, "send MO as data_sm instead of deliver_sm")
 	f.DurationVar(&cfg.RedeliverAfter, "redeliver-after", time.Second, "wait before redelivering a refused deliver_sm")
 	return cmd
 }

@@ -26,6 +26,7 @@ var messageStates = map[string]uint8{
 type delivery struct {
 	systemID string // "" = any receiver
 	sm       wire.SM
+	dataSM   bool // send as data_sm rather than deliver_sm
 }
 
 // wantReceipt applies registered_delivery: 1 = always, 2 = on failure only.
@@ -108,7 +109,7 @@ func (s *Sim) deliver(d delivery, first *session, seq uint32, sent chan struct{}
 			ss, seq = s.receiver(d.systemID), 0
 		}
 		if ss != nil {
-			st, err := ss.sendDeliver(d.sm, seq, sent)
+			st, err := ss.sendDeliver(d, seq, sent)
 			sent = nil
 			if err == nil && st == 0 {
 				s.count(func(st *Stats) { st.Delivered++ })
@@ -156,7 +157,7 @@ func (s *Sim) InjectMO(ctx context.Context, from, to, text string) error {
 				SourceTON: srcTON, SourceNPI: srcNPI, Source: strings.TrimPrefix(from, "+"),
 				DestTON: dstTON, DestNPI: dstNPI, Dest: strings.TrimPrefix(to, "+"),
 				ESMClass: esm, DataCoding: dc, ShortMessage: p,
-			}}
+			}, dataSM: s.cfg.MOAsDataSM}
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()

@@ -55,7 +55,11 @@ func (s *Sim) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]int{"every": *req.Every})
 	})
 	mux.HandleFunc("GET /submits", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Submits())
+		subs := s.Submits()
+		if subs == nil {
+			subs = []Submit{} // "[]", not "null"
+		}
+		writeJSON(w, http.StatusOK, subs)
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Stats())

@@ -104,7 +104,7 @@ func (ss *session) handle(f wire.Frame) bool {
 		return ss.bind(f)
 	case pdu.SubmitSMID:
 		ss.submit(f)
-	case pdu.DeliverSMRespID:
+	case pdu.DeliverSMRespID, wire.DataSMID | 0x80000000:
 		ss.mu.Lock()
 		ch, ok := ss.waiting[h.Seq]
 		delete(ss.waiting, h.Seq)
@@ -124,6 +124,14 @@ func (ss *session) handle(f wire.Frame) bool {
 		return false
 	case pdu.GenericNACKID:
 		sim.count(func(s *Stats) { s.GenericNacks++ })
+		// The ESME could not take one of our deliver_sm: a refusal.
+		ss.mu.Lock()
+		ch, ok := ss.waiting[h.Seq]
+		delete(ss.waiting, h.Seq)
+		ss.mu.Unlock()
+		if ok {
+			ch <- max(h.Status, wire.StatusSysErr)
+		}
 	case pdu.EnquireLinkRespID, pdu.UnbindRespID:
 	default:
 		if h.ID&0x80000000 == 0 {
@@ -276,7 +284,7 @@ func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 
 // sendDeliver writes one deliver_sm and waits for its response. seq 0 picks
 // one: a colliding one when configured and available, else the session's own.
-func (ss *session) sendDeliver(sm wire.SM, seq uint32, sent chan<- struct{}) (pdu.Status, error) {
+func (ss *session) sendDeliver(d delivery, seq uint32, sent chan<- struct{}) (pdu.Status, error) {
 	ch := make(chan pdu.Status, 1)
 	ss.mu.Lock()
 	if seq == 0 && ss.sim.cfg.CollideSeq {
@@ -299,7 +307,10 @@ func (ss *session) sendDeliver(sm wire.SM, seq uint32, sent chan<- struct{}) (pd
 		}
 		ss.mu.Unlock()
 	}()
-	b, err := wire.EncodeSM(pdu.DeliverSMID, seq, sm)
+	b, err := wire.EncodeSM(pdu.DeliverSMID, seq, d.sm)
+	if d.dataSM {
+		b, err = wire.EncodeDataSM(seq, d.sm)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -48,6 +48,9 @@ type Config struct {
 	RespDelay time.Duration
 	// IgnoreEnquireLink leaves enquire_link unanswered (a dead link).
 	IgnoreEnquireLink bool
+	// MOAsDataSM sends MO messages as data_sm (text in message_payload)
+	// instead of deliver_sm, as some SMSCs do.
+	MOAsDataSM bool
 	// RedeliverAfter is the wait before a deliver_sm that was refused or not
 	// answered is sent again; default 1s.
 	RedeliverAfter time.Duration

@@ -291,3 +291,87 @@ func CString(b []byte) string {
 	}
 	return string(b)
 }
+
+// dataSMFields is the mandatory part of data_sm (SMPP 3.4 §4.7.1), which
+// go-smpp does not implement; its text travels in message_payload.
+var dataSMFields = pdufield.List{
+	pdufield.ServiceType,
+	pdufield.SourceAddrTON, pdufield.SourceAddrNPI, pdufield.SourceAddr,
+	pdufield.DestAddrTON, pdufield.DestAddrNPI, pdufield.DestinationAddr,
+	pdufield.ESMClass, pdufield.RegisteredDelivery, pdufield.DataCoding,
+}
+
+// DecodeDataSM decodes a data_sm body into an SM whose ShortMessage is the
+// message_payload TLV.
+func DecodeDataSM(body []byte) (sm SM, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			sm, err = SM{}, fmt.Errorf("decoding data_sm: %v", p)
+		}
+	}()
+	r := bytes.NewBuffer(body)
+	f, err := dataSMFields.Decode(r)
+	if err != nil {
+		return SM{}, err
+	}
+	for _, k := range dataSMFields {
+		if _, ok := f[k]; !ok {
+			return SM{}, errTruncated
+		}
+	}
+	t, err := pdutlv.DecodeTLV(r)
+	if err != nil {
+		return SM{}, err
+	}
+	if r.Len() != 0 {
+		return SM{}, fmt.Errorf("%d stray bytes after TLVs", r.Len())
+	}
+	u8 := func(k pdufield.Name) uint8 { return f[k].Bytes()[0] }
+	sm = SM{
+		ServiceType:        f[pdufield.ServiceType].String(),
+		SourceTON:          u8(pdufield.SourceAddrTON),
+		SourceNPI:          u8(pdufield.SourceAddrNPI),
+		Source:             f[pdufield.SourceAddr].String(),
+		DestTON:            u8(pdufield.DestAddrTON),
+		DestNPI:            u8(pdufield.DestAddrNPI),
+		Dest:               f[pdufield.DestinationAddr].String(),
+		ESMClass:           u8(pdufield.ESMClass),
+		RegisteredDelivery: u8(pdufield.RegisteredDelivery),
+		DataCoding:         u8(pdufield.DataCoding),
+		TLVs:               t,
+	}
+	sm.ShortMessage = bytes.Clone(sm.TLV(0x0424))
+	return sm, nil
+}
+
+// EncodeDataSM serialises sm as a data_sm, its ShortMessage carried in a
+// message_payload TLV.
+func EncodeDataSM(seq uint32, sm SM) ([]byte, error) {
+	if len(sm.ShortMessage) > 0xFFFF {
+		return nil, fmt.Errorf("message_payload is %d bytes, at most 65535", len(sm.ShortMessage))
+	}
+	b := bytes.NewBuffer(Header(DataSMID, 0, seq))
+	cstr := func(s string) { b.WriteString(s); b.WriteByte(0) }
+	cstr(sm.ServiceType)
+	b.Write([]byte{sm.SourceTON, sm.SourceNPI})
+	cstr(sm.Source)
+	b.Write([]byte{sm.DestTON, sm.DestNPI})
+	cstr(sm.Dest)
+	b.Write([]byte{sm.ESMClass, sm.RegisteredDelivery, sm.DataCoding})
+	if err := pdutlv.NewTLV(0x0424, sm.ShortMessage).SerializeTo(b); err != nil {
+		return nil, err
+	}
+	for tag, v := range sm.TLVs {
+		if tag != 0x0424 {
+			if err := v.SerializeTo(b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := b.Bytes()
+	if len(out) > MaxLen {
+		return nil, fmt.Errorf("data_sm is %d bytes, at most %d", len(out), MaxLen)
+	}
+	binary.BigEndian.PutUint32(out[0:4], uint32(len(out)))
+	return out, nil
+}

@@ -44,6 +44,25 @@ func TestSMRoundTrip(t *testing.T) {
 	}
 }
 
+func TestDataSMRoundTrip(t *testing.T) {
+	in := SM{SourceTON: 1, SourceNPI: 1, Source: "8613900001111", Dest: "10690", DataCoding: 8, ShortMessage: []byte{0x4F, 0x60}}
+	b, err := EncodeDataSM(9, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Read(bytes.NewReader(b))
+	if err != nil || f.Header.ID != DataSMID || f.Header.Seq != 9 {
+		t.Fatalf("%+v %v", f.Header, err)
+	}
+	out, err := DecodeDataSM(f.Body)
+	if err != nil || out.Source != in.Source || out.Dest != in.Dest || out.DataCoding != 8 || !bytes.Equal(out.ShortMessage, in.ShortMessage) {
+		t.Fatalf("%+v %v", out, err)
+	}
+	if _, err := DecodeDataSM(f.Body[:5]); err == nil {
+		t.Fatal("truncated data_sm decoded")
+	}
+}
+
 func TestReadRejectsBadLengths(t *testing.T) {
 	for _, l := range []uint32{0, 15, MaxLen + 1} {
 		b := binary.BigEndian.AppendUint32(nil, l)
@@ -63,6 +82,9 @@ func FuzzDecodeSM(f *testing.F) {
 		sm, err := DecodeSM(body)
 		if err == nil && len(sm.ShortMessage) > len(body) {
 			t.Fatal("short message longer than the body")
+		}
+		if sm, err := DecodeDataSM(body); err == nil && len(sm.ShortMessage) > len(body) {
+			t.Fatal("data_sm payload longer than the body")
 		}
 		fr := Frame{Header: pdu.Header{ID: pdu.DeliverSMID, Seq: 1}, Body: body}
 		fr.Decode()
