@@ -765,3 +765,23 @@ func clipString(s string, n int) string {
 	}
 	return s
 }
+
+// Sender sends texts of one kind through the outbox; it is what services
+// that only send text (verification codes) depend on.
+type Sender struct {
+	o        *Outbox
+	kind     string
+	validity time.Duration
+}
+
+// SenderFor returns a Sender that enqueues messages of kind with validity
+// (0 = the outbox default).
+func (o *Outbox) SenderFor(kind string, validity time.Duration) *Sender {
+	return &Sender{o: o, kind: kind, validity: validity}
+}
+
+// SendSMS enqueues text for to; it returns once the message is durable.
+func (s *Sender) SendSMS(ctx context.Context, to phonebook.MSISDN, text string) error {
+	_, err := s.o.Enqueue(ctx, SMS{To: to, Text: text, Kind: s.kind, Validity: s.validity})
+	return err
+}

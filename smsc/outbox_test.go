@@ -509,3 +509,60 @@ func TestMOSource(t *testing.T) {
 		}
 	}
 }
+
+// Two nodes, each with its own SMSC connection, drain one outbox: every
+// message is accepted exactly once across both.
+func TestOutboxTwoNodes(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		fakes := []*fakeSMSC{newFakeSMSC(), newFakeSMSC()}
+		var obs []*Outbox
+		for i, node := range []string{"node-a", "node-b"} {
+			cfg := testConfig()
+			cfg.NodeID, cfg.Batch = node, 20
+			o, err := NewOutbox(db, fakes[i], cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs = append(obs, o)
+		}
+		var ids []int64
+		for i := range 400 {
+			id, err := obs[i%2].Enqueue(context.Background(), SMS{To: "+8613800138000", Text: fmt.Sprint("two nodes ", i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		for _, o := range obs {
+			runOutbox(t, o)
+		}
+		waitFor(t, "all submitted", allIn(t, db, ids, StateSubmitted))
+		total := map[string]int{}
+		for _, f := range fakes {
+			a, _ := f.snapshot()
+			for k, n := range a {
+				total[k] += n
+			}
+		}
+		if len(total) != 400 {
+			t.Fatalf("%d messages accepted, want 400", len(total))
+		}
+		for k, n := range total {
+			if n != 1 {
+				t.Fatalf("%q accepted %d times", k, n)
+			}
+		}
+	})
+}
+
+func TestSenderEnqueues(t *testing.T) {
+	db := storetest.SQLite(t)
+	o, _ := NewOutbox(db, newFakeSMSC(), testConfig(), nil, nil)
+	if err := o.SenderFor("verify", 10*time.Minute).SendSMS(context.Background(), "+8613800138000", "Your code is 123456"); err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := db.GetSMS(context.Background(), 1)
+	if err != nil || m.Kind != "verify" || m.State != StateQueued || m.ExpiresAt.Sub(m.CreatedAt) > 11*time.Minute {
+		t.Fatalf("message %+v, %v", m, err)
+	}
+}
