@@ -418,7 +418,8 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 		p.Dest = phonebook.MSISDN(m.Dest)
 		p.Source = m.Source
 		p.RegisteredDelivery = !o.cfg.NoReceipts
-		p.Validity = m.ExpiresAt.Sub(now).Round(time.Second)
+		// 0 would mean the SMSC's default validity, often days.
+		p.Validity = max(m.ExpiresAt.Sub(now).Truncate(time.Second), time.Second)
 		todo = append(todo, job{msg: a, seq: i + 1, part: p})
 	}
 	if len(todo) == 0 { // every part went out before a crash
