@@ -292,7 +292,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var recWG sync.WaitGroup
 	for i := range shards {
 		shards[i] = make(chan record, 4*o.cfg.FlushSize)
-		recWG.Go(func() { o.recorder(bg, shards[i]) })
+		recWG.Go(func() { o.recorder(bg, ctx.Done(), shards[i]) })
 	}
 	records := recordSink(shards)
 
@@ -538,8 +538,10 @@ func (o *Outbox) backoff(attempts int) time.Duration {
 
 // recorder writes submit results in batches: the first result waits at most
 // FlushEvery for others to join it. A failed write is retried until it
-// succeeds, because the parts in it must never be sent again.
-func (o *Outbox) recorder(ctx context.Context, in <-chan record) {
+// succeeds, because the parts in it must never be sent again; only once the
+// outbox is shutting down (stopping closed) does it give up after a few
+// tries, so that a dead database cannot hold shutdown forever.
+func (o *Outbox) recorder(ctx context.Context, stopping <-chan struct{}, in <-chan record) {
 	var parts []store.SMSPart
 	var outcomes []store.SMSOutcome
 	timer := time.NewTimer(time.Hour)
@@ -555,6 +557,16 @@ func (o *Outbox) recorder(ctx context.Context, in <-chan record) {
 				break
 			}
 			o.log.Error("sms outbox: recording submit results; retrying", "err", err, "parts", len(parts), "outcomes", len(outcomes))
+			select {
+			case <-stopping:
+				if attempt >= 2 {
+					o.log.Error("sms outbox: shutting down without recording submit results; their messages are sent again after the lease",
+						"parts", len(parts), "outcomes", len(outcomes))
+					parts, outcomes = parts[:0], outcomes[:0]
+					return
+				}
+			default:
+			}
 			if ctx.Err() != nil {
 				return
 			}
