@@ -566,3 +566,29 @@ func TestSenderEnqueues(t *testing.T) {
 		t.Fatalf("message %+v, %v", m, err)
 	}
 }
+
+// A database that stops answering cannot hold shutdown forever.
+func TestOutboxShutdownWithDeadStore(t *testing.T) {
+	db := storetest.SQLite(t)
+	f := newFakeSMSC()
+	cfg := testConfig()
+	cfg.DrainTimeout = 50 * time.Millisecond
+	o, _ := NewOutbox(db, f, cfg, nil, nil)
+	for i := range 50 {
+		o.Enqueue(context.Background(), SMS{To: "+8613800138000", Text: fmt.Sprint("dead ", i)})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { o.Run(ctx); close(done) }()
+	waitFor(t, "a submit", func() bool { a, _ := f.snapshot(); return len(a) > 0 })
+	db.Close()
+	cancel()
+	waitFor(t, "Run to return", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+}
