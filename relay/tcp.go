@@ -73,17 +73,12 @@ func (srv *Server) serveTCP(nc net.Conn) {
 		defer close(writerDone)
 		srv.writeLoop(s, nc)
 	}()
-	drainDone := make(chan struct{})
-	go func() {
-		defer close(drainDone)
-		s.drainLoop(srv.ctx)
-	}()
 	s.Wake()
 
 	err = srv.readLoop(s, nc, fr)
 	s.Close(err)
 	<-writerDone
-	<-drainDone
+	s.drains.Wait()
 }
 
 // readLoop feeds frames to the session until the connection fails. The
@@ -131,10 +126,10 @@ func (srv *Server) readLoop(s *session, nc net.Conn, fr *FrameReader) error {
 // connections hold none.
 func (srv *Server) writeLoop(s *session, nc net.Conn) {
 	defer nc.Close()
+	var frames []*relaypb.Frame
 	for {
-		var f *relaypb.Frame
 		select {
-		case f = <-s.out:
+		case <-s.out.ready:
 		case <-s.closing:
 			if s.closeErr != nil {
 				nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -143,31 +138,39 @@ func (srv *Server) writeLoop(s *session, nc net.Conn) {
 			}
 			return
 		}
+		frames = s.out.takeAll(frames)
+		if len(frames) == 0 {
+			continue
+		}
 		bp := writeBufs.Get().(*[]byte)
 		buf := (*bp)[:0]
 		n := 0
-		var err error
-		for f != nil {
+		var werr error
+		for i, f := range frames {
+			var err error
 			if buf, err = AppendFrame(buf, f, srv.cfg.MaxFrameSize); err != nil {
 				srv.log.Error("relay: encode frame", "kind", FrameKind(f), "err", err)
 			} else {
 				n++
 			}
-			f = nil
-			if len(buf) < 64<<10 {
-				select {
-				case f = <-s.out:
-				default:
+			frames[i] = nil
+			if len(buf) >= 64<<10 || i == len(frames)-1 {
+				nc.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
+				if _, werr = nc.Write(buf); werr != nil {
+					clear(frames[i:])
+					break
 				}
+				buf = buf[:0]
 			}
 		}
-		nc.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
-		_, err = nc.Write(buf)
 		if cap(buf) <= 128<<10 {
-			*bp = buf
+			*bp = buf[:0]
 			writeBufs.Put(bp)
 		}
-		if err != nil {
+		if cap(frames) > 64 {
+			frames = nil
+		}
+		if werr != nil {
 			s.Close(nil)
 			return
 		}
