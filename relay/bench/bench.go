@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/phonebook/phonebook"
@@ -46,11 +47,15 @@ type Result struct {
 	P99       time.Duration
 	P999      time.Duration
 	Max       time.Duration
+	// CPU is the process's user+system CPU time during the run (server and
+	// clients together), per message: steadier than msg/s on a shared
+	// machine.
+	CPUPerMessage time.Duration
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d messages in %s: %.0f msg/s; latency p50 %s p99 %s p99.9 %s max %s; %d not delivered",
-		r.Messages, r.Elapsed.Round(time.Millisecond), r.PerSecond, r.P50, r.P99, r.P999, r.Max, r.Failed)
+	return fmt.Sprintf("%d messages in %s: %.0f msg/s; latency p50 %s p99 %s p99.9 %s max %s; CPU %s/msg; %d not delivered",
+		r.Messages, r.Elapsed.Round(time.Millisecond), r.PerSecond, r.P50, r.P99, r.P999, r.Max, r.CPUPerMessage, r.Failed)
 }
 
 // tokens is a real Authenticator over generated tokens.
@@ -126,6 +131,14 @@ func Server(ctx context.Context, n int, cfg relay.Config, st relay.Store) (srv *
 	return srv, ln.Addr().String(), stop, nil
 }
 
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // Run starts a relay, connects the pairs and sends the messages.
 func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Pairs <= 0 {
@@ -168,6 +181,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	failed := make([]int, o.Pairs)
 	errs := make([]error, o.Pairs)
 	var wg sync.WaitGroup
+	cpu0 := cpuTime()
 	start := time.Now()
 	for i, c := range senders {
 		wg.Add(1)
@@ -217,6 +231,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	if err := errors.Join(errs...); err != nil {
 		return Result{}, fmt.Errorf("bench: %w", err)
 	}
@@ -228,6 +243,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	res.Messages = len(all)
 	res.PerSecond = float64(len(all)) / elapsed.Seconds()
+	if len(all) > 0 {
+		res.CPUPerMessage = cpu / time.Duration(len(all))
+	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	q := func(p float64) time.Duration {
 		if len(all) == 0 {

@@ -29,6 +29,7 @@ func report(b *testing.B, o Options) {
 	b.ReportMetric(float64(r.P50.Microseconds()), "p50-µs")
 	b.ReportMetric(float64(r.P99.Microseconds()), "p99-µs")
 	b.ReportMetric(float64(r.P999.Microseconds()), "p999-µs")
+	b.ReportMetric(float64(r.CPUPerMessage.Nanoseconds()), "cpu-ns/msg")
 	b.Log(r)
 }
 
