@@ -2,13 +2,17 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -209,4 +213,53 @@ func TestAuthRefused(t *testing.T) {
 	if se, ok := err.(*client.ServerError); !ok || se.Code != phonebook.EUnauthorized {
 		t.Fatalf("wrong device: %v", err)
 	}
+}
+
+func TestConnectionsHandlerListsTable(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	b := e.bob(client.Options{ClientVersion: "test/1"})
+	rec := httptest.NewRecorder()
+	e.srv.ConnectionsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/admin/relay/connections", nil))
+	var body struct {
+		Connections []relay.ConnInfo `json:"connections"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Connections) != 1 {
+		t.Fatalf("connections = %+v", body.Connections)
+	}
+	c := body.Connections[0]
+	if c.Number != bob || c.DeviceID != "dev-bob" || c.SessionID != b.SessionID || c.ClientVersion != "test/1" ||
+		!strings.HasPrefix(c.RemoteAddr, "127.0.0.1:") || c.ConnectedAt.IsZero() {
+		t.Fatalf("connection = %+v", c)
+	}
+}
+
+func TestShutdownStoresUnacknowledged(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	a := e.alice(client.Options{})
+	b := e.bob(client.Options{}) // receives, never acknowledges
+	p, _ := a.Send(string(bob), "in flight at shutdown")
+	d := next(t, b.Deliveries(), "delivery")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("bob's connection still open after Shutdown")
+	}
+	if se, ok := b.Err().(*client.ServerError); !ok || se.Code != phonebook.EShuttingDown {
+		t.Fatalf("bob's connection ended with %v", b.Err())
+	}
+	msgs, err := e.db.OfflineMessages(context.Background(), bob, 0, 10)
+	if err != nil || len(msgs) != 1 || msgs[0].ID != d.ServerMsgId {
+		t.Fatalf("offline store after shutdown = %+v, %v", msgs, err)
+	}
+	// Alice may or may not have got STORED before her connection closed;
+	// either way the message is safe.
+	_ = p
 }
