@@ -330,28 +330,16 @@ func (srv *Server) commitLoop() {
 				select {
 				case r := <-srv.storeq:
 					batch = append(batch[:0], r)
-					batch = srv.gather(batch)
+					batch = gather(srv.storeq, batch)
 					srv.commit(batch)
 				default:
 					return
 				}
 			}
 		}
-		batch = srv.gather(batch)
+		batch = gather(srv.storeq, batch)
 		srv.commit(batch)
 	}
-}
-
-func (srv *Server) gather(batch []storeReq) []storeReq {
-	for len(batch) < cap(batch) {
-		select {
-		case r := <-srv.storeq:
-			batch = append(batch, r)
-		default:
-			return batch
-		}
-	}
-	return batch
 }
 
 func (srv *Server) commit(batch []storeReq) {
