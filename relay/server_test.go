@@ -14,6 +14,7 @@ import (
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/store/storetest"
 )
 
 func next[T any](t *testing.T, ch <-chan T, what string) T {
@@ -72,7 +73,11 @@ func TestOnlineDeliveryWithReceipt(t *testing.T) {
 }
 
 func TestOfflineDeliveredInOrderAtLogin(t *testing.T) {
-	e := start(t, testConfig(), nil)
+	storetest.Each(t, testOfflineDeliveredInOrder)
+}
+
+func testOfflineDeliveredInOrder(t *testing.T, db *store.DB) {
+	e := start(t, testConfig(), db)
 	a := e.alice(client.Options{})
 	const n = 50
 	ids := make([]string, n)

@@ -47,7 +47,7 @@ type session struct {
 	// it exits, so no wake-up is lost.
 	draining atomic.Bool
 	woken    atomic.Bool
-	drains   sync.WaitGroup // Add under mu while !dead
+	drains   sync.WaitGroup // drain and close-time goroutines; serveTCP waits for them
 	drainSeq int64          // drain goroutine only
 }
 
@@ -157,9 +157,20 @@ func (s *session) Close(err error) {
 		s.dead = true
 		pend := s.pending
 		s.pending = nil
+		if len(pend) > 0 {
+			// Failing a delivery stores it, which may block on the
+			// committer; Close may be called by the committer itself
+			// (a SendResult overflowing this queue), so not here.
+			s.drains.Add(1)
+		}
 		s.mu.Unlock()
-		for _, p := range pend {
-			p.done(false)
+		if len(pend) > 0 {
+			go func() {
+				defer s.drains.Done()
+				for _, p := range pend {
+					p.done(false)
+				}
+			}()
 		}
 	})
 }
