@@ -50,7 +50,8 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	conns     sync.WaitGroup // connection goroutines
+	preAuth   map[net.Conn]struct{} // accepted, not yet a session
+	conns     sync.WaitGroup        // connection goroutines
 
 	stopping      atomic.Bool
 	quitBG        chan struct{} // janitor and sweeper
@@ -93,6 +94,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		ctx:      ctx, cancel: cancel,
 		listeners:     make(map[net.Listener]struct{}),
 		sessions:      make(map[*session]struct{}),
+		preAuth:       make(map[net.Conn]struct{}),
 		quitBG:        make(chan struct{}),
 		storeq:        make(chan storeReq, 8*cfg.StoreBatch),
 		quitCommit:    make(chan struct{}),
@@ -163,6 +165,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return ErrServerClosed
 		}
 		srv.conns.Add(1)
+		srv.preAuth[nc] = struct{}{}
 		srv.mu.Unlock()
 		go srv.serveTCP(nc)
 	}
@@ -175,12 +178,22 @@ func (srv *Server) register(s *session) bool {
 		return false
 	}
 	srv.sessions[s] = struct{}{}
+	if s.conn != nil {
+		delete(srv.preAuth, s.conn)
+	}
 	srv.mu.Unlock()
 	if old := srv.router.Attach(s); old != nil {
 		old.Close(phonebook.Errorf(phonebook.ESessionReplaced, "a newer login of %s on this device took over", s.number))
 	}
 	srv.metrics.connections.Inc()
 	return true
+}
+
+// authDone takes a connection off the pre-authentication list.
+func (srv *Server) authDone(nc net.Conn) {
+	srv.mu.Lock()
+	delete(srv.preAuth, nc)
+	srv.mu.Unlock()
 }
 
 func (srv *Server) unregister(s *session) {
@@ -220,6 +233,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.stopping.Store(true)
 	for ln := range srv.listeners {
 		ln.Close()
+	}
+	for nc := range srv.preAuth {
+		nc.Close() // waiting for Auth: nothing to lose
 	}
 	sessions := make([]*session, 0, len(srv.sessions))
 	for s := range srv.sessions {

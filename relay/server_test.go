@@ -293,3 +293,18 @@ func TestRateLimitAndMediaFields(t *testing.T) {
 		t.Fatalf("over the limit: %v %v", r, err)
 	}
 }
+
+func TestShutdownDoesNotWaitForUnauthenticated(t *testing.T) {
+	cfg := testConfig()
+	cfg.AuthTimeout = time.Hour
+	e := start(t, cfg, nil)
+	dialRaw(t, e.addr, 0) // connects, never sends Auth
+	// Connections are accepted in order: once a later one has logged in,
+	// the silent one is being served.
+	e.alice(client.Options{}).Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a connection waiting for Auth: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ type session struct {
 	number phonebook.MSISDN
 	device string
 	info   ConnInfo
+	conn   net.Conn // the transport's connection, if it has one
 
 	// out is the bounded send queue; the transport's writer owns the socket
 	// and drains it. closing is closed once; closeErr is then the Error

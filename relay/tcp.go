@@ -23,6 +23,7 @@ const readBufSize = 2048
 func (srv *Server) serveTCP(nc net.Conn) {
 	defer srv.conns.Done()
 	defer nc.Close()
+	defer srv.authDone(nc)
 	cfg := &srv.cfg
 	if tc, ok := nc.(*net.TCPConn); ok && cfg.SocketWriteBuffer > 0 {
 		tc.SetWriteBuffer(cfg.SocketWriteBuffer)
@@ -58,6 +59,7 @@ func (srv *Server) serveTCP(nc net.Conn) {
 		Number: number, DeviceID: device, SessionID: srv.newID(), Node: cfg.NodeID, Transport: "tcp",
 		RemoteAddr: nc.RemoteAddr().String(), ConnectedAt: time.Now().UTC(), ClientVersion: truncate(auth.GetClientVersion(), 64),
 	})
+	s.conn = nc
 	if !srv.register(s) {
 		srv.refuse(nc, phonebook.Errorf(phonebook.EShuttingDown, "server is shutting down"))
 		return
