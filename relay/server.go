@@ -69,6 +69,9 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("relay: Deps.Auth and Deps.Store are required")
 	}
 	cfg.setDefaults()
+	if cfg.Fallback == "offline" {
+		cfg.Fallback = FallbackOfflineAfter
+	}
 	switch cfg.Fallback {
 	case FallbackNever, FallbackUnregistered, FallbackOfflineAfter:
 	default:
