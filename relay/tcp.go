@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -40,47 +39,20 @@ func (srv *Server) serveTCP(nc net.Conn) {
 		return
 	}
 	srv.metrics.framesIn.Inc()
-	auth := f.GetAuth()
-	if auth == nil {
-		srv.refuse(nc, phonebook.Errorf(phonebook.EUnauthorized, "the first frame must be Auth, not %s", FrameKind(&f)))
-		return
-	}
-	ctx, cancel := context.WithTimeout(srv.ctx, cfg.AuthTimeout)
-	number, device, err := srv.auth.Authenticate(ctx, auth.GetToken())
-	cancel()
-	if err == nil && auth.GetDeviceId() != "" && auth.GetDeviceId() != device {
-		err = phonebook.Errorf(phonebook.EUnauthorized, "the token belongs to another device")
-	}
+	s, err := srv.login(&f, "tcp", nc.RemoteAddr().String(), nc)
 	if err != nil {
 		srv.refuse(nc, err)
 		return
 	}
-	s := newSession(srv, number, device, ConnInfo{
-		Number: number, DeviceID: device, SessionID: srv.newID(), Node: cfg.NodeID, Transport: "tcp",
-		RemoteAddr: nc.RemoteAddr().String(), ConnectedAt: time.Now().UTC(), ClientVersion: truncate(auth.GetClientVersion(), 64),
-	})
-	s.conn = nc
-	if !srv.register(s) {
-		srv.refuse(nc, phonebook.Errorf(phonebook.EShuttingDown, "server is shutting down"))
-		return
-	}
-	defer srv.unregister(s)
-	s.Push(&relaypb.Frame{Body: &relaypb.Frame_AuthOk{AuthOk: &relaypb.AuthOK{
-		Number: string(number), SessionId: s.info.SessionID, HeartbeatSecs: uint32(cfg.HeartbeatInterval / time.Second),
-	}}})
-	srv.log.Debug("relay: login", "number", number, "device", device, "session", s.info.SessionID, "addr", s.info.RemoteAddr)
-
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		srv.writeLoop(s, nc)
 	}()
-	s.Wake()
-
 	err = srv.readLoop(s, nc, fr)
 	s.Close(err)
 	<-writerDone
-	s.drains.Wait()
+	srv.logout(s)
 }
 
 // readLoop feeds frames to the session until the connection fails. The
