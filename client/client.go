@@ -1,8 +1,9 @@
-// Package client is a Go client of the Phonebook relay: it dials TCP,
-// authenticates with a session token, sends messages and waits for their
-// SendResults, and receives deliveries and receipts. Tests, the handset
-// emulator and the relay benchmark use it; it is also the reference for
-// client developers (docs/protocol.md).
+// Package client is Phonebook's Go client: API (api.go) registers, verifies
+// and logs in over HTTP; Client (client.go) holds the relay connection with
+// the session token that login returns: it dials TCP, sends messages and
+// waits for their SendResults, and receives deliveries and receipts. Tests,
+// the handset emulator and the benchmarks use it; it is also the reference
+// for client developers (docs/api.md, docs/protocol.md).
 package client
 
 import (

@@ -221,8 +221,9 @@ func (s *session) handleAck(id string, now time.Time) {
 	}
 	// Not in flight here: a late ack of a delivery that timed out and went
 	// to the offline store. Deleting the stored copy spares the client a
-	// duplicate at its next login.
-	if id != "" && len(id) <= 64 {
+	// duplicate at its next login. Each costs a database write, so they
+	// share the Send rate limit.
+	if id != "" && len(id) <= 64 && s.limiter.AllowN(now, 1) {
 		s.srv.recorder.ack(s, id, now)
 	}
 }
