@@ -22,6 +22,10 @@ import (
 	"github.com/phonebook/phonebook/store"
 )
 
+// smsRetry is how long an SMS fallback attempt owns a message before the
+// sweeper may try again.
+const smsRetry = time.Minute
+
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("relay: server closed")
 
@@ -386,7 +390,7 @@ func (srv *Server) commit(batch []storeReq) {
 			// immediate attempt fail.
 			m.ViaSMS = true
 			msgs[i].ViaSMS = true
-			msgs[i].SMSDueAt = now.Add(time.Minute)
+			msgs[i].SMSDueAt = now.Add(smsRetry)
 			smsNow[i] = true
 		case srv.cfg.Fallback == FallbackOfflineAfter:
 			msgs[i].SMSDueAt = m.SentAt.Add(srv.cfg.FallbackGrace)
@@ -571,6 +575,13 @@ func (srv *Server) sweeper() {
 				m := storedToMessage(due[i])
 				if srv.router.Locate(m.To) != nil && !m.ViaSMS {
 					continue // online: the drain delivers it
+				}
+				// Claiming first keeps two sweepers (other nodes) from
+				// sending the same SMS; a failed attempt is retried after
+				// the new due time.
+				ok, err := srv.store.ClaimSMS(srv.ctx, m.ID, due[i].SMSDueAt, now.Add(smsRetry))
+				if err != nil || !ok {
+					continue
 				}
 				srv.sendSMS(m)
 			}

@@ -263,6 +263,19 @@ func (d *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]Message, e
 	return scanMessages(rows)
 }
 
+// ClaimSMS takes a due SMS fallback for this caller: it moves the due time
+// from due to retryAt only if no one else has (another node's sweeper, or
+// an earlier pass). It reports whether the caller now owns the attempt.
+func (d *DB) ClaimSMS(ctx context.Context, id string, due, retryAt time.Time) (bool, error) {
+	r, err := d.db.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = ? WHERE id = ? AND sms_due_at = ?",
+		micros(retryAt), id, micros(due))
+	if err != nil {
+		return false, err
+	}
+	n, err := r.RowsAffected()
+	return n == 1, err
+}
+
 // MarkSMSQueued records that a stored message went to the SMS outbox: no
 // more fallback is due, and its later IM delivery is flagged via_sms.
 func (d *DB) MarkSMSQueued(ctx context.Context, id string) error {
