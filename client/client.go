@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -38,6 +39,9 @@ type Options struct {
 	Heartbeat    time.Duration
 	MaxFrameSize int // 0: relay.DefaultMaxFrameSize
 	Buffer       int // capacity of Deliveries and Receipts (1024)
+	// TLS, when set, runs the connection over TLS (a relay listening with
+	// relay.tls_cert); ServerName defaults to the dialled host.
+	TLS *tls.Config
 }
 
 // Client is one relay connection. Its methods are safe for concurrent use.
@@ -102,6 +106,18 @@ func Dial(ctx context.Context, addr string, o Options) (*Client, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if o.TLS != nil {
+		cfg := o.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("relay: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
 	}
 	c, err := Handshake(ctx, nc, o)
 	if err != nil {
