@@ -49,8 +49,11 @@ type Config struct {
 	// Beyond it new events are dropped (counted); state stays stored and
 	// clients see it at their next refresh.
 	MaxPendingPushes int
-	NotifyBatch      int           // recipients per Notify call [1000]
-	NotifyTimeout    time.Duration // per Notify call [5s]
+	NotifyBatch      int // recipients per Notify call [1000]
+	// NormalizeCache is how many (region, number as written) results to
+	// remember [200000, about 20 MB].
+	NormalizeCache int
+	NotifyTimeout  time.Duration // per Notify call [5s]
 }
 
 func (c Config) withDefaults() Config {
@@ -78,6 +81,9 @@ func (c Config) withDefaults() Config {
 	if c.NotifyBatch == 0 {
 		c.NotifyBatch = 1000
 	}
+	if c.NormalizeCache == 0 {
+		c.NormalizeCache = 200000
+	}
 	if c.NotifyTimeout == 0 {
 		c.NotifyTimeout = 5 * time.Second
 	}
@@ -99,6 +105,7 @@ type Service struct {
 	log  *slog.Logger
 	m    *metrics
 	push *pusher
+	norm *normalizer
 }
 
 // New starts a service. notifier carries pushes to connected clients (the
@@ -118,7 +125,7 @@ func New(db *store.DB, notifier Notifier, cfg Config, log *slog.Logger, reg prom
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{db: db, cfg: cfg, log: log, m: m}
+	s := &Service{db: db, cfg: cfg, log: log, m: m, norm: newNormalizer(cfg.NormalizeCache)}
 	s.push = newPusher(s, notifier)
 	return s, nil
 }
@@ -225,10 +232,8 @@ func (s *Service) sync(ctx context.Context, owner phonebook.MSISDN, region strin
 		}
 		seen[id] = true
 	}
-	res := SyncResult{Entries: make([]EntryResult, len(sent))}
-	var lookup []phonebook.MSISDN
-	looked := make(map[phonebook.MSISDN]bool)
-	for i, e := range sent {
+	var raws []string
+	for _, e := range sent {
 		if err := s.checkEntry(e); err != nil {
 			return SyncResult{}, err
 		}
@@ -236,12 +241,22 @@ func (s *Service) sync(ctx context.Context, owner phonebook.MSISDN, region strin
 			return SyncResult{}, phonebook.Errorf(phonebook.EInvalid, "entry id %q appears twice in one sync", e.ID)
 		}
 		seen[e.ID] = true
+		for _, p := range e.Phones {
+			raws = append(raws, p.Number)
+		}
+	}
+	norm := s.norm.many(raws, region)
+	res := SyncResult{Entries: make([]EntryResult, len(sent))}
+	var lookup []phonebook.MSISDN
+	looked := make(map[phonebook.MSISDN]bool)
+	for i, e := range sent {
 		be := store.BookEntry{EntryID: e.ID, Name: e.Name, Group: e.Group}
 		er := EntryResult{ID: e.ID, Phones: make([]PhoneResult, len(e.Phones))}
 		valid := 0
 		for j, p := range e.Phones {
 			pr := PhoneResult{Raw: p.Number}
-			n, err := phonebook.NormalizeMSISDN(p.Number, region)
+			n, err := norm[0].n, norm[0].err
+			norm = norm[1:]
 			if err != nil {
 				pr.Code, pr.Reason = phonebook.ErrorCode(err), phonebook.ErrorMessage(err)
 			} else {

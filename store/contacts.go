@@ -21,9 +21,14 @@ const (
 	FlagMutual = 2 // both have each other
 )
 
-// chunk bounds the placeholders of one IN (...) list or multi-row INSERT, so
-// a large book never builds a statement either engine refuses.
-const chunk = 500
+// chunk bounds the values of one IN (...) list, and insertArgs the
+// placeholders of one multi-row INSERT, so a large book never builds a
+// statement either engine refuses (SQLite allows 32766 placeholders, MySQL
+// prepared statements 65535) while a 1,000-entry book takes few round trips.
+const (
+	chunk      = 1000
+	insertArgs = 6000
+)
 
 // BookEntry is one card of an owner's address book, as the phone wrote it.
 type BookEntry struct {
@@ -578,7 +583,7 @@ func insertRows(ctx context.Context, tx *sql.Tx, table string, rows [][]any) err
 	}
 	width := len(rows[0])
 	one := "(" + placeholders(width) + ")"
-	per := chunk / width
+	per := insertArgs / width
 	for start := 0; start < len(rows); start += per {
 		end := min(start+per, len(rows))
 		vals := make([]string, 0, end-start)
