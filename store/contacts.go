@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -229,43 +230,59 @@ func sortNumbers(ns []phonebook.MSISDN) {
 	sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
 }
 
+// bookPhone is a phone as stored in book_entries.phones.
+type bookPhone struct {
+	Raw    string  `json:"raw"`
+	Label  string  `json:"label,omitempty"`
+	Number *string `json:"number"`
+}
+
+func encodePhones(ps []BookPhone) (string, error) {
+	out := make([]bookPhone, len(ps))
+	for i, p := range ps {
+		out[i] = bookPhone{Raw: p.Raw, Label: p.Label}
+		if p.Number != "" {
+			n := string(p.Number)
+			out[i].Number = &n
+		}
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
+}
+
+func decodePhones(s string) ([]BookPhone, error) {
+	var in []bookPhone
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("store: book entry phones: %w", err)
+	}
+	var out []BookPhone
+	for _, p := range in {
+		bp := BookPhone{Raw: p.Raw, Label: p.Label}
+		if p.Number != nil {
+			bp.Number = phonebook.MSISDN(*p.Number)
+		}
+		out = append(out, bp)
+	}
+	return out, nil
+}
+
 func loadBook(ctx context.Context, q querier, owner phonebook.MSISDN) (map[string]BookEntry, error) {
 	book := make(map[string]BookEntry)
-	rows, err := q.QueryContext(ctx, "SELECT entry_id, name, group_name, created_at FROM book_entries WHERE owner = ?", owner)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var e BookEntry
-		if err := rows.Scan(&e.EntryID, &e.Name, &e.Group, &e.created); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		book[e.EntryID] = e
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows, err = q.QueryContext(ctx, "SELECT entry_id, raw, label, number FROM book_numbers WHERE owner = ? ORDER BY entry_id, pos", owner)
+	rows, err := q.QueryContext(ctx, "SELECT entry_id, name, group_name, phones, created_at FROM book_entries WHERE owner = ?", owner)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id string
-		var p BookPhone
-		var num sql.NullString
-		if err := rows.Scan(&id, &p.Raw, &p.Label, &num); err != nil {
+		var e BookEntry
+		var phones string
+		if err := rows.Scan(&e.EntryID, &e.Name, &e.Group, &phones, &e.created); err != nil {
 			return nil, err
 		}
-		p.Number = phonebook.MSISDN(num.String)
-		e, ok := book[id]
-		if !ok {
-			continue // a number without its entry cannot be restored; never written so
+		if e.Phones, err = decodePhones(phones); err != nil {
+			return nil, err
 		}
-		e.Phones = append(e.Phones, p)
-		book[id] = e
+		book[e.EntryID] = e
 	}
 	return book, rows.Err()
 }
@@ -290,12 +307,8 @@ func loadContacts(ctx context.Context, q querier, owner phonebook.MSISDN) (map[p
 
 func deleteEntries(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN, ids []string) error {
 	for _, part := range chunks(ids) {
-		args := append([]any{owner}, anys(part)...)
-		in := placeholders(len(part))
-		if _, err := tx.ExecContext(ctx, "DELETE FROM book_entries WHERE owner = ? AND entry_id IN ("+in+")", args...); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM book_numbers WHERE owner = ? AND entry_id IN ("+in+")", args...); err != nil {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM book_entries WHERE owner = ? AND entry_id IN ("+placeholders(len(part))+")",
+			append([]any{owner}, anys(part)...)...); err != nil {
 			return err
 		}
 	}
@@ -305,25 +318,19 @@ func deleteEntries(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN, ids 
 // insertEntries writes entries with multi-row INSERTs; an entry rewritten by
 // an edit keeps its original created_at.
 func (d *DB) insertEntries(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN, es []BookEntry, old map[string]BookEntry, t time.Time) error {
-	var erows, nrows [][]any
+	rows := make([][]any, 0, len(es))
 	for _, e := range es {
 		created := t.UnixMicro()
 		if o, ok := old[e.EntryID]; ok {
 			created = o.created
 		}
-		erows = append(erows, []any{owner, e.EntryID, e.Name, e.Group, created, t.UnixMicro()})
-		for i, p := range e.Phones {
-			var num any
-			if p.Number != "" {
-				num = string(p.Number)
-			}
-			nrows = append(nrows, []any{owner, e.EntryID, i, p.Raw, p.Label, num})
+		phones, err := encodePhones(e.Phones)
+		if err != nil {
+			return err
 		}
+		rows = append(rows, []any{owner, e.EntryID, e.Name, e.Group, phones, created, t.UnixMicro()})
 	}
-	if err := insertRows(ctx, tx, "book_entries (owner, entry_id, name, group_name, created_at, updated_at)", erows); err != nil {
-		return err
-	}
-	return insertRows(ctx, tx, "book_numbers (owner, entry_id, pos, raw, label, number)", nrows)
+	return insertRows(ctx, tx, "book_entries (owner, entry_id, name, group_name, phones, created_at, updated_at)", rows)
 }
 
 // removeContacts deletes the owner's rows and turns the other sides' mutual

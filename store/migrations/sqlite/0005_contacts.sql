@@ -1,32 +1,25 @@
 -- Contacts (patent units 615/616/625, step S113) and status (units 617/618/624).
 -- Times are BIGINT microseconds since the Unix epoch, UTC, in both engines.
 --
--- book_entries/book_numbers hold the owner's address book exactly as the phone
--- wrote it, for restore: one entry (a card) has any number of phones, and the
--- same number may sit in several entries. contacts is derived from them: one
--- row per distinct valid number in the book, with the patent's flag
--- (1 = the other side has not added me, 2 = mutual).
+-- book_entries holds the owner's address book exactly as the phone wrote
+-- it, for restore: one row per entry (a card), its phones a JSON array of
+-- {raw, label, number} (number null when raw is not a valid number), so one
+-- person may have several numbers and one number may sit in several entries.
+-- Nothing looks the book up by number; contacts serves that.
+--
+-- contacts is derived from the book: one row per distinct valid number in
+-- it, with the patent's flag (1 = the other side has not added me,
+-- 2 = mutual).
 CREATE TABLE book_entries (
     owner      VARCHAR(20) NOT NULL,
     entry_id   VARCHAR(64) NOT NULL,
     name       VARCHAR(191) NOT NULL DEFAULT '',
     group_name VARCHAR(191) NOT NULL DEFAULT '',
+    phones     TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (owner, entry_id)
 )
-;
-CREATE TABLE book_numbers (
-    owner    VARCHAR(20) NOT NULL,
-    entry_id VARCHAR(64) NOT NULL,
-    pos      INTEGER NOT NULL,
-    raw      VARCHAR(64) NOT NULL,
-    label    VARCHAR(32) NOT NULL DEFAULT '',
-    number   VARCHAR(20),
-    PRIMARY KEY (owner, entry_id, pos)
-)
-;
-CREATE INDEX book_numbers_number ON book_numbers (owner, number)
 ;
 CREATE TABLE contacts (
     owner      VARCHAR(20) NOT NULL,
