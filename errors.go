@@ -73,3 +73,10 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// Codes added with accounts.
+const (
+	ENotRegistered Code = "not_registered"         // no account for the number
+	EMediaType     Code = "unsupported_media_type" // body is not application/json
+	ENoRescue      Code = "rescue_password_not_set"
+)

@@ -1,0 +1,445 @@
+// Package accounts owns users, device credentials and sessions: the patent's
+// registration and login unit (622, steps S106–S112). Every way of proving a
+// phone number (SMS code, inbound SMS, client assertion, operator header,
+// rescue password) ends in the same step, Prove: "this number is proven for
+// this identity", which creates the user or replaces their identity.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/store"
+)
+
+// Method names how a number was proven.
+type Method string
+
+const (
+	MethodSMS    Method = "sms"    // A: code sent by SMS, typed back
+	MethodClient Method = "client" // B: number asserted by the client
+	MethodMO     Method = "mo"     // C: inbound SMS carrying a token
+	MethodHeader Method = "header" // D: operator gateway header
+	MethodRescue Method = "rescue" // rescue password on a new phone or SIM
+)
+
+// Config holds the account rules. Zero values mean the defaults.
+type Config struct {
+	DefaultRegion        string        // region for national-format numbers; default "CN"
+	SessionTTL           time.Duration // default 30 days
+	LoginFailuresPerHour int           // wrong device keys per number per hour; default 20
+	RescueFailuresPerDay int           // wrong rescue passwords per number per day; default 10
+	TrustClientNumber    bool          // method B
+	TrustedProxies       []netip.Prefix
+}
+
+func (c *Config) fill() {
+	if c.DefaultRegion == "" {
+		c.DefaultRegion = "CN"
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 30 * 24 * time.Hour
+	}
+	if c.LoginFailuresPerHour <= 0 {
+		c.LoginFailuresPerHour = 20
+	}
+	if c.RescueFailuresPerDay <= 0 {
+		c.RescueFailuresPerDay = 10
+	}
+}
+
+// Service is the account service. It is safe for concurrent use.
+type Service struct {
+	db      *store.DB
+	cfg     Config
+	log     *slog.Logger
+	logins  *prometheus.CounterVec
+	proofs  *prometheus.CounterVec
+	storeMs *prometheus.HistogramVec
+}
+
+// New returns the service. reg may be nil.
+func New(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Service {
+	cfg.fill()
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{
+		db:  db,
+		cfg: cfg,
+		log: log,
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phonebook_logins_total", Help: "Login attempts by outcome (ok or error code).",
+		}, []string{"outcome"}),
+		proofs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phonebook_registrations_total", Help: "Number proofs (registrations) by method and outcome.",
+		}, []string{"method", "outcome"}),
+		storeMs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "phonebook_store_seconds", Help: "Store call latency by operation.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"op"}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.logins, s.proofs, s.storeMs)
+	}
+	return s
+}
+
+// Config returns the effective configuration.
+func (s *Service) Config() Config { return s.cfg }
+
+// Normalize normalises a number in the configured default region.
+func (s *Service) Normalize(raw string) (phonebook.MSISDN, error) {
+	return phonebook.NormalizeMSISDN(raw, s.cfg.DefaultRegion)
+}
+
+func (s *Service) timed(op string) func() {
+	t := time.Now()
+	return func() { s.storeMs.WithLabelValues(op).Observe(time.Since(t).Seconds()) }
+}
+
+// Credentials are returned once, when a number is proven for an identity.
+// The device key is never stored; the client keeps it and presents it at
+// every login.
+type Credentials struct {
+	Number    phonebook.MSISDN `json:"number"`
+	DeviceKey string           `json:"device_key"`
+	Created   bool             `json:"created"`
+}
+
+// Prove is the one step every registration method ends in: number is proven
+// for identity. A new number gets a user; a known number gets its identity and
+// device key replaced and its old sessions revoked. Blocked accounts stay
+// blocked.
+func (s *Service) Prove(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity, m Method) (creds Credentials, err error) {
+	defer func() { s.proofs.WithLabelValues(string(m), outcome(err)).Inc() }()
+	if err := id.Validate(); err != nil {
+		return Credentials{}, err
+	}
+	u, err := s.db.User(ctx, number)
+	if err != nil && phonebook.ErrorCode(err) != phonebook.ENotFound {
+		return Credentials{}, err
+	}
+	if u != nil && !u.Valid {
+		return Credentials{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", number)
+	}
+	key, hash := newSecret()
+	created, err := s.db.BindIdentity(ctx, number, id, hash, string(m))
+	if err != nil {
+		return Credentials{}, err
+	}
+	s.log.Info("number proven", "number", number, "method", m, "created", created)
+	return Credentials{Number: number, DeviceKey: key, Created: created}, nil
+}
+
+// RegisterClientNumber is method B: the client reads its own number from the
+// phone and asserts it. Only trustworthy inside a closed operator deployment,
+// so it is off unless registration.trust_client_number is set.
+func (s *Service) RegisterClientNumber(ctx context.Context, raw string, id phonebook.Identity) (Credentials, error) {
+	if !s.cfg.TrustClientNumber {
+		s.proofs.WithLabelValues(string(MethodClient), string(phonebook.EMethodDisabled)).Inc()
+		return Credentials{}, phonebook.Errorf(phonebook.EMethodDisabled,
+			"registration by client-asserted number is disabled on this server (registration.trust_client_number)")
+	}
+	n, err := s.Normalize(raw)
+	if err != nil {
+		return Credentials{}, err
+	}
+	return s.Prove(ctx, n, id, MethodClient)
+}
+
+// RegisterHeader is method D: the operator's WAP/HTTP gateway inserted the
+// number as a header. It is believed only from a trusted gateway address.
+func (s *Service) RegisterHeader(ctx context.Context, peer netip.Addr, header string, id phonebook.Identity) (Credentials, error) {
+	if !s.TrustedPeer(peer) {
+		s.proofs.WithLabelValues(string(MethodHeader), string(phonebook.EUntrustedSource)).Inc()
+		return Credentials{}, phonebook.Errorf(phonebook.EUntrustedSource,
+			"the number header is accepted only from the operator gateway; %s is not a trusted proxy", peer)
+	}
+	if header == "" {
+		return Credentials{}, phonebook.Errorf(phonebook.EInvalid, "the gateway did not insert the number header")
+	}
+	n, err := s.Normalize(header)
+	if err != nil {
+		return Credentials{}, err
+	}
+	return s.Prove(ctx, n, id, MethodHeader)
+}
+
+// TrustedPeer reports whether addr is inside a trusted proxy prefix.
+func (s *Service) TrustedPeer(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// LoginRequest is what a client presents at login (S107).
+type LoginRequest struct {
+	Number         string
+	Identity       phonebook.Identity
+	DeviceKey      string
+	RescuePassword string // required in secure mode
+}
+
+// Session is an issued login session. The token is returned once.
+type Session struct {
+	Number    phonebook.MSISDN `json:"number"`
+	Token     string           `json:"token"`
+	ExpiresAt time.Time        `json:"expires_at"`
+}
+
+// Login checks number, identity and device key (and the rescue password in
+// secure mode) and issues a session token (S108–S112).
+func (s *Service) Login(ctx context.Context, r LoginRequest) (sess Session, err error) {
+	defer func() { s.logins.WithLabelValues(outcome(err)).Inc() }()
+	number, err := s.Normalize(r.Number)
+	if err != nil {
+		return Session{}, err
+	}
+	if err := r.Identity.Validate(); err != nil {
+		return Session{}, err
+	}
+	if r.DeviceKey == "" {
+		return Session{}, phonebook.Errorf(phonebook.EInvalid, "device_key is required")
+	}
+	done := s.timed("user")
+	u, err := s.db.User(ctx, number)
+	done()
+	if phonebook.ErrorCode(err) == phonebook.ENotFound {
+		return Session{}, phonebook.Errorf(phonebook.ENotRegistered, "%s is not registered; prove the number first", number)
+	}
+	if err != nil {
+		return Session{}, err
+	}
+	if !u.Valid {
+		return Session{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", number)
+	}
+	if u.DeviceID != r.Identity.DeviceID || u.SIMID != r.Identity.SIMID {
+		return Session{}, phonebook.Errorf(phonebook.EIdentityChanged,
+			"%s is registered with another phone or SIM; give the rescue password or prove the number again", number)
+	}
+	if !matchSecret(r.DeviceKey, u.DeviceKeyHash) {
+		// Device keys are 256-bit random values, so guessing is hopeless; the
+		// limit bounds the load a client sending wrong keys can cause, and
+		// since it applies only to wrong keys nobody can lock the owner out.
+		n, reset, err := s.db.Hit(ctx, "login_fail:"+string(number), time.Hour)
+		if err != nil {
+			return Session{}, err
+		}
+		if n > int64(s.cfg.LoginFailuresPerHour) {
+			return Session{}, &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
+				Message: fmt.Sprintf("too many wrong device keys for this number; retry after %s", reset.Format(time.RFC3339))}
+		}
+		return Session{}, phonebook.Errorf(phonebook.ECredentials, "the device key is wrong")
+	}
+	if u.SecureMode {
+		if r.RescuePassword == "" {
+			return Session{}, phonebook.Errorf(phonebook.ERescueRequired, "secure login mode is on: give the rescue password")
+		}
+		if err := s.checkRescue(ctx, u, r.RescuePassword); err != nil {
+			return Session{}, err
+		}
+	}
+	return s.issue(ctx, number, r.Identity.DeviceID)
+}
+
+// Rescue proves a known number on a new phone or SIM with the rescue password
+// (S110/S111): it replaces the identity, revokes old sessions, and returns new
+// credentials and a session.
+func (s *Service) Rescue(ctx context.Context, raw string, id phonebook.Identity, password string) (Credentials, Session, error) {
+	number, err := s.Normalize(raw)
+	if err != nil {
+		return Credentials{}, Session{}, err
+	}
+	if err := id.Validate(); err != nil {
+		return Credentials{}, Session{}, err
+	}
+	if password == "" {
+		return Credentials{}, Session{}, phonebook.Errorf(phonebook.EInvalid, "rescue_password is required")
+	}
+	u, err := s.db.User(ctx, number)
+	if phonebook.ErrorCode(err) == phonebook.ENotFound {
+		return Credentials{}, Session{}, phonebook.Errorf(phonebook.ENotRegistered, "%s is not registered", number)
+	}
+	if err != nil {
+		return Credentials{}, Session{}, err
+	}
+	if !u.Valid {
+		return Credentials{}, Session{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", number)
+	}
+	if err := s.checkRescue(ctx, u, password); err != nil {
+		return Credentials{}, Session{}, err
+	}
+	creds, err := s.Prove(ctx, number, id, MethodRescue)
+	if err != nil {
+		return Credentials{}, Session{}, err
+	}
+	sess, err := s.issue(ctx, number, id.DeviceID)
+	return creds, sess, err
+}
+
+// checkRescue verifies a rescue password under the daily failure limit.
+func (s *Service) checkRescue(ctx context.Context, u *store.User, password string) error {
+	if u.RescueHash == "" {
+		return phonebook.Errorf(phonebook.ENoRescue, "no rescue password is set for %s; prove the number by SMS instead", u.Number)
+	}
+	key := "rescue_fail:" + string(u.Number)
+	if err := s.checkLimit(ctx, key, 24*time.Hour, s.cfg.RescueFailuresPerDay, "wrong rescue passwords"); err != nil {
+		return err
+	}
+	if !checkPassword(password, u.RescueHash) {
+		n, reset, _ := s.db.Hit(ctx, key, 24*time.Hour)
+		left := int64(s.cfg.RescueFailuresPerDay) - n
+		if left <= 0 {
+			return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
+				Message: fmt.Sprintf("the rescue password is wrong; no attempts left until %s", reset.Format(time.RFC3339))}
+		}
+		return phonebook.Errorf(phonebook.ECredentials, "the rescue password is wrong; %d attempts left today", left)
+	}
+	return nil
+}
+
+func (s *Service) checkLimit(ctx context.Context, key string, window time.Duration, limit int, what string) error {
+	n, reset, err := s.db.Count(ctx, key, window)
+	if err != nil {
+		return err
+	}
+	if n >= int64(limit) {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
+			Message: fmt.Sprintf("too many %s for this number; retry after %s", what, reset.Format(time.RFC3339))}
+	}
+	return nil
+}
+
+func (s *Service) issue(ctx context.Context, number phonebook.MSISDN, deviceID string) (Session, error) {
+	token, hash := newSecret()
+	t := time.Now().UTC()
+	sess := store.Session{TokenHash: hash, Number: number, DeviceID: deviceID, CreatedAt: t, ExpiresAt: t.Add(s.cfg.SessionTTL)}
+	done := s.timed("record_login")
+	err := s.db.RecordLogin(ctx, sess)
+	done()
+	if err != nil {
+		return Session{}, err
+	}
+	return Session{Number: number, Token: token, ExpiresAt: sess.ExpiresAt.Truncate(time.Second)}, nil
+}
+
+// Principal is the authenticated caller of a session.
+type Principal struct {
+	Number   phonebook.MSISDN
+	DeviceID string
+	Token    []byte // token hash, for logout
+}
+
+// Authenticate resolves a session token to its user. Unknown, expired and
+// revoked tokens, and tokens of blocked users, are refused alike.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	unauth := phonebook.Errorf(phonebook.EUnauthorized, "the session token is missing, expired or revoked")
+	if token == "" || len(token) > 128 {
+		return Principal{}, unauth
+	}
+	h := hashSecret(token)
+	sess, err := s.db.Session(ctx, h)
+	if phonebook.ErrorCode(err) == phonebook.ENotFound {
+		return Principal{}, unauth
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	if sess.Revoked || time.Now().After(sess.ExpiresAt) {
+		return Principal{}, unauth
+	}
+	u, err := s.db.User(ctx, sess.Number)
+	if err != nil {
+		return Principal{}, unauth
+	}
+	if !u.Valid {
+		return Principal{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", u.Number)
+	}
+	return Principal{Number: sess.Number, DeviceID: sess.DeviceID, Token: h}, nil
+}
+
+// Logout revokes the caller's session.
+func (s *Service) Logout(ctx context.Context, p Principal) error {
+	return s.db.RevokeSession(ctx, p.Token)
+}
+
+// SetRescue sets or changes the rescue password and the login mode. Changing
+// an existing password requires the current one.
+func (s *Service) SetRescue(ctx context.Context, p Principal, password, current string, secure bool) error {
+	u, err := s.db.User(ctx, p.Number)
+	if err != nil {
+		return err
+	}
+	if u.RescueHash != "" {
+		if current == "" {
+			return phonebook.Errorf(phonebook.EInvalid, "current_password is required to change the rescue password")
+		}
+		if err := s.checkRescue(ctx, u, current); err != nil {
+			return err
+		}
+	}
+	hash := u.RescueHash
+	if password != "" {
+		if n := len([]rune(password)); n < 8 || n > 128 {
+			return phonebook.Errorf(phonebook.EInvalid, "the rescue password must be 8 to 128 characters")
+		}
+		hash = hashPassword(password)
+	}
+	if secure && hash == "" {
+		return phonebook.Errorf(phonebook.EInvalid, "secure login mode needs a rescue password: set password too")
+	}
+	return s.db.SetRescue(ctx, p.Number, hash, secure)
+}
+
+// User returns the account record.
+func (s *Service) User(ctx context.Context, n phonebook.MSISDN) (*store.User, error) {
+	return s.db.User(ctx, n)
+}
+
+// IsRegistered reports whether the number has an account.
+func (s *Service) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, error) {
+	return s.db.UserExists(ctx, n)
+}
+
+// newSecret returns a 256-bit random secret, base64url-encoded, and its
+// SHA-256. Device keys and session tokens are high-entropy, so a fast hash is
+// the right one: it makes a stolen table useless without costing logins.
+func newSecret() (string, []byte) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	s := base64.RawURLEncoding.EncodeToString(b)
+	return s, hashSecret(s)
+}
+
+func hashSecret(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+func matchSecret(s string, hash []byte) bool {
+	return subtle.ConstantTimeCompare(hashSecret(s), hash) == 1
+}
+
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return string(phonebook.ErrorCode(err))
+}

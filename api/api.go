@@ -1,0 +1,447 @@
+// Package api is Phonebook's HTTP JSON API: registration, login, account
+// settings, health, readiness and metrics. It maps phonebook error codes to
+// HTTP statuses in one place (statusOf) and never answers bad input with a 5xx.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/accounts"
+)
+
+// Check is a readiness check: nil means ready.
+type Check func(ctx context.Context) error
+
+// Config configures the API. Zero values mean defaults.
+type Config struct {
+	MaxBodyBytes          int64  // default 64 KiB
+	NumberHeader          string // method D header, default X-Up-Calling-Line-Id
+	MaxRegistrationsPerIP int    // per IP per day; default 1000
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg      Config
+	accounts *accounts.Service
+	counter  Counter
+	log      *slog.Logger
+	gatherer prometheus.Gatherer
+	mux      *router
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+
+	mu     sync.Mutex
+	checks map[string]Check
+}
+
+// Counter is a cluster-wide fixed-window counter (the store implements it).
+type Counter interface {
+	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
+}
+
+// New builds the API. reg registers the API's own metrics; gatherer serves
+// /metrics (usually the same *prometheus.Registry).
+func New(cfg Config, acc *accounts.Service, counter Counter, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 64 << 10
+	}
+	if cfg.NumberHeader == "" {
+		cfg.NumberHeader = "X-Up-Calling-Line-Id"
+	}
+	if cfg.MaxRegistrationsPerIP <= 0 {
+		cfg.MaxRegistrationsPerIP = 1000
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, accounts: acc, counter: counter, log: log, gatherer: gatherer,
+		mux:    newRouter(),
+		checks: map[string]Check{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phonebook_http_requests_total", Help: "HTTP requests by route and status.",
+		}, []string{"route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "phonebook_http_request_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+		}, []string{"route"}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.requests, s.latency)
+	}
+	s.routes()
+	return s
+}
+
+// AddCheck adds a readiness check shown in /readyz under name.
+func (s *Server) AddCheck(name string, c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = c
+}
+
+// Handle registers an extra route (other packages' endpoints).
+func (s *Server) Handle(method, path string, h HandlerFunc) { s.mux.handle(method, path, h) }
+
+// HandleAuth registers an extra route that needs a session.
+func (s *Server) HandleAuth(method, path string, h AuthHandlerFunc) {
+	s.mux.handle(method, path, s.authed(h))
+}
+
+func (s *Server) routes() {
+	s.mux.handle("GET", "/healthz", func(w http.ResponseWriter, r *http.Request) error {
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.handle("GET", "/readyz", s.readyz)
+	s.mux.handle("GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
+		promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		return nil
+	})
+	s.mux.handle("POST", "/v1/register/header", s.registerHeader)
+	s.mux.handle("POST", "/v1/register/client", s.registerClient)
+	s.mux.handle("POST", "/v1/login", s.login)
+	s.mux.handle("POST", "/v1/login/rescue", s.rescue)
+	s.mux.handle("POST", "/v1/logout", s.authed(s.logout))
+	s.mux.handle("GET", "/v1/me", s.authed(s.me))
+	s.mux.handle("PUT", "/v1/me/rescue", s.authed(s.setRescue))
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: 200}
+	route, h := s.mux.lookup(r.Method, r.URL.Path)
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("panic in handler", "route", route, "panic", v)
+			if !sw.wrote {
+				writeError(sw, phonebook.Errorf(phonebook.EInternal, "internal error"))
+			}
+		}
+		s.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	}()
+	r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes)
+	if err := h(sw, r); err != nil {
+		if phonebook.ErrorCode(err) == phonebook.EInternal {
+			s.log.Error("request failed", "route", route, "err", err)
+		}
+		writeError(sw, err)
+	}
+}
+
+// HandlerFunc is an API handler: it writes a response or returns an error
+// that is written as {"error": {...}}.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// AuthHandlerFunc is a handler that needs an authenticated session.
+type AuthHandlerFunc func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error
+
+func (s *Server) authed(h AuthHandlerFunc) HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || token == "" {
+			return phonebook.Errorf(phonebook.EUnauthorized, "send the session token as Authorization: Bearer <token>")
+		}
+		p, err := s.accounts.Authenticate(r.Context(), strings.TrimSpace(token))
+		if err != nil {
+			return err
+		}
+		return h(w, r, p)
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	checks := make(map[string]Check, len(s.checks))
+	for k, v := range s.checks {
+		checks[k] = v
+	}
+	s.mu.Unlock()
+	out := map[string]string{}
+	ready := true
+	for name, c := range checks {
+		if err := c(ctx); err != nil {
+			out[name] = err.Error()
+			ready = false
+		} else {
+			out[name] = "ok"
+		}
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, status, map[string]any{"ready": ready, "checks": out})
+}
+
+// statusOf maps error codes to HTTP statuses, once for the whole API.
+func statusOf(c phonebook.Code) int {
+	switch c {
+	case phonebook.EInvalid, phonebook.EInvalidJSON, phonebook.EInvalidNumber:
+		return http.StatusBadRequest
+	case phonebook.ETooLarge:
+		return http.StatusRequestEntityTooLarge
+	case phonebook.EMediaType:
+		return http.StatusUnsupportedMediaType
+	case phonebook.ENotFound, phonebook.ENotRegistered:
+		return http.StatusNotFound
+	case phonebook.EMethod:
+		return http.StatusMethodNotAllowed
+	case phonebook.EConflict, phonebook.EIdentityChanged, phonebook.ENoRescue:
+		return http.StatusConflict
+	case phonebook.EUnauthorized, phonebook.ECredentials, phonebook.ERescueRequired:
+		return http.StatusUnauthorized
+	case phonebook.EBlocked, phonebook.EMethodDisabled, phonebook.EUntrustedSource, phonebook.ENumberNotAllowed:
+		return http.StatusForbidden
+	case phonebook.ERateLimited:
+		return http.StatusTooManyRequests
+	case phonebook.EExpired:
+		return http.StatusGone
+	case phonebook.EUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	if s, ok := extraStatus[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// extraStatus lets other packages' codes map to statuses (RegisterCode).
+var extraStatus = map[phonebook.Code]int{}
+
+// RegisterCode maps an error code defined elsewhere to an HTTP status. Call
+// it from init.
+func RegisterCode(c phonebook.Code, status int) { extraStatus[c] = status }
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code       phonebook.Code `json:"code"`
+	Message    string         `json:"message"`
+	RetryAfter *time.Time     `json:"retry_after,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := phonebook.ErrorCode(err)
+	d := errorDetail{Code: code, Message: phonebook.ErrorMessage(err)}
+	var pe *phonebook.Error
+	if errors.As(err, &pe) && !pe.RetryAfter.IsZero() {
+		t := pe.RetryAfter.UTC().Truncate(time.Second)
+		d.RetryAfter = &t
+		secs := int(time.Until(pe.RetryAfter).Seconds()) + 1
+		if secs < 1 {
+			secs = 1
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	writeJSON(w, statusOf(code), errorBody{Error: d})
+}
+
+// WriteJSON writes v with the status.
+func WriteJSON(w http.ResponseWriter, status int, v any) error { return writeJSON(w, status, v) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// DecodeJSON reads exactly one JSON object into v, refusing unknown fields,
+// wrong types, trailing data, other media types and oversized bodies, each
+// with its own clear error.
+func DecodeJSON(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		// curl -d sends application/x-www-form-urlencoded; a JSON body under
+		// that label is accepted so the documented curl examples stay short.
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-www-form-urlencoded") {
+			return phonebook.Errorf(phonebook.EMediaType, "send the body as application/json, not %q", ct)
+		}
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return jsonError(err)
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] != '{' && json.Valid(trimmed) {
+		return phonebook.Errorf(phonebook.EInvalidJSON, "the body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return phonebook.Errorf(phonebook.EInvalidJSON, "the body must hold a single JSON object and nothing after it")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return phonebook.Errorf(phonebook.ETooLarge, "the body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return phonebook.Errorf(phonebook.EInvalidJSON, "the body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return phonebook.Errorf(phonebook.EInvalidJSON, "the JSON body ends too early")
+	case errors.As(err, &se):
+		return phonebook.Errorf(phonebook.EInvalidJSON, "the body is not valid JSON (at byte %d)", se.Offset)
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return phonebook.Errorf(phonebook.EInvalidJSON, "the body must be a JSON object, not %s", te.Value)
+		}
+		return phonebook.Errorf(phonebook.EInvalidJSON, "field %q must be %s, not %s", te.Field, kindOf(te.Type.Kind().String()), te.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return phonebook.Errorf(phonebook.EInvalidJSON, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return phonebook.Errorf(phonebook.EInvalidJSON, "the body is not the JSON this endpoint takes: %v", err)
+}
+
+func kindOf(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "int", "int64", "int32", "uint8", "float64":
+		return "a number"
+	case "slice":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	}
+	return k
+}
+
+// PeerAddr returns the address of the TCP peer (never a forwarded header).
+func PeerAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// router matches exact paths and paths with one trailing {param} segment.
+type router struct {
+	routes map[string]map[string]HandlerFunc // path -> method -> handler
+}
+
+func newRouter() *router { return &router{routes: map[string]map[string]HandlerFunc{}} }
+
+func (rt *router) handle(method, path string, h HandlerFunc) {
+	if rt.routes[path] == nil {
+		rt.routes[path] = map[string]HandlerFunc{}
+	}
+	rt.routes[path][method] = h
+}
+
+func (rt *router) lookup(method, path string) (string, HandlerFunc) {
+	pattern := path
+	methods, ok := rt.routes[path]
+	if !ok {
+		// One parameter segment: /v1/verify/mo/{id}
+		if i := strings.LastIndex(path, "/"); i > 0 {
+			pattern = path[:i] + "/{id}"
+			methods, ok = rt.routes[pattern]
+		}
+	}
+	if !ok {
+		return "unknown", func(w http.ResponseWriter, r *http.Request) error {
+			return phonebook.Errorf(phonebook.ENotFound, "no endpoint %s; see docs/api.md", path)
+		}
+	}
+	if h, ok := methods[method]; ok {
+		return pattern, h
+	}
+	if method == http.MethodHead {
+		if h, ok := methods[http.MethodGet]; ok {
+			return pattern, h
+		}
+	}
+	allowed := make([]string, 0, len(methods))
+	for m := range methods {
+		allowed = append(allowed, m)
+	}
+	return pattern, func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		return phonebook.Errorf(phonebook.EMethod, "%s does not take %s; use %s", pattern, method, strings.Join(allowed, " or "))
+	}
+}
+
+// PathParam returns the last path segment (the {id} of a route).
+func PathParam(r *http.Request) string {
+	return r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+}
+
+// limitIP counts a request from the peer against a daily per-IP limit.
+func (s *Server) limitIP(r *http.Request, what string, limit int) error {
+	if s.counter == nil || limit <= 0 {
+		return nil
+	}
+	n, reset, err := s.counter.Hit(r.Context(), fmt.Sprintf("ip:%s:%s", what, PeerAddr(r)), 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if n > int64(limit) {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
+			Message: fmt.Sprintf("too many %s requests from this address today", what)}
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/store"
+)
+
+func newAdminCmd() *cobra.Command {
+	c := &cobra.Command{Use: "admin", Short: "Operator tools working directly on the store"}
+	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user"}
+	addServerFlags(c.PersistentFlags())
+
+	withUser := func(use, short string, fn func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " NUMBER",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cfg, err := loadConfig(cmd)
+				if err != nil {
+					return err
+				}
+				n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
+				if err != nil {
+					return err
+				}
+				db, err := openStore(cmd.Context(), cfg)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				if _, err := db.Migrate(cmd.Context()); err != nil {
+					return err
+				}
+				return fn(cmd, db, n)
+			},
+		}
+	}
+	user.AddCommand(
+		withUser("show", "Show the user record", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+			u, err := db.User(cmd.Context(), n)
+			if err != nil {
+				return err
+			}
+			out := map[string]any{
+				"number": u.Number, "device_id": u.DeviceID, "sim_id": u.SIMID, "created_at": u.CreatedAt,
+				"valid": u.Valid, "last_login": u.LastLogin, "login_count": u.LoginCount,
+				"rescue_password_set": u.RescueHash != "", "secure_mode": u.SecureMode, "proven_by": u.ProvenBy,
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		}),
+		withUser("block", "Block the account: logins and sessions are refused", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+			if err := db.SetValid(cmd.Context(), n, false); err != nil {
+				return err
+			}
+			revoked, err := db.RevokeSessions(cmd.Context(), n)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s blocked; %d sessions revoked\n", n, revoked)
+			return nil
+		}),
+		withUser("unblock", "Unblock the account", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+			if err := db.SetValid(cmd.Context(), n, true); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s unblocked\n", n)
+			return nil
+		}),
+		withUser("delete", "Delete the user and their sessions", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+			if err := db.DeleteUser(cmd.Context(), n); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", n)
+			return nil
+		}),
+	)
+	c.AddCommand(user)
+	return c
+}

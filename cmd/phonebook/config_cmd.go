@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/store"
+)
+
+func loadConfig(cmd *cobra.Command) (config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	return config.Load(path, cmd.Flags())
+}
+
+// addServerFlags adds the flags that override the most used keys.
+func addServerFlags(fs *pflag.FlagSet) {
+	fs.String("http-addr", "", "HTTP API listen address (http.addr)")
+	fs.String("database-driver", "", "sqlite or mysql (database.driver)")
+	fs.String("database-dsn", "", "database file (sqlite) or DSN (mysql) (database.dsn)")
+	fs.String("default-region", "", "region for national-format numbers, e.g. CN (phone.default_region)")
+	fs.String("node", "", "this node's name in a cluster (node)")
+}
+
+func newConfigCmd() *cobra.Command {
+	c := &cobra.Command{Use: "config", Short: "Check or print the configuration"}
+	check := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a configuration file; names each bad key with file and line",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := config.Load(args[0], nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", args[0])
+			return nil
+		},
+	}
+	print := &cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration (defaults, file, environment, flags) with secrets redacted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			b, err := cfg.Redacted().YAML()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	addServerFlags(print.Flags())
+	c.AddCommand(check, print)
+	return c
+}
+
+func newMigrateCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the embedded schema migrations (serve also does this at start)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openStore(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			applied, err := db.Migrate(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, _ := db.Version(cmd.Context())
+			if len(applied) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "schema is up to date at version %d\n", v)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %v; schema at version %d\n", applied, v)
+			return nil
+		},
+	}
+	addServerFlags(c.Flags())
+	return c
+}
+
+func openStore(ctx context.Context, cfg config.Config) (*store.DB, error) {
+	return store.Open(ctx, store.Options{Driver: cfg.Database.Driver, DSN: cfg.Database.DSN, MaxOpenConns: cfg.Database.MaxOpenConns})
+}
+
+func newLogger(cfg config.Config) *slog.Logger {
+	var lvl slog.Level
+	switch strings.ToLower(cfg.Log.Level) {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

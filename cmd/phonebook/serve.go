@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/phonebook/phonebook/accounts"
+	"github.com/phonebook/phonebook/api"
+	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/store"
+)
+
+func newServeCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server (with no configuration: SQLite under ./data and the built-in SMSC simulator)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			m := NewMain(cfg, newLogger(cfg))
+			if err := m.Run(cmd.Context()); err != nil {
+				m.Close()
+				return err
+			}
+			<-cmd.Context().Done()
+			m.log.Info("shutting down")
+			return m.Close()
+		},
+	}
+	addServerFlags(c.Flags())
+	c.Flags().String("relay-tcp-addr", "", "relay TCP listen address (relay.tcp_addr)")
+	c.Flags().String("relay-udp-addr", "", "relay UDP listen address (relay.udp_addr)")
+	c.Flags().String("nats-url", "", "NATS URL for cluster mode (cluster.nats_url)")
+	return c
+}
+
+// Main is the running server: every component, wired explicitly. Tests
+// start it with ports set to 127.0.0.1:0.
+type Main struct {
+	cfg config.Config
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	DB       *store.DB
+	Accounts *accounts.Service
+	API      *api.Server
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+
+	closers []func(context.Context) error // run in reverse order at Close
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	once    sync.Once
+}
+
+// NewMain returns an unstarted server.
+func NewMain(cfg config.Config, log *slog.Logger) *Main {
+	return &Main{cfg: cfg, log: log}
+}
+
+// Run opens the store, migrates it, and starts every component. It returns
+// once the server is listening; Close stops it.
+func (m *Main) Run(ctx context.Context) error {
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	cfg := m.cfg
+	m.reg = prometheus.NewRegistry()
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	db, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	m.DB = db
+	m.closers = append(m.closers, func(context.Context) error { return db.Close() })
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	if len(applied) > 0 {
+		m.log.Info("schema migrated", "applied", applied)
+	}
+	proxies, err := cfg.TrustedProxies()
+	if err != nil {
+		return err
+	}
+	m.Accounts = accounts.New(db, accounts.Config{
+		DefaultRegion:        cfg.Phone.DefaultRegion,
+		SessionTTL:           cfg.Session.TTL,
+		LoginFailuresPerHour: cfg.Login.MaxFailuresPerHour,
+		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
+		TrustClientNumber:    cfg.Registration.TrustClientNumber,
+		TrustedProxies:       proxies,
+	}, m.log, m.reg)
+	m.API = api.New(api.Config{
+		MaxBodyBytes:          cfg.HTTP.MaxBodyBytes,
+		NumberHeader:          cfg.Registration.Header.Name,
+		MaxRegistrationsPerIP: cfg.Login.MaxRegistrationsPerIPDay,
+	}, m.Accounts, db, m.log, m.reg, m.reg)
+	m.API.AddCheck("database", db.Ping)
+
+	if err := m.startExtras(ctx); err != nil {
+		return err
+	}
+
+	m.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Addr, err)
+	}
+	m.httpSrv = &http.Server{
+		Handler:           m.API,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      60 * time.Second, // long polls wait up to 30 s
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.httpSrv.Serve(m.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("http server stopped", "err", err)
+		}
+	}()
+	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "database", cfg.Database.Driver, "node", cfg.Node)
+	return nil
+}
+
+// startExtras starts the components that later issues add (SMSC links, relay,
+// cluster); each registers its own closer.
+func (m *Main) startExtras(ctx context.Context) error {
+	for _, start := range extraStarters {
+		if err := start(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var extraStarters []func(context.Context, *Main) error
+
+// HTTPAddr returns the address the API listens on.
+func (m *Main) HTTPAddr() string { return m.httpLn.Addr().String() }
+
+// Close stops accepting, drains, and closes the store, in that order.
+func (m *Main) Close() error {
+	var err error
+	m.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if m.httpSrv != nil {
+			err = m.httpSrv.Shutdown(ctx)
+		}
+		if m.cancel != nil {
+			m.cancel()
+		}
+		for i := len(m.closers) - 1; i >= 0; i-- {
+			if e := m.closers[i](ctx); e != nil && err == nil {
+				err = e
+			}
+		}
+		m.wg.Wait()
+	})
+	return err
+}
