@@ -287,3 +287,28 @@ func asError(err error, target **phonebook.Error) bool {
 	}
 	return ok
 }
+
+func TestForgetContacts(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		apply(t, db, alice, store.BookChange{Upsert: []store.BookEntry{entry("1", "b", bob)}})
+		apply(t, db, bob, store.BookChange{Upsert: []store.BookEntry{entry("1", "a", alice)}})
+		busy := "busy"
+		db.UpdateStatus(ctx, alice, store.StatusUpdate{IMStatus: &busy})
+		if err := db.ForgetContacts(ctx, alice); err != nil {
+			t.Fatal(err)
+		}
+		if got := flags(t, db, alice); len(got) != 0 {
+			t.Fatalf("alice's contacts left: %v", got)
+		}
+		if got := flags(t, db, bob); got[alice] != store.FlagOneWay {
+			t.Fatalf("bob's flag for alice %v", got)
+		}
+		if book, _ := db.AddressBook(ctx, alice); len(book) != 0 {
+			t.Fatalf("book left: %+v", book)
+		}
+		if st, _ := db.UserStatus(ctx, alice); st.IMStatus != store.StatusOffline {
+			t.Fatalf("status left: %+v", st)
+		}
+	})
+}

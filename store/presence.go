@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"time"
 
 	"github.com/phonebook/phonebook"
@@ -171,15 +170,4 @@ func (d *DB) ContactStatuses(ctx context.Context, owner phonebook.MSISDN) ([]Con
 		out = append(out, cs)
 	}
 	return out, rows.Err()
-}
-
-// IsRegistered reports whether a user with the number exists and is not
-// blocked.
-func (d *DB) IsRegistered(ctx context.Context, number phonebook.MSISDN) (bool, error) {
-	var valid int
-	err := d.db.QueryRowContext(ctx, "SELECT valid FROM users WHERE number = ?", number).Scan(&valid)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return valid == 1, err
 }
