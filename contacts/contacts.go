@@ -38,8 +38,8 @@ type Config struct {
 	// to an owner's contact list one owner may look up in a burst [50000];
 	// negative disables the limit.
 	LookupCapacity int64
-	// LookupRefillPerDay is how fast the bucket refills [5000 a day].
-	LookupRefillPerDay int64
+	// LookupRefillPerSecond is how fast the bucket refills [50000 a day].
+	LookupRefillPerSecond float64
 	MaxEntries         int // entries in one book [10000]
 	MaxPhonesPerEntry  int // phones on one entry [20]
 	// PushWorkers deliver presence and join events; each owns a share of
@@ -63,8 +63,8 @@ func (c Config) withDefaults() Config {
 	if c.LookupCapacity == 0 {
 		c.LookupCapacity = 50000
 	}
-	if c.LookupRefillPerDay == 0 {
-		c.LookupRefillPerDay = 5000
+	if c.LookupRefillPerSecond == 0 {
+		c.LookupRefillPerSecond = 50000.0 / 86400
 	}
 	if c.MaxEntries == 0 {
 		c.MaxEntries = 10000
@@ -94,7 +94,7 @@ func (c Config) budget() store.LookupBudget {
 	if c.LookupCapacity < 0 {
 		return store.LookupBudget{}
 	}
-	return store.LookupBudget{Capacity: c.LookupCapacity, RefillPerDay: c.LookupRefillPerDay}
+	return store.LookupBudget{Capacity: c.LookupCapacity, RefillPerSecond: c.LookupRefillPerSecond}
 }
 
 // Service is the contacts and presence service. Its methods are safe for
@@ -113,7 +113,7 @@ type Service struct {
 func New(db *store.DB, notifier Notifier, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
 	cfg = cfg.withDefaults()
 	if !cfg.Visibility.valid() {
-		return nil, phonebook.Errorf(phonebook.EInvalid, "contacts: visibility %q is not one of mutual, holders, nobody", cfg.Visibility)
+		return nil, phonebook.Errorf(phonebook.EInvalid, "contacts: visibility %q is not one of mutual, contacts, nobody", cfg.Visibility)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -262,9 +262,9 @@ func TestMutualFlagsAndPresencePrivacy(t *testing.T) {
 		}
 
 		// Alice opens her presence to everyone who has her number.
-		holders := string(contacts.VisibleHolders)
+		holders := string(contacts.VisibleContacts)
 		mine, err := svc.SetPresence(ctx, alice, contacts.PresenceUpdate{Visibility: &holders})
-		if err != nil || mine.Visibility != contacts.VisibleHolders || mine.IMStatus != busy {
+		if err != nil || mine.Visibility != contacts.VisibleContacts || mine.IMStatus != busy {
 			t.Fatalf("own presence %+v %v", mine, err)
 		}
 		waitFor(t, "carol to get alice's presence", func() bool { return len(rec.to(carol)) > 0 })
@@ -385,7 +385,7 @@ func TestContactJoined(t *testing.T) {
 func TestEnumerationLimit(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		svc, _ := newService(t, db, contacts.Config{LookupCapacity: 3, LookupRefillPerDay: 1})
+		svc, _ := newService(t, db, contacts.Config{LookupCapacity: 3, LookupRefillPerSecond: 1.0 / 86400})
 		mustSync(t, svc, alice, book(card("1", "a", "13900000001", "13900000002"), card("2", "b", "13900000003")))
 		// The same numbers under other names and formats are not new.
 		mustSync(t, svc, alice, book(card("1", "a", "+86 139 0000 0001"), card("3", "c", "0086 139 0000 0002", "13900000003")))

@@ -18,14 +18,15 @@ const (
 	// The default: a stranger who has my number learns nothing beyond
 	// "registered".
 	VisibleMutual Visibility = "mutual"
-	// VisibleHolders: everyone who has my number in their book.
-	VisibleHolders Visibility = "holders"
+	// VisibleContacts: everyone who has my number in their contact list,
+	// whether or not I have theirs.
+	VisibleContacts Visibility = "contacts"
 	// VisibleNobody: no one; I always look offline.
 	VisibleNobody Visibility = "nobody"
 )
 
 func (v Visibility) valid() bool {
-	return v == VisibleMutual || v == VisibleHolders || v == VisibleNobody
+	return v == VisibleMutual || v == VisibleContacts || v == VisibleNobody
 }
 
 // IM statuses. Online and offline are also set by the relay at login and
@@ -117,7 +118,7 @@ func (u PresenceUpdate) check() error {
 		}
 	}
 	if u.Visibility != nil && *u.Visibility != "" && !Visibility(*u.Visibility).valid() {
-		return phonebook.Errorf(phonebook.EInvalid, "visibility %q is not one of mutual, holders, nobody", *u.Visibility)
+		return phonebook.Errorf(phonebook.EInvalid, "visibility %q is not one of mutual, contacts, nobody", *u.Visibility)
 	}
 	return nil
 }
@@ -209,7 +210,7 @@ func (s *Service) visible(vis string, mutual bool) bool {
 		v = s.cfg.Visibility
 	}
 	switch v {
-	case VisibleHolders:
+	case VisibleContacts:
 		return true
 	case VisibleMutual:
 		return mutual

@@ -63,10 +63,10 @@ func (e BookEntry) equal(o BookEntry) bool {
 
 // LookupBudget is the anti-enumeration token bucket: each number new to an
 // owner's contact list takes one token; the bucket holds Capacity tokens and
-// refills RefillPerDay a day. Capacity 0 disables it.
+// refills RefillPerSecond. Capacity 0 disables it.
 type LookupBudget struct {
-	Capacity     int64
-	RefillPerDay int64
+	Capacity        int64
+	RefillPerSecond float64
 }
 
 // BookChange is one sync: with Replace, Upsert is the whole new book;
@@ -417,12 +417,8 @@ func (d *DB) chargeBudget(ctx context.Context, tx *sql.Tx, owner phonebook.MSISD
 	if b.Capacity <= 0 || need == 0 {
 		return nil
 	}
-	perMicro := float64(b.RefillPerDay) * 1000 / float64(24*time.Hour/time.Microsecond)
-	elapsed := t.Sub(at).Microseconds()
-	if elapsed < 0 {
-		elapsed = 0 // another node's clock ran ahead; never refill backwards
-	}
-	level := math.Min(float64(b.Capacity*1000), float64(milli)+float64(elapsed)*perMicro)
+	perMicro := b.RefillPerSecond * 1000 / 1e6
+	level := b.level(milli, at, t)
 	needMilli := float64(need * 1000)
 	if level < needMilli {
 		short := needMilli - level
@@ -454,9 +450,16 @@ func (d *DB) LookupTokens(ctx context.Context, owner phonebook.MSISDN, b LookupB
 	if err != nil {
 		return 0, err
 	}
-	perMicro := float64(b.RefillPerDay) * 1000 / float64(24*time.Hour/time.Microsecond)
-	level := math.Min(float64(b.Capacity*1000), float64(milli)+float64(now().UnixMicro()-at)*perMicro)
-	return int64(level / 1000), nil
+	return int64(b.level(milli, time.UnixMicro(at), now()) / 1000), nil
+}
+
+// level is the bucket's content in milli-tokens at t, refilled since at.
+func (b LookupBudget) level(milli int64, at, t time.Time) float64 {
+	elapsed := t.Sub(at).Microseconds()
+	if elapsed < 0 {
+		elapsed = 0 // another node's clock ran ahead; never refill backwards
+	}
+	return math.Min(float64(b.Capacity*1000), float64(milli)+float64(elapsed)*b.RefillPerSecond/1000)
 }
 
 // AddressBook returns the owner's book for restore, entries in id order and

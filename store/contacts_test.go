@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/store"
@@ -174,7 +175,7 @@ func TestBookRestoreRoundTrip(t *testing.T) {
 func TestBookLookupBudget(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		budget := store.LookupBudget{Capacity: 3, RefillPerDay: 1}
+		budget := store.LookupBudget{Capacity: 3, RefillPerSecond: 1.0 / 86400}
 		ch := store.BookChange{Budget: budget, Upsert: []store.BookEntry{entry("1", "x", bob, carol)}}
 		apply(t, db, alice, ch)
 		// The same numbers again (another entry, a rename) cost nothing.
@@ -309,6 +310,28 @@ func TestForgetContacts(t *testing.T) {
 		}
 		if st, _ := db.UserStatus(ctx, alice); st.IMStatus != store.StatusOffline {
 			t.Fatalf("status left: %+v", st)
+		}
+	})
+}
+
+func TestBookLookupBudgetRefills(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		budget := store.LookupBudget{Capacity: 2, RefillPerSecond: 100}
+		apply(t, db, alice, store.BookChange{Budget: budget, Upsert: []store.BookEntry{entry("1", "x", bob, carol)}})
+		ch := store.BookChange{Budget: budget, Upsert: []store.BookEntry{entry("2", "y", dave)}}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := db.ApplyBookChange(context.Background(), alice, ch)
+			if err == nil {
+				break
+			}
+			if phonebook.ErrorCode(err) != phonebook.ERateLimited || time.Now().After(deadline) {
+				t.Fatalf("waiting for the bucket to refill: %v", err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		if got := flags(t, db, alice); len(got) != 3 {
+			t.Fatalf("contacts after refill %v", got)
 		}
 	})
 }
