@@ -40,8 +40,8 @@ type Config struct {
 	LookupCapacity int64
 	// LookupRefillPerSecond is how fast the bucket refills [50000 a day].
 	LookupRefillPerSecond float64
-	MaxEntries         int // entries in one book [10000]
-	MaxPhonesPerEntry  int // phones on one entry [20]
+	MaxEntries            int // entries in one book [10000]
+	MaxPhonesPerEntry     int // phones on one entry [20]
 	// PushWorkers deliver presence and join events; each owns a share of
 	// the users, so one user's events arrive in order [4].
 	PushWorkers int
