@@ -277,27 +277,54 @@ func (s *Service) sync(ctx context.Context, owner phonebook.MSISDN, region strin
 		res.Entries[i] = er
 	}
 
+	// Who is registered does not depend on the book: look it up while the
+	// book is written, on another connection. An owner whose budget might
+	// not cover the sync gets the lookup only after the budget said yes, so
+	// refused syncs cost no lookups.
+	type matched struct {
+		m   map[phonebook.MSISDN]store.Match
+		err error
+	}
+	mc := make(chan matched, 1)
+	lookupNow := func() {
+		m, err := s.db.MatchNumbers(ctx, lookup)
+		mc <- matched{m, err}
+	}
+	early := ch.Budget.Capacity == 0
+	if !early {
+		tokens, err := s.db.LookupTokens(ctx, owner, ch.Budget)
+		early = err == nil && tokens >= int64(len(lookup))
+	}
+	if early {
+		go lookupNow()
+	}
 	applied, err := s.db.ApplyBookChange(ctx, owner, ch)
+	if !early && err == nil {
+		lookupNow()
+	}
+	var match matched
+	if early || err == nil {
+		match = <-mc
+	}
 	if err != nil {
 		if phonebook.ErrorCode(err) == phonebook.ERateLimited {
 			s.m.lookupLimited.Inc()
 		}
 		return SyncResult{}, err
 	}
-	res.Contacts, res.Book = applied.Contacts, applied.Entries
-	matches, err := s.db.MatchNumbers(ctx, owner, lookup)
-	if err != nil {
-		return SyncResult{}, err
+	if match.err != nil {
+		return SyncResult{}, match.err
 	}
+	res.Contacts, res.Book = applied.Contacts, applied.Entries
 	for i := range res.Entries {
 		for j := range res.Entries[i].Phones {
 			pr := &res.Entries[i].Phones[j]
-			m, ok := matches[pr.Number]
-			if !ok {
+			m, ok := match.m[pr.Number]
+			if !ok || pr.Self {
 				continue
 			}
 			pr.Registered = true
-			pr.Mutual = m.Flag == store.FlagMutual
+			pr.Mutual = applied.Flags[pr.Number] == store.FlagMutual
 			if m.Status != nil && s.visible(m.Status.Visibility, pr.Mutual) {
 				pr.Presence = presenceOf(*m.Status)
 			}

@@ -63,8 +63,8 @@ func TestBookFlagsBothWays(t *testing.T) {
 		}
 		// Bob adds Alice: both rows turn mutual.
 		res = apply(t, db, bob, store.BookChange{Upsert: []store.BookEntry{entry("b1", "Alice", alice)}})
-		if !reflect.DeepEqual(res.NewMutual, []phonebook.MSISDN{alice}) {
-			t.Fatalf("bob's sync NewMutual %v", res.NewMutual)
+		if !reflect.DeepEqual(res.NewMutual, []phonebook.MSISDN{alice}) || res.Flags[alice] != store.FlagMutual {
+			t.Fatalf("bob's sync NewMutual %v flags %v", res.NewMutual, res.Flags)
 		}
 		if got := flags(t, db, alice); got[bob] != store.FlagMutual || got[carol] != store.FlagOneWay {
 			t.Fatalf("alice's flags after bob added her: %v", got)
@@ -219,11 +219,11 @@ func TestMatchAndHolders(t *testing.T) {
 		apply(t, db, alice, store.BookChange{Upsert: []store.BookEntry{entry("1", "b", bob, dave)}})
 		apply(t, db, bob, store.BookChange{Upsert: []store.BookEntry{entry("1", "a", alice)}})
 		apply(t, db, carol, store.BookChange{Upsert: []store.BookEntry{entry("1", "b", bob)}})
-		m, err := db.MatchNumbers(ctx, alice, []phonebook.MSISDN{bob, carol, dave})
+		m, err := db.MatchNumbers(ctx, []phonebook.MSISDN{bob, carol, dave})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !m[bob].Registered || m[bob].Flag != store.FlagMutual || m[carol].Flag != 0 || !m[carol].Registered {
+		if _, ok := m[bob]; !ok || m[carol].Status != nil {
 			t.Fatalf("match %+v", m)
 		}
 		if _, ok := m[dave]; ok {
@@ -332,6 +332,36 @@ func TestBookLookupBudgetRefills(t *testing.T) {
 		}
 		if got := flags(t, db, alice); len(got) != 3 {
 			t.Fatalf("contacts after refill %v", got)
+		}
+	})
+}
+
+func TestMatchManyNumbers(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var users, book []phonebook.MSISDN
+		for i := range 1000 {
+			n := phonebook.MSISDN(fmt.Sprintf("+86139%08d", i))
+			book = append(book, n)
+			if i%5 != 0 {
+				users = append(users, n)
+			}
+		}
+		storetest.Users(t, db, users...)
+		if _, err := db.SQL().Exec("UPDATE users SET valid = 0 WHERE number = ?", users[0]); err != nil {
+			t.Fatal(err)
+		}
+		m, err := db.MatchNumbers(context.Background(), book)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m) != len(users)-1 {
+			t.Fatalf("matched %d of %d users (one blocked)", len(m), len(users))
+		}
+		if _, ok := m[users[0]]; ok {
+			t.Fatal("a blocked user matched")
+		}
+		if _, ok := m[book[0]]; ok {
+			t.Fatal("an unregistered number matched")
 		}
 	})
 }
