@@ -166,7 +166,7 @@ func (s *Service) Online(ctx context.Context, number phonebook.MSISDN) error {
 
 // Offline marks the user offline and clears their phone activity, which
 // means nothing without a connection. The relay calls it at logout and
-// when it loses the connection.
+// when it loses the user's last connection (on any node).
 func (s *Service) Offline(ctx context.Context, number phonebook.MSISDN) error {
 	off, none := StatusOffline, ""
 	_, err := s.update(ctx, number, store.StatusUpdate{IMStatus: &off, Activity: &none})
