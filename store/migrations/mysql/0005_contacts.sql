@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS contacts (
     updated_at BIGINT NOT NULL,
     flag       TINYINT NOT NULL DEFAULT 1,
     PRIMARY KEY (owner, contact),
-    KEY contacts_contact (contact, flag, owner)
+    KEY contacts_contact (contact, owner, flag)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 ;
 CREATE TABLE IF NOT EXISTS user_status (

@@ -33,7 +33,7 @@ CREATE TABLE contacts (
 )
 ;
 -- Reverse lookups: who has this number (joins, presence fan-out, flags).
-CREATE INDEX contacts_contact ON contacts (contact, flag, owner)
+CREATE INDEX contacts_contact ON contacts (contact, owner, flag)
 ;
 CREATE TABLE user_status (
     number      VARCHAR(20) NOT NULL PRIMARY KEY,
