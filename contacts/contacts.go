@@ -245,8 +245,45 @@ func (s *Service) sync(ctx context.Context, owner phonebook.MSISDN, region strin
 			raws = append(raws, p.Number)
 		}
 	}
+	upsert, entries, lookup := s.normalise(owner, region, sent, raws)
+	ch.Upsert = upsert
+	res := SyncResult{Entries: entries}
+
+	applied, match, err := s.applyAndMatch(ctx, owner, ch, lookup)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	res.Contacts, res.Book = applied.Contacts, applied.Entries
+	for i := range res.Entries {
+		for j := range res.Entries[i].Phones {
+			pr := &res.Entries[i].Phones[j]
+			m, ok := match[pr.Number]
+			if !ok || pr.Self {
+				continue
+			}
+			pr.Registered = true
+			pr.Mutual = applied.Flags[pr.Number] == store.FlagMutual
+			if m.Status != nil && s.visible(m.Status.Visibility, pr.Mutual) {
+				pr.Presence = presenceOf(*m.Status)
+			}
+		}
+	}
+	if len(applied.NewMutual) > 0 {
+		// The new mutual contacts may now see the owner: push the owner's
+		// presence, as any change would.
+		if st, err := s.db.UserStatus(ctx, owner); err == nil && st.IMStatus != store.StatusOffline {
+			s.push.presence(st)
+		}
+	}
+	return res, nil
+}
+
+// normalise turns the sent entries into book entries and per-phone results
+// and lists the distinct numbers to look up (not the owner's own).
+func (s *Service) normalise(owner phonebook.MSISDN, region string, sent []Entry, raws []string) ([]store.BookEntry, []EntryResult, []phonebook.MSISDN) {
 	norm := s.norm.many(raws, region)
-	res := SyncResult{Entries: make([]EntryResult, len(sent))}
+	upsert := make([]store.BookEntry, 0, len(sent))
+	results := make([]EntryResult, len(sent))
 	var lookup []phonebook.MSISDN
 	looked := make(map[phonebook.MSISDN]bool)
 	for i, e := range sent {
@@ -273,14 +310,18 @@ func (s *Service) sync(ctx context.Context, owner phonebook.MSISDN, region strin
 		if valid == 0 {
 			er.Code, er.Reason = phonebook.EInvalidNumber, "the entry has no valid phone number; it is kept for restore but is not a contact"
 		}
-		ch.Upsert = append(ch.Upsert, be)
-		res.Entries[i] = er
+		upsert = append(upsert, be)
+		results[i] = er
 	}
+	return upsert, results, lookup
+}
 
-	// Who is registered does not depend on the book: look it up while the
-	// book is written, on another connection. An owner whose budget might
-	// not cover the sync gets the lookup only after the budget said yes, so
-	// refused syncs cost no lookups.
+// applyAndMatch writes the change and looks the numbers up. Who is
+// registered does not depend on the book, so the lookup runs while the book
+// is written, on another connection; but an owner whose budget might not
+// cover the sync gets the lookup only after the budget said yes, so refused
+// syncs cost no lookups.
+func (s *Service) applyAndMatch(ctx context.Context, owner phonebook.MSISDN, ch store.BookChange, lookup []phonebook.MSISDN) (store.BookApplied, map[phonebook.MSISDN]store.Match, error) {
 	type matched struct {
 		m   map[phonebook.MSISDN]store.Match
 		err error
@@ -310,34 +351,9 @@ func (s *Service) sync(ctx context.Context, owner phonebook.MSISDN, region strin
 		if phonebook.ErrorCode(err) == phonebook.ERateLimited {
 			s.m.lookupLimited.Inc()
 		}
-		return SyncResult{}, err
+		return applied, nil, err
 	}
-	if match.err != nil {
-		return SyncResult{}, match.err
-	}
-	res.Contacts, res.Book = applied.Contacts, applied.Entries
-	for i := range res.Entries {
-		for j := range res.Entries[i].Phones {
-			pr := &res.Entries[i].Phones[j]
-			m, ok := match.m[pr.Number]
-			if !ok || pr.Self {
-				continue
-			}
-			pr.Registered = true
-			pr.Mutual = applied.Flags[pr.Number] == store.FlagMutual
-			if m.Status != nil && s.visible(m.Status.Visibility, pr.Mutual) {
-				pr.Presence = presenceOf(*m.Status)
-			}
-		}
-	}
-	if len(applied.NewMutual) > 0 {
-		// The new mutual contacts may now see the owner: push the owner's
-		// presence, as any change would.
-		if st, err := s.db.UserStatus(ctx, owner); err == nil && st.IMStatus != store.StatusOffline {
-			s.push.presence(st)
-		}
-	}
-	return res, nil
+	return applied, match.m, match.err
 }
 
 func checkID(id string) error {
