@@ -466,3 +466,32 @@ func TestRejectsBadRequests(t *testing.T) {
 		}
 	})
 }
+
+func TestNewMutualContactGetsPresence(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		storetest.Users(t, db, alice, bob)
+		on := contacts.StatusOnline
+		for _, n := range []phonebook.MSISDN{alice, bob} {
+			// Online without events of their own.
+			if _, _, err := db.UpdateStatus(ctx, n, store.StatusUpdate{IMStatus: &on}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		svc, rec := newService(t, db, contacts.Config{})
+		mustSync(t, svc, alice, book(card("1", "Bob", "13800138002")))
+		if n := len(rec.to(alice)); n != 0 {
+			t.Fatalf("alice got %d events before bob added her", n)
+		}
+		// Bob adds Alice: they are mutual now, and Alice is told Bob's
+		// presence without waiting for her next refresh.
+		res := mustSync(t, svc, bob, book(card("1", "Alice", "13800138001")))
+		if p := res.Entries[0].Phones[0]; !p.Mutual || p.Presence == nil || p.Presence.IMStatus != on {
+			t.Fatalf("bob's sync shows alice as %+v", p)
+		}
+		waitFor(t, "alice to get bob's presence", func() bool {
+			evs := rec.to(alice)
+			return len(evs) == 1 && evs[0].Number == bob && evs[0].Presence.IMStatus == on
+		})
+	})
+}
