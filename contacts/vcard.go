@@ -17,11 +17,12 @@ import (
 	"github.com/phonebook/phonebook"
 )
 
-// vCard import limits: a file is at most MaxVCardBytes; one logical line of
-// a property we keep at most maxVCardLine bytes (photos and other large
-// properties are skipped whatever their size).
+// vCard import limits: a file is at most MaxVCardBytes and MaxVCards cards;
+// one logical line of a property we keep at most maxVCardLine bytes (photos
+// and other large properties are skipped whatever their size).
 const (
 	MaxVCardBytes = 16 << 20
+	MaxVCards     = 50000
 	maxVCardLine  = 64 << 10
 	maxPhysLine   = 1 << 20
 )
@@ -81,6 +82,9 @@ func ParseVCards(r io.Reader) ([]Card, error) {
 		case p.name == "END" && strings.EqualFold(p.raw, "VCARD"):
 			if cur == nil {
 				return nil, phonebook.Errorf(phonebook.EInvalid, "vCard line %d: END:VCARD without BEGIN", n)
+			}
+			if len(cards) == MaxVCards {
+				return nil, phonebook.Errorf(phonebook.ETooLarge, "the vCard file holds more than %d cards", MaxVCards)
 			}
 			cards = append(cards, *cur)
 			cur = nil

@@ -219,3 +219,10 @@ func FuzzParseVCards(f *testing.F) {
 		}
 	})
 }
+
+func TestVCardTooManyCards(t *testing.T) {
+	in := strings.Repeat("BEGIN:VCARD\nEND:VCARD\n", contacts.MaxVCards+1)
+	if _, err := contacts.ParseVCards(strings.NewReader(in)); phonebook.ErrorCode(err) != phonebook.ETooLarge {
+		t.Fatalf("%d cards: %v", contacts.MaxVCards+1, err)
+	}
+}
