@@ -337,7 +337,11 @@ func TestCoalescedBurst(t *testing.T) {
 			t.Fatal(err)
 		}
 		svc.Online(ctx, alice)
-		<-rec.entered // the worker is delivering "alice online"
+		select { // the worker is delivering "alice online"
+		case <-rec.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("alice's online event never reached the notifier")
+		}
 		var last string
 		for i := range 50 {
 			last = "burst " + string(rune('A'+i%26))
