@@ -130,6 +130,16 @@ func New(db *store.DB, notifier Notifier, cfg Config, log *slog.Logger, reg prom
 	return s, nil
 }
 
+// SetNotifier replaces the notifier given to New. The relay needs the
+// service (for Online and Offline) and the service needs the relay (to
+// push), so whichever is built second closes the loop here.
+func (s *Service) SetNotifier(n Notifier) {
+	if n == nil {
+		n = discard{}
+	}
+	s.push.n.Store(&n)
+}
+
 // Close stops accepting pushes, delivers those pending until ctx ends, and
 // stops the workers.
 func (s *Service) Close(ctx context.Context) error { return s.push.close(ctx) }

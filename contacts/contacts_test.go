@@ -86,10 +86,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func newService(t *testing.T, db *store.DB, cfg contacts.Config) (*contacts.Service, *recorder) {
 	t.Helper()
 	rec := &recorder{}
-	svc, err := contacts.New(db, rec, cfg, nil, nil)
+	// Built without a notifier, as cmd does before the relay exists.
+	svc, err := contacts.New(db, nil, cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	svc.SetNotifier(rec)
 	t.Cleanup(func() { svc.Close(context.Background()) })
 	return svc, rec
 }

@@ -54,7 +54,7 @@ type pushKey struct {
 // burst of changes costs one fan-out.
 type pusher struct {
 	s       *Service
-	n       Notifier
+	n       atomic.Pointer[Notifier]
 	shards  []*shard
 	pending atomic.Int64
 	closed  atomic.Bool
@@ -72,7 +72,8 @@ type shard struct {
 }
 
 func newPusher(s *Service, n Notifier) *pusher {
-	p := &pusher{s: s, n: n, quit: make(chan struct{})}
+	p := &pusher{s: s, quit: make(chan struct{})}
+	p.n.Store(&n)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for range s.cfg.PushWorkers {
 		sh := &shard{events: make(map[pushKey]Event), wake: make(chan struct{}, 1)}
@@ -189,7 +190,7 @@ func (p *pusher) deliver(ev Event) {
 	for start := 0; start < len(to); start += p.s.cfg.NotifyBatch {
 		batch := to[start:min(start+p.s.cfg.NotifyBatch, len(to))]
 		ctx, cancel := context.WithTimeout(p.ctx, p.s.cfg.NotifyTimeout)
-		err := p.n.Notify(ctx, batch, ev)
+		err := (*p.n.Load()).Notify(ctx, batch, ev)
 		cancel()
 		if err != nil {
 			p.s.m.notifyErrors.Inc()

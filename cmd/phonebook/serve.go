@@ -18,6 +18,7 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 	"github.com/phonebook/phonebook/store"
@@ -65,6 +66,7 @@ type Main struct {
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator, when no link is configured
 	Verify   *verify.Service
+	Contacts *contacts.Service
 
 	// SimOutput receives what the built-in simulator prints (default stdout).
 	SimOutput io.Writer
