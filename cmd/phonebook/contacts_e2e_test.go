@@ -66,4 +66,20 @@ func TestContactsEndToEnd(t *testing.T) {
 	if len(restored.Entries) != 1 || restored.Entries[0].Group != "friends" || restored.Entries[0].Phones[0] != (contacts.Phone{Number: "138-0013-8002", Label: "mobile"}) {
 		t.Fatalf("restored %+v", restored.Entries)
 	}
+
+	// Deleting Alice's account deletes her book; Bob keeps her number, no
+	// longer mutual.
+	del := newRootCmd()
+	del.SetOut(discard{})
+	del.SetArgs([]string{"admin", "user", "delete", "+8613800138001", "--database-dsn", cfg.Database.DSN})
+	if err := del.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if book, err := m.DB.AddressBook(ctx, "+8613800138001"); err != nil || len(book) != 0 {
+		t.Fatalf("alice's book after delete: %+v %v", book, err)
+	}
+	var list struct{ Contacts []contacts.Contact }
+	if err := api.Do(ctx, "GET", "/v1/contacts", bob, nil, &list); err != nil || len(list.Contacts) != 1 || list.Contacts[0].Mutual || list.Contacts[0].Registered {
+		t.Fatalf("bob's contacts after alice's deletion: %+v %v", list, err)
+	}
 }
