@@ -78,8 +78,12 @@ func newAdminCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s unblocked\n", n)
 			return nil
 		}),
-		withUser("delete", "Delete the user and their sessions", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+		withUser("delete", "Delete the user, their sessions, address book, contact list and status", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
 			if err := db.DeleteUser(cmd.Context(), n); err != nil {
+				return err
+			}
+			// Whoever gets the number next must not restore this book.
+			if err := db.ForgetContacts(cmd.Context(), n); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", n)

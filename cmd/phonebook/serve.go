@@ -18,6 +18,7 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
@@ -67,6 +68,7 @@ type Main struct {
 	Sim      *smscsim.Sim // the built-in simulator, when no link is configured
 	Verify   *verify.Service
 	Relay    *relay.Server
+	Contacts *contacts.Service
 
 	relayLn     net.Listener
 	relayRouter relay.Router // nil = in-process; the cluster router otherwise
