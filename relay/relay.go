@@ -82,6 +82,7 @@ type Message struct {
 	// Set on the node that accepted the message.
 	entry    *dedupEntry
 	accepted time.Time
+	holder   *session // holds an inflight slot until answered
 }
 
 // ConnInfo is one row of the connection table (patent fig. 6): who is
@@ -150,6 +151,7 @@ type Config struct {
 	AckTimeout        time.Duration // online delivery waits this long for DeliverAck before storing (5s)
 	WriteTimeout      time.Duration // one socket write may block this long (10s)
 	SendQueue         int           // frames queued per connection before it counts as slow (1024)
+	SocketWriteBuffer int           // SO_SNDBUF per connection in bytes (0: the OS's autotuning)
 	MaxTextBytes      int           // UTF-8 bytes per message text (4096)
 	SendRate          float64       // Send frames per second per connection (100)
 	SendBurst         int           // (2×SendRate)

@@ -279,6 +279,10 @@ func (srv *Server) deliveredOnline(m *Message) {
 // answer sends the final SendResult to the session that sent the message,
 // or to a retry's session, or to the sender's current session.
 func (srv *Server) answer(m *Message, r *relaypb.SendResult) {
+	if m.holder != nil {
+		<-m.holder.inflight
+		m.holder = nil
+	}
 	origin := srv.dedup.finish(m.From, m.entry, r)
 	f := &relaypb.Frame{Body: &relaypb.Frame_SendResult{SendResult: r}}
 	if origin == nil || !origin.Push(f) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -34,6 +35,10 @@ type session struct {
 	dead    bool
 	pending map[string]*pendingDelivery
 
+	// inflight bounds the sender's messages awaiting a SendResult to half
+	// the send queue, so their results cannot overflow it: the reader
+	// stops reading Sends until results go out.
+	inflight chan struct{}
 	limiter  *rate.Limiter
 	numCache map[string]phonebook.MSISDN // raw recipient -> normalised; reader goroutine only
 
@@ -58,6 +63,7 @@ func newSession(srv *Server, number phonebook.MSISDN, device string, info ConnIn
 		out:      make(chan *relaypb.Frame, srv.cfg.SendQueue),
 		closing:  make(chan struct{}),
 		pending:  make(map[string]*pendingDelivery),
+		inflight: make(chan struct{}, max(1, srv.cfg.SendQueue/2)),
 		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.SendRate), srv.cfg.SendBurst),
 		numCache: make(map[string]phonebook.MSISDN),
 		wake:     make(chan struct{}, 1),
@@ -221,8 +227,14 @@ func (s *session) handleSend(req *relaypb.Send, now time.Time) {
 		s.numCache[req.GetTo()] = n
 		to = n
 	}
+	select {
+	case s.inflight <- struct{}{}:
+	case <-s.closing:
+		return
+	}
 	e, result, dup := s.srv.dedup.begin(s, cid, now)
 	if dup {
+		<-s.inflight
 		s.srv.metrics.outcome(outcomeDuplicate)
 		if result != nil {
 			s.Push(&relaypb.Frame{Body: &relaypb.Frame_SendResult{SendResult: result}})
@@ -233,7 +245,7 @@ func (s *session) handleSend(req *relaypb.Send, now time.Time) {
 	m := &Message{
 		ID: s.srv.newID(), From: s.number, ClientMsgID: cid, To: to, Type: req.GetType(), Text: req.GetText(),
 		ContentType: req.GetContentType(), MediaURL: req.GetMediaUrl(), MediaSize: req.GetMediaSize(),
-		SentAt: now, entry: e, accepted: now,
+		SentAt: now, entry: e, accepted: now, holder: s,
 	}
 	if m.Type == relaypb.MessageType_MESSAGE_TYPE_UNSPECIFIED {
 		m.Type = relaypb.MessageType_TEXT
@@ -277,18 +289,23 @@ func (s *session) expireAcks(cutoff time.Time) {
 }
 
 // drainLoop delivers stored messages, oldest first, at login and whenever
-// Wake says more were stored. It keeps at most one page in flight and stops
-// a pass at the first delivery that is not acknowledged: the rest stay
-// stored, in order, for the next login.
+// Wake says more were stored. It keeps a window of a quarter of the send
+// queue in flight, so a long backlog never overflows the queue, and stops a
+// pass at the first delivery that is not acknowledged: what is left stays
+// stored for the next login.
 func (s *session) drainLoop(ctx context.Context) {
 	const page = 128
+	window := make(chan struct{}, max(1, cap(s.out)/4))
+	var failed atomic.Bool
 	for {
 		select {
 		case <-s.closing:
 			return
 		case <-s.wake:
 		}
-		for {
+		failed.Store(false)
+	pass:
+		for !failed.Load() {
 			msgs, err := s.srv.store.OfflineMessages(ctx, s.number, s.drainSeq, page)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -296,29 +313,27 @@ func (s *session) drainLoop(ctx context.Context) {
 				}
 				break
 			}
-			if len(msgs) == 0 {
-				break
-			}
-			var wg sync.WaitGroup
-			var failed sync.Once
-			ok := true
-			wg.Add(len(msgs))
 			for i := range msgs {
+				select {
+				case window <- struct{}{}:
+				case <-s.closing:
+					return
+				}
+				if failed.Load() {
+					<-window
+					break pass
+				}
 				m := fromStored(&msgs[i])
+				s.drainSeq = m.Seq
 				s.Offer(m, func(delivered bool) {
 					if delivered {
 						s.srv.recorder.ack(s, m.ID, time.Now())
 					} else {
-						failed.Do(func() { ok = false })
+						failed.Store(true)
 					}
-					wg.Done()
+					<-window
 				})
 			}
-			wg.Wait()
-			if !ok {
-				break
-			}
-			s.drainSeq = msgs[len(msgs)-1].Seq
 			if len(msgs) < page {
 				break
 			}

@@ -24,6 +24,9 @@ func (srv *Server) serveTCP(nc net.Conn) {
 	defer srv.conns.Done()
 	defer nc.Close()
 	cfg := &srv.cfg
+	if tc, ok := nc.(*net.TCPConn); ok && cfg.SocketWriteBuffer > 0 {
+		tc.SetWriteBuffer(cfg.SocketWriteBuffer)
+	}
 	fr := NewFrameReader(bufio.NewReaderSize(nc, readBufSize), cfg.MaxFrameSize)
 
 	nc.SetReadDeadline(time.Now().Add(cfg.AuthTimeout))
