@@ -247,6 +247,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		// told STORED, and the publisher retries registry writes itself.
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // closed by us
+			}
 			r.metrics.disconnects.Inc()
 			r.log.Warn("cluster: NATS disconnected", "err", err)
 		}),
