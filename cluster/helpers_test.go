@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,7 +151,7 @@ type node struct {
 	db     *store.DB
 	addr   string
 	ln     *trackingListener
-	killed bool
+	killed atomic.Bool
 }
 
 func newCluster(t testing.TB) *testCluster {
@@ -227,7 +228,7 @@ func (c *testCluster) start(id string) *node {
 }
 
 func (n *node) stop() {
-	if n.killed {
+	if n.killed.Load() {
 		n.srv.Shutdown(context.Background())
 		return
 	}
@@ -241,7 +242,7 @@ func (n *node) stop() {
 // listener and every client connection close and its NATS connection drops
 // without draining or deregistering.
 func (n *node) kill() {
-	n.killed = true
+	n.killed.Store(true)
 	n.router.Kill()
 	n.ln.closeAll()
 }
@@ -349,4 +350,3 @@ func result(t testing.TB, p *client.Pending) (id, state string) {
 	}
 	return r.ServerMsgId, r.State.String()
 }
-
