@@ -1,0 +1,134 @@
+package cluster_test
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
+)
+
+const benchPairs = 1000
+
+// BenchmarkDelivery measures online delivery of 1,000 sender/recipient
+// pairs, each sender with one message in flight: a message counts when its
+// sender has the DELIVERED SendResult, i.e. after the recipient's ack came
+// back. "local" is one relay with the in-process router; "same-node" both
+// ends on one node of a two-node cluster; "cross-node" senders on node a and
+// recipients on node b.
+//
+//	PHONEBOOK_TEST_MYSQL_DSN='root@tcp(127.0.0.1:3306)/test' go test -run '^$' -bench Delivery -benchtime 20000x ./cluster
+func BenchmarkDelivery(b *testing.B) {
+	for _, mode := range []string{"local", "same-node", "cross-node"} {
+		b.Run(mode, func(b *testing.B) { benchDelivery(b, mode) })
+	}
+}
+
+func benchDelivery(b *testing.B, mode string) {
+	c := newCluster(b)
+	var from, to string
+	switch mode {
+	case "local":
+		srv, err := relay.NewServer(relayConfig("solo"), relay.Deps{Auth: c.auth, Store: c.db, Directory: c.auth, Metrics: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go srv.Serve(ln)
+		b.Cleanup(func() { srv.Shutdown(context.Background()) })
+		from, to = ln.Addr().String(), ln.Addr().String()
+	case "same-node":
+		na := c.start("a")
+		c.start("b")
+		from, to = na.addr, na.addr
+	case "cross-node":
+		na, nb := c.start("a"), c.start("b")
+		from, to = na.addr, nb.addr
+	}
+	dialAddr := func(addr string, i int, o client.Options) *client.Client {
+		who := c.user(i)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		o.Token, o.DeviceID = "tok-"+string(who), "dev-"+string(who)
+		cl, err := client.Dial(ctx, addr, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	senders := make([]*client.Client, benchPairs)
+	recipients := make([]string, benchPairs)
+	for i := range benchPairs {
+		r := dialAddr(to, benchPairs+i, client.Options{AutoAck: true})
+		go func() {
+			for range r.Deliveries() {
+			}
+		}()
+		recipients[i] = string(r.Number)
+		senders[i] = dialAddr(from, i, client.Options{})
+	}
+	if mode != "local" {
+		n := c.nodes["a"]
+		for _, r := range recipients {
+			waitFor(b, "recipients registered", func() bool { return n.router.Locate(phonebook.MSISDN(r)) != nil })
+		}
+	}
+	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var failures atomic.Int64
+	b.SetParallelism((benchPairs + 1) / 2) // GOMAXPROCS × this ≈ one goroutine per pair on 2 cores
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1)-1) % benchPairs
+		s, to := senders[i], recipients[i]
+		var mine []time.Duration
+		for pb.Next() {
+			t0 := time.Now()
+			p, err := s.Send(to, "benchmark message")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			r, err := p.Wait(context.Background())
+			if err != nil || r.State != relaypb.MessageState_DELIVERED {
+				failures.Add(1)
+				continue
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "msg/s")
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	if f := failures.Load(); f > 0 {
+		b.ReportMetric(float64(f), "not-delivered")
+	}
+	if b.N >= 1000 {
+		b.Logf("%s: %d messages in %s", mode, len(lat), elapsed.Round(time.Millisecond))
+	}
+}
