@@ -7,6 +7,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
 )
 
 // Notify pushes f (a presence change, a "contact joined" event...) to the
@@ -59,4 +60,26 @@ func (r *Router) Notify(ctx context.Context, to []phonebook.MSISDN, f *relaypb.F
 		}
 	}
 	return reached, errors.Join(errs...)
+}
+
+// Notify pushes f to the newest session of each recipient through any
+// relay.Router: a cluster Router batches per node, the single-node
+// LocalRouter pushes directly. It returns how many recipients were online.
+func Notify(ctx context.Context, router relay.Router, to []phonebook.MSISDN, f *relaypb.Frame) (int, error) {
+	if cr, ok := router.(*Router); ok {
+		return cr.Notify(ctx, to, f)
+	}
+	if f == nil || f.Body == nil {
+		return 0, phonebook.Errorf(phonebook.EInvalid, "notify: empty frame")
+	}
+	reached := 0
+	for _, n := range to {
+		if err := ctx.Err(); err != nil {
+			return reached, err
+		}
+		if ep := router.Locate(n); ep != nil && ep.Push(f) {
+			reached++
+		}
+	}
+	return reached, nil
 }
