@@ -1,14 +1,16 @@
-// Package client is a Go client of the Phonebook relay: it dials TCP,
-// authenticates with a session token, sends messages and waits for their
-// SendResults, and receives deliveries and receipts. Tests, the handset
-// emulator and the relay benchmark use it; it is also the reference for
-// client developers (docs/protocol.md).
+// Package client is Phonebook's Go client: API (api.go) registers, verifies
+// and logs in over HTTP; Client (client.go) holds the relay connection with
+// the session token that login returns: it dials TCP, sends messages and
+// waits for their SendResults, and receives deliveries and receipts. Tests,
+// the handset emulator and the benchmarks use it; it is also the reference
+// for client developers (docs/api.md, docs/protocol.md).
 package client
 
 import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,6 +39,9 @@ type Options struct {
 	Heartbeat    time.Duration
 	MaxFrameSize int // 0: relay.DefaultMaxFrameSize
 	Buffer       int // capacity of Deliveries and Receipts (1024)
+	// TLS, when set, runs the connection over TLS (a relay listening with
+	// relay.tls_cert); ServerName defaults to the dialled host.
+	TLS *tls.Config
 }
 
 // Client is one relay connection. Its methods are safe for concurrent use.
@@ -101,6 +106,18 @@ func Dial(ctx context.Context, addr string, o Options) (*Client, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if o.TLS != nil {
+		cfg := o.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("relay: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
 	}
 	c, err := Handshake(ctx, nc, o)
 	if err != nil {

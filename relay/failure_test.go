@@ -165,7 +165,7 @@ func TestMalformedFramesOverTCP(t *testing.T) {
 func TestHalfOpenClientDetected(t *testing.T) {
 	cfg := testConfig()
 	cfg.HeartbeatInterval = time.Second
-	cfg.IdleTimeout = 400 * time.Millisecond
+	cfg.IdleTimeout = time.Second // 20 heartbeats of the live clients
 	cfg.AckTimeout = 300 * time.Millisecond
 	e := start(t, cfg, nil)
 	// Bob authenticates, then goes silent without closing: no reads, no
@@ -195,11 +195,11 @@ func TestHalfOpenClientDetected(t *testing.T) {
 func TestHeartbeatsKeepSessionAlive(t *testing.T) {
 	cfg := testConfig()
 	cfg.HeartbeatInterval = time.Second
-	cfg.IdleTimeout = 300 * time.Millisecond
+	cfg.IdleTimeout = time.Second
 	e := start(t, cfg, nil)
 	b := e.bob(client.Options{Heartbeat: 50 * time.Millisecond, AutoAck: true})
 	// Several idle timeouts pass; the heartbeats hold the session.
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(2500 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		if online(e.srv, bob) != 1 {
 			t.Fatal("heartbeating session was dropped")

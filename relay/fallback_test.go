@@ -71,6 +71,9 @@ func TestOfflineAfterGraceFallsBackToSMS(t *testing.T) {
 	if sms := e.fallback.all()[0]; sms.MessageID != id || sms.To != bob {
 		t.Fatalf("sms %+v", sms)
 	}
+	if r := next(t, a.Receipts(), "SMS_QUEUED receipt"); r.ServerMsgId != id || r.State != relaypb.MessageState_SMS_QUEUED {
+		t.Fatalf("receipt %v", r)
+	}
 	b := e.bob(client.Options{AutoAck: true})
 	if d := next(t, b.Deliveries(), "delivery"); d.ServerMsgId != id || !d.ViaSms {
 		t.Fatalf("delivery %v", d)

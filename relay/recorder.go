@@ -43,41 +43,36 @@ func (r *recorder) stop() {
 
 func (r *recorder) loop() {
 	defer close(r.done)
-	const maxBatch = 2048
-	batch := make([]recItem, 0, maxBatch)
+	batch := make([]recItem, 0, 2048)
 	for {
 		select {
 		case it := <-r.ch:
-			batch = append(batch[:0], it)
+			batch = gather(r.ch, append(batch[:0], it))
+			r.flush(batch)
 		case <-r.quit:
 			for {
-				batch = batch[:0]
-				for len(batch) < maxBatch {
-					select {
-					case it := <-r.ch:
-						batch = append(batch, it)
-						continue
-					default:
-					}
-					break
-				}
-				if len(batch) == 0 {
+				if batch = gather(r.ch, batch[:0]); len(batch) == 0 {
 					return
 				}
 				r.flush(batch)
 			}
 		}
-	gather:
-		for len(batch) < maxBatch {
-			select {
-			case it := <-r.ch:
-				batch = append(batch, it)
-			default:
-				break gather
-			}
-		}
-		r.flush(batch)
 	}
+}
+
+// gather appends what is waiting in ch to batch, up to its capacity,
+// without blocking: a batch is whatever queued while the last one was
+// being written.
+func gather[T any](ch <-chan T, batch []T) []T {
+	for len(batch) < cap(batch) {
+		select {
+		case v := <-ch:
+			batch = append(batch, v)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (r *recorder) flush(batch []recItem) {

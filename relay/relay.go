@@ -31,6 +31,15 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (number phonebook.MSISDN, deviceID string, err error)
 }
 
+// AuthFunc adapts a function to Authenticator, e.g. around
+// accounts.Service.Authenticate, which returns a Principal.
+type AuthFunc func(ctx context.Context, token string) (phonebook.MSISDN, string, error)
+
+// Authenticate implements Authenticator.
+func (f AuthFunc) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+	return f(ctx, token)
+}
+
 // Directory answers whether a number has a Phonebook account.
 type Directory interface {
 	IsRegistered(ctx context.Context, number phonebook.MSISDN) (bool, error)
@@ -57,6 +66,7 @@ type Store interface {
 	OfflineMessages(ctx context.Context, recipient phonebook.MSISDN, afterSeq int64, limit int) ([]store.Message, error)
 	AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []string, at time.Time) ([]store.AckedMessage, error)
 	DueSMS(ctx context.Context, now time.Time, limit int) ([]store.Message, error)
+	ClaimSMS(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
 }
@@ -136,7 +146,7 @@ type FallbackPolicy string
 const (
 	FallbackNever        FallbackPolicy = "never"         // stored only
 	FallbackUnregistered FallbackPolicy = "unregistered"  // SMS at once to numbers without an account
-	FallbackOfflineAfter FallbackPolicy = "offline_after" // also SMS when a member stays offline past FallbackGrace
+	FallbackOfflineAfter FallbackPolicy = "offline_after" // also SMS when a member stays offline past FallbackGrace ("offline" is accepted too)
 )
 
 // Config tunes the relay. Zero values mean the defaults in parentheses.

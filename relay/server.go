@@ -22,6 +22,10 @@ import (
 	"github.com/phonebook/phonebook/store"
 )
 
+// smsRetry is how long an SMS fallback attempt owns a message before the
+// sweeper may try again.
+const smsRetry = time.Minute
+
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("relay: server closed")
 
@@ -50,7 +54,8 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	conns     sync.WaitGroup // connection goroutines
+	preAuth   map[net.Conn]struct{} // accepted, not yet a session
+	conns     sync.WaitGroup        // connection goroutines
 
 	stopping      atomic.Bool
 	quitBG        chan struct{} // janitor and sweeper
@@ -68,6 +73,9 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("relay: Deps.Auth and Deps.Store are required")
 	}
 	cfg.setDefaults()
+	if cfg.Fallback == "offline" {
+		cfg.Fallback = FallbackOfflineAfter
+	}
 	switch cfg.Fallback {
 	case FallbackNever, FallbackUnregistered, FallbackOfflineAfter:
 	default:
@@ -93,6 +101,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		ctx:      ctx, cancel: cancel,
 		listeners:     make(map[net.Listener]struct{}),
 		sessions:      make(map[*session]struct{}),
+		preAuth:       make(map[net.Conn]struct{}),
 		quitBG:        make(chan struct{}),
 		storeq:        make(chan storeReq, 8*cfg.StoreBatch),
 		quitCommit:    make(chan struct{}),
@@ -163,6 +172,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return ErrServerClosed
 		}
 		srv.conns.Add(1)
+		srv.preAuth[nc] = struct{}{}
 		srv.mu.Unlock()
 		go srv.serveTCP(nc)
 	}
@@ -175,12 +185,22 @@ func (srv *Server) register(s *session) bool {
 		return false
 	}
 	srv.sessions[s] = struct{}{}
+	if s.conn != nil {
+		delete(srv.preAuth, s.conn)
+	}
 	srv.mu.Unlock()
 	if old := srv.router.Attach(s); old != nil {
 		old.Close(phonebook.Errorf(phonebook.ESessionReplaced, "a newer login of %s on this device took over", s.number))
 	}
 	srv.metrics.connections.Inc()
 	return true
+}
+
+// authDone takes a connection off the pre-authentication list.
+func (srv *Server) authDone(nc net.Conn) {
+	srv.mu.Lock()
+	delete(srv.preAuth, nc)
+	srv.mu.Unlock()
 }
 
 func (srv *Server) unregister(s *session) {
@@ -220,6 +240,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.stopping.Store(true)
 	for ln := range srv.listeners {
 		ln.Close()
+	}
+	for nc := range srv.preAuth {
+		nc.Close() // waiting for Auth: nothing to lose
 	}
 	sessions := make([]*session, 0, len(srv.sessions))
 	for s := range srv.sessions {
@@ -330,28 +353,16 @@ func (srv *Server) commitLoop() {
 				select {
 				case r := <-srv.storeq:
 					batch = append(batch[:0], r)
-					batch = srv.gather(batch)
+					batch = gather(srv.storeq, batch)
 					srv.commit(batch)
 				default:
 					return
 				}
 			}
 		}
-		batch = srv.gather(batch)
+		batch = gather(srv.storeq, batch)
 		srv.commit(batch)
 	}
-}
-
-func (srv *Server) gather(batch []storeReq) []storeReq {
-	for len(batch) < cap(batch) {
-		select {
-		case r := <-srv.storeq:
-			batch = append(batch, r)
-		default:
-			return batch
-		}
-	}
-	return batch
 }
 
 func (srv *Server) commit(batch []storeReq) {
@@ -379,7 +390,7 @@ func (srv *Server) commit(batch []storeReq) {
 			// immediate attempt fail.
 			m.ViaSMS = true
 			msgs[i].ViaSMS = true
-			msgs[i].SMSDueAt = now.Add(time.Minute)
+			msgs[i].SMSDueAt = now.Add(smsRetry)
 			smsNow[i] = true
 		case srv.cfg.Fallback == FallbackOfflineAfter:
 			msgs[i].SMSDueAt = m.SentAt.Add(srv.cfg.FallbackGrace)
@@ -564,6 +575,13 @@ func (srv *Server) sweeper() {
 				m := storedToMessage(due[i])
 				if srv.router.Locate(m.To) != nil && !m.ViaSMS {
 					continue // online: the drain delivers it
+				}
+				// Claiming first keeps two sweepers (other nodes) from
+				// sending the same SMS; a failed attempt is retried after
+				// the new due time.
+				ok, err := srv.store.ClaimSMS(srv.ctx, m.ID, due[i].SMSDueAt, now.Add(smsRetry))
+				if err != nil || !ok {
+					continue
 				}
 				srv.sendSMS(m)
 			}

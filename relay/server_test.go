@@ -2,14 +2,19 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/store/storetest"
 )
 
 func next[T any](t *testing.T, ch <-chan T, what string) T {
@@ -68,7 +73,11 @@ func TestOnlineDeliveryWithReceipt(t *testing.T) {
 }
 
 func TestOfflineDeliveredInOrderAtLogin(t *testing.T) {
-	e := start(t, testConfig(), nil)
+	storetest.Each(t, testOfflineDeliveredInOrder)
+}
+
+func testOfflineDeliveredInOrder(t *testing.T, db *store.DB) {
+	e := start(t, testConfig(), db)
 	a := e.alice(client.Options{})
 	const n = 50
 	ids := make([]string, n)
@@ -208,5 +217,94 @@ func TestAuthRefused(t *testing.T) {
 	_, err = client.Dial(ctx, e.addr, client.Options{Token: "tok-bob", DeviceID: "other-device"})
 	if se, ok := err.(*client.ServerError); !ok || se.Code != phonebook.EUnauthorized {
 		t.Fatalf("wrong device: %v", err)
+	}
+}
+
+func TestConnectionsHandlerListsTable(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	b := e.bob(client.Options{ClientVersion: "test/1"})
+	rec := httptest.NewRecorder()
+	e.srv.ConnectionsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/admin/relay/connections", nil))
+	var body struct {
+		Connections []relay.ConnInfo `json:"connections"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Connections) != 1 {
+		t.Fatalf("connections = %+v", body.Connections)
+	}
+	c := body.Connections[0]
+	if c.Number != bob || c.DeviceID != "dev-bob" || c.SessionID != b.SessionID || c.ClientVersion != "test/1" ||
+		!strings.HasPrefix(c.RemoteAddr, "127.0.0.1:") || c.ConnectedAt.IsZero() {
+		t.Fatalf("connection = %+v", c)
+	}
+}
+
+func TestShutdownStoresUnacknowledged(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	a := e.alice(client.Options{})
+	b := e.bob(client.Options{}) // receives, never acknowledges
+	p, _ := a.Send(string(bob), "in flight at shutdown")
+	d := next(t, b.Deliveries(), "delivery")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("bob's connection still open after Shutdown")
+	}
+	if se, ok := b.Err().(*client.ServerError); !ok || se.Code != phonebook.EShuttingDown {
+		t.Fatalf("bob's connection ended with %v", b.Err())
+	}
+	msgs, err := e.db.OfflineMessages(context.Background(), bob, 0, 10)
+	if err != nil || len(msgs) != 1 || msgs[0].ID != d.ServerMsgId {
+		t.Fatalf("offline store after shutdown = %+v, %v", msgs, err)
+	}
+	// Alice may or may not have got STORED before her connection closed;
+	// either way the message is safe.
+	_ = p
+}
+
+func TestRateLimitAndMediaFields(t *testing.T) {
+	cfg := testConfig()
+	cfg.SendRate, cfg.SendBurst = 1, 2
+	e := start(t, cfg, nil)
+	a := e.alice(client.Options{})
+	b := e.bob(client.Options{AutoAck: true})
+	media := &relaypb.Send{ClientMsgId: "m1", To: string(bob), Type: relaypb.MessageType_IMAGE,
+		ContentType: "image/jpeg", MediaUrl: "https://media.example/abc.jpg", MediaSize: 123456, Text: "look"}
+	p, _ := a.SendMsg(media)
+	if _, state := wait(t, p); state != "DELIVERED" {
+		t.Fatalf("media message: %s", state)
+	}
+	d := next(t, b.Deliveries(), "media delivery")
+	if d.Type != relaypb.MessageType_IMAGE || d.ContentType != "image/jpeg" || d.MediaUrl != media.MediaUrl || d.MediaSize != 123456 {
+		t.Fatalf("delivery %v", d)
+	}
+	p, _ = a.Send(string(bob), "second fits the burst")
+	wait(t, p)
+	p, _ = a.Send(string(bob), "third is over the limit")
+	r, err := p.Wait(context.Background())
+	if err != nil || r.State != relaypb.MessageState_FAILED || r.Error.GetCode() != string(phonebook.ERateLimited) || r.Error.GetRetryAfterSecs() == 0 {
+		t.Fatalf("over the limit: %v %v", r, err)
+	}
+}
+
+func TestShutdownDoesNotWaitForUnauthenticated(t *testing.T) {
+	cfg := testConfig()
+	cfg.AuthTimeout = time.Hour
+	e := start(t, cfg, nil)
+	dialRaw(t, e.addr, 0) // connects, never sends Auth
+	// Connections are accepted in order: once a later one has logged in,
+	// the silent one is being served.
+	e.alice(client.Options{}).Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a connection waiting for Auth: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,11 +23,12 @@ type session struct {
 	number phonebook.MSISDN
 	device string
 	info   ConnInfo
+	conn   net.Conn // the transport's connection, if it has one
 
 	// out is the bounded send queue; the transport's writer owns the socket
 	// and drains it. closing is closed once; closeErr is then the Error
 	// frame the writer sends last.
-	out       chan *relaypb.Frame
+	out       *sendQueue
 	closing   chan struct{}
 	closeOnce sync.Once
 	closeErr  *relaypb.Error
@@ -42,8 +44,13 @@ type session struct {
 	limiter  *rate.Limiter
 	numCache map[string]phonebook.MSISDN // raw recipient -> normalised; reader goroutine only
 
-	wake     chan struct{} // new offline messages to drain
-	drainSeq int64         // drain goroutine only
+	// The drain goroutine runs only while there is something to drain:
+	// Wake starts it unless it is running, and it re-checks woken before
+	// it exits, so no wake-up is lost.
+	draining atomic.Bool
+	woken    atomic.Bool
+	drains   sync.WaitGroup // drain and close-time goroutines; serveTCP waits for them
+	drainSeq int64          // drain goroutine only
 }
 
 type pendingDelivery struct {
@@ -60,13 +67,12 @@ func newSession(srv *Server, number phonebook.MSISDN, device string, info ConnIn
 		number:   number,
 		device:   device,
 		info:     info,
-		out:      make(chan *relaypb.Frame, srv.cfg.SendQueue),
+		out:      newSendQueue(srv.cfg.SendQueue),
 		closing:  make(chan struct{}),
 		pending:  make(map[string]*pendingDelivery),
 		inflight: make(chan struct{}, max(1, srv.cfg.SendQueue/2)),
 		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.SendRate), srv.cfg.SendBurst),
 		numCache: make(map[string]phonebook.MSISDN),
-		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -82,14 +88,12 @@ func (s *session) Push(f *relaypb.Frame) bool {
 		return false
 	default:
 	}
-	select {
-	case s.out <- f:
+	if s.out.push(f) {
 		return true
-	default:
-		s.srv.metrics.queueDrops.Inc()
-		s.Close(phonebook.Errorf(phonebook.ESlowConsumer, "send queue of %d frames is full", cap(s.out)))
-		return false
 	}
+	s.srv.metrics.queueDrops.Inc()
+	s.Close(phonebook.Errorf(phonebook.ESlowConsumer, "send queue of %d frames is full", s.out.max))
+	return false
 }
 
 // Offer implements Endpoint.
@@ -117,10 +121,28 @@ func (s *session) Offer(m *Message, done func(bool)) {
 
 // Wake implements Endpoint.
 func (s *session) Wake() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	s.woken.Store(true)
+	if !s.draining.CompareAndSwap(false, true) {
+		return
 	}
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		return
+	}
+	s.drains.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.drains.Done()
+		for {
+			s.woken.Store(false)
+			s.drainPass(s.srv.ctx)
+			s.draining.Store(false)
+			if !s.woken.Load() || !s.draining.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
 }
 
 // Close implements Endpoint. It fails every unacknowledged delivery (they
@@ -137,9 +159,20 @@ func (s *session) Close(err error) {
 		s.dead = true
 		pend := s.pending
 		s.pending = nil
+		if len(pend) > 0 {
+			// Failing a delivery stores it, which may block on the
+			// committer; Close may be called by the committer itself
+			// (a SendResult overflowing this queue), so not here.
+			s.drains.Add(1)
+		}
 		s.mu.Unlock()
-		for _, p := range pend {
-			p.done(false)
+		if len(pend) > 0 {
+			go func() {
+				defer s.drains.Done()
+				for _, p := range pend {
+					p.done(false)
+				}
+			}()
 		}
 	})
 }
@@ -188,8 +221,9 @@ func (s *session) handleAck(id string, now time.Time) {
 	}
 	// Not in flight here: a late ack of a delivery that timed out and went
 	// to the offline store. Deleting the stored copy spares the client a
-	// duplicate at its next login.
-	if id != "" && len(id) <= 64 {
+	// duplicate at its next login. Each costs a database write, so they
+	// share the Send rate limit.
+	if id != "" && len(id) <= 64 && s.limiter.AllowN(now, 1) {
 		s.srv.recorder.ack(s, id, now)
 	}
 }
@@ -288,55 +322,44 @@ func (s *session) expireAcks(cutoff time.Time) {
 	}
 }
 
-// drainLoop delivers stored messages, oldest first, at login and whenever
-// Wake says more were stored. It keeps a window of a quarter of the send
-// queue in flight, so a long backlog never overflows the queue, and stops a
-// pass at the first delivery that is not acknowledged: what is left stays
-// stored for the next login.
-func (s *session) drainLoop(ctx context.Context) {
+// drainPass delivers stored messages, oldest first. It keeps a window of
+// a quarter of the send queue in flight, so a long backlog never overflows
+// the queue, and stops at the first delivery that is not acknowledged: what
+// is left stays stored for the next login.
+func (s *session) drainPass(ctx context.Context) {
 	const page = 128
-	window := make(chan struct{}, max(1, cap(s.out)/4))
+	window := make(chan struct{}, max(1, s.out.max/4))
 	var failed atomic.Bool
-	for {
-		select {
-		case <-s.closing:
+	for !failed.Load() {
+		msgs, err := s.srv.store.OfflineMessages(ctx, s.number, s.drainSeq, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.srv.log.Warn("relay: load offline messages", "number", s.number, "err", err)
+			}
 			return
-		case <-s.wake:
 		}
-		failed.Store(false)
-	pass:
-		for !failed.Load() {
-			msgs, err := s.srv.store.OfflineMessages(ctx, s.number, s.drainSeq, page)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.srv.log.Warn("relay: load offline messages", "number", s.number, "err", err)
-				}
-				break
+		for i := range msgs {
+			select {
+			case window <- struct{}{}:
+			case <-s.closing:
+				return
 			}
-			for i := range msgs {
-				select {
-				case window <- struct{}{}:
-				case <-s.closing:
-					return
-				}
-				if failed.Load() {
-					<-window
-					break pass
-				}
-				m := fromStored(&msgs[i])
-				s.drainSeq = m.Seq
-				s.Offer(m, func(delivered bool) {
-					if delivered {
-						s.srv.recorder.ack(s, m.ID, time.Now())
-					} else {
-						failed.Store(true)
-					}
-					<-window
-				})
+			if failed.Load() {
+				return
 			}
-			if len(msgs) < page {
-				break
-			}
+			m := fromStored(&msgs[i])
+			s.drainSeq = m.Seq
+			s.Offer(m, func(delivered bool) {
+				if delivered {
+					s.srv.recorder.ack(s, m.ID, time.Now())
+				} else {
+					failed.Store(true)
+				}
+				<-window
+			})
+		}
+		if len(msgs) < page {
+			return
 		}
 	}
 }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -23,6 +22,7 @@ const readBufSize = 2048
 func (srv *Server) serveTCP(nc net.Conn) {
 	defer srv.conns.Done()
 	defer nc.Close()
+	defer srv.authDone(nc)
 	cfg := &srv.cfg
 	if tc, ok := nc.(*net.TCPConn); ok && cfg.SocketWriteBuffer > 0 {
 		tc.SetWriteBuffer(cfg.SocketWriteBuffer)
@@ -39,51 +39,20 @@ func (srv *Server) serveTCP(nc net.Conn) {
 		return
 	}
 	srv.metrics.framesIn.Inc()
-	auth := f.GetAuth()
-	if auth == nil {
-		srv.refuse(nc, phonebook.Errorf(phonebook.EUnauthorized, "the first frame must be Auth, not %s", FrameKind(&f)))
-		return
-	}
-	ctx, cancel := context.WithTimeout(srv.ctx, cfg.AuthTimeout)
-	number, device, err := srv.auth.Authenticate(ctx, auth.GetToken())
-	cancel()
-	if err == nil && auth.GetDeviceId() != "" && auth.GetDeviceId() != device {
-		err = phonebook.Errorf(phonebook.EUnauthorized, "the token belongs to another device")
-	}
+	s, err := srv.login(&f, "tcp", nc.RemoteAddr().String(), nc)
 	if err != nil {
 		srv.refuse(nc, err)
 		return
 	}
-	s := newSession(srv, number, device, ConnInfo{
-		Number: number, DeviceID: device, SessionID: srv.newID(), Node: cfg.NodeID, Transport: "tcp",
-		RemoteAddr: nc.RemoteAddr().String(), ConnectedAt: time.Now().UTC(), ClientVersion: truncate(auth.GetClientVersion(), 64),
-	})
-	if !srv.register(s) {
-		srv.refuse(nc, phonebook.Errorf(phonebook.EShuttingDown, "server is shutting down"))
-		return
-	}
-	defer srv.unregister(s)
-	s.Push(&relaypb.Frame{Body: &relaypb.Frame_AuthOk{AuthOk: &relaypb.AuthOK{
-		Number: string(number), SessionId: s.info.SessionID, HeartbeatSecs: uint32(cfg.HeartbeatInterval / time.Second),
-	}}})
-	srv.log.Debug("relay: login", "number", number, "device", device, "session", s.info.SessionID, "addr", s.info.RemoteAddr)
-
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		srv.writeLoop(s, nc)
 	}()
-	drainDone := make(chan struct{})
-	go func() {
-		defer close(drainDone)
-		s.drainLoop(srv.ctx)
-	}()
-	s.Wake()
-
 	err = srv.readLoop(s, nc, fr)
 	s.Close(err)
 	<-writerDone
-	<-drainDone
+	srv.logout(s)
 }
 
 // readLoop feeds frames to the session until the connection fails. The
@@ -131,10 +100,10 @@ func (srv *Server) readLoop(s *session, nc net.Conn, fr *FrameReader) error {
 // connections hold none.
 func (srv *Server) writeLoop(s *session, nc net.Conn) {
 	defer nc.Close()
+	var frames []*relaypb.Frame
 	for {
-		var f *relaypb.Frame
 		select {
-		case f = <-s.out:
+		case <-s.out.ready:
 		case <-s.closing:
 			if s.closeErr != nil {
 				nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -143,31 +112,39 @@ func (srv *Server) writeLoop(s *session, nc net.Conn) {
 			}
 			return
 		}
+		frames = s.out.takeAll(frames)
+		if len(frames) == 0 {
+			continue
+		}
 		bp := writeBufs.Get().(*[]byte)
 		buf := (*bp)[:0]
 		n := 0
-		var err error
-		for f != nil {
+		var werr error
+		for i, f := range frames {
+			var err error
 			if buf, err = AppendFrame(buf, f, srv.cfg.MaxFrameSize); err != nil {
 				srv.log.Error("relay: encode frame", "kind", FrameKind(f), "err", err)
 			} else {
 				n++
 			}
-			f = nil
-			if len(buf) < 64<<10 {
-				select {
-				case f = <-s.out:
-				default:
+			frames[i] = nil
+			if len(buf) >= 64<<10 || i == len(frames)-1 {
+				nc.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
+				if _, werr = nc.Write(buf); werr != nil {
+					clear(frames[i:])
+					break
 				}
+				buf = buf[:0]
 			}
 		}
-		nc.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
-		_, err = nc.Write(buf)
 		if cap(buf) <= 128<<10 {
-			*bp = buf
+			*bp = buf[:0]
 			writeBufs.Put(bp)
 		}
-		if err != nil {
+		if cap(frames) > 64 {
+			frames = nil
+		}
+		if werr != nil {
 			s.Close(nil)
 			return
 		}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/phonebook/phonebook"
@@ -142,23 +143,43 @@ func (d *DB) StoreMessages(ctx context.Context, msgs []Message) ([]StoreResult, 
 	return res, nil
 }
 
+// recordChunk is how many rows one INSERT statement of RecordMessages
+// carries: per-statement overhead dominates single-row inserts.
+const recordChunk = 64
+
 // RecordMessages writes chat records of messages delivered straight to an
 // online recipient, in one transaction. Records already present (a retried
 // batch) are left as they are.
 func (d *DB) RecordMessages(ctx context.Context, recs []ChatRecord) error {
 	return d.tx(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, d.insertIgnore()+` chat_records
-			(id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for _, r := range recs {
-			if _, err := st.ExecContext(ctx, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, r.Type,
-				micros(r.SentAt), nullMicros(r.ReceivedAt), b2i(r.Offline), b2i(r.ViaSMS), r.State); err != nil {
+		var full *sql.Stmt
+		args := make([]any, 0, 11*recordChunk)
+		for len(recs) > 0 {
+			n := min(len(recs), recordChunk)
+			args = args[:0]
+			for _, r := range recs[:n] {
+				args = append(args, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, r.Type,
+					micros(r.SentAt), nullMicros(r.ReceivedAt), b2i(r.Offline), b2i(r.ViaSMS), r.State)
+			}
+			q := d.insertIgnore() + ` chat_records
+				(id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?),", n), ",")
+			var err error
+			if n == recordChunk {
+				if full == nil {
+					if full, err = tx.PrepareContext(ctx, q); err != nil {
+						return err
+					}
+					defer full.Close()
+				}
+				_, err = full.ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, q, args...)
+			}
+			if err != nil {
 				return err
 			}
+			recs = recs[n:]
 		}
 		return nil
 	})
@@ -240,6 +261,19 @@ func (d *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]Message, e
 		return nil, err
 	}
 	return scanMessages(rows)
+}
+
+// ClaimSMS takes a due SMS fallback for this caller: it moves the due time
+// from due to retryAt only if no one else has (another node's sweeper, or
+// an earlier pass). It reports whether the caller now owns the attempt.
+func (d *DB) ClaimSMS(ctx context.Context, id string, due, retryAt time.Time) (bool, error) {
+	r, err := d.db.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = ? WHERE id = ? AND sms_due_at = ?",
+		micros(retryAt), id, micros(due))
+	if err != nil {
+		return false, err
+	}
+	n, err := r.RowsAffected()
+	return n == 1, err
 }
 
 // MarkSMSQueued records that a stored message went to the SMS outbox: no

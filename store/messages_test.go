@@ -100,6 +100,12 @@ func TestMessagesSMSFallbackAndRecords(t *testing.T) {
 		if err != nil || len(due) != 1 || due[0].ID != "due" {
 			t.Fatalf("due after grace = %+v, %v", due, err)
 		}
+		// Only one of two sweepers gets it.
+		ok1, err1 := db.ClaimSMS(ctx, "due", due[0].SMSDueAt, at.Add(2*time.Minute))
+		ok2, err2 := db.ClaimSMS(ctx, "due", due[0].SMSDueAt, at.Add(2*time.Minute))
+		if err1 != nil || err2 != nil || !ok1 || ok2 {
+			t.Fatalf("claims = %v %v, %v %v; want exactly the first", ok1, err1, ok2, err2)
+		}
 		if err := db.MarkSMSQueued(ctx, "due"); err != nil {
 			t.Fatal(err)
 		}

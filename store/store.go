@@ -102,6 +102,10 @@ func openMySQL(ctx context.Context, o Options) (*DB, error) {
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
 	cfg.MultiStatements = false
+	// Client-side interpolation: one round trip per query instead of three
+	// (prepare, execute, close). Safe: the connection charset is utf8mb4,
+	// for which the driver escapes correctly, and it refuses otherwise.
+	cfg.InterpolateParams = true
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
 	}

@@ -1,0 +1,562 @@
+package smsc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fiorix/go-smpp/smpp/pdu"
+	"golang.org/x/time/rate"
+
+	"github.com/phonebook/phonebook/smsc/internal/wire"
+)
+
+// Bind modes.
+const (
+	BindTransceiver        = "transceiver"          // one connection carries submits and deliveries
+	BindTransmitterReceive = "transmitter+receiver" // two connections: TX for submits, RX for deliveries
+)
+
+// LinkConfig configures one SMPP account at one SMSC. Zero values mean the
+// defaults documented in docs/smsc.md, filled in by withDefaults.
+type LinkConfig struct {
+	Name       string // used in logs, metrics and SubmitResult.Link
+	Addr       string // host:port
+	SystemID   string
+	Password   string
+	SystemType string
+	Bind       string // BindTransceiver (default) or BindTransmitterReceive
+
+	// SourceAddr is the sender shown on handsets. Unless SourceTONNPISet
+	// (or SourceTON or SourceNPI is not 0), TON/NPI follow its form:
+	// "+<digits>" or more than 8 digits → international (1/1, '+'
+	// dropped); up to 8 digits → a short code (3/0); anything else →
+	// alphanumeric (5/0).
+	SourceAddr           string
+	SourceTON, SourceNPI uint8
+	// SourceTONNPISet makes SourceTON and SourceNPI apply as given, even
+	// 0/0 (config sets it when source_ton or source_npi is present).
+	SourceTONNPISet bool
+
+	TLS                   bool
+	TLSServerName         string // default: the host part of Addr
+	TLSInsecureSkipVerify bool
+
+	Window       int           // outstanding submits; default 10; a full window waits
+	MaxTPS       float64       // submits per second; 0 = unlimited
+	EnquireLink  time.Duration // keep-alive interval; default 30s
+	RespTimeout  time.Duration // wait for any response; default 5s
+	ReconnectMin time.Duration // first reconnect delay; default 1s
+	ReconnectMax time.Duration // backoff ceiling; default 60s
+
+	// Prefixes are the E.164 destination prefixes ("+86", "+8613") this link
+	// serves; the longest match wins. Empty = default route.
+	Prefixes []string
+
+	// DeliverWorkers bounds concurrent DeliverHandler calls per connection
+	// (default 8); DeliverQueue bounds deliver_sm waiting for a worker
+	// (default 64). A deliver_sm arriving at a full queue is answered
+	// ESME_RX_T_APPN so that the SMSC delivers it again later.
+	DeliverWorkers int
+	DeliverQueue   int
+}
+
+// withDefaults fills in defaults and validates; it is the one place that
+// knows them.
+func (c LinkConfig) withDefaults() (LinkConfig, error) {
+	if c.Name == "" {
+		return c, errors.New("smsc link: name is required")
+	}
+	if c.Addr == "" {
+		return c, fmt.Errorf("smsc %s: addr is required", c.Name)
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return c, fmt.Errorf("smsc %s: addr %q: %v", c.Name, c.Addr, err)
+	}
+	switch c.Bind {
+	case "":
+		c.Bind = BindTransceiver
+	case BindTransceiver, BindTransmitterReceive:
+	default:
+		return c, fmt.Errorf("smsc %s: bind %q: want %q or %q", c.Name, c.Bind, BindTransceiver, BindTransmitterReceive)
+	}
+	if c.TLS && c.TLSServerName == "" {
+		c.TLSServerName = host
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Window <= 0 {
+		c.Window = 10
+	}
+	if c.MaxTPS < 0 {
+		return c, fmt.Errorf("smsc %s: max_tps %v is negative", c.Name, c.MaxTPS)
+	}
+	def(&c.EnquireLink, 30*time.Second)
+	def(&c.RespTimeout, 5*time.Second)
+	def(&c.ReconnectMin, time.Second)
+	def(&c.ReconnectMax, 60*time.Second)
+	if c.ReconnectMax < c.ReconnectMin {
+		c.ReconnectMax = c.ReconnectMin
+	}
+	if c.DeliverWorkers <= 0 {
+		c.DeliverWorkers = 8
+	}
+	if c.DeliverQueue <= 0 {
+		c.DeliverQueue = 64
+	}
+	for _, p := range c.Prefixes {
+		if len(p) < 2 || p[0] != '+' || strings.Trim(p[1:], "0123456789") != "" {
+			return c, fmt.Errorf("smsc %s: prefix %q: want '+' and digits, like \"+86\"", c.Name, p)
+		}
+	}
+	return c, nil
+}
+
+// Sentinel causes inside temporary SubmitErrors.
+var (
+	ErrNotBound    = errors.New("link not bound")
+	ErrRespTimeout = errors.New("no response from SMSC in time")
+	ErrLinkClosed  = errors.New("link closed while waiting for a response")
+	ErrNoLinkBound = errors.New("no SMSC link bound for this destination")
+	ErrNoRoute     = errors.New("no SMSC link routes this destination")
+)
+
+// handlerTimeout bounds one DeliverHandler call; a handler that overruns is
+// answered ESME_RX_T_APPN and the SMSC delivers again.
+const handlerTimeout = 30 * time.Second
+
+// Link is one SMPP account: one transceiver connection, or a transmitter and
+// a receiver, each reconnecting on its own.
+type Link struct {
+	cfg     LinkConfig
+	handler DeliverHandler
+	log     *slog.Logger
+	m       *metrics
+	limiter *rate.Limiter // nil = unlimited
+	window  chan struct{} // one token per outstanding submit
+	tx      *conn         // carries submits
+	conns   []*conn
+
+	mu      sync.Mutex
+	closing bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // connection loops
+	// handlers tracks deliver workers, which may outlive their session by a
+	// handler call; Add happens only inside a connection loop.
+	handlers sync.WaitGroup
+}
+
+func newLink(cfg LinkConfig, h DeliverHandler, log *slog.Logger, m *metrics) (*Link, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l := &Link{
+		cfg:     cfg,
+		handler: h,
+		log:     log.With("link", cfg.Name),
+		m:       m,
+		window:  make(chan struct{}, cfg.Window),
+	}
+	if cfg.MaxTPS > 0 {
+		burst := max(1, int(cfg.MaxTPS/10)) // a tenth of a second's worth
+		l.limiter = rate.NewLimiter(rate.Limit(cfg.MaxTPS), burst)
+	}
+	if cfg.Bind == BindTransmitterReceive {
+		l.tx = &conn{link: l, role: "transmitter", bindID: pdu.BindTransmitterID}
+		l.conns = []*conn{l.tx, {link: l, role: "receiver", bindID: pdu.BindReceiverID}}
+	} else {
+		l.tx = &conn{link: l, role: "transceiver", bindID: pdu.BindTransceiverID}
+		l.conns = []*conn{l.tx}
+	}
+	m.up.WithLabelValues(cfg.Name).Set(0)
+	m.window.WithLabelValues(cfg.Name).Set(0)
+	return l, nil
+}
+
+// start runs the connection loops until ctx ends or close is called.
+func (l *Link) start(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	l.mu.Lock()
+	l.cancel = cancel
+	l.mu.Unlock()
+	for _, c := range l.conns {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c.run(ctx)
+		}()
+	}
+}
+
+// close stops accepting submits, waits (up to RespTimeout) for outstanding
+// ones, unbinds every connection and stops reconnecting.
+func (l *Link) close() {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return
+	}
+	l.closing = true
+	cancel := l.cancel
+	l.mu.Unlock()
+
+	// Taking every window token waits for outstanding submits.
+	drain := time.NewTimer(l.cfg.RespTimeout)
+	taken := 0
+wait:
+	for taken < cap(l.window) {
+		select {
+		case l.window <- struct{}{}:
+			taken++
+		case <-drain.C:
+			break wait
+		}
+	}
+	drain.Stop()
+	defer func() {
+		for range taken {
+			<-l.window
+		}
+	}()
+	if cancel != nil {
+		cancel()
+	}
+	var wg sync.WaitGroup
+	for _, c := range l.conns {
+		wg.Go(c.shutdown)
+	}
+	wg.Wait()
+	l.wg.Wait()
+	l.handlers.Wait()
+}
+
+// bound reports whether submits can be sent now.
+func (l *Link) bound() bool { return l.tx.session() != nil }
+
+// State reports the link for /readyz: bound only when every connection is.
+func (l *Link) State() LinkState {
+	st := LinkState{Name: l.cfg.Name, Addr: l.cfg.Addr, Bound: true, Window: l.cfg.Window, InFlight: len(l.window)}
+	for _, c := range l.conns {
+		c.mu.Lock()
+		if c.cur == nil {
+			st.Bound = false
+		}
+		if st.Since.IsZero() || c.since.After(st.Since) {
+			st.Since = c.since
+		}
+		if c.lastErr != "" {
+			st.LastError = c.lastErr
+		}
+		c.mu.Unlock()
+	}
+	return st
+}
+
+// Submit sends one part and waits for the SMSC's answer. A full window waits
+// (as does MaxTPS), honouring ctx. Once the PDU is written it waits for the
+// response (at most RespTimeout) even if ctx ends, so that a shutdown does
+// not turn accepted submits into duplicates.
+func (l *Link) Submit(ctx context.Context, p Part) (SubmitResult, error) {
+	name := l.cfg.Name
+	l.mu.Lock()
+	closing := l.closing
+	l.mu.Unlock()
+	if closing {
+		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: ErrNotBound}
+	}
+	sm, err := l.encodePart(p)
+	if err != nil {
+		l.m.submits.WithLabelValues(name, "invalid").Inc()
+		return SubmitResult{}, &SubmitError{Link: name, Err: err}
+	}
+	select {
+	case l.window <- struct{}{}:
+	case <-ctx.Done():
+		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: ctx.Err()}
+	}
+	l.m.window.WithLabelValues(name).Inc()
+	defer func() {
+		<-l.window
+		l.m.window.WithLabelValues(name).Dec()
+	}()
+	if l.limiter != nil {
+		if err := l.limiter.Wait(ctx); err != nil {
+			return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: err}
+		}
+	}
+	s := l.tx.session()
+	if s == nil {
+		l.m.submits.WithLabelValues(name, "not_bound").Inc()
+		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: ErrNotBound}
+	}
+	resp, err := s.request(pdu.SubmitSMID, func(seq uint32) ([]byte, error) {
+		return wire.EncodeSM(pdu.SubmitSMID, seq, sm)
+	})
+	if err != nil {
+		result := "link_down"
+		if errors.Is(err, ErrRespTimeout) {
+			result = "timeout"
+		}
+		l.m.submits.WithLabelValues(name, result).Inc()
+		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: err}
+	}
+	if st := uint32(resp.Header.Status); st != 0 || resp.Header.ID == pdu.GenericNACKID {
+		l.m.submits.WithLabelValues(name, StatusName(st)).Inc()
+		if st == 0 { // generic_nack with status 0: the SMSC did not understand us
+			st = uint32(wire.StatusSysErr)
+		}
+		return SubmitResult{}, &SubmitError{Link: name, Status: st, Temporary: TemporaryStatus(st)}
+	}
+	l.m.submits.WithLabelValues(name, "ESME_ROK").Inc()
+	id := wire.RespString(resp.Body)
+	if id == "" {
+		l.log.Warn("submit_sm_resp without message_id: no receipt can be matched")
+	}
+	return SubmitResult{Link: name, MessageID: id}, nil
+}
+
+func (l *Link) encodePart(p Part) (wire.SM, error) {
+	dest := strings.TrimPrefix(string(p.Dest), "+")
+	if dest == "" || strings.Trim(dest, "0123456789") != "" {
+		return wire.SM{}, fmt.Errorf("destination %q is not an E.164 number", p.Dest)
+	}
+	if len(p.Payload) > 254 {
+		return wire.SM{}, fmt.Errorf("payload is %d bytes; one part holds at most 254", len(p.Payload))
+	}
+	addr := l.cfg.SourceAddr
+	if p.Source != "" {
+		addr = p.Source
+	}
+	src, ton, npi := sourceAddress(addr, l.cfg.SourceTON, l.cfg.SourceNPI, l.cfg.SourceTONNPISet)
+	sm := wire.SM{
+		SourceTON:    ton,
+		SourceNPI:    npi,
+		Source:       src,
+		DestTON:      1,
+		DestNPI:      1,
+		Dest:         dest,
+		ESMClass:     p.ESMClass,
+		DataCoding:   p.DataCoding,
+		ShortMessage: p.Payload,
+	}
+	if p.RegisteredDelivery {
+		sm.RegisteredDelivery = 1
+	}
+	if p.Validity > 0 {
+		sm.ValidityPeriod = relativeTime(p.Validity)
+	}
+	return sm, nil
+}
+
+// sourceAddress picks TON/NPI for a sender address; see LinkConfig.SourceAddr.
+func sourceAddress(addr string, ton, npi uint8, explicit bool) (string, uint8, uint8) {
+	digits := strings.TrimPrefix(addr, "+")
+	allDigits := digits != "" && strings.Trim(digits, "0123456789") == ""
+	if explicit || ton != 0 || npi != 0 {
+		if allDigits {
+			return digits, ton, npi
+		}
+		return addr, ton, npi
+	}
+	switch {
+	case addr == "":
+		return "", 0, 0
+	case allDigits && (strings.HasPrefix(addr, "+") || len(digits) > 8):
+		return digits, 1, 1
+	case allDigits:
+		return digits, 3, 0
+	default:
+		return addr, 5, 0
+	}
+}
+
+// relativeTime formats d as an SMPP relative time "YYMMDDhhmmss000R".
+func relativeTime(d time.Duration) string {
+	s := int64(d / time.Second)
+	days := min(s/86400, 99)
+	s -= days * 86400
+	if days == 99 {
+		s = 0
+	}
+	return fmt.Sprintf("0000%02d%02d%02d%02d000R", days, s/3600, s%3600/60, s%60)
+}
+
+// conn is one of a link's connections and its reconnect loop.
+type conn struct {
+	link   *Link
+	role   string
+	bindID pdu.ID
+
+	mu      sync.Mutex
+	cur     *session
+	closed  bool
+	since   time.Time
+	lastErr string
+}
+
+func (c *conn) session() *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+func (c *conn) run(ctx context.Context) {
+	l := c.link
+	backoff := l.cfg.ReconnectMin
+	for {
+		s, err := c.bind(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.setErr(err)
+			l.log.Warn("smpp bind failed", "conn", c.role, "addr", l.cfg.Addr, "err", err, "retry_in", backoff)
+			if !sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(backoff*2, l.cfg.ReconnectMax)
+			continue
+		}
+		if !c.setSession(s) {
+			s.shutdown()
+			return
+		}
+		l.refreshUp()
+		l.log.Info("smpp bound", "conn", c.role, "addr", l.cfg.Addr)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			c.shutdown()
+		}
+		c.mu.Lock()
+		c.cur = nil
+		c.since = time.Now()
+		c.lastErr = s.err.Error()
+		c.mu.Unlock()
+		l.refreshUp()
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Warn("smpp connection lost", "conn", c.role, "err", s.err)
+		backoff = l.cfg.ReconnectMin
+		if !sleep(ctx, jitter(backoff)) {
+			return
+		}
+	}
+}
+
+func (c *conn) setErr(err error) {
+	c.mu.Lock()
+	c.lastErr = err.Error()
+	c.mu.Unlock()
+}
+
+// setSession publishes a bound session; false when the link is shutting down.
+func (c *conn) setSession(s *session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.cur, c.since, c.lastErr = s, time.Now(), ""
+	return true
+}
+
+// refreshUp sets the link-up gauge: 1 only when every connection is bound.
+func (l *Link) refreshUp() {
+	up := 1.0
+	for _, c := range l.conns {
+		if c.session() == nil {
+			up = 0
+		}
+	}
+	l.m.up.WithLabelValues(l.cfg.Name).Set(up)
+}
+
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	c.closed = true
+	s := c.cur
+	c.mu.Unlock()
+	if s != nil {
+		s.shutdown()
+	}
+}
+
+// bind dials and binds one connection.
+func (c *conn) bind(ctx context.Context) (*session, error) {
+	l := c.link
+	cfg := l.cfg
+	dctx, cancel := context.WithTimeout(ctx, cfg.RespTimeout)
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if cfg.TLS {
+		d := tls.Dialer{Config: &tls.Config{ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify, MinVersion: tls.VersionTLS12}}
+		nc, err = d.DialContext(dctx, "tcp", cfg.Addr)
+	} else {
+		var d net.Dialer
+		nc, err = d.DialContext(dctx, "tcp", cfg.Addr)
+	}
+	if err != nil {
+		l.m.binds.WithLabelValues(cfg.Name, "dial_error").Inc()
+		return nil, fmt.Errorf("dial %s: %w", cfg.Addr, err)
+	}
+	s := newSession(l, c.role, nc)
+	resp, err := s.request(c.bindID, func(seq uint32) ([]byte, error) {
+		b := pdu.NewBindTransceiver()
+		b.Header().ID, b.Header().Seq = c.bindID, seq
+		f := b.Fields()
+		f.Set("system_id", cfg.SystemID)
+		f.Set("password", cfg.Password)
+		f.Set("system_type", cfg.SystemType)
+		f.Set("interface_version", uint8(0x34))
+		return wire.Encode(b)
+	})
+	if err != nil {
+		s.close(err)
+		l.m.binds.WithLabelValues(cfg.Name, "error").Inc()
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	if st := uint32(resp.Header.Status); st != 0 || resp.Header.ID == pdu.GenericNACKID {
+		err := fmt.Errorf("bind refused: %s (0x%08X)", StatusName(st), st)
+		s.close(err)
+		l.m.binds.WithLabelValues(cfg.Name, StatusName(st)).Inc()
+		return nil, err
+	}
+	l.m.binds.WithLabelValues(cfg.Name, "ESME_ROK").Inc()
+	s.bound(ctx)
+	return s, nil
+}
+
+// jitter spreads reconnects of many servers over [d/2, d). Not security
+// sensitive, hence math/rand.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

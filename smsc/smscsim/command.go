@@ -1,0 +1,104 @@
+package smscsim
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Command is `phonebook smsc-sim`: the simulator for people. It prints every
+// SMS it receives and reads "MO <from> <to> <text>" lines from stdin.
+func Command() *cobra.Command {
+	var (
+		cfg      Config
+		addr     string
+		httpAddr string
+		reject   []string
+	)
+	cmd := &cobra.Command{
+		Use:   "smsc-sim",
+		Short: "Run an SMSC simulator (SMPP 3.4 server) that prints every SMS it receives",
+		Long: `smsc-sim is an SMSC for development and tests. Point a link at it
+(addr, system_id, password) and every SMS the server sends is printed here,
+verification codes included. Send an SMS from a "phone" by typing
+  MO <from> <to> <text>
+or with POST /mo on the --http address. See docs/smsc.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			cfg.Output = out
+			cfg.RejectPrefixes = reject
+			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			sim := New(cfg)
+			if err := sim.Start(addr); err != nil {
+				return err
+			}
+			defer sim.Close()
+			fmt.Fprintf(out, "smscsim: SMPP on %s\n", sim.Addr())
+			if httpAddr != "" {
+				a, err := sim.StartHTTP(httpAddr)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /drop, POST /throttle, GET /submits)\n", a)
+			}
+			go readMO(ctx, sim, cmd.InOrStdin(), out)
+			<-ctx.Done()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", "127.0.0.1:2775", "SMPP listen address")
+	f.StringVar(&httpAddr, "http", "", "HTTP control listen address (empty = off), e.g. 127.0.0.1:2776")
+	f.StringVar(&cfg.SystemID, "system-id", "", "accepted system_id (empty = any)")
+	f.StringVar(&cfg.Password, "password", "", "accepted password (empty = any)")
+	f.DurationVar(&cfg.ReceiptDelay, "receipt-delay", time.Second, "delay before each delivery receipt")
+	f.StringVar(&cfg.ReceiptStat, "receipt-stat", "DELIVRD", "receipt outcome: DELIVRD, UNDELIV, EXPIRED, REJECTD, DELETED, ACCEPTD, UNKNOWN")
+	f.IntVar(&cfg.ReceiptErr, "receipt-err", 0, "receipt err: code")
+	f.StringVar(&cfg.ReceiptFormat, "receipt-format", "text+tlv", "receipt format: text, tlv or text+tlv")
+	f.StringVar(&cfg.MessageIDStyle, "message-id-style", "hex-upper", "message ids in submit_sm_resp: hex-upper, hex-lower or decimal")
+	f.StringVar(&cfg.ReceiptIDStyle, "receipt-id-style", "", "message ids in receipts (default: --message-id-style)")
+	f.IntVar(&cfg.ThrottleEvery, "throttle-every", 0, "answer every Nth submit_sm with ESME_RTHROTTLED (0 = never)")
+	f.StringSliceVar(&reject, "reject-prefix", nil, "refuse destinations with this prefix (repeatable), e.g. +999")
+	f.Uint32Var(&cfg.RejectStatus, "reject-status", 0x0B, "command_status for refused destinations")
+	f.DurationVar(&cfg.RespDelay, "resp-delay", 0, "delay every submit_sm_resp")
+	f.BoolVar(&cfg.CollideSeq, "collide-seq", false, "send deliver_sm with the sequence numbers of outstanding submits")
+	f.BoolVar(&cfg.MOAsDataSM, "mo-data-sm", false, "send MO as data_sm instead of deliver_sm")
+	f.DurationVar(&cfg.RedeliverAfter, "redeliver-after", time.Second, "wait before redelivering a refused deliver_sm")
+	return cmd
+}
+
+// readMO reads "MO <from> <to> <text>" lines until EOF.
+func readMO(ctx context.Context, sim *Sim, in io.Reader, out io.Writer) {
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		fields := strings.SplitN(line, " ", 4)
+		if len(fields) != 4 || !strings.EqualFold(fields[0], "MO") {
+			fmt.Fprintln(out, "smscsim: want: MO <from> <to> <text>")
+			continue
+		}
+		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := sim.InjectMO(mctx, fields[1], fields[2], fields[3])
+		cancel()
+		if err != nil {
+			fmt.Fprintln(out, "smscsim:", err)
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package smscsim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Handler is the HTTP control API:
+//
+//	POST /mo        {"from":"+8613800138000","to":"10690","text":"hi"}
+//	POST /drop      drop every SMPP session
+//	POST /throttle  {"every":N}
+//	GET  /submits   every accepted submit_sm, as JSON
+//	GET  /stats     counters
+func (s *Sim) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /mo", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ From, To, Text string }
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.From == "" || req.To == "" || req.Text == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", `"from", "to" and "text" are required`)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := s.InjectMO(ctx, req.From, req.To, req.Text); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "delivered"})
+	})
+	mux.HandleFunc("POST /drop", func(w http.ResponseWriter, r *http.Request) {
+		s.DropLinks()
+		writeJSON(w, http.StatusOK, map[string]string{"status": "dropped"})
+	})
+	mux.HandleFunc("POST /throttle", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Every *int `json:"every"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.Every == nil || *req.Every < 0 {
+			writeError(w, http.StatusBadRequest, "invalid_request", `"every" must be a number, 0 or more (0 = off)`)
+			return
+		}
+		s.SetThrottleEvery(*req.Every)
+		writeJSON(w, http.StatusOK, map[string]int{"every": *req.Every})
+	})
+	mux.HandleFunc("GET /submits", func(w http.ResponseWriter, r *http.Request) {
+		subs := s.Submits()
+		if subs == nil {
+			subs = []Submit{} // "[]", not "null"
+		}
+		writeJSON(w, http.StatusOK, subs)
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Stats())
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /drop, POST /throttle, GET /submits, GET /stats", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// StartHTTP serves Handler on addr until Close.
+func (s *Sim) StartHTTP(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("smscsim http: %w", err)
+	}
+	s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Warn("http", "err", err)
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_json", "body is not the JSON this endpoint takes: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
