@@ -407,8 +407,8 @@ func (r *Router) Kill() {
 	if r.closed.Swap(true) {
 		return
 	}
-	r.nc.Close()
 	r.cancel()
+	r.nc.Close()
 	r.wg.Wait()
 	r.failOffers()
 }

@@ -1,11 +1,16 @@
 package cluster_test
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
@@ -271,5 +276,53 @@ func TestNATSRestartRoutingRecovers(t *testing.T) {
 	p, _ = ca.Send(string(bob), "after")
 	if _, state := result(t, p); state != "DELIVERED" {
 		t.Fatalf("after the restart, to bob: %s", state)
+	}
+}
+
+func TestDeadNodeEntriesAreOffline(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start("a"), c.start("b")
+	alice, bob := c.user(1), c.user(2)
+	ca := dial(t, a, alice, client.Options{})
+	dial(t, b, bob, client.Options{})
+	waitFor(t, "a to see bob on b", func() bool { return locatedOn(a, bob, "b") })
+	b.kill()
+	// b's entry is still in the registry, but b stopped heartbeating.
+	waitFor(t, "bob offline on a", func() bool { return locatedOn(a, bob, "") })
+	if nodes := a.router.Nodes(); len(nodes) != 1 || nodes[0] != "a" {
+		t.Fatalf("live nodes = %v", nodes)
+	}
+	p, _ := ca.Send(string(bob), "to a dead node")
+	id, state := result(t, p)
+	if state != "STORED" {
+		t.Fatalf("state %s", state)
+	}
+	// After PurgeAfter the survivors delete the dead node's entries.
+	nc, err := nats.Connect(c.nats.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(t.Context(), "pb_sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's entries purged", func() bool {
+		keys, err := kv.Keys(t.Context())
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			return false
+		}
+		for _, k := range keys {
+			if e, err := kv.Get(t.Context(), k); err == nil && strings.Contains(string(e.Value()), `"node":"b"`) {
+				return false
+			}
+		}
+		return true
+	})
+	// bob's next login, on any node, delivers it.
+	cb := dial(t, a, bob, client.Options{AutoAck: true})
+	if d := next(t, cb.Deliveries(), "stored message"); d.ServerMsgId != id {
+		t.Fatalf("got %v", d)
 	}
 }

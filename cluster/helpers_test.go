@@ -189,7 +189,7 @@ func newCluster(t testing.TB) *testCluster {
 
 func clusterConfig(url, id string) cluster.Config {
 	return cluster.Config{URL: url, Node: id, HeartbeatInterval: 100 * time.Millisecond, DeadAfter: time.Second,
-		DeliverTimeout: 3 * time.Second, ReconnectWait: 50 * time.Millisecond}
+		DeliverTimeout: 3 * time.Second, ReconnectWait: 50 * time.Millisecond, PurgeAfter: 2 * time.Second}
 }
 
 func relayConfig(id string) relay.Config {
