@@ -101,9 +101,9 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Router is the cluster-wide relay.Router. Lock order: lmu, then mu, then
-// omu; no lock is held while calling into an endpoint (Offer, Push, Close)
-// or NATS.
+// Router is the cluster-wide relay.Router. Its locks (lmu, mu, omu, kvMu)
+// are never held together, nor while calling into an endpoint (Offer,
+// Push, Close) or NATS.
 type Router struct {
 	cfg      Config
 	log      *slog.Logger
