@@ -59,6 +59,7 @@ type Config struct {
 	HeartbeatInterval time.Duration // how often this node heartbeats (1s)
 	DeadAfter         time.Duration // a node silent this long is gone (5×HeartbeatInterval)
 	PurgeAfter        time.Duration // registry entries of a node gone this long are deleted (1m)
+	EntryTTL          time.Duration // registry records expire after this; nodes rewrite theirs every third of it (1h)
 	DeliverTimeout    time.Duration // a remote Offer waits this long for the ack; keep above the relay's AckTimeout (7s)
 	ReconnectWait     time.Duration // between NATS reconnect attempts (250ms)
 
@@ -96,6 +97,7 @@ func (c *Config) setDefaults() error {
 	def(&c.HeartbeatInterval, time.Second)
 	def(&c.DeadAfter, 5*c.HeartbeatInterval)
 	def(&c.PurgeAfter, time.Minute)
+	def(&c.EntryTTL, time.Hour)
 	def(&c.DeliverTimeout, 7*time.Second)
 	def(&c.ReconnectWait, 250*time.Millisecond)
 	return nil
@@ -125,7 +127,7 @@ type Router struct {
 	lmu        sync.Mutex
 	locals     map[string]*localEntry // by session key
 	tombs      map[string]tomb        // detached, registry entry to delete
-	dirty      map[string]bool        // keys the publisher must reconcile; true: check the registry first
+	dirty      map[string]pubOp       // keys the publisher must reconcile, and how
 	wakes      []pendingWake          // sessions to wake once every node has seen their entry
 	kick       chan struct{}
 	publishing bool
@@ -225,7 +227,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		instance: hex.EncodeToString(rnd[:]),
 		locals:   make(map[string]*localEntry),
 		tombs:    make(map[string]tomb),
-		dirty:    make(map[string]bool),
+		dirty:    make(map[string]pubOp),
 		kick:     make(chan struct{}, 1),
 		remote:   make(map[string]*remoteEndpoint),
 		byNumber: make(map[phonebook.MSISDN][]*remoteEndpoint),
@@ -330,6 +332,10 @@ func (r *Router) openBuckets(ctx context.Context) error {
 	sess, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: r.cfg.SessionsBucket, Description: "Phonebook relay sessions: number.device -> node",
 		History: 1, Storage: storage, Replicas: r.cfg.Replicas,
+		// Live entries are rewritten every EntryTTL/3; what ages out is
+		// delete markers and the entries of nodes that died, so the
+		// bucket holds the connected devices, not everyone ever seen.
+		TTL: r.cfg.EntryTTL,
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: KV bucket %s (is JetStream enabled on the NATS server?): %w", r.cfg.SessionsBucket, err)
@@ -432,7 +438,7 @@ func (r *Router) Attach(ep relay.Endpoint) relay.Endpoint {
 	r.lmu.Lock()
 	r.locals[k] = &localEntry{ep: ep, info: info}
 	delete(r.tombs, k)
-	r.dirty[k] = false
+	r.dirty[k] = opWrite
 	r.lmu.Unlock()
 	r.kickPublisher()
 	return old
@@ -447,7 +453,7 @@ func (r *Router) Detach(ep relay.Endpoint) {
 	if le := r.locals[k]; le != nil && le.ep == ep {
 		delete(r.locals, k)
 		r.tombs[k] = tomb{sessionID: info.SessionID, rev: le.rev}
-		r.dirty[k] = false
+		r.dirty[k] = opWrite
 	}
 	r.lmu.Unlock()
 	r.kickPublisher()

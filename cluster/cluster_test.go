@@ -179,3 +179,28 @@ func TestGracefulLeaveAndRejoin(t *testing.T) {
 		t.Fatalf("got %v", d)
 	}
 }
+
+// Registry records expire after EntryTTL (so the bucket does not keep every
+// device ever connected); live sessions are rewritten in time and stay
+// reachable, even from a node that joins later and reads only the bucket.
+func TestLiveEntriesOutliveEntryTTL(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start("a"), c.start("b")
+	alice, bob := c.user(1), c.user(2)
+	login := time.Now()
+	cb := dial(t, b, bob, client.Options{AutoAck: true})
+	dial(t, a, alice, client.Options{})
+	waitFor(t, "three TTLs to pass", func() bool { return time.Since(login) > 3*testEntryTTL })
+	x := c.start("c")
+	if !locatedOn(x, bob, "b") || !locatedOn(x, alice, "a") {
+		t.Fatalf("a node joining after %s does not find the live sessions: %v", time.Since(login), x.srv.Connections())
+	}
+	cx := dial(t, x, c.user(3), client.Options{})
+	p, _ := cx.Send(string(bob), "still here")
+	if d := next(t, cb.Deliveries(), "delivery"); d.Text != "still here" {
+		t.Fatalf("got %q", d.Text)
+	}
+	if _, state := result(t, p); state != "DELIVERED" {
+		t.Fatalf("state %s", state)
+	}
+}

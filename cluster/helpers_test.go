@@ -187,9 +187,13 @@ func newCluster(t testing.TB) *testCluster {
 	return c
 }
 
+// testEntryTTL is short so that tests run through registry refreshes.
+const testEntryTTL = 2 * time.Second
+
 func clusterConfig(url, id string) cluster.Config {
 	return cluster.Config{URL: url, Node: id, HeartbeatInterval: 100 * time.Millisecond, DeadAfter: time.Second,
-		DeliverTimeout: 3 * time.Second, ReconnectWait: 50 * time.Millisecond, PurgeAfter: 2 * time.Second}
+		DeliverTimeout: 3 * time.Second, ReconnectWait: 50 * time.Millisecond, PurgeAfter: 2 * time.Second,
+		EntryTTL: testEntryTTL}
 }
 
 func relayConfig(id string) relay.Config {

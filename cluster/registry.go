@@ -173,7 +173,7 @@ func (r *Router) applySession(e jetstream.KeyValueEntry) {
 			r.lmu.Lock()
 			if r.locals[k] == nil {
 				r.tombs[k] = tomb{sessionID: ent.SessionID, rev: rev}
-				r.dirty[k] = false
+				r.dirty[k] = opWrite
 			}
 			r.lmu.Unlock()
 			r.kickPublisher()
@@ -284,25 +284,25 @@ func (r *Router) publishLoop() {
 			r.lmu.Unlock()
 			continue
 		}
-		r.dirty = make(map[string]bool)
+		r.dirty = make(map[string]pubOp)
 		r.publishing = true
 		r.lmu.Unlock()
 
 		sem := make(chan struct{}, workers)
 		var wg sync.WaitGroup
-		for k, verify := range batch {
+		for k, op := range batch {
 			sem <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				if err := r.reconcile(k, verify); err != nil {
+				if err := r.reconcile(k, op); err != nil {
 					r.metrics.registryErrors.Inc()
 					if r.ctx.Err() == nil {
 						r.log.Debug("cluster: registry write failed; will retry", "key", k, "err", err)
 					}
 					r.lmu.Lock()
 					if _, again := r.dirty[k]; !again {
-						r.dirty[k] = verify
+						r.dirty[k] = op
 					}
 					r.lmu.Unlock()
 				}
@@ -327,10 +327,19 @@ func (r *Router) entryOf(info relay.ConnInfo) []byte {
 	return b
 }
 
-// reconcile writes key k's registry entry, or deletes it. With verify (after
-// a reconnect) it first reads the entry: a session registered there since
+// pubOp is what the publisher does with a dirty key.
+type pubOp uint8
+
+const (
+	opWrite   pubOp = iota // after Attach or Detach: put our entry, or delete it
+	opVerify               // after a reconnect: read first, the newer registration wins
+	opRefresh              // before EntryTTL: rewrite our entry if it is still ours
+)
+
+// reconcile writes key k's registry entry, or deletes it. opVerify (after
+// a reconnect) first reads the entry: a session registered there since
 // ours by another node is the newer, and ours is closed instead.
-func (r *Router) reconcile(k string, verify bool) error {
+func (r *Router) reconcile(k string, op pubOp) error {
 	r.lmu.Lock()
 	le := r.locals[k]
 	var ep relay.Endpoint
@@ -347,13 +356,24 @@ func (r *Router) reconcile(k string, verify bool) error {
 
 	if ep != nil {
 		val := r.entryOf(info)
-		if !verify {
+		switch {
+		case op == opWrite:
 			rev, err := sess.Put(ctx, k, val)
 			if err != nil {
 				return err
 			}
-			r.published(k, ep, info.SessionID, rev)
+			r.published(k, ep, info.SessionID, rev, true)
 			return nil
+		case op == opRefresh && knownRev != 0:
+			rev, err := sess.Update(ctx, k, val, knownRev)
+			if err == nil {
+				r.published(k, ep, info.SessionID, rev, false)
+				return nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+				return err
+			}
+			// Changed under us: decide as after a reconnect.
 		}
 		cur, err := sess.Get(ctx, k)
 		var rev uint64
@@ -368,7 +388,7 @@ func (r *Router) reconcile(k string, verify bool) error {
 			var ent registryEntry
 			if json.Unmarshal(cur.Value(), &ent) == nil {
 				if ent.SessionID == info.SessionID && ent.Instance == r.instance {
-					r.published(k, ep, info.SessionID, cur.Revision())
+					r.published(k, ep, info.SessionID, cur.Revision(), op == opVerify)
 					return nil
 				}
 				theirsNewer := ent.Node != r.cfg.Node &&
@@ -383,7 +403,7 @@ func (r *Router) reconcile(k string, verify bool) error {
 				return err
 			}
 		}
-		r.published(k, ep, info.SessionID, rev)
+		r.published(k, ep, info.SessionID, rev, true)
 		return nil
 	}
 	if !hasTomb {
@@ -422,15 +442,30 @@ func (r *Router) buryTomb(k string, tb tomb) {
 	r.lmu.Unlock()
 }
 
-// published records the revision of our entry and schedules the session's
-// wake-up for when every node has read it (see janitor).
-func (r *Router) published(k string, ep relay.Endpoint, sessionID string, rev uint64) {
+// published records the revision of our entry and, with wake, schedules
+// the session's wake-up for when every node has read it (see
+// wakeRegistered).
+func (r *Router) published(k string, ep relay.Endpoint, sessionID string, rev uint64, wake bool) {
 	r.lmu.Lock()
 	defer r.lmu.Unlock()
 	if le := r.locals[k]; le != nil && le.ep == ep {
 		le.rev = rev
-		r.wakes = append(r.wakes, pendingWake{key: k, sessionID: sessionID, rev: rev, since: time.Now()})
+		if wake {
+			r.wakes = append(r.wakes, pendingWake{key: k, sessionID: sessionID, rev: rev, since: time.Now()})
+		}
 	}
+}
+
+// refreshAll rewrites this node's entries before EntryTTL ages them out.
+func (r *Router) refreshAll() {
+	r.lmu.Lock()
+	for k := range r.locals {
+		if _, ok := r.dirty[k]; !ok {
+			r.dirty[k] = opRefresh
+		}
+	}
+	r.lmu.Unlock()
+	r.kickPublisher()
 }
 
 // heartbeatLoop tells the cluster this node is alive and how far it has
@@ -497,11 +532,11 @@ func (r *Router) resyncLoop() {
 		r.restartWatchers()
 		r.lmu.Lock()
 		for k := range r.locals {
-			r.dirty[k] = true
+			r.dirty[k] = opVerify
 		}
 		for k := range r.tombs {
 			if _, ok := r.dirty[k]; !ok {
-				r.dirty[k] = false
+				r.dirty[k] = opWrite
 			}
 		}
 		n := len(r.locals)
@@ -519,7 +554,7 @@ func (r *Router) janitorLoop() {
 	tick := max(min(r.cfg.HeartbeatInterval/2, r.cfg.DeliverTimeout/4), 5*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastPurge := time.Now()
+	lastPurge, lastRefresh := time.Now(), time.Now()
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -530,6 +565,10 @@ func (r *Router) janitorLoop() {
 			if now.Sub(lastPurge) > r.cfg.HeartbeatInterval {
 				r.purgeDead(now)
 				lastPurge = now
+			}
+			if now.Sub(lastRefresh) > r.cfg.EntryTTL/3 {
+				r.refreshAll()
+				lastRefresh = now
 			}
 		}
 	}
