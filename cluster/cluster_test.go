@@ -204,3 +204,13 @@ func TestLiveEntriesOutliveEntryTTL(t *testing.T) {
 		t.Fatalf("state %s", state)
 	}
 }
+
+func TestDuplicateNodeIDIsReported(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("a")
+	waitFor(t, "a to see itself alive", func() bool { return a.metric("phonebook_cluster_nodes_alive") == 1 })
+	twin := c.start("a")
+	waitFor(t, "both processes to notice", func() bool {
+		return a.metric("phonebook_cluster_node_id_conflicts_total") > 0 && twin.metric("phonebook_cluster_node_id_conflicts_total") > 0
+	})
+}

@@ -151,6 +151,7 @@ type node struct {
 	db     *store.DB
 	addr   string
 	ln     *trackingListener
+	reg    *prometheus.Registry
 	killed atomic.Bool
 }
 
@@ -207,11 +208,12 @@ func (c *testCluster) start(id string) *node {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test", t.Name())
-	r, err := cluster.New(ctx, clusterConfig(c.nats.url(), id), log, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	r, err := cluster.New(ctx, clusterConfig(c.nats.url(), id), log, reg)
 	if err != nil {
 		t.Fatalf("node %s: %v", id, err)
 	}
-	n := &node{id: id, router: r, db: c.open()}
+	n := &node{id: id, router: r, db: c.open(), reg: reg}
 	n.srv, err = relay.NewServer(relayConfig(id), relay.Deps{Auth: c.auth, Store: n.db, Directory: c.auth, Router: r,
 		Logger: log, Metrics: prometheus.NewRegistry()})
 	if err != nil {
@@ -353,4 +355,21 @@ func result(t testing.TB, p *client.Pending) (id, state string) {
 		t.Fatalf("SendResult of %s: %v", p.ClientMsgID, err)
 	}
 	return r.ServerMsgId, r.State.String()
+}
+
+// metric returns the value of an unlabelled counter or gauge of n's
+// cluster router (0 when absent).
+func (n *node) metric(name string) float64 {
+	mfs, _ := n.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.GetCounter() != nil {
+			return m.GetCounter().GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	return 0
 }

@@ -24,6 +24,7 @@ type metrics struct {
 	purged         prometheus.Counter
 	disconnects    prometheus.Counter
 	reconnects     prometheus.Counter
+	idConflicts    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, r *Router) *metrics {
@@ -49,13 +50,15 @@ func newMetrics(reg prometheus.Registerer, r *Router) *metrics {
 			Help: "Times the NATS connection was lost."}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_cluster_nats_reconnects_total",
 			Help: "Times the NATS connection was re-established."}),
+		idConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_cluster_node_id_conflicts_total",
+			Help: "Heartbeats seen from another process using this node's id (a misconfiguration)."}),
 	}
 	for i, name := range offerResultNames {
 		m.offers[i] = offers.WithLabelValues(name)
 	}
 	if reg != nil {
 		reg.MustRegister(offers, m.offerLatency, m.served, m.forwards, m.forwardErrors, m.takeovers,
-			m.registryErrors, m.purged, m.disconnects, m.reconnects,
+			m.registryErrors, m.purged, m.disconnects, m.reconnects, m.idConflicts,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "phonebook_cluster_nodes_alive",
 				Help: "Nodes whose heartbeat this node saw within DeadAfter (itself included)."},
 				func() float64 { return float64(len(r.aliveNodes())) }),

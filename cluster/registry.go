@@ -139,7 +139,14 @@ func (r *Router) applyNode(e jetstream.KeyValueEntry, initial bool) {
 		return
 	}
 	if e.Key() == r.cfg.Node && ne.Instance != r.instance {
-		return // our previous process's last heartbeat
+		if !initial {
+			// Not a predecessor's last heartbeat: another live process
+			// uses this node id, and the two will steal each other's
+			// deliveries.
+			r.metrics.idConflicts.Inc()
+			r.log.Error("cluster: another process is running with this node id; give every node a unique id", "other_instance", ne.Instance)
+		}
+		return
 	}
 	seen := time.Now()
 	if initial && e.Created().Before(seen) {
