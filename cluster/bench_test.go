@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,14 +32,22 @@ const benchPairs = 1000
 // ends on one node of a two-node cluster; "cross-node" senders on node a and
 // recipients on node b.
 //
-//	PHONEBOOK_TEST_MYSQL_DSN='root@tcp(127.0.0.1:3306)/test' go test -run '^$' -bench Delivery -benchtime 20000x ./cluster
+//	PHONEBOOK_TEST_MYSQL_DSN='root@tcp(127.0.0.1:3306)/test' go test -run '^$' -bench Delivery -benchtime 30000x -count 3 ./cluster
 func BenchmarkDelivery(b *testing.B) {
 	for _, mode := range []string{"local", "same-node", "cross-node"} {
-		b.Run(mode, func(b *testing.B) { benchDelivery(b, mode) })
+		b.Run(mode, func(b *testing.B) { benchDelivery(b, mode, benchPairs) })
 	}
 }
 
-func benchDelivery(b *testing.B, mode string) {
+// BenchmarkDeliveryLatency is the same with 10 pairs: the cost of the
+// extra hop when nothing queues.
+func BenchmarkDeliveryLatency(b *testing.B) {
+	for _, mode := range []string{"local", "cross-node"} {
+		b.Run(mode, func(b *testing.B) { benchDelivery(b, mode, 10) })
+	}
+}
+
+func benchDelivery(b *testing.B, mode string, pairs int) {
 	c := newCluster(b)
 	var from, to string
 	switch mode {
@@ -74,10 +83,10 @@ func benchDelivery(b *testing.B, mode string) {
 		b.Cleanup(func() { cl.Close() })
 		return cl
 	}
-	senders := make([]*client.Client, benchPairs)
-	recipients := make([]string, benchPairs)
-	for i := range benchPairs {
-		r := dialAddr(to, benchPairs+i, client.Options{AutoAck: true})
+	senders := make([]*client.Client, pairs)
+	recipients := make([]string, pairs)
+	for i := range pairs {
+		r := dialAddr(to, pairs+i, client.Options{AutoAck: true})
 		go func() {
 			for range r.Deliveries() {
 			}
@@ -95,12 +104,12 @@ func benchDelivery(b *testing.B, mode string) {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var failures atomic.Int64
-	b.SetParallelism((benchPairs + 1) / 2) // GOMAXPROCS × this ≈ one goroutine per pair on 2 cores
+	b.SetParallelism(max(1, pairs/runtime.GOMAXPROCS(0))) // about one goroutine per pair
 	b.ResetTimer()
 	cpu0, natsCPU0 := processCPU(), c.nats.cpu()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
-		i := int(next.Add(1)-1) % benchPairs
+		i := int(next.Add(1)-1) % pairs
 		s, to := senders[i], recipients[i]
 		var mine []time.Duration
 		for pb.Next() {
