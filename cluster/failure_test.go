@@ -232,6 +232,15 @@ func TestNodeKilledUnderLoadLosesNothingAcknowledged(t *testing.T) {
 }
 
 func TestNATSRestartRoutingRecovers(t *testing.T) {
+	// "kept": nats-server restarts on its JetStream directory, the buckets
+	// survive. "lost": it comes back empty, and the nodes rebuild the
+	// registry from their own sessions.
+	for _, store := range []string{"kept", "lost"} {
+		t.Run(store, func(t *testing.T) { testNATSRestart(t, store == "lost") })
+	}
+}
+
+func testNATSRestart(t *testing.T, lose bool) {
 	c := newCluster(t)
 	a, b := c.start("a"), c.start("b")
 	alice, bob, carol := c.user(1), c.user(2), c.user(3)
@@ -258,6 +267,9 @@ func TestNATSRestartRoutingRecovers(t *testing.T) {
 	// A login during the outage is registered once NATS is back.
 	cc := dial(t, b, carol, client.Options{AutoAck: true})
 
+	if lose {
+		c.nats.dir = t.TempDir()
+	}
 	c.nats.start()
 	waitFor(t, "a to route to carol on b", func() bool { return locatedOn(a, carol, "b") && locatedOn(a, bob, "b") })
 	for _, text := range during {
