@@ -70,6 +70,10 @@ func (r *Router) watchSessions(ready func()) error {
 		return err
 	}
 	defer w.Stop()
+	// Count again from the start: a NATS that lost its store numbers
+	// revisions from 1, and an old high mark would let sessions be woken
+	// before the other nodes have read their new entries.
+	r.appliedRev.Store(0)
 	seen := make(map[string]bool)
 	for {
 		select {
