@@ -21,6 +21,14 @@
 // rebuilds its replica, re-asserts its own entries (the newer login wins)
 // and has its sessions look in the offline store again.
 //
+// Wiring a node (the relay's NodeID should be the cluster node id):
+//
+//	router, err := cluster.New(ctx, cluster.Config{URL: natsURL, Node: node}, log, reg)
+//	srv, err := relay.NewServer(relay.Config{NodeID: node, ...}, relay.Deps{Router: router, ...})
+//	...
+//	srv.Shutdown(ctx)  // first: sessions close and their entries are removed
+//	router.Close(ctx)  // then leave the cluster
+//
 // docs/operations.md describes the subjects, buckets and failure modes.
 package cluster
 
