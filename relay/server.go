@@ -81,6 +81,10 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline_after)", cfg.Fallback)
 	}
+	if cfg.IdleTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
+			cfg.IdleTimeout, cfg.HeartbeatInterval)
+	}
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
 	}
