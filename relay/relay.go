@@ -66,7 +66,7 @@ type Store interface {
 	OfflineMessages(ctx context.Context, recipient phonebook.MSISDN, afterSeq int64, limit int) ([]store.Message, error)
 	AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []string, at time.Time) ([]store.AckedMessage, error)
 	DueSMS(ctx context.Context, now time.Time, limit int) ([]store.Message, error)
-	ClaimSMS(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
+	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
 }

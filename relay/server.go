@@ -583,7 +583,7 @@ func (srv *Server) sweeper() {
 				// Claiming first keeps two sweepers (other nodes) from
 				// sending the same SMS; a failed attempt is retried after
 				// the new due time.
-				ok, err := srv.store.ClaimSMS(srv.ctx, m.ID, due[i].SMSDueAt, now.Add(smsRetry))
+				ok, err := srv.store.ClaimFallback(srv.ctx, m.ID, due[i].SMSDueAt, now.Add(smsRetry))
 				if err != nil || !ok {
 					continue
 				}
