@@ -47,14 +47,15 @@ type Directory interface {
 
 // FallbackSMS is an IM message to be sent as an SMS instead.
 type FallbackSMS struct {
-	MessageID string // the relay's server_msg_id; the outbox reports states against it and may use it to drop duplicates
+	MessageID string // the relay's server_msg_id: the outbox reports states against it (smsc.SMS.Ref)
 	From      phonebook.MSISDN
 	To        phonebook.MSISDN
 	Text      string // already formatted with the sender shown (Config.SMSTemplate)
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
-// survive a crash. It reports progress back through Server.SMSStateChanged.
+// survive a crash. It reports progress back through Server.SMSStateChanged
+// (SMSState maps the outbox's state names).
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
@@ -66,7 +67,7 @@ type Store interface {
 	OfflineMessages(ctx context.Context, recipient phonebook.MSISDN, afterSeq int64, limit int) ([]store.Message, error)
 	AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []string, at time.Time) ([]store.AckedMessage, error)
 	DueSMS(ctx context.Context, now time.Time, limit int) ([]store.Message, error)
-	ClaimSMS(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
+	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
 }

@@ -67,10 +67,6 @@ type AckedMessage struct {
 	ClientMsgID string
 }
 
-func micros(t time.Time) int64 { return t.UnixMicro() }
-
-func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
-
 func nullMicros(t time.Time) any {
 	if t.IsZero() {
 		return nil
@@ -263,10 +259,10 @@ func (d *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]Message, e
 	return scanMessages(rows)
 }
 
-// ClaimSMS takes a due SMS fallback for this caller: it moves the due time
+// ClaimFallback takes a due SMS fallback for this caller: it moves the due time
 // from due to retryAt only if no one else has (another node's sweeper, or
 // an earlier pass). It reports whether the caller now owns the attempt.
-func (d *DB) ClaimSMS(ctx context.Context, id string, due, retryAt time.Time) (bool, error) {
+func (d *DB) ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error) {
 	r, err := d.db.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = ? WHERE id = ? AND sms_due_at = ?",
 		micros(retryAt), id, micros(due))
 	if err != nil {

@@ -101,8 +101,8 @@ func TestMessagesSMSFallbackAndRecords(t *testing.T) {
 			t.Fatalf("due after grace = %+v, %v", due, err)
 		}
 		// Only one of two sweepers gets it.
-		ok1, err1 := db.ClaimSMS(ctx, "due", due[0].SMSDueAt, at.Add(2*time.Minute))
-		ok2, err2 := db.ClaimSMS(ctx, "due", due[0].SMSDueAt, at.Add(2*time.Minute))
+		ok1, err1 := db.ClaimFallback(ctx, "due", due[0].SMSDueAt, at.Add(2*time.Minute))
+		ok2, err2 := db.ClaimFallback(ctx, "due", due[0].SMSDueAt, at.Add(2*time.Minute))
 		if err1 != nil || err2 != nil || !ok1 || ok2 {
 			t.Fatalf("claims = %v %v, %v %v; want exactly the first", ok1, err1, ok2, err2)
 		}

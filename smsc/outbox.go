@@ -1,0 +1,800 @@
+package smsc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/store"
+)
+
+// OutboxConfig tunes the outbox. Zero values mean the defaults in brackets.
+type OutboxConfig struct {
+	NodeID          string        // names this node's claims [hostname-random]
+	Batch           int           // messages claimed at once [200]
+	Workers         int           // concurrent submits; match the links' windows [100]
+	Lease           time.Duration // how long a claim lasts before another node may take it [5m]
+	Poll            time.Duration // how often an idle worker looks for due messages [1s]
+	DefaultValidity time.Duration // for messages enqueued without one [24h]
+	MaxValidity     time.Duration // cap on a message's validity [7 days]
+	MaxParts        int           // longest text, in SMS parts [10]
+	RetryBase       time.Duration // first retry delay after a temporary error [2s]
+	RetryMax        time.Duration // longest retry delay [5m]
+	MaxAttempts     int           // attempts before a message fails; 0 = until its validity ends
+	FlushEvery      time.Duration // longest wait before submit results are written [5ms]
+	FlushSize       int           // results per write [256]
+	Recorders       int           // concurrent writers of results [4 on MySQL, 1 on SQLite]
+	NoReceipts      bool          // do not ask SMSCs for delivery receipts
+	Region          string        // region for national-format MO source numbers ["CN"]
+	MOExpiry        time.Duration // incomplete concatenated MO parts are dropped after [1h]
+	Retention       time.Duration // finished messages are deleted after [7 days]
+	DrainTimeout    time.Duration // how long shutdown waits for submits in flight [30s]
+}
+
+func (c *OutboxConfig) defaults() {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		rand.Read(b)
+		c.NodeID = fmt.Sprintf("%s-%s", host, hex.EncodeToString(b))
+	}
+	c.NodeID = clipString(c.NodeID, 64)
+	if c.Batch <= 0 {
+		c.Batch = 200
+	}
+	if c.Workers <= 0 {
+		c.Workers = 100
+	}
+	if c.MaxParts <= 0 {
+		c.MaxParts = DefaultMaxParts
+	}
+	if c.FlushSize <= 0 {
+		c.FlushSize = 256
+	}
+	if c.Recorders <= 0 {
+		c.Recorders = 4
+	}
+	if c.Region == "" {
+		c.Region = "CN"
+	}
+	def(&c.Lease, 5*time.Minute)
+	def(&c.Poll, time.Second)
+	def(&c.DefaultValidity, 24*time.Hour)
+	def(&c.MaxValidity, 7*24*time.Hour)
+	def(&c.RetryBase, 2*time.Second)
+	def(&c.RetryMax, 5*time.Minute)
+	def(&c.FlushEvery, 5*time.Millisecond)
+	def(&c.MOExpiry, time.Hour)
+	def(&c.Retention, 7*24*time.Hour)
+	def(&c.DrainTimeout, 30*time.Second)
+}
+
+// SMS is a message to send.
+type SMS struct {
+	To       phonebook.MSISDN
+	From     string // source address; "" = the link's default
+	Text     string
+	Kind     string        // "verify", "fallback", ...
+	Ref      string        // the caller's reference, returned in events
+	Validity time.Duration // 0 = the outbox default
+}
+
+// OutboxEvent tells listeners that a message changed state: "submitted"
+// (every part accepted by an SMSC), "delivered", "undeliverable",
+// "expired" or "failed". Error says why for the last three.
+type OutboxEvent struct {
+	ID    int64
+	Kind  string
+	Ref   string
+	State string
+	Error string
+}
+
+// Outbox is the durable SMS outbox: Enqueue writes a message to the store,
+// Run submits due messages through a Submitter with retries, and
+// HandleDeliver (the links' DeliverHandler) applies receipts and routes
+// inbound SMS. Several nodes may run Outboxes on one store.
+type Outbox struct {
+	db  *store.DB
+	sub Submitter
+	cfg OutboxConfig
+	log *slog.Logger
+	m   *outboxMetrics
+
+	wake      chan struct{}
+	progress  chan struct{}
+	receiptIn chan struct{} // a receipt was stored
+	inflight  atomic.Int64
+	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
+	lmu       sync.Mutex
+
+	receipts groupCommit[store.SMSReceipt]
+	mo       moRouter
+}
+
+// NewOutbox builds an outbox; it starts nothing until Run. reg may be nil.
+func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, reg prometheus.Registerer) (*Outbox, error) {
+	if db == nil || sub == nil {
+		return nil, errors.New("smsc: outbox needs a store and a submitter")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.defaults()
+	m, err := newOutboxMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	o := &Outbox{
+		db: db, sub: sub, cfg: cfg, log: log.With("component", "sms-outbox", "node", cfg.NodeID), m: m,
+		wake:      make(chan struct{}, 1),
+		progress:  make(chan struct{}, 1),
+		receiptIn: make(chan struct{}, 1),
+	}
+	if db.Dialect() == store.SQLite {
+		o.cfg.Recorders = 1 // one writer at a time anyway
+	}
+	o.receipts.apply = o.storeReceipts
+	return o, nil
+}
+
+// OnStateChange registers a listener for message state changes. Listeners
+// run on the goroutine that committed the change and must return quickly.
+func (o *Outbox) OnStateChange(fn func(context.Context, OutboxEvent)) {
+	o.lmu.Lock()
+	defer o.lmu.Unlock()
+	var ls []func(context.Context, OutboxEvent)
+	if p := o.listeners.Load(); p != nil {
+		ls = append(ls, *p...)
+	}
+	ls = append(ls, fn)
+	o.listeners.Store(&ls)
+}
+
+func (o *Outbox) emit(ctx context.Context, changes []store.SMSChange) {
+	p := o.listeners.Load()
+	for _, c := range changes {
+		o.m.events.WithLabelValues(c.State).Inc()
+		if p == nil {
+			continue
+		}
+		for _, fn := range *p {
+			fn(ctx, OutboxEvent{ID: c.ID, Kind: c.Kind, Ref: c.Ref, State: c.State, Error: c.Error})
+		}
+	}
+}
+
+// Enqueue checks and stores a message; once it returns the message survives
+// a crash and will be sent. It wakes the worker at once.
+func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
+	if !strings.HasPrefix(string(s.To), "+") || len(s.To) < 4 || len(s.To) > 16 {
+		return 0, phonebook.Errorf(phonebook.EInvalidNumber, "sms destination %q is not an E.164 number", s.To)
+	}
+	if len(s.From) > 21 {
+		return 0, phonebook.Errorf(phonebook.EInvalid, "sms source address is longer than 21 characters")
+	}
+	if len(s.Kind) > 32 || len(s.Ref) > 191 {
+		return 0, phonebook.Errorf(phonebook.EInvalid, "sms kind (32) or ref (191 characters) too long")
+	}
+	e, err := Encode(s.Text)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := e.Parts(0, o.cfg.MaxParts); err != nil {
+		return 0, err
+	}
+	v := s.Validity
+	if v <= 0 {
+		v = o.cfg.DefaultValidity
+	}
+	v = min(v, o.cfg.MaxValidity)
+	kind := s.Kind
+	if kind == "" {
+		kind = "sms"
+	}
+	ids, err := o.db.EnqueueSMS(ctx, store.SMS{Dest: string(s.To), Source: s.From, Text: s.Text, Kind: kind, Ref: s.Ref,
+		ExpiresAt: time.Now().Add(v)})
+	if err != nil {
+		return 0, phonebook.Errorf(phonebook.EUnavailable, "sms outbox: %v", err)
+	}
+	o.signal(o.wake)
+	return ids[0], nil
+}
+
+func (o *Outbox) signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// job is one part to submit.
+type job struct {
+	msg  *attempt
+	seq  int
+	part Part
+}
+
+// attempt tracks one claimed message while its parts are submitted.
+type attempt struct {
+	m        store.SMS
+	total    int
+	leaseEnd time.Time
+	left     atomic.Int32
+
+	mu      sync.Mutex
+	tempErr error
+	permErr error
+}
+
+func (a *attempt) fail(err error, temporary bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if temporary {
+		if a.tempErr == nil {
+			a.tempErr = err
+		}
+	} else if a.permErr == nil {
+		a.permErr = err
+	}
+}
+
+// record is a submit result on its way to the store.
+type record struct {
+	part    *store.SMSPart
+	outcome *store.SMSOutcome
+}
+
+func (r record) id() int64 {
+	if r.part != nil {
+		return r.part.OutboxID
+	}
+	return r.outcome.ID
+}
+
+// recordSink routes each message's results to one recorder.
+type recordSink []chan record
+
+func (s recordSink) send(r record) { s[uint64(r.id())%uint64(len(s))] <- r }
+
+// Run submits due messages until ctx ends, then waits (up to DrainTimeout)
+// for submits in flight and writes their results. Parts whose
+// submit_sm_resp arrived are recorded and never sent again; the rest of an
+// interrupted message is sent on a later attempt, here or on another node.
+func (o *Outbox) Run(ctx context.Context) error {
+	// Submits and writes outlive ctx so that shutdown records what the SMSC
+	// already accepted; stop tells idle workers to quit.
+	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBG()
+	var stopping atomic.Bool
+
+	jobs := make(chan job, o.cfg.Workers)
+	// Results of one message go to one recorder, so its parts are written
+	// no later than its outcome.
+	shards := make([]chan record, o.cfg.Recorders)
+	var recWG sync.WaitGroup
+	for i := range shards {
+		shards[i] = make(chan record, 4*o.cfg.FlushSize)
+		recWG.Go(func() { o.recorder(bg, ctx.Done(), shards[i]) })
+	}
+	records := recordSink(shards)
+
+	var workWG sync.WaitGroup
+	for range o.cfg.Workers {
+		workWG.Go(func() {
+			for j := range jobs {
+				o.submit(bg, j, &stopping, records)
+			}
+		})
+	}
+	var maintWG sync.WaitGroup
+	maintWG.Go(func() { o.maintain(ctx) })
+	maintWG.Go(func() { o.applyReceipts(ctx) })
+
+	err := o.dispatch(ctx, jobs, records)
+
+	stopping.Store(true)
+	close(jobs)
+	done := make(chan struct{})
+	go func() { workWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.cfg.DrainTimeout):
+		o.log.Warn("sms outbox: submits still in flight at shutdown; their messages will be retried after the lease")
+		cancelBG()
+		<-done
+	}
+	for _, c := range shards {
+		close(c)
+	}
+	recorded := make(chan struct{})
+	go func() { recWG.Wait(); close(recorded) }()
+	select {
+	case <-recorded:
+	case <-time.After(o.cfg.DrainTimeout):
+		// The store is not answering: the parts in hand are lost to us and
+		// will be sent again once their leases end.
+		o.log.Error("sms outbox: could not record submit results at shutdown")
+		cancelBG()
+		<-recorded
+	}
+	maintWG.Wait()
+	return err
+}
+
+// dispatch claims due messages and feeds their parts to the workers,
+// keeping at most two batches of messages in flight.
+func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSink) error {
+	maxInflight := int64(2 * o.cfg.Batch)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		free := maxInflight - o.inflight.Load()
+		claimed := 0
+		if free > 0 {
+			msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, int(min(free, int64(o.cfg.Batch))), o.cfg.Lease)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				o.log.Error("sms outbox: claim", "err", err)
+			}
+			claimed = len(msgs)
+			for i, m := range msgs {
+				if !o.start(ctx, m, jobs, records) {
+					// Shutting down: hand back what never started.
+					for _, r := range msgs[i+1:] {
+						records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
+					}
+					return nil
+				}
+			}
+		}
+		if claimed > 0 && claimed == o.cfg.Batch && free-int64(claimed) > 0 {
+			continue // more may be due right now
+		}
+		timer.Reset(o.cfg.Poll)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-o.wake:
+		case <-o.progress:
+		case <-timer.C:
+		}
+	}
+}
+
+// start turns a claimed message into jobs; it returns false when ctx ended
+// while the jobs queue was full (the message is released for a retry).
+func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, records recordSink) bool {
+	now := time.Now()
+	finish := func(state, reason string) {
+		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: state, Error: reason, NextAttemptAt: now}})
+	}
+	if !m.ExpiresAt.After(now) {
+		why := "validity ended before it could be sent"
+		if m.Error != "" {
+			why += "; last error: " + m.Error
+		}
+		finish(StateExpired, why)
+		return true
+	}
+	e, err := Encode(m.Text)
+	var parts []Part
+	if err == nil {
+		parts, err = e.Parts(uint8(m.ID), o.cfg.MaxParts)
+	}
+	if err != nil {
+		finish(StateFailed, phonebook.ErrorMessage(err))
+		return true
+	}
+	sent := map[int]bool{}
+	for _, s := range m.SentParts {
+		sent[s] = true
+	}
+	a := &attempt{m: m, total: len(parts), leaseEnd: now.Add(o.cfg.Lease)}
+	var todo []job
+	for i, p := range parts {
+		if sent[i+1] {
+			continue
+		}
+		p.Dest = phonebook.MSISDN(m.Dest)
+		p.Source = m.Source
+		p.RegisteredDelivery = !o.cfg.NoReceipts
+		// 0 would mean the SMSC's default validity, often days.
+		p.Validity = max(m.ExpiresAt.Sub(now).Truncate(time.Second), time.Second)
+		todo = append(todo, job{msg: a, seq: i + 1, part: p})
+	}
+	if len(todo) == 0 { // every part went out before a crash
+		finish(StateSubmitted, "")
+		return true
+	}
+	a.left.Store(int32(len(todo)))
+	o.inflight.Add(1)
+	for i, j := range todo {
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			// The rest of the parts never started; count them off so that
+			// the message is released for a retry.
+			for range todo[i:] {
+				a.fail(errors.New("outbox shutting down"), true)
+				o.partDone(a, records)
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, records recordSink) {
+	a := j.msg
+	switch {
+	case stopping.Load():
+		a.fail(errors.New("outbox shutting down"), true)
+	case time.Until(a.leaseEnd) < o.cfg.Lease/10:
+		// The claim is about to lapse: another node may take the message, so
+		// sending now could send it twice.
+		a.fail(errors.New("claim lease nearly over"), true)
+	default:
+		res, err := o.sub.Submit(ctx, j.part)
+		if err == nil {
+			o.m.submits.WithLabelValues("ok").Inc()
+			id := NormalizeMessageID(res.MessageID)
+			records.send(record{part: &store.SMSPart{OutboxID: a.m.ID, Seq: j.seq, Total: a.total, Link: res.Link,
+				MessageID: id, Candidates: MessageIDCandidates(res.MessageID), SubmittedAt: time.Now()}})
+			break
+		}
+		var se *SubmitError
+		temporary := !errors.As(err, &se) || se.Temporary
+		if temporary {
+			o.m.submits.WithLabelValues("temporary").Inc()
+		} else {
+			o.m.submits.WithLabelValues("permanent").Inc()
+		}
+		a.fail(err, temporary)
+	}
+	o.partDone(a, records)
+}
+
+// partDone counts a part off; the last one decides the message's outcome.
+func (o *Outbox) partDone(a *attempt, records recordSink) {
+	if a.left.Add(-1) != 0 {
+		return
+	}
+	o.inflight.Add(-1)
+	o.signal(o.progress)
+	now := time.Now()
+	out := &store.SMSOutcome{ID: a.m.ID, Kind: a.m.Kind, Ref: a.m.Ref, State: StateSubmitted}
+	a.mu.Lock()
+	perm, temp := a.permErr, a.tempErr
+	a.mu.Unlock()
+	switch {
+	case perm != nil:
+		out.State, out.Error = StateFailed, reason(perm)
+	case temp != nil:
+		attempts := a.m.Attempts + 1
+		next := now.Add(o.backoff(attempts))
+		switch {
+		case o.cfg.MaxAttempts > 0 && attempts >= o.cfg.MaxAttempts:
+			out.State, out.Error = StateFailed, fmt.Sprintf("gave up after %d attempts: %s", attempts, reason(temp))
+		case next.After(a.m.ExpiresAt):
+			out.State, out.Error = StateExpired, "validity ended while retrying: "+reason(temp)
+		default:
+			out.State, out.NextAttemptAt, out.Error = StateQueued, next, reason(temp)
+		}
+	}
+	records.send(record{outcome: out})
+}
+
+// reason is the failure text stored with a message: the SMPP status name
+// for refusals, the cause for transport failures.
+func reason(err error) string {
+	var se *SubmitError
+	if errors.As(err, &se) {
+		if se.Status != 0 {
+			return StatusName(se.Status)
+		}
+		if se.Err != nil {
+			return se.Err.Error()
+		}
+	}
+	return err.Error()
+}
+
+// backoff is exponential from RetryBase, capped at RetryMax, with "equal
+// jitter" (half fixed, half random) so that a burst of throttled messages
+// does not come back as one burst.
+func (o *Outbox) backoff(attempts int) time.Duration {
+	d := o.cfg.RetryBase
+	for i := 1; i < attempts && d < o.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, o.cfg.RetryMax)
+	half := int64(d / 2)
+	n, err := rand.Int(rand.Reader, big.NewInt(half+1))
+	if err != nil {
+		return d
+	}
+	return time.Duration(half + n.Int64())
+}
+
+// recorder writes submit results in batches: the first result waits at most
+// FlushEvery for others to join it. A failed write is retried until it
+// succeeds, because the parts in it must never be sent again; only once the
+// outbox is shutting down (stopping closed) does it give up after a few
+// tries, so that a dead database cannot hold shutdown forever.
+func (o *Outbox) recorder(ctx context.Context, stopping <-chan struct{}, in <-chan record) {
+	var parts []store.SMSPart
+	var outcomes []store.SMSOutcome
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(parts) == 0 && len(outcomes) == 0 {
+			return
+		}
+		for attempt := 0; ; attempt++ {
+			changes, err := o.db.RecordSMS(ctx, o.cfg.NodeID, parts, outcomes)
+			if err == nil {
+				o.emit(ctx, changes)
+				break
+			}
+			o.log.Error("sms outbox: recording submit results; retrying", "err", err, "parts", len(parts), "outcomes", len(outcomes))
+			select {
+			case <-stopping:
+				if attempt >= 2 {
+					o.log.Error("sms outbox: shutting down without recording submit results; their messages are sent again after the lease",
+						"parts", len(parts), "outcomes", len(outcomes))
+					parts, outcomes = parts[:0], outcomes[:0]
+					return
+				}
+			default:
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 5*time.Second))
+		}
+		parts, outcomes = parts[:0], outcomes[:0]
+	}
+	for {
+		select {
+		case r, ok := <-in:
+			if !ok {
+				flush()
+				return
+			}
+			if len(parts)+len(outcomes) == 0 {
+				timer.Reset(o.cfg.FlushEvery)
+			}
+			if r.part != nil {
+				parts = append(parts, *r.part)
+			}
+			if r.outcome != nil {
+				outcomes = append(outcomes, *r.outcome)
+			}
+			if len(parts)+len(outcomes) >= o.cfg.FlushSize {
+				timer.Stop()
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+// maintain refreshes the depth gauges and deletes what has expired.
+func (o *Outbox) maintain(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	last := time.Time{}
+	for {
+		if n, oldest, err := o.db.SMSDepth(ctx); err == nil {
+			o.m.depth.Set(float64(n))
+			if oldest.IsZero() {
+				o.m.oldest.Set(0)
+			} else {
+				o.m.oldest.Set(time.Since(oldest).Seconds())
+			}
+		}
+		if time.Since(last) > time.Minute {
+			last = time.Now()
+			if _, err := o.db.ExpireMOFragments(ctx, time.Now().Add(-o.cfg.MOExpiry)); err != nil && ctx.Err() == nil {
+				o.log.Error("sms outbox: expiring MO fragments", "err", err)
+			}
+			if _, err := o.db.PurgeSMS(ctx, time.Now().Add(-o.cfg.Retention), 1000); err != nil && ctx.Err() == nil {
+				o.log.Error("sms outbox: purging old messages", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// HandleDeliver is the DeliverHandler for the links: delivery receipts
+// update the outbox, everything else is an inbound SMS. It returns nil only
+// once the PDU's effect is durable.
+func (o *Outbox) HandleDeliver(ctx context.Context, d Deliver) error {
+	if !d.IsReceipt() {
+		return o.handleMO(ctx, d)
+	}
+	r, err := ParseReceipt(d)
+	if err != nil {
+		// Asking the SMSC to send it again would not make it readable.
+		o.m.receipts.WithLabelValues("invalid").Inc()
+		o.log.Warn("sms outbox: unreadable delivery receipt acknowledged and dropped", "link", d.Link, "err", err)
+		return nil
+	}
+	label := r.State
+	if label == "" {
+		label = "intermediate"
+	}
+	o.m.receipts.WithLabelValues(label).Inc()
+	if r.State == "" {
+		return nil // on its way: nothing to record
+	}
+	return o.receipts.do(ctx, store.SMSReceipt{Candidates: MessageIDCandidates(r.MessageID), State: r.State, Error: receiptError(r)})
+}
+
+func receiptError(r Receipt) string {
+	s := r.Stat
+	if r.Err != "" && strings.Trim(r.Err, "0") != "" {
+		s += " err:" + r.Err
+	}
+	return s
+}
+
+// storeReceipts makes a batch of receipts durable; applyReceipts applies them.
+func (o *Outbox) storeReceipts(ctx context.Context, rs []store.SMSReceipt) error {
+	if err := o.db.AddReceipts(ctx, rs); err != nil {
+		return err
+	}
+	o.signal(o.receiptIn)
+	return nil
+}
+
+// applyReceipts applies stored receipts in batches until ctx ends.
+func (o *Outbox) applyReceipts(ctx context.Context) {
+	const batch = 250 // small enough not to hold locks the recorders wait for
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		changes, n, dropped, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
+		if err != nil && ctx.Err() == nil {
+			o.log.Error("sms outbox: applying delivery receipts", "err", err)
+		}
+		if dropped > 0 {
+			o.m.receipts.WithLabelValues("unmatched").Add(float64(dropped))
+			o.log.Warn("sms outbox: delivery receipts for unknown message ids dropped after an hour", "count", dropped)
+		}
+		o.emit(ctx, changes)
+		if err == nil && n == batch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.receiptIn:
+		case <-t.C:
+		}
+	}
+}
+
+// groupCommit batches concurrent callers into one write: whoever finds no
+// write in progress writes everything queued so far, while later callers
+// queue for the next write. Under load, writes grow; alone, nobody waits.
+type groupCommit[T any] struct {
+	apply func(context.Context, []T) error
+
+	mu      sync.Mutex
+	queue   []T
+	waiters []chan error
+	busy    bool
+}
+
+func (g *groupCommit[T]) do(ctx context.Context, v T) error {
+	done := make(chan error, 1)
+	g.mu.Lock()
+	g.queue = append(g.queue, v)
+	g.waiters = append(g.waiters, done)
+	if g.busy {
+		g.mu.Unlock()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	g.busy = true
+	for len(g.queue) > 0 {
+		batch, waiters := g.queue, g.waiters
+		g.queue, g.waiters = nil, nil
+		g.mu.Unlock()
+		err := g.apply(context.WithoutCancel(ctx), batch)
+		for _, w := range waiters {
+			w <- err
+		}
+		g.mu.Lock()
+	}
+	g.busy = false
+	g.mu.Unlock()
+	return <-done
+}
+
+type outboxMetrics struct {
+	submits, receipts, mo, events *prometheus.CounterVec
+	depth, oldest                 prometheus.Gauge
+}
+
+func newOutboxMetrics(reg prometheus.Registerer) (*outboxMetrics, error) {
+	m := &outboxMetrics{
+		submits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_submits_total",
+			Help: "submit_sm attempts from the outbox by result: ok, temporary, permanent."}, []string{"result"}),
+		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_receipts_total",
+			Help: "Delivery receipts by outbox state (delivered, undeliverable, expired, intermediate); invalid (unreadable); unmatched (dropped after an hour without a matching message)."}, []string{"state"}),
+		mo: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_mo_total",
+			Help: "Inbound SMS by result: handled, unknown (no handler), failed (handler error), invalid, partial (part stored)."}, []string{"result"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_outbox_transitions_total",
+			Help: "Outbox messages entering each state."}, []string{"state"}),
+		depth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "phonebook_sms_outbox_depth",
+			Help: "Messages queued in the outbox (not yet accepted by an SMSC)."}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{Name: "phonebook_sms_outbox_oldest_age_seconds",
+			Help: "Age of the oldest queued message."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.submits, m.receipts, m.mo, m.events, m.depth, m.oldest} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("smsc: outbox metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func clipString(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// Sender sends texts of one kind through the outbox; it is what services
+// that only send text (verification codes) depend on.
+type Sender struct {
+	o        *Outbox
+	kind     string
+	validity time.Duration
+}
+
+// SenderFor returns a Sender that enqueues messages of kind with validity
+// (0 = the outbox default).
+func (o *Outbox) SenderFor(kind string, validity time.Duration) *Sender {
+	return &Sender{o: o, kind: kind, validity: validity}
+}
+
+// SendSMS enqueues text for to; it returns once the message is durable.
+func (s *Sender) SendSMS(ctx context.Context, to phonebook.MSISDN, text string) error {
+	_, err := s.o.Enqueue(ctx, SMS{To: to, Text: text, Kind: s.kind, Validity: s.validity})
+	return err
+}
