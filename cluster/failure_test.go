@@ -128,7 +128,8 @@ func (l *ledger) total() int {
 }
 
 // sendLoop sends numbered messages from cl to in, keeping up to window
-// unanswered, until stop is closed; then it waits for the rest.
+// unanswered, until stop is closed or cl's connection ends; then it waits
+// for the rest. Only SendResults received count in the ledger.
 func sendLoop(t *testing.T, cl *client.Client, in *inbox, l *ledger, window int, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	var pend sync.WaitGroup
@@ -143,7 +144,11 @@ func sendLoop(t *testing.T, cl *client.Client, in *inbox, l *ledger, window int,
 		text := fmt.Sprintf("%s>%s #%d", cl.Number, in.who, i)
 		p, err := cl.Send(string(in.who), text)
 		if err != nil {
-			t.Errorf("send: %v", err)
+			select {
+			case <-cl.Done(): // its node died
+			default:
+				t.Errorf("send: %v", err)
+			}
 			<-slots
 			pend.Wait()
 			return
@@ -186,6 +191,15 @@ func TestNodeKilledUnderLoadLosesNothingAcknowledged(t *testing.T) {
 		cl := dial(t, a, c.user(i), client.Options{})
 		wg.Add(1)
 		go sendLoop(t, cl, inboxes[i], l, 8, stop, &wg)
+	}
+	// And the other way: senders on b, whose SendResults depend on acks
+	// from a, until b dies under them.
+	for i := range pairs / 2 {
+		in := newInbox(t, c.user(2000+i), a, x)
+		waitFor(t, "b to see the recipient on a", func() bool { return locatedOn(b, in.who, "a") })
+		cl := dial(t, b, c.user(3000+i), client.Options{})
+		wg.Add(1)
+		go sendLoop(t, cl, in, l, 8, stop, &wg)
 	}
 	waitFor(t, "traffic before the kill", func() bool { return l.total() >= 500 })
 	b.kill()
