@@ -164,7 +164,7 @@ func TestMalformedFramesOverTCP(t *testing.T) {
 
 func TestHalfOpenClientDetected(t *testing.T) {
 	cfg := testConfig()
-	cfg.HeartbeatInterval = time.Second
+	cfg.HeartbeatInterval = 500 * time.Millisecond
 	cfg.IdleTimeout = time.Second // 20 heartbeats of the live clients
 	cfg.AckTimeout = 300 * time.Millisecond
 	e := start(t, cfg, nil)
@@ -194,7 +194,7 @@ func TestHalfOpenClientDetected(t *testing.T) {
 
 func TestHeartbeatsKeepSessionAlive(t *testing.T) {
 	cfg := testConfig()
-	cfg.HeartbeatInterval = time.Second
+	cfg.HeartbeatInterval = 500 * time.Millisecond
 	cfg.IdleTimeout = time.Second
 	e := start(t, cfg, nil)
 	b := e.bob(client.Options{Heartbeat: 50 * time.Millisecond, AutoAck: true})

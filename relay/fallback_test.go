@@ -110,3 +110,17 @@ func TestFallbackNeverStoresOnly(t *testing.T) {
 		t.Fatalf("%d SMS under policy never", n)
 	}
 }
+
+func TestSMSStateMapping(t *testing.T) {
+	for in, want := range map[string]relaypb.MessageState{
+		"submitted": relaypb.MessageState_SMS_SUBMITTED, "delivered": relaypb.MessageState_SMS_DELIVERED,
+		"undeliverable": relaypb.MessageState_FAILED, "expired": relaypb.MessageState_FAILED, "failed": relaypb.MessageState_FAILED,
+	} {
+		if got, ok := relay.SMSState(in); !ok || got != want {
+			t.Errorf("SMSState(%q) = %v %v, want %v", in, got, ok, want)
+		}
+	}
+	if _, ok := relay.SMSState("queued"); ok {
+		t.Error("unknown outbox state mapped")
+	}
+}

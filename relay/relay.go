@@ -47,14 +47,15 @@ type Directory interface {
 
 // FallbackSMS is an IM message to be sent as an SMS instead.
 type FallbackSMS struct {
-	MessageID string // the relay's server_msg_id; the outbox reports states against it and may use it to drop duplicates
+	MessageID string // the relay's server_msg_id: the outbox reports states against it (smsc.SMS.Ref)
 	From      phonebook.MSISDN
 	To        phonebook.MSISDN
 	Text      string // already formatted with the sender shown (Config.SMSTemplate)
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
-// survive a crash. It reports progress back through Server.SMSStateChanged.
+// survive a crash. It reports progress back through Server.SMSStateChanged
+// (SMSState maps the outbox's state names).
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }

@@ -81,6 +81,10 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline_after)", cfg.Fallback)
 	}
+	if cfg.IdleTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
+			cfg.IdleTimeout, cfg.HeartbeatInterval)
+	}
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
 	}
@@ -493,13 +497,28 @@ func (srv *Server) sendSMS(m *Message) bool {
 		return false
 	}
 	if err := srv.store.MarkSMSQueued(ctx, m.ID); err != nil {
-		// The outbox has it; at worst the sweeper enqueues it again, and
-		// the outbox drops the repeat by MessageID.
+		// The outbox has it. The claim stays until smsRetry, after which
+		// the sweeper enqueues it again: the recipient may get the SMS
+		// twice, which beats never.
 		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
 	}
 	srv.metrics.outcome(outcomeSMS)
 	srv.receipt(m.From, m.ID, m.ClientMsgID, relaypb.MessageState_SMS_QUEUED)
 	return true
+}
+
+// SMSState maps an SMS outbox state (smsc.OutboxEvent.State: "submitted",
+// "delivered", "undeliverable", "expired", "failed") to the relay's.
+func SMSState(outboxState string) (relaypb.MessageState, bool) {
+	switch outboxState {
+	case "submitted":
+		return relaypb.MessageState_SMS_SUBMITTED, true
+	case "delivered":
+		return relaypb.MessageState_SMS_DELIVERED, true
+	case "undeliverable", "expired", "failed":
+		return relaypb.MessageState_FAILED, true
+	}
+	return 0, false
 }
 
 // SMSStateChanged is the SMS outbox's callback: the message's stored state
