@@ -133,6 +133,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.startSMSC(ctx); err != nil {
 		return err
 	}
+	if err := m.startCluster(ctx); err != nil {
+		return err
+	}
 	if err := m.startRelay(ctx); err != nil {
 		return err
 	}
