@@ -171,6 +171,7 @@ type Config struct {
 	Fallback          FallbackPolicy
 	FallbackGrace     time.Duration // for offline_after (5m)
 	SMSTemplate       string        // ("[Phonebook] {from}: {text}")
+	FallbackPerHour   int           // SMS fallbacks per sender per hour, burst a sixth of it (60): SMS costs money and reaches strangers
 	SweepInterval     time.Duration // how often due SMS fallbacks are looked for (1s)
 }
 
@@ -213,6 +214,7 @@ func (c *Config) setDefaults() {
 		c.SMSTemplate = "[Phonebook] {from}: {text}"
 	}
 	def(&c.SweepInterval, time.Second)
+	defInt(&c.FallbackPerHour, 60)
 }
 
 // Deps are the relay's collaborators. Auth and Store are required.
