@@ -348,6 +348,12 @@ func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSi
 	for {
 		free := maxInflight - o.inflight.Load()
 		claimed := 0
+		// With no link bound a claim would only fail every message and push
+		// it back by a growing backoff; wait for a link instead, so that
+		// queued messages go out as soon as one binds.
+		if av, ok := o.sub.(interface{ Available() bool }); ok && !av.Available() {
+			free = 0
+		}
 		if free > 0 {
 			msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, int(min(free, int64(o.cfg.Batch))), o.cfg.Lease)
 			if err != nil {
@@ -492,6 +498,11 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 	case temp != nil:
 		attempts := a.m.Attempts + 1
 		next := now.Add(o.backoff(attempts))
+		if errors.Is(temp, ErrNoLinkBound) || errors.Is(temp, ErrNotBound) || errors.Is(temp, ErrLinkClosed) {
+			// The link, not the message, failed: retry soon (dispatch waits
+			// for a bound link before claiming again).
+			next = now.Add(o.cfg.RetryBase)
+		}
 		switch {
 		case o.cfg.MaxAttempts > 0 && attempts >= o.cfg.MaxAttempts:
 			out.State, out.Error = StateFailed, fmt.Sprintf("gave up after %d attempts: %s", attempts, reason(temp))
