@@ -212,7 +212,8 @@ func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
 	ids, err := o.db.EnqueueSMS(ctx, store.SMS{Dest: string(s.To), Source: s.From, Text: s.Text, Kind: kind, Ref: s.Ref,
 		ExpiresAt: time.Now().Add(v)})
 	if err != nil {
-		return 0, phonebook.Errorf(phonebook.EUnavailable, "sms outbox: %v", err)
+		o.log.Error("sms outbox: enqueue", "err", err)
+		return 0, phonebook.Errorf(phonebook.EUnavailable, "the SMS outbox is not available; try again later")
 	}
 	o.signal(o.wake)
 	return ids[0], nil
@@ -280,7 +281,7 @@ func (s recordSink) send(r record) { s[uint64(r.id())%uint64(len(s))] <- r }
 // interrupted message is sent on a later attempt, here or on another node.
 func (o *Outbox) Run(ctx context.Context) error {
 	// Submits and writes outlive ctx so that shutdown records what the SMSC
-	// already accepted; stop tells idle workers to quit.
+	// already accepted; stopping makes workers skip jobs not yet started.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 	var stopping atomic.Bool
