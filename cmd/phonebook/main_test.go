@@ -39,6 +39,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func startMain(t *testing.T, cfg config.Config) *Main {
 	t.Helper()
 	m := NewMain(cfg, quietLogger())
+	m.SimOutput = discard{}
 	if err := m.Run(context.Background()); err != nil {
 		m.Close()
 		t.Fatalf("start: %v", err)

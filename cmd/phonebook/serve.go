@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,7 +18,10 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsc/smscsim"
 	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/verify"
 )
 
 func newServeCmd() *cobra.Command {
@@ -57,6 +61,13 @@ type Main struct {
 	DB       *store.DB
 	Accounts *accounts.Service
 	API      *api.Server
+	SMSC     *smsc.Router
+	Outbox   *smsc.Outbox
+	Sim      *smscsim.Sim // the built-in simulator, when no link is configured
+	Verify   *verify.Service
+
+	// SimOutput receives what the built-in simulator prints (default stdout).
+	SimOutput io.Writer
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -112,6 +123,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}, m.Accounts, db, m.log, m.reg, m.reg)
 	m.API.AddCheck("database", db.Ping)
 
+	if err := m.startSMSC(ctx); err != nil {
+		return err
+	}
 	if err := m.startExtras(ctx); err != nil {
 		return err
 	}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/verify"
+)
+
+// linkConfigs turns the file's links into smsc link configurations.
+func linkConfigs(ls []config.Link) []smsc.LinkConfig {
+	out := make([]smsc.LinkConfig, 0, len(ls))
+	for _, l := range ls {
+		lc := smsc.LinkConfig{
+			Name: l.Name, Addr: l.Addr, SystemID: l.SystemID, Password: l.Password, SystemType: l.SystemType,
+			Bind: l.Bind, SourceAddr: l.SourceAddr,
+			TLS: l.TLS, TLSServerName: l.TLSServerName, TLSInsecureSkipVerify: l.TLSInsecureSkipVerify,
+			Window: l.Window, MaxTPS: l.MaxTPS, EnquireLink: l.EnquireLink, RespTimeout: l.RespTimeout,
+			ReconnectMin: l.ReconnectMin, ReconnectMax: l.ReconnectMax, Prefixes: l.Prefixes,
+		}
+		if l.SourceTON != nil || l.SourceNPI != nil {
+			lc.SourceTONNPISet = true
+			if l.SourceTON != nil {
+				lc.SourceTON = *l.SourceTON
+			}
+			if l.SourceNPI != nil {
+				lc.SourceNPI = *l.SourceNPI
+			}
+		}
+		out = append(out, lc)
+	}
+	return out
+}
+
+// startSMSC starts the SMS side: the links (or, with none configured, the
+// built-in simulator on loopback and one link to it over TCP), the durable
+// outbox, and number verification by SMS.
+func (m *Main) startSMSC(ctx context.Context) error {
+	cfg := m.cfg
+	links := linkConfigs(cfg.SMSC.Links)
+	if len(links) == 0 {
+		out := m.SimOutput
+		if out == nil {
+			out = os.Stdout
+		}
+		sim := smscsim.New(smscsim.Config{ReceiptDelay: cfg.SMSC.Simulator.ReceiptDelay, Output: out})
+		if err := sim.Start(cfg.SMSC.Simulator.Addr); err != nil {
+			return fmt.Errorf("smsc simulator: %w", err)
+		}
+		m.Sim = sim
+		m.closers = append(m.closers, func(context.Context) error { sim.Close(); return nil })
+		links = []smsc.LinkConfig{{Name: "simulator", Addr: sim.Addr(), SystemID: "phonebook", SourceAddr: cfg.Verify.ShortNumber, Window: 100}}
+		m.log.Info("no SMSC configured: built-in simulator started; every SMS is printed", "addr", sim.Addr())
+	}
+	// The router hands every deliver_sm to the outbox, which exists only
+	// once the router does: the closure breaks the cycle.
+	var outbox *smsc.Outbox
+	router, err := smsc.NewRouter(links, func(ctx context.Context, d smsc.Deliver) error {
+		return outbox.HandleDeliver(ctx, d)
+	}, m.log, m.reg)
+	if err != nil {
+		return err
+	}
+	outbox, err = smsc.NewOutbox(m.DB, router, smsc.OutboxConfig{
+		NodeID:          cfg.Node,
+		DefaultValidity: cfg.SMSC.Outbox.Validity,
+		MaxAttempts:     cfg.SMSC.Outbox.MaxAttempts,
+		Region:          cfg.Phone.DefaultRegion,
+	}, m.log, m.reg)
+	if err != nil {
+		return err
+	}
+	m.SMSC, m.Outbox = router, outbox
+	router.Start(ctx)
+	m.closers = append(m.closers, func(context.Context) error { return router.Close() })
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := outbox.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("sms outbox stopped", "err", err)
+		}
+	}()
+	// Closers run in reverse: the outbox drains before the router closes.
+	m.closers = append(m.closers, func(context.Context) error { stop(); <-done; return nil })
+
+	m.API.AddCheck("smsc", func(ctx context.Context) error {
+		var down []string
+		bound := 0
+		for _, s := range router.States() {
+			if s.Bound {
+				bound++
+			} else {
+				msg := s.Name
+				if s.LastError != "" {
+					msg += " (" + s.LastError + ")"
+				}
+				down = append(down, msg)
+			}
+		}
+		if bound == 0 {
+			return fmt.Errorf("no SMSC link is bound: %s", strings.Join(down, ", "))
+		}
+		return nil
+	})
+
+	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verify.Config{
+		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
+		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
+		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
+		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
+		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
+	}, cfg.Phone.DefaultRegion, m.log, m.reg)
+	if err != nil {
+		return err
+	}
+	m.Verify = v
+	m.API.SetVerify(v)
+	// Method C tokens may stand anywhere in the text, so verification takes
+	// every inbound SMS that no more specific handler claims.
+	outbox.HandleMO("", func(ctx context.Context, mo smsc.MO) error {
+		if mo.From == "" {
+			m.log.Info("inbound SMS from a non-numeric sender ignored", "source", mo.Source)
+			return nil
+		}
+		handled, err := v.HandleMO(ctx, mo.From, mo.To, mo.Text)
+		if err == nil && !handled {
+			m.log.Info("unknown inbound SMS", "from", mo.From, "to", mo.To, "parts", mo.Parts)
+		}
+		return err
+	})
+	return nil
+}
