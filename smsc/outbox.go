@@ -23,7 +23,7 @@ import (
 // OutboxConfig tunes the outbox. Zero values mean the defaults in brackets.
 type OutboxConfig struct {
 	NodeID          string        // names this node's claims [hostname-random]
-	Batch           int           // messages claimed at once [200]
+	Batch           int           // messages claimed at once; twice this may be in flight [500]
 	Workers         int           // concurrent submits; match the links' windows [100]
 	Lease           time.Duration // how long a claim lasts before another node may take it [5m]
 	Poll            time.Duration // how often an idle worker looks for due messages [1s]
@@ -57,7 +57,7 @@ func (c *OutboxConfig) defaults() {
 	}
 	c.NodeID = clipString(c.NodeID, 64)
 	if c.Batch <= 0 {
-		c.Batch = 200
+		c.Batch = 500 // a claim costs a few round trips: amortise them
 	}
 	if c.Workers <= 0 {
 		c.Workers = 100
