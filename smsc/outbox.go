@@ -286,7 +286,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 	defer cancelBG()
 	var stopping atomic.Bool
 
-	jobs := make(chan job, o.cfg.Workers)
+	// Room for every part of the messages in flight, so that the
+	// dispatcher is back claiming while the workers still have work.
+	jobs := make(chan job, 2*o.cfg.Batch)
 	// Results of one message go to one recorder, so its parts are written
 	// no later than its outcome.
 	shards := make([]chan record, o.cfg.Recorders)
@@ -341,7 +343,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 }
 
 // dispatch claims due messages and feeds their parts to the workers,
-// keeping at most two batches of messages in flight.
+// keeping at most two batches of messages in flight and claiming again
+// once half a batch has finished (claims cost round trips: not one per
+// finished message).
 func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSink) error {
 	maxInflight := int64(2 * o.cfg.Batch)
 	timer := time.NewTimer(0)
@@ -349,7 +353,7 @@ func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSi
 	for {
 		free := maxInflight - o.inflight.Load()
 		claimed := 0
-		if free > 0 {
+		if free >= max(int64(o.cfg.Batch)/2, 1) {
 			msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, int(min(free, int64(o.cfg.Batch))), o.cfg.Lease)
 			if err != nil {
 				if ctx.Err() != nil {
