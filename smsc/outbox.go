@@ -23,7 +23,8 @@ import (
 // OutboxConfig tunes the outbox. Zero values mean the defaults in brackets.
 type OutboxConfig struct {
 	NodeID          string        // names this node's claims [hostname-random]
-	Batch           int           // messages claimed at once; twice this may be in flight [500]
+	Batch           int           // messages claimed at once [500]
+	Claimers        int           // concurrent claims; (Claimers+1)*Batch messages may be in flight [2 on MySQL, 1 on SQLite]
 	Workers         int           // concurrent submits; match the links' windows [100]
 	Lease           time.Duration // how long a claim lasts before another node may take it [5m]
 	Poll            time.Duration // how often an idle worker looks for due messages [1s]
@@ -70,6 +71,9 @@ func (c *OutboxConfig) defaults() {
 	}
 	if c.Recorders <= 0 {
 		c.Recorders = 4
+	}
+	if c.Claimers <= 0 {
+		c.Claimers = 2
 	}
 	if c.Region == "" {
 		c.Region = "CN"
@@ -119,9 +123,8 @@ type Outbox struct {
 	m   *outboxMetrics
 
 	wake      chan struct{}
-	progress  chan struct{}
 	receiptIn chan struct{} // a receipt was stored
-	inflight  atomic.Int64
+	slots     *budget       // messages in flight; set by Run
 	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
 	lmu       sync.Mutex
 
@@ -145,11 +148,10 @@ func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, 
 	o := &Outbox{
 		db: db, sub: sub, cfg: cfg, log: log.With("component", "sms-outbox", "node", cfg.NodeID), m: m,
 		wake:      make(chan struct{}, 1),
-		progress:  make(chan struct{}, 1),
 		receiptIn: make(chan struct{}, 1),
 	}
 	if db.Dialect() == store.SQLite {
-		o.cfg.Recorders = 1 // one writer at a time anyway
+		o.cfg.Recorders, o.cfg.Claimers = 1, 1 // one writer at a time anyway
 	}
 	o.receipts.apply = o.storeReceipts
 	return o, nil
@@ -286,9 +288,13 @@ func (o *Outbox) Run(ctx context.Context) error {
 	defer cancelBG()
 	var stopping atomic.Bool
 
-	// Room for every part of the messages in flight, so that the
-	// dispatcher is back claiming while the workers still have work.
-	jobs := make(chan job, 2*o.cfg.Batch)
+	// Claims cost a few round trips each: several claimers keep the
+	// workers fed while one waits for the database, and the jobs queue has
+	// room for every message in flight so that claimers never wait on it.
+	maxInflight := (o.cfg.Claimers + 1) * o.cfg.Batch
+	o.slots = newBudget(maxInflight)
+	go func() { <-ctx.Done(); o.slots.close() }()
+	jobs := make(chan job, maxInflight)
 	// Results of one message go to one recorder, so its parts are written
 	// no later than its outcome.
 	shards := make([]chan record, o.cfg.Recorders)
@@ -311,7 +317,11 @@ func (o *Outbox) Run(ctx context.Context) error {
 	maintWG.Go(func() { o.maintain(ctx) })
 	maintWG.Go(func() { o.applyReceipts(ctx) })
 
-	err := o.dispatch(ctx, jobs, records)
+	var claimWG sync.WaitGroup
+	for range o.cfg.Claimers {
+		claimWG.Go(func() { o.claimer(ctx, jobs, records) })
+	}
+	claimWG.Wait()
 
 	stopping.Store(true)
 	close(jobs)
@@ -339,51 +349,94 @@ func (o *Outbox) Run(ctx context.Context) error {
 		<-recorded
 	}
 	maintWG.Wait()
-	return err
+	return nil
 }
 
-// dispatch claims due messages and feeds their parts to the workers,
-// keeping at most two batches of messages in flight and claiming again
-// once half a batch has finished (claims cost round trips: not one per
-// finished message).
-func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSink) error {
-	maxInflight := int64(2 * o.cfg.Batch)
+// claimer claims due messages and feeds their parts to the workers, as
+// long as the budget of messages in flight allows at least half a batch
+// (claims cost round trips: not one per finished message).
+func (o *Outbox) claimer(ctx context.Context, jobs chan<- job, records recordSink) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		free := maxInflight - o.inflight.Load()
-		claimed := 0
-		if free >= max(int64(o.cfg.Batch)/2, 1) {
-			msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, int(min(free, int64(o.cfg.Batch))), o.cfg.Lease)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
+		n := o.slots.take(o.cfg.Batch, max(o.cfg.Batch/2, 1))
+		if n == 0 {
+			return // shutting down
+		}
+		msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, n, o.cfg.Lease)
+		if err != nil && ctx.Err() == nil {
+			o.log.Error("sms outbox: claim", "err", err)
+		}
+		o.slots.give(n - len(msgs))
+		for i, m := range msgs {
+			if !o.start(ctx, m, jobs, records) {
+				// Shutting down: hand back what never started.
+				for _, r := range msgs[i+1:] {
+					records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued,
+						NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
 				}
-				o.log.Error("sms outbox: claim", "err", err)
-			}
-			claimed = len(msgs)
-			for i, m := range msgs {
-				if !o.start(ctx, m, jobs, records) {
-					// Shutting down: hand back what never started.
-					for _, r := range msgs[i+1:] {
-						records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
-					}
-					return nil
-				}
+				o.slots.give(len(msgs) - i - 1)
+				return
 			}
 		}
-		if claimed > 0 && claimed == o.cfg.Batch && free-int64(claimed) > 0 {
+		if len(msgs) == o.cfg.Batch {
 			continue // more may be due right now
 		}
 		timer.Reset(o.cfg.Poll)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-o.wake:
-		case <-o.progress:
 		case <-timer.C:
 		}
 	}
+}
+
+// budget counts the messages a node may have in flight.
+type budget struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	free   int
+	closed bool
+}
+
+func newBudget(n int) *budget {
+	b := &budget{free: n}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// take waits until at least atLeast slots are free and takes up to want;
+// it returns 0 once the budget is closed.
+func (b *budget) take(want, atLeast int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for !b.closed && b.free < atLeast {
+		b.cond.Wait()
+	}
+	if b.closed {
+		return 0
+	}
+	n := min(want, b.free)
+	b.free -= n
+	return n
+}
+
+func (b *budget) give(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
 }
 
 // start turns a claimed message into jobs; it returns false when ctx ended
@@ -392,6 +445,7 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 	now := time.Now()
 	finish := func(state, reason string) {
 		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: state, Error: reason, NextAttemptAt: now}})
+		o.slots.give(1)
 	}
 	if !m.ExpiresAt.After(now) {
 		why := "validity ended before it could be sent"
@@ -432,7 +486,6 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 		return true
 	}
 	a.left.Store(int32(len(todo)))
-	o.inflight.Add(1)
 	for i, j := range todo {
 		select {
 		case jobs <- j:
@@ -484,8 +537,7 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 	if a.left.Add(-1) != 0 {
 		return
 	}
-	o.inflight.Add(-1)
-	o.signal(o.progress)
+	o.slots.give(1)
 	now := time.Now()
 	out := &store.SMSOutcome{ID: a.m.ID, Kind: a.m.Kind, Ref: a.m.Ref, State: StateSubmitted}
 	a.mu.Lock()
