@@ -153,7 +153,7 @@ func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, 
 	if db.Dialect() == store.SQLite {
 		o.cfg.Recorders, o.cfg.Claimers = 1, 1 // one writer at a time anyway
 	}
-	o.receipts.apply = o.storeReceipts
+	o.receipts.apply, o.receipts.parallel = o.storeReceipts, o.cfg.Recorders
 	return o, nil
 }
 
@@ -757,16 +757,19 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 	}
 }
 
-// groupCommit batches concurrent callers into one write: whoever finds no
-// write in progress writes everything queued so far, while later callers
-// queue for the next write. Under load, writes grow; alone, nobody waits.
+// groupCommit batches concurrent callers into writes: a caller that finds
+// fewer than parallel writes in progress writes everything queued so far,
+// while later callers queue for the next write. Under load writes grow, and
+// a few run side by side so that one slow commit does not stall the rest;
+// alone, nobody waits.
 type groupCommit[T any] struct {
-	apply func(context.Context, []T) error
+	apply    func(context.Context, []T) error
+	parallel int
 
 	mu      sync.Mutex
 	queue   []T
 	waiters []chan error
-	busy    bool
+	busy    int
 }
 
 func (g *groupCommit[T]) do(ctx context.Context, v T) error {
@@ -774,7 +777,7 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 	g.mu.Lock()
 	g.queue = append(g.queue, v)
 	g.waiters = append(g.waiters, done)
-	if g.busy {
+	if g.busy >= max(g.parallel, 1) {
 		g.mu.Unlock()
 		select {
 		case err := <-done:
@@ -783,7 +786,7 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 			return ctx.Err()
 		}
 	}
-	g.busy = true
+	g.busy++
 	for len(g.queue) > 0 {
 		batch, waiters := g.queue, g.waiters
 		g.queue, g.waiters = nil, nil
@@ -794,7 +797,7 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 		}
 		g.mu.Lock()
 	}
-	g.busy = false
+	g.busy--
 	g.mu.Unlock()
 	return <-done
 }
