@@ -315,7 +315,10 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 	var maintWG sync.WaitGroup
 	maintWG.Go(func() { o.maintain(ctx) })
-	maintWG.Go(func() { o.applyReceipts(ctx) })
+	// As many receipt appliers as claimers: SKIP LOCKED keeps them apart.
+	for range o.cfg.Claimers {
+		maintWG.Go(func() { o.applyReceipts(ctx) })
+	}
 
 	var claimWG sync.WaitGroup
 	for range o.cfg.Claimers {
