@@ -736,7 +736,9 @@ func (o *Outbox) storeReceipts(ctx context.Context, rs []store.SMSReceipt) error
 // applyReceipts applies stored receipts in batches until ctx ends.
 func (o *Outbox) applyReceipts(ctx context.Context) {
 	const batch = 250 // small enough not to hold locks the recorders wait for
-	t := time.NewTicker(time.Second)
+	// The ticker catches receipts whose part was not recorded yet (they
+	// come due again after a backoff) and those stored by other nodes.
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		changes, n, dropped, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
@@ -755,6 +757,12 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-o.receiptIn:
+			// A stored receipt is due after the grace.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(store.ReceiptGrace):
+			}
 		case <-t.C:
 		}
 	}

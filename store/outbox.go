@@ -832,8 +832,8 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 			}
 		}
 		for n, g := range later {
-			// 1s, 2s, 4s ... up to 10 minutes.
-			wait := min(time.Second<<min(n, 10), 10*time.Minute)
+			// 250ms, 500ms, 1s ... up to 10 minutes.
+			wait := min(250*time.Millisecond<<min(n, 12), 10*time.Minute)
 			args := append([]any{micros(t.Add(wait))}, stringArgs(g)...)
 			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + 1, next_check_at = ?
 				WHERE message_id IN (`+marks(len(g))+`)`, args...); err != nil {
@@ -859,9 +859,9 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 }
 
 // MaxReceiptTries is how many times a stored receipt is matched against the
-// outbox before it is dropped as not ours: 1+2+4+...+512 s, then 10-minute
-// waits, about an hour in all.
-const MaxReceiptTries = 14
+// outbox before it is dropped as not ours: after 0.25+0.5+1+...+512 s, then
+// 10-minute waits, about an hour in all.
+const MaxReceiptTries = 17
 
 // GetSMS returns a message and its accepted parts.
 func (d *DB) GetSMS(ctx context.Context, id int64) (SMS, []SMSPart, error) {
