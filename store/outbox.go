@@ -913,13 +913,19 @@ func (d *DB) SMSDepth(ctx context.Context) (int64, time.Time, error) {
 // stored receipts older than before. It returns the number of messages
 // deleted.
 func (d *DB) PurgeSMS(ctx context.Context, before time.Time, limit int) (int64, error) {
+	bound, err := d.smsIDBefore(ctx, before)
+	if err != nil || bound == 0 {
+		return 0, err
+	}
 	var n int64
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sql.Tx) error {
+		// Only messages created before the cut-off can be finished before
+		// it, and they have the lowest ids: the primary key bounds the scan.
 		// Submitted messages count as finished once their validity ended
 		// before the cut-off: no receipt is coming any more.
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM sms_outbox
-			WHERE (state NOT IN (?, ?) AND updated_at < ?) OR (state = ? AND expires_at < ?) LIMIT ?`,
-			smsQueued, smsSubmitted, micros(before), smsSubmitted, micros(before), limit)
+			WHERE id < ? AND ((state NOT IN (?, ?) AND updated_at < ?) OR (state = ? AND expires_at < ?)) ORDER BY id LIMIT ?`,
+			bound, smsQueued, smsSubmitted, micros(before), smsSubmitted, micros(before), limit)
 		if err != nil {
 			return err
 		}
@@ -953,4 +959,37 @@ func (d *DB) PurgeSMS(ctx context.Context, before time.Time, limit int) (int64, 
 		return 0, fmt.Errorf("store: purge sms: %w", err)
 	}
 	return n, nil
+}
+
+// smsIDBefore finds, by binary search on the primary key, an id such that
+// the messages below it were created before t (ids grow with creation
+// time, give or take the clocks of several nodes); 0 when there is none.
+func (d *DB) smsIDBefore(ctx context.Context, t time.Time) (int64, error) {
+	var lo, hi sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, `SELECT MIN(id), MAX(id) FROM sms_outbox`).Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("store: purge sms: %w", err)
+	}
+	if !lo.Valid {
+		return 0, nil
+	}
+	createdAt := func(id int64) (int64, error) { // of the first message at or after id
+		var c int64
+		err := d.db.QueryRowContext(ctx, `SELECT created_at FROM sms_outbox WHERE id >= ? ORDER BY id LIMIT 1`, id).Scan(&c)
+		return c, err
+	}
+	// Invariant: messages from lo.Int64 on are searched; a is the answer so far.
+	a, l, h := int64(0), lo.Int64, hi.Int64
+	for l <= h {
+		mid := l + (h-l)/2
+		c, err := createdAt(mid)
+		if err != nil {
+			return 0, fmt.Errorf("store: purge sms: %w", err)
+		}
+		if c < micros(t) {
+			a, l = mid+1, mid+1
+		} else {
+			h = mid - 1
+		}
+	}
+	return a, nil
 }
