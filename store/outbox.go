@@ -900,12 +900,25 @@ func (d *DB) GetSMS(ctx context.Context, id int64) (SMS, []SMSPart, error) {
 // SMSDepth returns how many messages wait to be sent and when the oldest
 // of them was queued (zero when none).
 func (d *DB) SMSDepth(ctx context.Context) (int64, time.Time, error) {
+	// Both read only the (state, next_attempt_at, id) index; the oldest
+	// message is the one with the lowest id.
 	var n int64
-	var oldest sql.NullInt64
-	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM sms_outbox WHERE state = ?`, smsQueued).Scan(&n, &oldest); err != nil {
+	var first sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(id) FROM sms_outbox WHERE state = ?`, smsQueued).Scan(&n, &first); err != nil {
 		return 0, time.Time{}, fmt.Errorf("store: sms depth: %w", err)
 	}
-	return n, fromMicros(oldest.Int64), nil
+	if !first.Valid {
+		return 0, time.Time{}, nil
+	}
+	var created int64
+	err := d.db.QueryRowContext(ctx, `SELECT created_at FROM sms_outbox WHERE id = ?`, first.Int64).Scan(&created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, time.Time{}, nil // sent and purged in between
+	}
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("store: sms depth: %w", err)
+	}
+	return n, fromMicros(created), nil
 }
 
 // PurgeSMS deletes finished messages last updated before before (and
