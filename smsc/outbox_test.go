@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
@@ -591,4 +594,49 @@ func TestOutboxShutdownWithDeadStore(t *testing.T) {
 			return false
 		}
 	})
+}
+
+func TestOutboxMetrics(t *testing.T) {
+	db := storetest.SQLite(t)
+	f := newFakeSMSC()
+	f.refuse = func(_ int, p Part) error {
+		if p.Dest == "+8613900139000" {
+			return &SubmitError{Link: "fake", Status: 0x0B}
+		}
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	o, err := NewOutbox(db, f, testConfig(), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewOutbox(db, f, testConfig(), nil, reg); err == nil {
+		t.Fatal("registering the metrics twice is not reported")
+	}
+	runOutbox(t, o)
+	ctx := context.Background()
+	for i := range 4 {
+		o.Enqueue(ctx, SMS{To: "+8613800138000", Text: fmt.Sprint("m", i)})
+	}
+	bad, _ := o.Enqueue(ctx, SMS{To: "+8613900139000", Text: "x"})
+	waitFor(t, "failed", func() bool { return smsState(t, db, bad) == StateFailed })
+	o.HandleDeliver(ctx, Deliver{SourceAddr: "8613800138000", SourceTON: 1, Payload: []byte("hi")})
+	o.HandleDeliver(ctx, Deliver{ESMClass: 4, Payload: []byte("garbage")})
+	o.HandleDeliver(ctx, Deliver{ESMClass: 4, ReceiptedMessageID: "1", MessageState: 1})
+	m := o.m
+	waitFor(t, "counters", func() bool {
+		return testutil.ToFloat64(m.submits.WithLabelValues("ok")) == 4 &&
+			testutil.ToFloat64(m.events.WithLabelValues(StateSubmitted)) == 4
+	})
+	for name, got := range map[string]float64{
+		"permanent":    testutil.ToFloat64(m.submits.WithLabelValues("permanent")),
+		"failed":       testutil.ToFloat64(m.events.WithLabelValues(StateFailed)),
+		"mo unknown":   testutil.ToFloat64(m.mo.WithLabelValues("unknown")),
+		"invalid":      testutil.ToFloat64(m.receipts.WithLabelValues("invalid")),
+		"intermediate": testutil.ToFloat64(m.receipts.WithLabelValues("intermediate")),
+	} {
+		if got != 1 {
+			t.Errorf("%s = %v, want 1", name, got)
+		}
+	}
 }
