@@ -292,8 +292,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 	// workers fed while one waits for the database, and the jobs queue has
 	// room for every message in flight so that claimers never wait on it.
 	maxInflight := (o.cfg.Claimers + 1) * o.cfg.Batch
-	o.slots = newBudget(maxInflight)
-	go func() { <-ctx.Done(); o.slots.close() }()
+	slots := newBudget(maxInflight)
+	o.slots = slots
+	go func() { <-ctx.Done(); slots.close() }()
 	jobs := make(chan job, maxInflight)
 	// Results of one message go to one recorder, so its parts are written
 	// no later than its outcome.
