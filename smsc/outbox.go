@@ -281,6 +281,7 @@ func (s recordSink) send(r record) { s[uint64(r.id())%uint64(len(s))] <- r }
 // for submits in flight and writes their results. Parts whose
 // submit_sm_resp arrived are recorded and never sent again; the rest of an
 // interrupted message is sent on a later attempt, here or on another node.
+// One Outbox runs one Run at a time; other nodes run their own Outbox.
 func (o *Outbox) Run(ctx context.Context) error {
 	// Submits and writes outlive ctx so that shutdown records what the SMSC
 	// already accepted; stopping makes workers skip jobs not yet started.
