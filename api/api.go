@@ -50,6 +50,10 @@ type Server struct {
 
 	mu     sync.Mutex
 	checks map[string]Check
+
+	// bodyLimits raises MaxBodyBytes for routes that take large bodies
+	// (address-book sync, vCard import); set before serving, nil = none.
+	bodyLimits map[string]int64
 }
 
 // Counter is a cluster-wide fixed-window counter (the store implements it).
@@ -139,7 +143,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	}()
-	r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes)
+	limit := s.cfg.MaxBodyBytes
+	if l, ok := s.bodyLimits[route]; ok {
+		limit = l
+	}
+	r.Body = http.MaxBytesReader(sw, r.Body, limit)
 	if err := h(sw, r); err != nil {
 		if phonebook.ErrorCode(err) == phonebook.EInternal {
 			s.log.Error("request failed", "route", route, "err", err)

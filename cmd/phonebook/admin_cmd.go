@@ -3,10 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -74,14 +78,50 @@ func newAdminCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s unblocked\n", n)
 			return nil
 		}),
-		withUser("delete", "Delete the user and their sessions", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+		withUser("delete", "Delete the user, their sessions, address book, contact list and status", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
 			if err := db.DeleteUser(cmd.Context(), n); err != nil {
+				return err
+			}
+			// Whoever gets the number next must not restore this book.
+			if err := db.ForgetContacts(cmd.Context(), n); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", n)
 			return nil
 		}),
 	)
-	c.AddCommand(user)
+	conns := &cobra.Command{
+		Use:   "connections",
+		Short: "List the relay's connection table (number, device, node, transport, address, since)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := http.Get("http://" + cfg.HTTP.Addr + "/admin/connections")
+			if err != nil {
+				return fmt.Errorf("is the server running on %s? %w", cfg.HTTP.Addr, err)
+			}
+			defer res.Body.Close()
+			var body struct {
+				Connections []relay.ConnInfo `json:"connections"`
+				Error       map[string]string
+			}
+			if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+				return err
+			}
+			if res.StatusCode != 200 {
+				return fmt.Errorf("%s: %s", body.Error["code"], body.Error["message"])
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NUMBER\tDEVICE\tNODE\tTRANSPORT\tADDRESS\tCONNECTED")
+			for _, c := range body.Connections {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Number, c.DeviceID, c.Node, c.Transport, c.RemoteAddr, c.ConnectedAt.Format(time.RFC3339))
+			}
+			return w.Flush()
+		},
+	}
+	c.AddCommand(user, conns)
 	return c
 }

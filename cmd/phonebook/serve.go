@@ -18,6 +18,8 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 	"github.com/phonebook/phonebook/store"
@@ -65,6 +67,11 @@ type Main struct {
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator, when no link is configured
 	Verify   *verify.Service
+	Relay    *relay.Server
+	Contacts *contacts.Service
+
+	relayLn     net.Listener
+	relayRouter relay.Router // nil = in-process; the cluster router otherwise
 
 	// SimOutput receives what the built-in simulator prints (default stdout).
 	SimOutput io.Writer
@@ -124,6 +131,12 @@ func (m *Main) Run(ctx context.Context) error {
 	m.API.AddCheck("database", db.Ping)
 
 	if err := m.startSMSC(ctx); err != nil {
+		return err
+	}
+	if err := m.startCluster(ctx); err != nil {
+		return err
+	}
+	if err := m.startRelay(ctx); err != nil {
 		return err
 	}
 	if err := m.startExtras(ctx); err != nil {

@@ -1,0 +1,381 @@
+// Package client is Phonebook's Go client: API (api.go) registers, verifies
+// and logs in over HTTP; Client (client.go) holds the relay connection with
+// the session token that login returns: it dials TCP, sends messages and
+// waits for their SendResults, and receives deliveries and receipts. Tests,
+// the handset emulator and the benchmarks use it; it is also the reference
+// for client developers (docs/api.md, docs/protocol.md).
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
+)
+
+// Options configures Dial.
+type Options struct {
+	Token         string
+	DeviceID      string
+	ClientVersion string
+	// AutoAck answers every Deliver with a DeliverAck as soon as it is
+	// received, before it is handed to Deliveries. Without it, call Ack
+	// once the message is safe on the handset.
+	AutoAck bool
+	// Heartbeat overrides the interval the server asks for; negative turns
+	// heartbeats off (tests of idle detection).
+	Heartbeat    time.Duration
+	MaxFrameSize int // 0: relay.DefaultMaxFrameSize
+	Buffer       int // capacity of Deliveries and Receipts (1024)
+	// TLS, when set, runs the connection over TLS (a relay listening with
+	// relay.tls_cert); ServerName defaults to the dialled host.
+	TLS *tls.Config
+}
+
+// Client is one relay connection. Its methods are safe for concurrent use.
+type Client struct {
+	nc        net.Conn
+	opts      Options
+	Number    phonebook.MSISDN
+	SessionID string
+	Heartbeat time.Duration
+
+	out      chan *relaypb.Frame
+	idPrefix string
+	idSeq    atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[string]*Pending
+
+	deliveries chan *relaypb.Deliver
+	receipts   chan *relaypb.Receipt
+
+	done      chan struct{}
+	closeOnce sync.Once
+	errMu     sync.Mutex
+	err       error
+}
+
+// Pending is a sent message waiting for its SendResult.
+type Pending struct {
+	ClientMsgID string
+	done        chan struct{}
+	result      *relaypb.SendResult
+	err         error
+}
+
+// Wait returns the SendResult, or an error when the connection ended first
+// (the message may or may not have been accepted: resend it with the same
+// ClientMsgID on a new connection) or ctx ended.
+func (p *Pending) Wait(ctx context.Context) (*relaypb.SendResult, error) {
+	select {
+	case <-p.done:
+		return p.result, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Done is closed when the result is known.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// ServerError is an Error frame from the relay.
+type ServerError struct {
+	Code    phonebook.Code
+	Message string
+}
+
+func (e *ServerError) Error() string { return fmt.Sprintf("relay: %s: %s", e.Code, e.Message) }
+
+// Dial connects and authenticates. It returns once AuthOK arrived, or the
+// server's refusal as a *ServerError.
+func Dial(ctx context.Context, addr string, o Options) (*Client, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if o.TLS != nil {
+		cfg := o.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("relay: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
+	c, err := Handshake(ctx, nc, o)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Handshake authenticates over an established connection and starts the
+// client's goroutines.
+func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
+	if o.Buffer <= 0 {
+		o.Buffer = 1024
+	}
+	b, err := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{
+		Token: o.Token, DeviceId: o.DeviceID, ClientVersion: o.ClientVersion}}}, o.MaxFrameSize)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	if _, err := nc.Write(b); err != nil {
+		return nil, err
+	}
+	fr := relay.NewFrameReader(bufio.NewReaderSize(nc, 16<<10), o.MaxFrameSize)
+	var f relaypb.Frame
+	if err := fr.Read(&f); err != nil {
+		return nil, fmt.Errorf("relay: waiting for AuthOK: %w", err)
+	}
+	nc.SetDeadline(time.Time{})
+	if e := f.GetError(); e != nil {
+		return nil, &ServerError{Code: phonebook.Code(e.Code), Message: e.Message}
+	}
+	ok := f.GetAuthOk()
+	if ok == nil {
+		return nil, fmt.Errorf("relay: expected AuthOK, got %s", relay.FrameKind(&f))
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	c := &Client{
+		nc: nc, opts: o, Number: phonebook.MSISDN(ok.Number), SessionID: ok.SessionId,
+		Heartbeat:  time.Duration(ok.HeartbeatSecs) * time.Second,
+		out:        make(chan *relaypb.Frame, 4096),
+		idPrefix:   hex.EncodeToString(rnd[:]) + "-",
+		pending:    make(map[string]*Pending),
+		deliveries: make(chan *relaypb.Deliver, o.Buffer),
+		receipts:   make(chan *relaypb.Receipt, o.Buffer),
+		done:       make(chan struct{}),
+	}
+	if o.Heartbeat != 0 {
+		c.Heartbeat = o.Heartbeat
+	}
+	go c.readLoop(fr)
+	go c.writeLoop()
+	if c.Heartbeat > 0 {
+		go c.heartbeatLoop()
+	}
+	return c, nil
+}
+
+// Deliveries yields incoming messages. Keep reading it: when it is full the
+// client stops reading the connection and the server eventually drops it
+// as a slow consumer.
+func (c *Client) Deliveries() <-chan *relaypb.Deliver { return c.deliveries }
+
+// Receipts yields later states of sent messages. Receipts that find it full
+// are dropped (they are informational).
+func (c *Client) Receipts() <-chan *relaypb.Receipt { return c.receipts }
+
+// Done is closed when the connection has ended; Err says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is the reason the connection ended: a *ServerError when the server
+// said why, nil after Close.
+func (c *Client) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// NewClientMsgID returns a fresh id for Send.
+func (c *Client) NewClientMsgID() string {
+	return c.idPrefix + strconv.FormatUint(c.idSeq.Add(1), 36)
+}
+
+// Send sends a text message to a number in any format.
+func (c *Client) Send(to, text string) (*Pending, error) {
+	return c.SendMsg(&relaypb.Send{ClientMsgId: c.NewClientMsgID(), To: to, Text: text, Type: relaypb.MessageType_TEXT})
+}
+
+// SendMsg sends m as is; m.ClientMsgId must be set. Sending the same id
+// again (after a reconnect) returns the first attempt's result.
+func (c *Client) SendMsg(m *relaypb.Send) (*Pending, error) {
+	if m.ClientMsgId == "" {
+		return nil, errors.New("relay client: ClientMsgId is required")
+	}
+	p := &Pending{ClientMsgID: m.ClientMsgId, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.pending == nil {
+		c.mu.Unlock()
+		return nil, c.closedErr()
+	}
+	c.pending[m.ClientMsgId] = p
+	c.mu.Unlock()
+	if err := c.write(&relaypb.Frame{Body: &relaypb.Frame_Send{Send: m}}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Ack acknowledges a delivery: the server may forget it.
+func (c *Client) Ack(serverMsgID string) error {
+	return c.write(&relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: serverMsgID}}})
+}
+
+// WriteFrame sends any frame (tests use it to misbehave).
+func (c *Client) WriteFrame(f *relaypb.Frame) error { return c.write(f) }
+
+func (c *Client) write(f *relaypb.Frame) error {
+	select {
+	case <-c.done:
+		return c.closedErr()
+	default:
+	}
+	select {
+	case c.out <- f:
+		return nil
+	case <-c.done:
+		return c.closedErr()
+	}
+}
+
+func (c *Client) closedErr() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return net.ErrClosed
+}
+
+// Close closes the connection. Pending sends fail.
+func (c *Client) Close() error {
+	c.shutdown(nil)
+	return nil
+}
+
+func (c *Client) shutdown(err error) {
+	c.closeOnce.Do(func() {
+		c.errMu.Lock()
+		c.err = err
+		c.errMu.Unlock()
+		close(c.done)
+		c.nc.Close()
+		c.mu.Lock()
+		pend := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		failErr := err
+		if failErr == nil {
+			failErr = net.ErrClosed
+		}
+		for _, p := range pend {
+			p.err = failErr
+			close(p.done)
+		}
+	})
+}
+
+func (c *Client) readLoop(fr *relay.FrameReader) {
+	var serverErr error
+	for {
+		f := new(relaypb.Frame)
+		if err := fr.Read(f); err != nil {
+			if serverErr == nil {
+				select {
+				case <-c.done:
+				default:
+					serverErr = err
+				}
+			}
+			c.shutdown(serverErr)
+			close(c.deliveries)
+			close(c.receipts)
+			return
+		}
+		switch b := f.Body.(type) {
+		case *relaypb.Frame_SendResult:
+			r := b.SendResult
+			c.mu.Lock()
+			p := c.pending[r.ClientMsgId]
+			delete(c.pending, r.ClientMsgId)
+			c.mu.Unlock()
+			if p != nil {
+				p.result = r
+				close(p.done)
+			}
+		case *relaypb.Frame_Deliver:
+			if c.opts.AutoAck {
+				c.Ack(b.Deliver.ServerMsgId)
+			}
+			select {
+			case c.deliveries <- b.Deliver:
+			case <-c.done:
+			}
+		case *relaypb.Frame_Receipt:
+			select {
+			case c.receipts <- b.Receipt:
+			default:
+			}
+		case *relaypb.Frame_Error:
+			serverErr = &ServerError{Code: phonebook.Code(b.Error.Code), Message: b.Error.Message}
+		case *relaypb.Frame_Heartbeat:
+			c.write(&relaypb.Frame{Body: &relaypb.Frame_HeartbeatAck{HeartbeatAck: &relaypb.HeartbeatAck{At: b.Heartbeat.At}}})
+		}
+	}
+}
+
+func (c *Client) writeLoop() {
+	bw := bufio.NewWriterSize(c.nc, 16<<10)
+	var buf []byte
+	var err error
+	for {
+		var f *relaypb.Frame
+		select {
+		case f = <-c.out:
+		case <-c.done:
+			return
+		}
+		for f != nil {
+			if buf, err = relay.AppendFrame(buf[:0], f, c.opts.MaxFrameSize); err == nil {
+				if _, err := bw.Write(buf); err != nil {
+					c.shutdown(err)
+					return
+				}
+			}
+			select {
+			case f = <-c.out:
+			default:
+				f = nil
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			c.shutdown(err)
+			return
+		}
+	}
+}
+
+func (c *Client) heartbeatLoop() {
+	t := time.NewTicker(c.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			c.write(&relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{At: now.UnixMicro()}}})
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/smsc/smscsim"
+)
+
+// TestMain lets the test binary act as the phonebook binary, so crash tests
+// can run the real server as a child process and SIGKILL it.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("PHONEBOOK_TEST_EXEC"); args != "" {
+		cmd := newRootCmd()
+		cmd.SetArgs(splitArgs(args))
+		if err := cmd.Execute(); err != nil {
+			fmt.Fprintln(os.Stderr, "phonebook:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func splitArgs(s string) []string {
+	var out []string
+	for _, f := range regexp.MustCompile(`\S+`).FindAllString(s, -1) {
+		out = append(out, f)
+	}
+	return out
+}
+
+// child is a phonebook server running as a separate process.
+type child struct {
+	cmd  *exec.Cmd
+	http string
+}
+
+var servingRE = regexp.MustCompile(`msg="phonebook serving" http=(\S+)`)
+
+func startChild(t *testing.T, configPath string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PHONEBOOK_TEST_EXEC=serve --config "+configPath)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	c := &child{cmd: cmd}
+	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
+	select {
+	case c.http = <-addr:
+	case <-time.After(30 * time.Second):
+		t.Fatal("child server did not start")
+	}
+	return c
+}
+
+func (c *child) kill() {
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	c.cmd.Wait()
+}
+
+// The server is SIGKILLed while 1,000 SMS wait in the outbox (the SMSC is
+// down); after a restart, with the SMSC up, every one is sent, none twice.
+func TestOutboxSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns servers")
+	}
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	smscAddr := l.Addr().String()
+	l.Close()
+	cfgPath := filepath.Join(dir, "phonebook.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+http: {addr: "127.0.0.1:0"}
+relay: {tcp_addr: "127.0.0.1:0"}
+database: {dsn: %q}
+verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
+smsc:
+  links:
+    - {name: a, addr: %q, system_id: pb, window: 100, reconnect_min: 50ms, reconnect_max: 200ms}
+`, filepath.Join(dir, "pb.db"), smscAddr)), 0o600)
+
+	const n = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv := startChild(t, cfgPath)
+	api := &client.API{BaseURL: "http://" + srv.http}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			_, err := api.StartSMS(ctx, fmt.Sprintf("+86138%08d", i), client.Identity{DeviceID: fmt.Sprintf("d%d", i), SIMID: "s"})
+			if err != nil {
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("start verification: %v", err)
+	}
+	srv.kill()
+
+	sim := smscsim.New(smscsim.Config{})
+	if err := sim.Start(smscAddr); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	startChild(t, cfgPath)
+	if _, err := sim.WaitSubmits(ctx, n); err != nil {
+		t.Fatalf("after restart only %d of %d SMS reached the SMSC: %v", len(sim.Submits()), n, err)
+	}
+	// Give a duplicate every chance to show up before counting.
+	time.Sleep(time.Second)
+	seen := map[string]int{}
+	for _, s := range sim.Submits() {
+		seen[s.Dest]++
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct recipients, want %d", len(seen), n)
+	}
+	for dest, c := range seen {
+		if c != 1 {
+			t.Fatalf("%s got %d SMS", dest, c)
+		}
+	}
+}

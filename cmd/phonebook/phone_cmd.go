@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/proto/relaypb"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newPhoneCmd)
+}
+
+// phoneState is what the emulated handset keeps between runs: its identity
+// and the device key it was given when its number was proven.
+type phoneState struct {
+	Server    string `json:"server"`
+	Relay     string `json:"relay"`
+	Number    string `json:"number"`
+	DeviceID  string `json:"device_id"`
+	SIMID     string `json:"sim_id"`
+	DeviceKey string `json:"device_key"`
+}
+
+func loadPhone(path string) (phoneState, error) {
+	var s phoneState
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return s, fmt.Errorf("phone state %s: %w (run `phonebook phone register` first)", path, err)
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+func savePhone(path string, s phoneState) error {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return os.WriteFile(path, b, 0o600)
+}
+
+func newPhoneCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "phone",
+		Short: "A handset emulator: register, log in, chat, for people and scripts",
+		Long: `phone emulates a handset running a Phonebook client. Its identity and device key
+are kept in a state file (--state, default phone.json), so that several phones can
+run side by side from different files.`,
+	}
+	c.PersistentFlags().String("state", "phone.json", "file holding this phone's identity and device key")
+	c.PersistentFlags().String("server", "http://127.0.0.1:8080", "HTTP API base URL")
+	c.PersistentFlags().String("relay", "127.0.0.1:5222", "relay TCP address")
+
+	reg := &cobra.Command{
+		Use:   "register NUMBER",
+		Short: "Prove the phone's number (--method sms, mo, header or client) and keep the device key",
+		Args:  cobra.ExactArgs(1),
+		RunE:  phoneRegister,
+	}
+	reg.Flags().String("method", "sms", "sms (code by SMS), mo (text a token to the short number), header (operator gateway), client (asserted)")
+	reg.Flags().String("device", "", "device id (IMEI); default derived from the number")
+	reg.Flags().String("sim", "", "SIM id (ICCID/IMSI); default derived from the number")
+	reg.Flags().String("code", "", "the SMS code, when known; otherwise it is read from standard input")
+	reg.Flags().String("header", "X-Up-Calling-Line-Id", "number header name for --method header")
+
+	chat := &cobra.Command{
+		Use:   "chat",
+		Short: "Log in and chat: type `NUMBER text` to send; incoming messages and receipts are printed",
+		Args:  cobra.NoArgs,
+		RunE:  phoneChat,
+	}
+	send := &cobra.Command{
+		Use:   "send NUMBER TEXT...",
+		Short: "Log in, send one message, print its result and receipts until --wait ends",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return phoneSession(cmd, strings.NewReader(args[0]+" "+strings.Join(args[1:], " ")+"\n"))
+		},
+	}
+	send.Flags().Duration("wait", 2*time.Second, "how long to keep printing receipts after sending")
+	listen := &cobra.Command{
+		Use:   "listen",
+		Short: "Log in and print incoming messages (stored ones first) until --wait ends",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return phoneSession(cmd, strings.NewReader(""))
+		},
+	}
+	listen.Flags().Duration("wait", 5*time.Second, "how long to listen")
+	c.AddCommand(reg, chat, send, listen)
+	for _, f := range phoneExtras {
+		c.AddCommand(f())
+	}
+	return c
+}
+
+// phoneExtras are phone subcommands added by other files (contacts, status).
+var phoneExtras []func() *cobra.Command
+
+func phoneAPI(cmd *cobra.Command) *client.API {
+	server, _ := cmd.Flags().GetString("server")
+	return &client.API{BaseURL: server}
+}
+
+func phoneRegister(cmd *cobra.Command, args []string) error {
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
+	method, _ := cmd.Flags().GetString("method")
+	number := args[0]
+	digits := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, number)
+	dev, _ := cmd.Flags().GetString("device")
+	sim, _ := cmd.Flags().GetString("sim")
+	if dev == "" {
+		dev = "imei-" + digits
+	}
+	if sim == "" {
+		sim = "iccid-" + digits
+	}
+	id := client.Identity{DeviceID: dev, SIMID: sim}
+	api := phoneAPI(cmd)
+	var creds client.Credentials
+	var err error
+	switch method {
+	case "sms":
+		st, err := api.StartSMS(ctx, number, id)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "code sent to %s by SMS; valid until %s\n", st.Number, st.ExpiresAt.Local().Format(time.Kitchen))
+		code, _ := cmd.Flags().GetString("code")
+		if code == "" {
+			fmt.Fprint(out, "code: ")
+			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+			if err != nil && line == "" {
+				return fmt.Errorf("no code on standard input")
+			}
+			code = strings.TrimSpace(line)
+		}
+		creds, err = api.CheckSMS(ctx, number, id, code)
+		if err != nil {
+			return err
+		}
+	case "mo":
+		tok, err := api.StartMO(ctx, id)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "send an SMS with the text %q to %s (valid until %s)\n", tok.Token, tok.ShortNumber, tok.ExpiresAt.Local().Format(time.Kitchen))
+		for {
+			p, err := api.PollMO(ctx, tok, 25*time.Second)
+			if err != nil {
+				return err
+			}
+			if p.State == "proven" {
+				creds = p.Credentials
+				break
+			}
+		}
+	case "header":
+		h, _ := cmd.Flags().GetString("header")
+		creds, err = api.RegisterHeader(ctx, h, number, id)
+	case "client":
+		creds, err = api.RegisterClient(ctx, number, id)
+	default:
+		return fmt.Errorf("--method: %q is not sms, mo, header or client", method)
+	}
+	if err != nil {
+		return err
+	}
+	server, _ := cmd.Flags().GetString("server")
+	relayAddr, _ := cmd.Flags().GetString("relay")
+	path, _ := cmd.Flags().GetString("state")
+	st := phoneState{Server: server, Relay: relayAddr, Number: creds.Number, DeviceID: dev, SIMID: sim, DeviceKey: creds.DeviceKey}
+	if err := savePhone(path, st); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "registered %s (new account: %v); device key kept in %s\n", creds.Number, creds.Created, path)
+	return nil
+}
+
+// phoneConnect logs in over HTTP and opens the relay connection.
+func phoneConnect(cmd *cobra.Command) (*client.Client, phoneState, error) {
+	ctx := cmd.Context()
+	path, _ := cmd.Flags().GetString("state")
+	st, err := loadPhone(path)
+	if err != nil {
+		return nil, st, err
+	}
+	if cmd.Flags().Changed("server") || st.Server == "" {
+		st.Server, _ = cmd.Flags().GetString("server")
+	}
+	if cmd.Flags().Changed("relay") || st.Relay == "" {
+		st.Relay, _ = cmd.Flags().GetString("relay")
+	}
+	api := &client.API{BaseURL: st.Server}
+	sess, err := api.Login(ctx, st.Number, client.Identity{DeviceID: st.DeviceID, SIMID: st.SIMID}, st.DeviceKey, os.Getenv("PHONEBOOK_RESCUE_PASSWORD"))
+	if err != nil {
+		return nil, st, fmt.Errorf("login: %w", err)
+	}
+	c, err := client.Dial(ctx, st.Relay, client.Options{Token: sess.Token, DeviceID: st.DeviceID, ClientVersion: "phonebook-phone/" + version, AutoAck: true})
+	if err != nil {
+		return nil, st, fmt.Errorf("relay: %w", err)
+	}
+	return c, st, nil
+}
+
+func phoneChat(cmd *cobra.Command, args []string) error {
+	return phoneSession(cmd, cmd.InOrStdin())
+}
+
+// phoneSession logs in, sends every `NUMBER text` line read from in, and
+// prints deliveries, send results and receipts; it ends when in ends and
+// --wait has passed (or, for chat, when the connection or input closes).
+func phoneSession(cmd *cobra.Command, in io.Reader) error {
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
+	c, st, err := phoneConnect(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintf(out, "online as %s (session %s)\n", st.Number, c.SessionID)
+	printer := make(chan string, 64)
+	go func() {
+		for {
+			select {
+			case d := <-c.Deliveries():
+				tag := ""
+				if d.Offline {
+					tag += " [stored]"
+				}
+				if d.ViaSms {
+					tag += " [also sent by SMS]"
+				}
+				printer <- fmt.Sprintf("%s %s: %s%s", time.UnixMicro(d.GetSentAt()).Local().Format("15:04:05"), d.From, d.Text, tag)
+			case r := <-c.Receipts():
+				printer <- fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+			case <-c.Done():
+				close(printer)
+				return
+			}
+		}
+	}()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var wait <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wait:
+			return nil
+		case s, ok := <-printer:
+			if !ok {
+				return c.Err()
+			}
+			fmt.Fprintln(out, s)
+		case line, ok := <-lines:
+			if !ok {
+				lines = nil
+				d := 24 * time.Hour
+				if f := cmd.Flags().Lookup("wait"); f != nil {
+					d, _ = cmd.Flags().GetDuration("wait")
+				}
+				wait = time.After(d)
+				continue
+			}
+			to, text, found := strings.Cut(strings.TrimSpace(line), " ")
+			if !found || text == "" {
+				fmt.Fprintln(out, "type: NUMBER text")
+				continue
+			}
+			p, err := c.Send(to, text)
+			if err != nil {
+				return err
+			}
+			go func() {
+				res, err := p.Wait(ctx)
+				var se *client.ServerError
+				switch {
+				case errors.As(err, &se):
+					printer <- fmt.Sprintf("not sent: %s", se.Error())
+				case err != nil:
+					printer <- fmt.Sprintf("not sent: %v", err)
+				default:
+					printer <- fmt.Sprintf("sent %s -> %s: %s", res.ClientMsgId, to, stateName(res.State))
+				}
+			}()
+		}
+	}
+}
+
+func stateName(s relaypb.MessageState) string {
+	return strings.ToLower(s.String())
+}

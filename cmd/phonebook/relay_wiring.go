@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/api"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/smsc"
+)
+
+// outboxFallback sends relay messages through the durable SMS outbox; the
+// outbox's state changes come back to the relay as receipts.
+type outboxFallback struct{ ob *smsc.Outbox }
+
+func (f outboxFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
+	_, err := f.ob.Enqueue(ctx, smsc.SMS{To: s.To, Text: s.Text, Kind: "fallback", Ref: s.MessageID})
+	return err
+}
+
+// smsStates maps outbox states to the relay protocol's message states.
+var smsStates = map[string]relaypb.MessageState{
+	"submitted":     relaypb.MessageState_SMS_SUBMITTED,
+	"delivered":     relaypb.MessageState_SMS_DELIVERED,
+	"undeliverable": relaypb.MessageState_FAILED,
+	"expired":       relaypb.MessageState_FAILED,
+	"failed":        relaypb.MessageState_FAILED,
+}
+
+// startRelay starts the IM relay on its TCP listener, authenticating with
+// the accounts service and falling back to SMS through the outbox.
+func (m *Main) startRelay(ctx context.Context) error {
+	cfg := m.cfg
+	if cfg.Relay.TCPAddr == "" {
+		return nil
+	}
+	var fb relay.Fallback
+	if cfg.Relay.Fallback != "never" {
+		fb = outboxFallback{m.Outbox}
+	}
+	srv, err := relay.NewServer(relay.Config{
+		NodeID:            nodeID(cfg.Node),
+		DefaultRegion:     cfg.Phone.DefaultRegion,
+		MaxFrameSize:      cfg.Relay.MaxFrameBytes,
+		HeartbeatInterval: cfg.Relay.Heartbeat,
+		IdleTimeout:       cfg.Relay.IdleTimeout,
+		SendQueue:         cfg.Relay.SendQueue,
+		MaxTextBytes:      cfg.Relay.MaxTextBytes,
+		SendRate:          cfg.Relay.MaxMsgsPerSecond,
+		Fallback:          relay.FallbackPolicy(cfg.Relay.Fallback),
+		FallbackGrace:     cfg.Relay.FallbackAfter,
+		SMSTemplate:       cfg.Relay.FallbackTemplate,
+	}, relay.Deps{
+		Auth: relay.AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+			p, err := m.Accounts.Authenticate(ctx, token)
+			return p.Number, p.DeviceID, err
+		}),
+		Store:     m.DB,
+		Directory: m.Accounts,
+		Fallback:  fb,
+		Router:    m.relayRouter,
+		Logger:    m.log,
+		Metrics:   m.reg,
+	})
+	if err != nil {
+		return err
+	}
+	m.Relay = srv
+	m.Outbox.OnStateChange(func(ctx context.Context, ev smsc.OutboxEvent) {
+		if ev.Kind != "fallback" || ev.Ref == "" {
+			return
+		}
+		if st, ok := smsStates[ev.State]; ok {
+			if err := srv.SMSStateChanged(ctx, ev.Ref, st); err != nil {
+				m.log.Warn("relay: sms state not recorded", "message", ev.Ref, "state", ev.State, "err", err)
+			}
+		}
+	})
+
+	ln, err := net.Listen("tcp", cfg.Relay.TCPAddr)
+	if err != nil {
+		return fmt.Errorf("relay: listen %s: %w", cfg.Relay.TCPAddr, err)
+	}
+	if cfg.Relay.TLSCert != "" || cfg.Relay.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("relay: tls: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	m.relayLn = ln
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			m.log.Error("relay stopped", "err", err)
+		}
+	}()
+	// Closers run in reverse order: the relay shuts down (storing whatever
+	// was not acknowledged) before the outbox and the store close.
+	m.closers = append(m.closers, func(ctx context.Context) error { return srv.Shutdown(ctx) })
+
+	// The connection table for `phonebook admin connections`, from loopback only.
+	conns := srv.ConnectionsHandler()
+	m.API.Handle("GET", "/admin/connections", func(w http.ResponseWriter, r *http.Request) error {
+		if !api.PeerAddr(r).IsLoopback() {
+			return phonebook.Errorf(phonebook.EUntrustedSource, "the admin endpoints answer loopback only")
+		}
+		conns.ServeHTTP(w, r)
+		return nil
+	})
+	m.log.Info("relay listening", "tcp", ln.Addr().String())
+	return nil
+}
+
+// RelayAddr returns the relay's TCP address.
+func (m *Main) RelayAddr() string { return m.relayLn.Addr().String() }

@@ -1,0 +1,12 @@
+package phonebook
+
+// Error codes of the IM relay protocol (docs/protocol.md). They travel in
+// Error frames and in failed SendResults.
+const (
+	EProtocol        Code = "protocol_error"   // malformed frame; the connection is closed
+	EUnknownFrame    Code = "unknown_frame"    // a frame body this server does not know; the connection stays
+	ESessionReplaced Code = "session_replaced" // a newer login of the same number and device took over
+	ESlowConsumer    Code = "slow_consumer"    // the client did not read fast enough; reconnect
+	ETimeout         Code = "timeout"          // no Auth, heartbeat or acknowledgement in time
+	EShuttingDown    Code = "shutting_down"    // the server is stopping; reconnect to another node
+)

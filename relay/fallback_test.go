@@ -1,0 +1,126 @@
+package relay_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/store"
+)
+
+func TestUnregisteredRecipientFallsBackToSMS(t *testing.T) {
+	e := start(t, testConfig(), nil) // policy: unregistered
+	a := e.alice(client.Options{})
+	p, _ := a.Send("137 0013 7000", "see you at 8")
+	id, state := wait(t, p)
+	if state != "STORED" {
+		t.Fatalf("state %s, want STORED", state)
+	}
+	waitFor(t, "SMS handed to the outbox", func() bool { return len(e.fallback.all()) == 1 })
+	sms := e.fallback.all()[0]
+	want := relay.FallbackSMS{MessageID: id, From: alice, To: carol, Text: "[Phonebook] +8613800138000: see you at 8"}
+	if sms != want {
+		t.Fatalf("fallback got %+v, want %+v", sms, want)
+	}
+	if r := next(t, a.Receipts(), "SMS_QUEUED receipt"); r.ServerMsgId != id || r.State != relaypb.MessageState_SMS_QUEUED {
+		t.Fatalf("receipt %v", r)
+	}
+	// The outbox reports progress; the sender hears of it and the record keeps it.
+	if err := e.srv.SMSStateChanged(context.Background(), id, relaypb.MessageState_SMS_DELIVERED); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(t, a.Receipts(), "SMS_DELIVERED receipt"); r.State != relaypb.MessageState_SMS_DELIVERED || r.ClientMsgId != p.ClientMsgID {
+		t.Fatalf("receipt %v", r)
+	}
+	rec, err := e.db.ChatRecord(context.Background(), id)
+	if err != nil || rec.State != store.MsgSMSDelivered || !rec.ViaSMS {
+		t.Fatalf("record %+v %v", rec, err)
+	}
+	if err := e.srv.SMSStateChanged(context.Background(), "no-such-id", relaypb.MessageState_SMS_DELIVERED); err == nil {
+		t.Fatal("unknown message id accepted")
+	}
+	// Carol installs the client later: the message is in her history,
+	// flagged as already sent by SMS, and no second SMS goes out.
+	e.auth.add("tok-carol", carol, "dev-carol")
+	c := e.dial("tok-carol", "dev-carol", client.Options{AutoAck: true})
+	d := next(t, c.Deliveries(), "history delivery")
+	if d.ServerMsgId != id || !d.ViaSms || !d.Offline || d.Text != "see you at 8" {
+		t.Fatalf("delivery %v", d)
+	}
+	if n := len(e.fallback.all()); n != 1 {
+		t.Fatalf("%d SMS sent, want 1", n)
+	}
+}
+
+func TestOfflineAfterGraceFallsBackToSMS(t *testing.T) {
+	cfg := testConfig()
+	cfg.Fallback = relay.FallbackOfflineAfter
+	cfg.FallbackGrace = 200 * time.Millisecond
+	cfg.SweepInterval = 20 * time.Millisecond
+	e := start(t, cfg, nil)
+	a := e.alice(client.Options{})
+	p, _ := a.Send(string(bob), "are you there?")
+	id, state := wait(t, p)
+	if state != "STORED" {
+		t.Fatalf("state %s", state)
+	}
+	waitFor(t, "SMS after the grace period", func() bool { return len(e.fallback.all()) == 1 })
+	if sms := e.fallback.all()[0]; sms.MessageID != id || sms.To != bob {
+		t.Fatalf("sms %+v", sms)
+	}
+	if r := next(t, a.Receipts(), "SMS_QUEUED receipt"); r.ServerMsgId != id || r.State != relaypb.MessageState_SMS_QUEUED {
+		t.Fatalf("receipt %v", r)
+	}
+	b := e.bob(client.Options{AutoAck: true})
+	if d := next(t, b.Deliveries(), "delivery"); d.ServerMsgId != id || !d.ViaSms {
+		t.Fatalf("delivery %v", d)
+	}
+	// A message for an online member is never sent as SMS, however long
+	// it stays unacknowledged.
+	p, _ = a.Send(string(bob), "online now")
+	if _, state := wait(t, p); state != "DELIVERED" {
+		t.Fatalf("state %s", state)
+	}
+	if n := len(e.fallback.all()); n != 1 {
+		t.Fatalf("%d SMS, want 1", n)
+	}
+}
+
+func TestFallbackNeverStoresOnly(t *testing.T) {
+	cfg := testConfig()
+	cfg.Fallback = relay.FallbackNever
+	e := start(t, cfg, nil)
+	a := e.alice(client.Options{})
+	p, _ := a.Send(string(carol), "no sms")
+	if _, state := wait(t, p); state != "STORED" {
+		t.Fatalf("state %s", state)
+	}
+	p, _ = a.Send(string(carol), "second")
+	wait(t, p)
+	// Shutdown waits for SMS hand-offs in progress: after it, none can come.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.fallback.all()); n != 0 {
+		t.Fatalf("%d SMS under policy never", n)
+	}
+}
+
+func TestSMSStateMapping(t *testing.T) {
+	for in, want := range map[string]relaypb.MessageState{
+		"submitted": relaypb.MessageState_SMS_SUBMITTED, "delivered": relaypb.MessageState_SMS_DELIVERED,
+		"undeliverable": relaypb.MessageState_FAILED, "expired": relaypb.MessageState_FAILED, "failed": relaypb.MessageState_FAILED,
+	} {
+		if got, ok := relay.SMSState(in); !ok || got != want {
+			t.Errorf("SMSState(%q) = %v %v, want %v", in, got, ok, want)
+		}
+	}
+	if _, ok := relay.SMSState("queued"); ok {
+		t.Error("unknown outbox state mapped")
+	}
+}

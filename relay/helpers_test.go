@@ -1,0 +1,180 @@
+package relay_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/store/storetest"
+)
+
+const (
+	alice = phonebook.MSISDN("+8613800138000")
+	bob   = phonebook.MSISDN("+8613900139000")
+	carol = phonebook.MSISDN("+8613700137000")
+)
+
+// tokenAuth is a real Authenticator over a fixed token table; it also
+// serves as the Directory (a number with a token is registered).
+type tokenAuth struct {
+	mu     sync.Mutex
+	tokens map[string]authEntry
+}
+
+type authEntry struct {
+	number phonebook.MSISDN
+	device string
+}
+
+func newTokenAuth() *tokenAuth {
+	a := &tokenAuth{tokens: map[string]authEntry{}}
+	a.add("tok-alice", alice, "dev-alice")
+	a.add("tok-bob", bob, "dev-bob")
+	return a
+}
+
+func (a *tokenAuth) add(token string, n phonebook.MSISDN, device string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tokens[token] = authEntry{n, device}
+}
+
+func (a *tokenAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.tokens[token]
+	if !ok {
+		return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown session token")
+	}
+	return e.number, e.device, nil
+}
+
+func (a *tokenAuth) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.tokens {
+		if e.number == n {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// recordingFallback is a real Fallback that keeps what it was given.
+type recordingFallback struct {
+	mu   sync.Mutex
+	sent []relay.FallbackSMS
+}
+
+func (f *recordingFallback) SendSMS(ctx context.Context, sms relay.FallbackSMS) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, sms)
+	return nil
+}
+
+func (f *recordingFallback) all() []relay.FallbackSMS {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]relay.FallbackSMS(nil), f.sent...)
+}
+
+type env struct {
+	t        *testing.T
+	db       *store.DB
+	srv      *relay.Server
+	addr     string
+	auth     *tokenAuth
+	fallback *recordingFallback
+}
+
+func testConfig() relay.Config {
+	return relay.Config{NodeID: "test", DefaultRegion: "CN", SendRate: 1e6, SendBurst: 1e6}
+}
+
+func start(t *testing.T, cfg relay.Config, db *store.DB) *env {
+	t.Helper()
+	if db == nil {
+		db = storetest.SQLite(t)
+	}
+	e := &env{t: t, db: db, auth: newTokenAuth(), fallback: &recordingFallback{}}
+	e.startServer(cfg)
+	return e
+}
+
+func (e *env) startServer(cfg relay.Config) {
+	t := e.t
+	srv, err := relay.NewServer(cfg, relay.Deps{Auth: e.auth, Store: e.db, Directory: e.auth, Fallback: e.fallback,
+		Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	e.srv, e.addr = srv, ln.Addr().String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+}
+
+func (e *env) dial(token, device string, o client.Options) *client.Client {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	o.Token, o.DeviceID = token, device
+	c, err := client.Dial(ctx, e.addr, o)
+	if err != nil {
+		e.t.Fatalf("dial as %s: %v", token, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (e *env) alice(o client.Options) *client.Client { return e.dial("tok-alice", "dev-alice", o) }
+func (e *env) bob(o client.Options) *client.Client   { return e.dial("tok-bob", "dev-bob", o) }
+
+// waitFor polls cond until it holds or the test's patience ends.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func wait(t *testing.T, p *client.Pending) (id string, state string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	r, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("SendResult of %s: %v", p.ClientMsgID, err)
+	}
+	return r.ServerMsgId, r.State.String()
+}
+
+func online(srv *relay.Server, n phonebook.MSISDN) int {
+	k := 0
+	for _, c := range srv.Connections() {
+		if c.Number == n {
+			k++
+		}
+	}
+	return k
+}

@@ -1,0 +1,56 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+const (
+	outcomeDelivered = iota
+	outcomeStored
+	outcomeSMS
+	outcomeDuplicate
+	outcomeRejected
+	outcomeFailed
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"delivered", "stored", "sms", "duplicate", "rejected", "failed"}
+
+type metrics struct {
+	connections prometheus.Gauge
+	framesIn    prometheus.Counter
+	framesOut   prometheus.Counter
+	messages    [numOutcomes]prometheus.Counter
+	queueDrops  prometheus.Counter
+	latency     prometheus.Histogram
+	storeBatch  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "phonebook_relay_connections",
+			Help: "Authenticated relay connections on this node."}),
+		framesIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_frames_in_total",
+			Help: "Frames received from clients."}),
+		framesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_frames_out_total",
+			Help: "Frames written to clients."}),
+		queueDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_slow_consumer_disconnects_total",
+			Help: "Connections closed because their send queue was full."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "phonebook_relay_send_latency_seconds",
+			Help:    "Time from receiving a Send to answering its SendResult (delivered and acknowledged, or stored).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
+		storeBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "phonebook_relay_store_batch_size",
+			Help:    "Messages per offline-store transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_messages_total",
+		Help: "Messages by outcome: delivered online, stored offline, sent as SMS, duplicate, rejected (invalid or rate limited), failed."},
+		[]string{"outcome"})
+	for i, n := range outcomeNames {
+		m.messages[i] = vec.WithLabelValues(n)
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.latency, m.storeBatch, vec)
+	}
+	return m
+}
+
+func (m *metrics) outcome(o int) { m.messages[o].Inc() }

@@ -1,0 +1,227 @@
+// Package relay is Phonebook's IM relay (patent units 619 and 623): handsets
+// hold a connection to it, authenticate with a session token, and exchange
+// messages addressed by phone number. It forwards a message to the
+// recipient's live connection, stores it when the recipient is offline and
+// delivers it at their next login, keeps the chat record table, and falls
+// back to SMS through a durable outbox for recipients who are not registered
+// or stay offline.
+//
+// The session logic is transport-agnostic: a session consumes decoded frames
+// and produces frames into a bounded queue; tcp.go moves them over TCP with
+// a 4-byte length prefix (frame.go). Routing between nodes goes through the
+// Router interface; router_local.go is the single-node implementation.
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/store"
+)
+
+// Authenticator checks a session token issued by the login API and returns
+// whose it is. Errors carry phonebook codes (EUnauthorized, EBlocked...),
+// which the client sees in the Error frame.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (number phonebook.MSISDN, deviceID string, err error)
+}
+
+// AuthFunc adapts a function to Authenticator, e.g. around
+// accounts.Service.Authenticate, which returns a Principal.
+type AuthFunc func(ctx context.Context, token string) (phonebook.MSISDN, string, error)
+
+// Authenticate implements Authenticator.
+func (f AuthFunc) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+	return f(ctx, token)
+}
+
+// Directory answers whether a number has a Phonebook account.
+type Directory interface {
+	IsRegistered(ctx context.Context, number phonebook.MSISDN) (bool, error)
+}
+
+// FallbackSMS is an IM message to be sent as an SMS instead.
+type FallbackSMS struct {
+	MessageID string // the relay's server_msg_id: the outbox reports states against it (smsc.SMS.Ref)
+	From      phonebook.MSISDN
+	To        phonebook.MSISDN
+	Text      string // already formatted with the sender shown (Config.SMSTemplate)
+}
+
+// Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
+// survive a crash. It reports progress back through Server.SMSStateChanged
+// (SMSState maps the outbox's state names).
+type Fallback interface {
+	SendSMS(ctx context.Context, sms FallbackSMS) error
+}
+
+// Store is what the relay needs from persistence; *store.DB implements it.
+type Store interface {
+	StoreMessages(ctx context.Context, msgs []store.Message) ([]store.StoreResult, error)
+	RecordMessages(ctx context.Context, recs []store.ChatRecord) error
+	OfflineMessages(ctx context.Context, recipient phonebook.MSISDN, afterSeq int64, limit int) ([]store.Message, error)
+	AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []string, at time.Time) ([]store.AckedMessage, error)
+	DueSMS(ctx context.Context, now time.Time, limit int) ([]store.Message, error)
+	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
+	MarkSMSQueued(ctx context.Context, id string) error
+	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
+}
+
+var _ Store = (*store.DB)(nil)
+
+// Message is a message in flight between relay nodes and sessions.
+type Message struct {
+	ID          string
+	From        phonebook.MSISDN
+	ClientMsgID string
+	To          phonebook.MSISDN
+	Type        relaypb.MessageType
+	Text        string
+	ContentType string
+	MediaURL    string
+	MediaSize   uint64
+	SentAt      time.Time
+	Offline     bool  // delivered from the offline store
+	ViaSMS      bool  // also sent as SMS
+	Seq         int64 // offline store order, for stored messages
+
+	// Set on the node that accepted the message.
+	entry    *dedupEntry
+	accepted time.Time
+	holder   *session // holds an inflight slot until answered
+}
+
+// ConnInfo is one row of the connection table (patent fig. 6): who is
+// connected, from where, to which node, over what.
+type ConnInfo struct {
+	Number        phonebook.MSISDN `json:"number"`
+	DeviceID      string           `json:"device_id"`
+	SessionID     string           `json:"session_id"`
+	Node          string           `json:"node"`
+	Transport     string           `json:"transport"`
+	RemoteAddr    string           `json:"remote_addr"`
+	ConnectedAt   time.Time        `json:"connected_at"`
+	ClientVersion string           `json:"client_version,omitempty"`
+}
+
+// Endpoint is a place a number can be reached: a local session, or (with a
+// cluster router) a session on another node.
+type Endpoint interface {
+	Info() ConnInfo
+	// Offer hands a message to the client without blocking. done is called
+	// exactly once: true when the client acknowledged it, false when it will
+	// not be (connection gone, client too slow, no ack within AckTimeout).
+	Offer(m *Message, done func(delivered bool))
+	// Push sends a frame (a receipt, a send result) best effort.
+	Push(f *relaypb.Frame) bool
+	// Wake tells the endpoint that new messages wait for it in the offline store.
+	Wake()
+	// Close ends the session with an Error frame carrying err's code.
+	Close(err error)
+}
+
+// Router keeps the connection table and finds endpoints by number. A
+// cluster router (NATS) keeps the table across nodes: Locate returns remote
+// endpoints whose Offer publishes to the owning node and whose done is
+// called when that node reports the client's ack.
+type Router interface {
+	// Attach adds ep; when the same (number, device) was attached it returns
+	// the old endpoint, which the caller closes.
+	Attach(ep Endpoint) (replaced Endpoint)
+	// Detach removes ep if it is still the attached one.
+	Detach(ep Endpoint)
+	// Locate returns the newest endpoint of number, or nil when offline.
+	Locate(number phonebook.MSISDN) Endpoint
+	// Connections lists the table.
+	Connections() []ConnInfo
+}
+
+// FallbackPolicy says when a message goes out as SMS.
+type FallbackPolicy string
+
+const (
+	FallbackNever        FallbackPolicy = "never"         // stored only
+	FallbackUnregistered FallbackPolicy = "unregistered"  // SMS at once to numbers without an account
+	FallbackOfflineAfter FallbackPolicy = "offline_after" // also SMS when a member stays offline past FallbackGrace ("offline" is accepted too)
+)
+
+// Config tunes the relay. Zero values mean the defaults in parentheses.
+type Config struct {
+	Addr              string        // listen address for ListenAndServe (":7400")
+	NodeID            string        // this node's name in the connection table (hostname)
+	DefaultRegion     string        // region for national-format recipient numbers ("CN")
+	MaxFrameSize      int           // (64 KiB)
+	AuthTimeout       time.Duration // first frame must be Auth within this (10s)
+	HeartbeatInterval time.Duration // told to clients in AuthOK (20s: under common 30s NAT timeouts)
+	IdleTimeout       time.Duration // close a connection silent this long (2×HeartbeatInterval + 5s)
+	AckTimeout        time.Duration // online delivery waits this long for DeliverAck before storing (5s)
+	WriteTimeout      time.Duration // one socket write may block this long (10s)
+	SendQueue         int           // frames queued per connection before it counts as slow (1024)
+	SocketWriteBuffer int           // SO_SNDBUF per connection in bytes (0: the OS's autotuning)
+	MaxTextBytes      int           // UTF-8 bytes per message text (4096)
+	SendRate          float64       // Send frames per second per connection (100)
+	SendBurst         int           // (2×SendRate)
+	DedupWindow       int           // recent client_msg_ids remembered per sender (64); stored ones are always recognised
+	StoreBatch        int           // messages per offline-store transaction (512)
+	Fallback          FallbackPolicy
+	FallbackGrace     time.Duration // for offline_after (5m)
+	SMSTemplate       string        // ("[Phonebook] {from}: {text}")
+	SweepInterval     time.Duration // how often due SMS fallbacks are looked for (1s)
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = ":7400"
+	}
+	if c.DefaultRegion == "" {
+		c.DefaultRegion = "CN"
+	}
+	defInt(&c.MaxFrameSize, DefaultMaxFrameSize)
+	def(&c.AuthTimeout, 10*time.Second)
+	def(&c.HeartbeatInterval, 20*time.Second)
+	def(&c.IdleTimeout, 2*c.HeartbeatInterval+5*time.Second)
+	def(&c.AckTimeout, 5*time.Second)
+	def(&c.WriteTimeout, 10*time.Second)
+	defInt(&c.SendQueue, 1024)
+	defInt(&c.MaxTextBytes, 4096)
+	if c.SendRate <= 0 {
+		c.SendRate = 100
+	}
+	defInt(&c.SendBurst, int(2*c.SendRate))
+	defInt(&c.DedupWindow, 64)
+	defInt(&c.StoreBatch, 512)
+	if c.Fallback == "" {
+		c.Fallback = FallbackUnregistered
+	}
+	def(&c.FallbackGrace, 5*time.Minute)
+	if c.SMSTemplate == "" {
+		c.SMSTemplate = "[Phonebook] {from}: {text}"
+	}
+	def(&c.SweepInterval, time.Second)
+}
+
+// Deps are the relay's collaborators. Auth and Store are required.
+type Deps struct {
+	Auth      Authenticator
+	Store     Store
+	Directory Directory // nil: every number counts as registered
+	Fallback  Fallback  // nil: no SMS fallback
+	Router    Router    // nil: NewLocalRouter
+	Logger    *slog.Logger
+	Metrics   prometheus.Registerer // nil: not registered
+}

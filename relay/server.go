@@ -1,0 +1,609 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/store"
+)
+
+// smsRetry is how long an SMS fallback attempt owns a message before the
+// sweeper may try again.
+const smsRetry = time.Minute
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("relay: server closed")
+
+// Server is the relay. Lock order: Server.mu, then a router shard, then a
+// session's mu, then a dedup shard; done callbacks run with no lock held.
+type Server struct {
+	cfg      Config
+	auth     Authenticator
+	store    Store
+	dir      Directory
+	fallback Fallback
+	router   Router
+	log      *slog.Logger
+	metrics  *metrics
+	dedup    *dedupTable
+	recorder *recorder
+
+	idPrefix string
+	idSeq    atomic.Uint64
+
+	// ctx is for store calls; it ends only after Shutdown has drained.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	preAuth   map[net.Conn]struct{} // accepted, not yet a session
+	conns     sync.WaitGroup        // connection goroutines
+
+	stopping      atomic.Bool
+	quitBG        chan struct{} // janitor and sweeper
+	bg            sync.WaitGroup
+	storeq        chan storeReq
+	quitCommit    chan struct{}
+	committerDone chan struct{}
+	sms           sync.WaitGroup
+	smsSlots      chan struct{}
+}
+
+// NewServer builds a relay; it does not listen until Serve.
+func NewServer(cfg Config, deps Deps) (*Server, error) {
+	if deps.Auth == nil || deps.Store == nil {
+		return nil, errors.New("relay: Deps.Auth and Deps.Store are required")
+	}
+	cfg.setDefaults()
+	if cfg.Fallback == "offline" {
+		cfg.Fallback = FallbackOfflineAfter
+	}
+	switch cfg.Fallback {
+	case FallbackNever, FallbackUnregistered, FallbackOfflineAfter:
+	default:
+		return nil, fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline_after)", cfg.Fallback)
+	}
+	if cfg.IdleTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
+			cfg.IdleTimeout, cfg.HeartbeatInterval)
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID, _ = os.Hostname()
+	}
+	if deps.Router == nil {
+		deps.Router = NewLocalRouter()
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	var rnd [5]byte
+	rand.Read(rnd[:])
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &Server{
+		cfg: cfg, auth: deps.Auth, store: deps.Store, dir: deps.Directory, fallback: deps.Fallback,
+		router: deps.Router, log: deps.Logger, metrics: newMetrics(deps.Metrics),
+		dedup:    newDedupTable(cfg.DedupWindow),
+		idPrefix: strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(rnd[:])) + "-",
+		ctx:      ctx, cancel: cancel,
+		listeners:     make(map[net.Listener]struct{}),
+		sessions:      make(map[*session]struct{}),
+		preAuth:       make(map[net.Conn]struct{}),
+		quitBG:        make(chan struct{}),
+		storeq:        make(chan storeReq, 8*cfg.StoreBatch),
+		quitCommit:    make(chan struct{}),
+		committerDone: make(chan struct{}),
+		smsSlots:      make(chan struct{}, 16),
+	}
+	srv.recorder = newRecorder(srv)
+	go srv.commitLoop()
+	srv.bg.Add(2)
+	go srv.janitor()
+	go srv.sweeper()
+	return srv, nil
+}
+
+// newID returns a server_msg_id or session id: unique across restarts (a
+// random per-process prefix) and cheap (a counter).
+func (srv *Server) newID() string {
+	var b [40]byte
+	out := append(b[:0], srv.idPrefix...)
+	out = strconv.AppendUint(out, srv.idSeq.Add(1), 36)
+	return string(out)
+}
+
+// ListenAndServe listens on cfg.Addr and serves until Shutdown.
+func (srv *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", srv.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("relay: listen %s: %w", srv.cfg.Addr, err)
+	}
+	return srv.Serve(ln)
+}
+
+// Serve accepts TCP connections on ln until Shutdown, then returns
+// ErrServerClosed.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	srv.listeners[ln] = struct{}{}
+	srv.mu.Unlock()
+	backoff := 5 * time.Millisecond
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			srv.mu.Lock()
+			closed := srv.closed
+			srv.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait, keep serving.
+			srv.log.Warn("relay: accept", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		srv.mu.Lock()
+		if srv.closed {
+			srv.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
+		srv.conns.Add(1)
+		srv.preAuth[nc] = struct{}{}
+		srv.mu.Unlock()
+		go srv.serveTCP(nc)
+	}
+}
+
+func (srv *Server) register(s *session) bool {
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		return false
+	}
+	srv.sessions[s] = struct{}{}
+	if s.conn != nil {
+		delete(srv.preAuth, s.conn)
+	}
+	srv.mu.Unlock()
+	if old := srv.router.Attach(s); old != nil {
+		old.Close(phonebook.Errorf(phonebook.ESessionReplaced, "a newer login of %s on this device took over", s.number))
+	}
+	srv.metrics.connections.Inc()
+	return true
+}
+
+// authDone takes a connection off the pre-authentication list.
+func (srv *Server) authDone(nc net.Conn) {
+	srv.mu.Lock()
+	delete(srv.preAuth, nc)
+	srv.mu.Unlock()
+}
+
+func (srv *Server) unregister(s *session) {
+	srv.mu.Lock()
+	delete(srv.sessions, s)
+	srv.mu.Unlock()
+	srv.metrics.connections.Dec()
+}
+
+// Connections lists the connection table (all nodes, with a cluster router).
+func (srv *Server) Connections() []ConnInfo { return srv.router.Connections() }
+
+// ConnectionsHandler serves the connection table as JSON, for the admin
+// HTTP listener (`phonebook admin connections` reads it).
+func (srv *Server) ConnectionsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conns := srv.Connections()
+		if conns == nil {
+			conns = []ConnInfo{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"connections": conns})
+	})
+}
+
+// Shutdown stops accepting, closes every session (their unacknowledged
+// deliveries go to the offline store), then flushes the offline store and
+// chat records. Store writes still in flight when ctx ends are abandoned
+// unacknowledged: the client did not get a SendResult and will retry.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		return nil
+	}
+	srv.closed = true
+	srv.stopping.Store(true)
+	for ln := range srv.listeners {
+		ln.Close()
+	}
+	for nc := range srv.preAuth {
+		nc.Close() // waiting for Auth: nothing to lose
+	}
+	sessions := make([]*session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		sessions = append(sessions, s)
+	}
+	srv.mu.Unlock()
+	close(srv.quitBG)
+	srv.bg.Wait()
+	for _, s := range sessions {
+		s.Close(phonebook.Errorf(phonebook.EShuttingDown, "server is shutting down; reconnect later"))
+	}
+	done := make(chan struct{})
+	go func() {
+		srv.conns.Wait()
+		srv.sms.Wait()
+		close(srv.quitCommit)
+		<-srv.committerDone
+		srv.recorder.stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		srv.cancel()
+		return nil
+	case <-ctx.Done():
+		srv.cancel()
+		return ctx.Err()
+	}
+}
+
+// route sends a newly accepted message to the recipient's live session, or
+// stores it.
+func (srv *Server) route(m *Message) {
+	if ep := srv.router.Locate(m.To); ep != nil {
+		ep.Offer(m, func(ok bool) {
+			if ok {
+				srv.deliveredOnline(m)
+			} else {
+				srv.storeOffline(m, ep)
+			}
+		})
+		return
+	}
+	srv.storeOffline(m, nil)
+}
+
+func (srv *Server) deliveredOnline(m *Message) {
+	now := time.Now()
+	srv.answer(m, &relaypb.SendResult{ClientMsgId: m.ClientMsgID, ServerMsgId: m.ID, State: relaypb.MessageState_DELIVERED})
+	srv.metrics.outcome(outcomeDelivered)
+	srv.recorder.record(store.ChatRecord{
+		ID: m.ID, Sender: m.From, ClientMsgID: m.ClientMsgID, Receiver: m.To, Content: m.Text, Type: int(m.Type),
+		SentAt: m.SentAt, ReceivedAt: now, State: store.MsgDelivered,
+	})
+}
+
+// answer sends the final SendResult to the session that sent the message,
+// or to a retry's session, or to the sender's current session.
+func (srv *Server) answer(m *Message, r *relaypb.SendResult) {
+	if m.holder != nil {
+		<-m.holder.inflight
+		m.holder = nil
+	}
+	origin := srv.dedup.finish(m.From, m.entry, r)
+	f := &relaypb.Frame{Body: &relaypb.Frame_SendResult{SendResult: r}}
+	if origin == nil || !origin.Push(f) {
+		if ep := srv.router.Locate(m.From); ep != nil {
+			ep.Push(f)
+		}
+	}
+	if r.State != relaypb.MessageState_FAILED {
+		srv.metrics.latency.Observe(time.Since(m.accepted).Seconds())
+	}
+}
+
+// receipt tells a sender, if connected, what became of a message.
+func (srv *Server) receipt(sender phonebook.MSISDN, id, clientID string, state relaypb.MessageState) {
+	if ep := srv.router.Locate(sender); ep != nil {
+		ep.Push(&relaypb.Frame{Body: &relaypb.Frame_Receipt{Receipt: &relaypb.Receipt{
+			ServerMsgId: id, ClientMsgId: clientID, State: state, At: time.Now().UnixMicro(),
+		}}})
+	}
+}
+
+// storeReq is a message on its way to the offline store. failed is the
+// endpoint that could not take it, which must not be woken to drain it.
+type storeReq struct {
+	m      *Message
+	failed Endpoint
+}
+
+func (srv *Server) storeOffline(m *Message, failed Endpoint) {
+	srv.storeq <- storeReq{m: m, failed: failed}
+}
+
+// commitLoop is the offline store's group commit: it takes whatever
+// messages are waiting (up to StoreBatch), stores them in one transaction,
+// and only then answers their senders.
+func (srv *Server) commitLoop() {
+	defer close(srv.committerDone)
+	batch := make([]storeReq, 0, srv.cfg.StoreBatch)
+	for {
+		select {
+		case r := <-srv.storeq:
+			batch = append(batch[:0], r)
+		case <-srv.quitCommit:
+			for {
+				select {
+				case r := <-srv.storeq:
+					batch = append(batch[:0], r)
+					batch = gather(srv.storeq, batch)
+					srv.commit(batch)
+				default:
+					return
+				}
+			}
+		}
+		batch = gather(srv.storeq, batch)
+		srv.commit(batch)
+	}
+}
+
+func (srv *Server) commit(batch []storeReq) {
+	now := time.Now()
+	msgs := make([]store.Message, len(batch))
+	smsNow := make([]bool, len(batch))
+	registered := make(map[phonebook.MSISDN]bool)
+	for i, r := range batch {
+		m := r.m
+		msgs[i] = store.Message{
+			ID: m.ID, Sender: m.From, ClientMsgID: m.ClientMsgID, Recipient: m.To, Type: int(m.Type), Text: m.Text,
+			ContentType: m.ContentType, MediaURL: m.MediaURL, MediaSize: int64(m.MediaSize), SentAt: m.SentAt,
+		}
+		if srv.fallback == nil || srv.cfg.Fallback == FallbackNever {
+			continue
+		}
+		reg, ok := registered[m.To]
+		if !ok {
+			reg = srv.isRegistered(m.To)
+			registered[m.To] = reg
+		}
+		switch {
+		case !reg:
+			// SMS now; the due time is the sweeper's retry should the
+			// immediate attempt fail.
+			m.ViaSMS = true
+			msgs[i].ViaSMS = true
+			msgs[i].SMSDueAt = now.Add(smsRetry)
+			smsNow[i] = true
+		case srv.cfg.Fallback == FallbackOfflineAfter:
+			msgs[i].SMSDueAt = m.SentAt.Add(srv.cfg.FallbackGrace)
+		}
+	}
+	srv.metrics.storeBatch.Observe(float64(len(batch)))
+	var res []store.StoreResult
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if res, err = srv.store.StoreMessages(srv.ctx, msgs); err == nil || srv.ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	if err != nil {
+		srv.log.Error("relay: store offline messages", "count", len(batch), "err", err)
+		for _, r := range batch {
+			srv.dedup.forget(r.m.From, r.m.ClientMsgID, r.m.entry)
+			srv.answer(r.m, &relaypb.SendResult{ClientMsgId: r.m.ClientMsgID, State: relaypb.MessageState_FAILED,
+				Error: &relaypb.Error{Code: string(phonebook.EUnavailable), Message: "message store unavailable; retry"}})
+			srv.metrics.outcome(outcomeFailed)
+		}
+		return
+	}
+	for i, r := range batch {
+		m := r.m
+		state := relaypb.MessageState_STORED
+		if res[i].Duplicate {
+			state = relaypb.MessageState(res[i].State)
+			srv.metrics.outcome(outcomeDuplicate)
+		} else {
+			srv.metrics.outcome(outcomeStored)
+		}
+		srv.answer(m, &relaypb.SendResult{ClientMsgId: m.ClientMsgID, ServerMsgId: res[i].ID, State: state})
+		if res[i].Duplicate {
+			continue
+		}
+		if smsNow[i] {
+			srv.sendSMSAsync(storedToMessage(msgs[i]))
+		}
+		// The recipient may have logged in while this was being stored,
+		// after its drain had looked.
+		if ep := srv.router.Locate(m.To); ep != nil && ep != r.failed {
+			ep.Wake()
+		}
+	}
+}
+
+func (srv *Server) isRegistered(n phonebook.MSISDN) bool {
+	if srv.dir == nil {
+		return true
+	}
+	ok, err := srv.dir.IsRegistered(srv.ctx, n)
+	if err != nil {
+		// Unknown: do not send an SMS we may not need; the message is
+		// stored either way.
+		srv.log.Warn("relay: directory lookup", "number", n, "err", err)
+		return true
+	}
+	return ok
+}
+
+func storedToMessage(sm store.Message) *Message {
+	return &Message{ID: sm.ID, From: sm.Sender, ClientMsgID: sm.ClientMsgID, To: sm.Recipient, Type: relaypb.MessageType(sm.Type),
+		Text: sm.Text, ContentType: sm.ContentType, MediaURL: sm.MediaURL, MediaSize: uint64(sm.MediaSize), SentAt: sm.SentAt,
+		ViaSMS: sm.ViaSMS, Seq: sm.Seq}
+}
+
+func fromStored(sm *store.Message) *Message {
+	m := storedToMessage(*sm)
+	m.Offline = true
+	return m
+}
+
+// FormatSMS renders the SMS text of an IM message with the sender shown.
+func (srv *Server) FormatSMS(from phonebook.MSISDN, text string) string {
+	return strings.NewReplacer("{from}", string(from), "{text}", text).Replace(srv.cfg.SMSTemplate)
+}
+
+func (srv *Server) sendSMSAsync(m *Message) {
+	if srv.stopping.Load() {
+		return // the sweeper sends it after restart: its due time is set
+	}
+	srv.sms.Add(1)
+	go func() {
+		defer srv.sms.Done()
+		srv.smsSlots <- struct{}{}
+		defer func() { <-srv.smsSlots }()
+		srv.sendSMS(m)
+	}()
+}
+
+// sendSMS hands one stored message to the SMS outbox and records that.
+func (srv *Server) sendSMS(m *Message) bool {
+	ctx, cancel := context.WithTimeout(srv.ctx, 10*time.Second)
+	defer cancel()
+	err := srv.fallback.SendSMS(ctx, FallbackSMS{MessageID: m.ID, From: m.From, To: m.To, Text: srv.FormatSMS(m.From, m.Text)})
+	if err != nil {
+		srv.log.Warn("relay: SMS fallback", "id", m.ID, "err", err)
+		return false
+	}
+	if err := srv.store.MarkSMSQueued(ctx, m.ID); err != nil {
+		// The outbox has it. The claim stays until smsRetry, after which
+		// the sweeper enqueues it again: the recipient may get the SMS
+		// twice, which beats never.
+		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
+	}
+	srv.metrics.outcome(outcomeSMS)
+	srv.receipt(m.From, m.ID, m.ClientMsgID, relaypb.MessageState_SMS_QUEUED)
+	return true
+}
+
+// SMSState maps an SMS outbox state (smsc.OutboxEvent.State: "submitted",
+// "delivered", "undeliverable", "expired", "failed") to the relay's.
+func SMSState(outboxState string) (relaypb.MessageState, bool) {
+	switch outboxState {
+	case "submitted":
+		return relaypb.MessageState_SMS_SUBMITTED, true
+	case "delivered":
+		return relaypb.MessageState_SMS_DELIVERED, true
+	case "undeliverable", "expired", "failed":
+		return relaypb.MessageState_FAILED, true
+	}
+	return 0, false
+}
+
+// SMSStateChanged is the SMS outbox's callback: the message's stored state
+// is updated and its sender, if connected, gets a Receipt.
+func (srv *Server) SMSStateChanged(ctx context.Context, messageID string, state relaypb.MessageState) error {
+	switch state {
+	case relaypb.MessageState_SMS_QUEUED, relaypb.MessageState_SMS_SUBMITTED, relaypb.MessageState_SMS_DELIVERED, relaypb.MessageState_FAILED:
+	default:
+		return phonebook.Errorf(phonebook.EInvalid, "%s is not an SMS state", state)
+	}
+	rec, err := srv.store.SetMessageState(ctx, messageID, int(state))
+	if err != nil {
+		return err
+	}
+	srv.receipt(rec.Sender, rec.ID, rec.ClientMsgID, state)
+	return nil
+}
+
+// janitor fails deliveries that were not acknowledged in time (so they are
+// stored) and forgets idle senders' dedup windows.
+func (srv *Server) janitor() {
+	defer srv.bg.Done()
+	tick := max(srv.cfg.AckTimeout/4, 10*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastExpire := time.Now()
+	var sessions []*session
+	for {
+		select {
+		case <-srv.quitBG:
+			return
+		case now := <-t.C:
+			srv.mu.Lock()
+			sessions = sessions[:0]
+			for s := range srv.sessions {
+				sessions = append(sessions, s)
+			}
+			srv.mu.Unlock()
+			cutoff := now.Add(-srv.cfg.AckTimeout)
+			for _, s := range sessions {
+				s.expireAcks(cutoff)
+			}
+			clear(sessions)
+			if now.Sub(lastExpire) > time.Minute {
+				srv.dedup.expire(now.Add(-10 * time.Minute))
+				lastExpire = now
+			}
+		}
+	}
+}
+
+// sweeper sends the SMS fallbacks that fell due: offline_after messages
+// whose recipient stayed offline past the grace, and retries of immediate
+// fallbacks that failed.
+func (srv *Server) sweeper() {
+	defer srv.bg.Done()
+	if srv.fallback == nil || srv.cfg.Fallback == FallbackNever {
+		return
+	}
+	t := time.NewTicker(srv.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-srv.quitBG:
+			return
+		case now := <-t.C:
+			due, err := srv.store.DueSMS(srv.ctx, now, 100)
+			if err != nil {
+				srv.log.Warn("relay: due SMS", "err", err)
+				continue
+			}
+			for i := range due {
+				m := storedToMessage(due[i])
+				if srv.router.Locate(m.To) != nil && !m.ViaSMS {
+					continue // online: the drain delivers it
+				}
+				// Claiming first keeps two sweepers (other nodes) from
+				// sending the same SMS; a failed attempt is retried after
+				// the new due time.
+				ok, err := srv.store.ClaimFallback(srv.ctx, m.ID, due[i].SMSDueAt, now.Add(smsRetry))
+				if err != nil || !ok {
+					continue
+				}
+				srv.sendSMS(m)
+			}
+		}
+	}
+}

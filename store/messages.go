@@ -1,0 +1,356 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+
+	"github.com/phonebook/phonebook"
+)
+
+// Message states as stored in chat_records.state; the numbers are those of
+// the relay protocol's MessageState enum (proto/phonebook/relay/v1).
+const (
+	MsgDelivered    = 1
+	MsgSMSSubmitted = 2
+	MsgSMSDelivered = 3
+	MsgFailed       = 4
+	MsgStored       = 5
+	MsgSMSQueued    = 6
+)
+
+// Message is one IM message the relay accepted and must not lose.
+type Message struct {
+	Seq         int64 // offline order, assigned by the store
+	ID          string
+	Sender      phonebook.MSISDN
+	ClientMsgID string
+	Recipient   phonebook.MSISDN
+	Type        int
+	Text        string
+	ContentType string
+	MediaURL    string
+	MediaSize   int64
+	SentAt      time.Time
+	ViaSMS      bool
+	SMSDueAt    time.Time // zero: no SMS fallback scheduled
+}
+
+// ChatRecord is a row of the chat record table: what was said, by whom, to
+// whom, when, and how it travelled.
+type ChatRecord struct {
+	ID          string
+	Sender      phonebook.MSISDN
+	ClientMsgID string
+	Receiver    phonebook.MSISDN
+	Content     string
+	Type        int
+	SentAt      time.Time
+	ReceivedAt  time.Time // zero until the recipient acknowledged it
+	Offline     bool
+	ViaSMS      bool
+	State       int
+}
+
+// StoreResult tells what StoreMessages did with one message.
+type StoreResult struct {
+	ID        string // the stored message's id: the caller's, or the earlier one for a duplicate
+	State     int
+	Duplicate bool // the sender had already sent this client_msg_id
+}
+
+// AckedMessage is an offline message its recipient acknowledged.
+type AckedMessage struct {
+	ID          string
+	Sender      phonebook.MSISDN
+	ClientMsgID string
+}
+
+func nullMicros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (d *DB) insertIgnore() string {
+	if d.dialect == MySQL {
+		return "INSERT IGNORE INTO"
+	}
+	return "INSERT OR IGNORE INTO"
+}
+
+// StoreMessages durably stores messages for offline delivery, all in one
+// transaction (the relay's group commit), and records each in the chat
+// record table. A message whose (sender, client_msg_id) is already recorded
+// is not stored again: its result carries the earlier id and state.
+func (d *DB) StoreMessages(ctx context.Context, msgs []Message) ([]StoreResult, error) {
+	res := make([]StoreResult, len(msgs))
+	err := d.tx(ctx, func(tx *sql.Tx) error {
+		rec, err := tx.PrepareContext(ctx, d.insertIgnore()+` chat_records
+			(id, sender, client_msg_id, receiver, content, type, sent_at, offline, via_sms, state)
+			VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer rec.Close()
+		off, err := tx.PrepareContext(ctx, `INSERT INTO offline_messages
+			(id, sender, client_msg_id, recipient, type, text, content_type, media_url, media_size, sent_at, via_sms, sms_due_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer off.Close()
+		for i, m := range msgs {
+			r, err := rec.ExecContext(ctx, m.ID, string(m.Sender), m.ClientMsgID, string(m.Recipient), m.Text, m.Type,
+				micros(m.SentAt), b2i(m.ViaSMS), MsgStored)
+			if err != nil {
+				return err
+			}
+			if n, err := r.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				res[i].Duplicate = true
+				if err := tx.QueryRowContext(ctx, "SELECT id, state FROM chat_records WHERE sender = ? AND client_msg_id = ?",
+					string(m.Sender), m.ClientMsgID).Scan(&res[i].ID, &res[i].State); err != nil {
+					return formatError(err)
+				}
+				continue
+			}
+			if _, err := off.ExecContext(ctx, m.ID, string(m.Sender), m.ClientMsgID, string(m.Recipient), m.Type, m.Text,
+				m.ContentType, m.MediaURL, m.MediaSize, micros(m.SentAt), b2i(m.ViaSMS), nullMicros(m.SMSDueAt)); err != nil {
+				return formatError(err)
+			}
+			res[i] = StoreResult{ID: m.ID, State: MsgStored}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// recordChunk is how many rows one INSERT statement of RecordMessages
+// carries: per-statement overhead dominates single-row inserts.
+const recordChunk = 64
+
+// RecordMessages writes chat records of messages delivered straight to an
+// online recipient, in one transaction. Records already present (a retried
+// batch) are left as they are.
+func (d *DB) RecordMessages(ctx context.Context, recs []ChatRecord) error {
+	return d.tx(ctx, func(tx *sql.Tx) error {
+		var full *sql.Stmt
+		args := make([]any, 0, 11*recordChunk)
+		for len(recs) > 0 {
+			n := min(len(recs), recordChunk)
+			args = args[:0]
+			for _, r := range recs[:n] {
+				args = append(args, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, r.Type,
+					micros(r.SentAt), nullMicros(r.ReceivedAt), b2i(r.Offline), b2i(r.ViaSMS), r.State)
+			}
+			q := d.insertIgnore() + ` chat_records
+				(id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?),", n), ",")
+			var err error
+			if n == recordChunk {
+				if full == nil {
+					if full, err = tx.PrepareContext(ctx, q); err != nil {
+						return err
+					}
+					defer full.Close()
+				}
+				_, err = full.ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, q, args...)
+			}
+			if err != nil {
+				return err
+			}
+			recs = recs[n:]
+		}
+		return nil
+	})
+}
+
+const messageCols = `seq, id, sender, client_msg_id, recipient, type, text, content_type, media_url, media_size, sent_at, via_sms, sms_due_at`
+
+func scanMessages(rows *sql.Rows) ([]Message, error) {
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		var m Message
+		var sentAt int64
+		var viaSMS int
+		var due sql.NullInt64
+		if err := rows.Scan(&m.Seq, &m.ID, &m.Sender, &m.ClientMsgID, &m.Recipient, &m.Type, &m.Text, &m.ContentType,
+			&m.MediaURL, &m.MediaSize, &sentAt, &viaSMS, &due); err != nil {
+			return nil, err
+		}
+		m.SentAt = fromMicros(sentAt)
+		m.ViaSMS = viaSMS != 0
+		if due.Valid {
+			m.SMSDueAt = fromMicros(due.Int64)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// OfflineMessages returns up to limit stored messages for recipient with
+// seq > afterSeq, oldest first.
+func (d *DB) OfflineMessages(ctx context.Context, recipient phonebook.MSISDN, afterSeq int64, limit int) ([]Message, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT "+messageCols+
+		" FROM offline_messages WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?", string(recipient), afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanMessages(rows)
+}
+
+// AckMessages deletes offline messages their recipient acknowledged and
+// marks their chat records delivered, in one transaction. Ids that are not
+// stored for that recipient are skipped (already acknowledged, or not
+// theirs). It returns the messages it acknowledged.
+func (d *DB) AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []string, at time.Time) ([]AckedMessage, error) {
+	var out []AckedMessage
+	err := d.tx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		for _, id := range ids {
+			r, err := tx.ExecContext(ctx, "DELETE FROM offline_messages WHERE id = ? AND recipient = ?", id, string(recipient))
+			if err != nil {
+				return err
+			}
+			if n, _ := r.RowsAffected(); n == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE chat_records SET state = ?, received_at = ? WHERE id = ?",
+				MsgDelivered, micros(at), id); err != nil {
+				return err
+			}
+			a := AckedMessage{ID: id}
+			if err := tx.QueryRowContext(ctx, "SELECT sender, client_msg_id FROM chat_records WHERE id = ?", id).
+				Scan(&a.Sender, &a.ClientMsgID); err != nil {
+				return formatError(err)
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DueSMS returns up to limit stored messages whose SMS fallback is due at
+// now, earliest first.
+func (d *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]Message, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT "+messageCols+
+		" FROM offline_messages WHERE sms_due_at IS NOT NULL AND sms_due_at <= ? ORDER BY sms_due_at LIMIT ?", micros(now), limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanMessages(rows)
+}
+
+// ClaimFallback takes a due SMS fallback for this caller: it moves the due time
+// from due to retryAt only if no one else has (another node's sweeper, or
+// an earlier pass). It reports whether the caller now owns the attempt.
+func (d *DB) ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error) {
+	r, err := d.db.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = ? WHERE id = ? AND sms_due_at = ?",
+		micros(retryAt), id, micros(due))
+	if err != nil {
+		return false, err
+	}
+	n, err := r.RowsAffected()
+	return n == 1, err
+}
+
+// MarkSMSQueued records that a stored message went to the SMS outbox: no
+// more fallback is due, and its later IM delivery is flagged via_sms.
+func (d *DB) MarkSMSQueued(ctx context.Context, id string) error {
+	return d.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE offline_messages SET via_sms = 1, sms_due_at = NULL WHERE id = ?", id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE chat_records SET via_sms = 1, state = ? WHERE id = ? AND state = ?",
+			MsgSMSQueued, id, MsgStored)
+		return err
+	})
+}
+
+// SetMessageState records an SMS state change reported by the outbox and
+// returns the updated record. A message its recipient already acknowledged
+// over IM stays delivered. Unknown ids are ENotFound.
+func (d *DB) SetMessageState(ctx context.Context, id string, state int) (ChatRecord, error) {
+	if _, err := d.db.ExecContext(ctx, "UPDATE chat_records SET state = ? WHERE id = ? AND state <> ?", state, id, MsgDelivered); err != nil {
+		return ChatRecord{}, err
+	}
+	return d.ChatRecord(ctx, id)
+}
+
+const recordCols = `id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state`
+
+func scanRecord(sc interface{ Scan(...any) error }) (ChatRecord, error) {
+	var r ChatRecord
+	var sent int64
+	var recv sql.NullInt64
+	var offline, viaSMS int
+	if err := sc.Scan(&r.ID, &r.Sender, &r.ClientMsgID, &r.Receiver, &r.Content, &r.Type, &sent, &recv, &offline, &viaSMS, &r.State); err != nil {
+		return ChatRecord{}, formatError(err)
+	}
+	r.SentAt = fromMicros(sent)
+	if recv.Valid {
+		r.ReceivedAt = fromMicros(recv.Int64)
+	}
+	r.Offline, r.ViaSMS = offline != 0, viaSMS != 0
+	return r, nil
+}
+
+// ChatRecord returns one chat record by message id.
+func (d *DB) ChatRecord(ctx context.Context, id string) (ChatRecord, error) {
+	return scanRecord(d.db.QueryRowContext(ctx, "SELECT "+recordCols+" FROM chat_records WHERE id = ?", id))
+}
+
+// ChatRecordByClientID returns the record of a sender's client_msg_id.
+func (d *DB) ChatRecordByClientID(ctx context.Context, sender phonebook.MSISDN, clientMsgID string) (ChatRecord, error) {
+	return scanRecord(d.db.QueryRowContext(ctx, "SELECT "+recordCols+" FROM chat_records WHERE sender = ? AND client_msg_id = ?",
+		string(sender), clientMsgID))
+}
+
+// ChatHistory returns up to limit records sent to or by number before the
+// given time (zero: now), newest first.
+func (d *DB) ChatHistory(ctx context.Context, number phonebook.MSISDN, before time.Time, limit int) ([]ChatRecord, error) {
+	if before.IsZero() {
+		before = now().Add(time.Microsecond)
+	}
+	rows, err := d.db.QueryContext(ctx, "SELECT "+recordCols+` FROM chat_records
+		WHERE (sender = ? OR receiver = ?) AND sent_at < ? ORDER BY sent_at DESC, id LIMIT ?`,
+		string(number), string(number), micros(before), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ChatRecord
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// CountOfflineMessages returns how many messages wait for recipient.
+func (d *DB) CountOfflineMessages(ctx context.Context, recipient phonebook.MSISDN) (int, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM offline_messages WHERE recipient = ?", string(recipient)).Scan(&n)
+	return n, err
+}
