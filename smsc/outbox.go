@@ -3,7 +3,6 @@ package smsc
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +21,7 @@ import (
 
 // OutboxConfig tunes the outbox. Zero values mean the defaults in brackets.
 type OutboxConfig struct {
-	NodeID          string        // names this node's claims [hostname-random]
+	NodeID          string        // names this node's claims; unique among running nodes, stable across restarts [hostname]
 	Batch           int           // messages claimed at once [500]
 	Claimers        int           // concurrent claims; (Claimers+1)*Batch messages may be in flight [2 on MySQL, 1 on SQLite]
 	Workers         int           // concurrent submits; match the links' windows [100]
@@ -51,10 +50,10 @@ func (c *OutboxConfig) defaults() {
 		}
 	}
 	if c.NodeID == "" {
-		host, _ := os.Hostname()
-		b := make([]byte, 4)
-		rand.Read(b)
-		c.NodeID = fmt.Sprintf("%s-%s", host, hex.EncodeToString(b))
+		c.NodeID, _ = os.Hostname()
+		if c.NodeID == "" {
+			c.NodeID = "phonebook"
+		}
 	}
 	c.NodeID = clipString(c.NodeID, 64)
 	if c.Batch <= 0 {
@@ -125,6 +124,7 @@ type Outbox struct {
 	wake      chan struct{}
 	receiptIn chan struct{} // a receipt was stored
 	slots     *budget       // messages in flight; set by Run
+	eventQ    [eventShards]chan store.SMSChange
 	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
 	lmu       sync.Mutex
 
@@ -158,7 +158,10 @@ func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, 
 }
 
 // OnStateChange registers a listener for message state changes. Listeners
-// run on the goroutine that committed the change and must return quickly.
+// run after the change is committed, off the outbox's write path, on
+// eventShards goroutines: the events of one message arrive in order, one
+// at a time; a slow listener slows the outbox down (the event queue is
+// bounded) but does not stop it.
 func (o *Outbox) OnStateChange(fn func(context.Context, OutboxEvent)) {
 	o.lmu.Lock()
 	defer o.lmu.Unlock()
@@ -170,13 +173,25 @@ func (o *Outbox) OnStateChange(fn func(context.Context, OutboxEvent)) {
 	o.listeners.Store(&ls)
 }
 
-func (o *Outbox) emit(ctx context.Context, changes []store.SMSChange) {
-	p := o.listeners.Load()
+// eventShards is how many goroutines call listeners; events are spread by
+// message id, so each message's events keep their order.
+const eventShards = 8
+
+// emit hands committed changes to the listeners.
+func (o *Outbox) emit(changes []store.SMSChange) {
+	has := o.listeners.Load() != nil
 	for _, c := range changes {
 		o.m.events.WithLabelValues(c.State).Inc()
-		if p == nil {
-			continue
+		if has {
+			o.eventQ[uint64(c.ID)%eventShards] <- c
 		}
+	}
+}
+
+// notify calls the listeners for the events of one shard until it closes.
+func (o *Outbox) notify(ctx context.Context, in <-chan store.SMSChange) {
+	for c := range in {
+		p := o.listeners.Load()
 		for _, fn := range *p {
 			fn(ctx, OutboxEvent{ID: c.ID, Kind: c.Kind, Ref: c.Ref, State: c.State, Error: c.Error})
 		}
@@ -293,10 +308,23 @@ func (o *Outbox) Run(ctx context.Context) error {
 	// workers fed while one waits for the database, and the jobs queue has
 	// room for every message in flight so that claimers never wait on it.
 	maxInflight := (o.cfg.Claimers + 1) * o.cfg.Batch
+	// Claims this node id still holds are from its previous run (killed,
+	// or its database went away): take them back now rather than after
+	// their lease.
+	if n, err := o.db.ReleaseSMSClaims(ctx, o.cfg.NodeID); err != nil {
+		o.log.Error("sms outbox: releasing the claims of a previous run", "err", err)
+	} else if n > 0 {
+		o.log.Info("sms outbox: took back messages claimed by this node's previous run", "count", n)
+	}
 	slots := newBudget(maxInflight)
 	o.slots = slots
 	go func() { <-ctx.Done(); slots.close() }()
 	jobs := make(chan job, maxInflight)
+	var notifyWG sync.WaitGroup
+	for i := range o.eventQ {
+		o.eventQ[i] = make(chan store.SMSChange, 1024)
+		notifyWG.Go(func() { o.notify(bg, o.eventQ[i]) })
+	}
 	// Results of one message go to one recorder, so its parts are written
 	// no later than its outcome.
 	shards := make([]chan record, o.cfg.Recorders)
@@ -354,6 +382,18 @@ func (o *Outbox) Run(ctx context.Context) error {
 		<-recorded
 	}
 	maintWG.Wait()
+	for _, c := range o.eventQ {
+		close(c)
+	}
+	notified := make(chan struct{})
+	go func() { notifyWG.Wait(); close(notified) }()
+	select {
+	case <-notified:
+	case <-time.After(o.cfg.DrainTimeout):
+		o.log.Error("sms outbox: state change listeners still busy at shutdown")
+		cancelBG()
+		<-notified
+	}
 	return nil
 }
 
@@ -615,7 +655,7 @@ func (o *Outbox) recorder(ctx context.Context, stopping <-chan struct{}, in <-ch
 		for attempt := 0; ; attempt++ {
 			changes, err := o.db.RecordSMS(ctx, o.cfg.NodeID, parts, outcomes)
 			if err == nil {
-				o.emit(ctx, changes)
+				o.emit(changes)
 				break
 			}
 			o.log.Error("sms outbox: recording submit results; retrying", "err", err, "parts", len(parts), "outcomes", len(outcomes))
@@ -751,7 +791,7 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 			o.m.receipts.WithLabelValues("unmatched").Add(float64(dropped))
 			o.log.Warn("sms outbox: delivery receipts for unknown message ids dropped after an hour", "count", dropped)
 		}
-		o.emit(ctx, changes)
+		o.emit(changes)
 		if err == nil && n == batch {
 			continue
 		}

@@ -275,6 +275,19 @@ func (d *DB) ClaimSMS(ctx context.Context, node string, limit int, lease time.Du
 	return out, nil
 }
 
+// ReleaseSMSClaims hands back every queued message node holds: called when
+// node starts, they are the claims of its previous run, which died with
+// them. It returns how many it released.
+func (d *DB) ReleaseSMSClaims(ctx context.Context, node string) (int64, error) {
+	t := micros(now())
+	res, err := d.db.ExecContext(ctx, `UPDATE sms_outbox SET claimed_by = '', claimed_until = 0, next_attempt_at = ?, updated_at = ?
+		WHERE state = ? AND claimed_by = ?`, t, t, smsQueued, node)
+	if err != nil {
+		return 0, fmt.Errorf("store: release sms claims: %w", err)
+	}
+	return res.RowsAffected()
+}
+
 // RecordSMS makes a batch of submit results durable in one transaction:
 // accepted parts (so they are never submitted again), then the outcome of
 // finished attempts by node. Outcomes of messages node no longer holds (its
