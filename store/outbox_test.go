@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
@@ -366,6 +368,23 @@ func TestOutboxPurge(t *testing.T) {
 			if gone := err != nil; gone != (i < 2) {
 				t.Fatalf("message %d: gone %v", i, gone)
 			}
+		}
+	})
+}
+
+// Long reasons are cut to the column, on a character boundary.
+func TestOutboxLongErrorClipped(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		ids := enqueue(t, db, 1)
+		db.ClaimSMS(ctx, "n", 10, time.Minute)
+		long := strings.Repeat("错", 200) // 600 bytes
+		if _, err := db.RecordSMS(ctx, "n", nil, []store.SMSOutcome{{ID: ids[0], State: "failed", Error: long}}); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := state(t, db, ids[0])
+		if len(m.Error) > 255 || !utf8.ValidString(m.Error) || !strings.HasPrefix(long, m.Error) || len(m.Error) < 250 {
+			t.Fatalf("error of %d bytes: %q", len(m.Error), m.Error)
 		}
 	})
 }
