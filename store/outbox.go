@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/phonebook/phonebook"
 )
 
@@ -131,28 +129,7 @@ func (d *DB) txRetry(ctx context.Context, fn func(*sql.Tx) error) error {
 	if d.dialect == MySQL {
 		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 	}
-	for attempt := 0; ; attempt++ {
-		tx, err := d.db.BeginTx(ctx, opts)
-		if err != nil {
-			return formatError(err)
-		}
-		err = fn(tx)
-		if err == nil {
-			err = tx.Commit()
-		} else {
-			tx.Rollback()
-		}
-		var me *mysql.MySQLError
-		if err != nil && attempt < 8 && errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
-			}
-			continue
-		}
-		return formatError(err)
-	}
+	return d.txWith(ctx, opts, fn)
 }
 
 func (d *DB) forUpdate() string {

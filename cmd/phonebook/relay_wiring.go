@@ -99,7 +99,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, relay.ErrServerClosed) {
 			m.log.Error("relay stopped", "err", err)
 		}
 	}()

@@ -130,6 +130,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}, m.Accounts, db, m.log, m.reg, m.reg)
 	m.API.AddCheck("database", db.Ping)
 
+	m.startJanitor(ctx)
 	if err := m.startSMSC(ctx); err != nil {
 		return err
 	}
