@@ -42,6 +42,8 @@ type Server struct {
 	metrics  *metrics
 	dedup    *dedupTable
 	recorder *recorder
+	contacts Contacts
+	presence *presenceTracker
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -109,6 +111,8 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		smsSlots:      make(chan struct{}, 16),
 	}
 	srv.recorder = newRecorder(srv)
+	srv.contacts = deps.Contacts
+	srv.presence = newPresenceTracker(srv)
 	go srv.commitLoop()
 	srv.bg.Add(2)
 	go srv.janitor()
@@ -257,6 +261,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		srv.conns.Wait()
+		srv.presence.wait() // every user recorded offline
 		srv.sms.Wait()
 		close(srv.quitCommit)
 		<-srv.committerDone

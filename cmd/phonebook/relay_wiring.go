@@ -65,6 +65,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		Directory: m.Accounts,
 		Fallback:  fb,
 		Router:    m.relayRouter,
+		Contacts:  m.Contacts,
 		Logger:    m.log,
 		Metrics:   m.reg,
 	})
@@ -72,6 +73,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		return err
 	}
 	m.Relay = srv
+	m.Contacts.SetNotifier(srv.Notifier())
 	m.Outbox.OnStateChange(func(ctx context.Context, ev smsc.OutboxEvent) {
 		if ev.Kind != "fallback" || ev.Ref == "" {
 			return

@@ -1,0 +1,380 @@
+package relay
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/proto/relaypb"
+)
+
+// Contacts is what the relay needs from the contacts and presence service;
+// *contacts.Service implements it. With it set (Deps.Contacts), a client
+// syncs its address book and sets and reads presence over its relay
+// connection, receives the presence of its visible contacts right after
+// AuthOK, and the relay marks users online at their first connection and
+// offline when their last one ends.
+type Contacts interface {
+	Sync(ctx context.Context, owner phonebook.MSISDN, ownerRegion string, req contacts.SyncRequest) (contacts.SyncResult, error)
+	SetPresence(ctx context.Context, number phonebook.MSISDN, u contacts.PresenceUpdate) (contacts.Presence, error)
+	ContactsPresence(ctx context.Context, owner phonebook.MSISDN) ([]contacts.Presence, error)
+	Online(ctx context.Context, number phonebook.MSISDN) error
+	Offline(ctx context.Context, number phonebook.MSISDN) error
+}
+
+var _ Contacts = (*contacts.Service)(nil)
+
+// contactsRequestTimeout bounds one contacts request's store work.
+const contactsRequestTimeout = 30 * time.Second
+
+// presenceTracker counts each user's live connections on this node and
+// turns the first connection into Online and the end of the last into
+// Offline. Each user's transitions are applied by at most one goroutine at
+// a time, always to the latest wanted state, so a quick logout-login never
+// leaves a connected user marked offline.
+type presenceTracker struct {
+	srv *Server
+	mu  sync.Mutex
+	m   map[phonebook.MSISDN]*tracked
+	wg  sync.WaitGroup
+}
+
+type tracked struct {
+	conns    int
+	applying bool
+	applied  bool // online as far as the store knows (from this node)
+	known    bool // applied has been set at least once
+}
+
+func newPresenceTracker(srv *Server) *presenceTracker {
+	return &presenceTracker{srv: srv, m: make(map[phonebook.MSISDN]*tracked)}
+}
+
+// connected counts a new session of n.
+func (t *presenceTracker) connected(n phonebook.MSISDN) { t.change(n, +1) }
+
+// disconnected counts the end of a session of n.
+func (t *presenceTracker) disconnected(n phonebook.MSISDN) { t.change(n, -1) }
+
+func (t *presenceTracker) change(n phonebook.MSISDN, d int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr := t.m[n]
+	if tr == nil {
+		tr = &tracked{}
+		t.m[n] = tr
+	}
+	tr.conns = max(0, tr.conns+d)
+	if tr.applying || (tr.known && tr.applied == (tr.conns > 0)) {
+		if !tr.applying && tr.conns == 0 {
+			delete(t.m, n)
+		}
+		return
+	}
+	tr.applying = true
+	t.wg.Add(1)
+	go t.apply(n, tr)
+}
+
+// apply brings the store in line with the wanted state until it stops
+// changing.
+func (t *presenceTracker) apply(n phonebook.MSISDN, tr *tracked) {
+	defer t.wg.Done()
+	for {
+		t.mu.Lock()
+		want := tr.conns > 0
+		if tr.known && tr.applied == want {
+			tr.applying = false
+			if tr.conns == 0 {
+				delete(t.m, n)
+			}
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		ctx, cancel := context.WithTimeout(t.srv.ctx, contactsRequestTimeout)
+		var err error
+		switch {
+		case want:
+			err = t.srv.contacts.Online(ctx, n)
+		case t.srv.router.Locate(n) != nil:
+			// Still connected to another node (cluster router): that
+			// node marks the user offline when it loses them.
+		default:
+			err = t.srv.contacts.Offline(ctx, n)
+		}
+		cancel()
+		if err != nil && t.srv.ctx.Err() == nil {
+			t.srv.log.Warn("relay: presence not recorded", "number", n, "online", want, "err", err)
+		}
+		t.mu.Lock()
+		tr.applied, tr.known = want, true
+		t.mu.Unlock()
+	}
+}
+
+// wait waits for transitions in flight (at shutdown, after every session
+// has ended, so that everyone is recorded offline).
+func (t *presenceTracker) wait() { t.wg.Wait() }
+
+// contactsLogin runs after AuthOK: the user counts as online, and their
+// visible contacts' presence follows AuthOK.
+func (srv *Server) contactsLogin(s *session) {
+	if srv.contacts == nil {
+		return
+	}
+	srv.presence.connected(s.number)
+	srv.presence.wg.Add(1)
+	go func() {
+		defer srv.presence.wg.Done()
+		srv.sendPresenceList(s, "")
+	}()
+}
+
+// contactsLogout runs when a session has ended, however it ended.
+func (srv *Server) contactsLogout(s *session) {
+	if srv.contacts == nil {
+		return
+	}
+	srv.presence.disconnected(s.number)
+}
+
+func (srv *Server) sendPresenceList(s *session, requestID string) {
+	ctx, cancel := context.WithTimeout(srv.ctx, contactsRequestTimeout)
+	defer cancel()
+	list, err := srv.contacts.ContactsPresence(ctx, s.number)
+	if err != nil {
+		if requestID != "" {
+			s.Push(requestError(requestID, err))
+		} else if srv.ctx.Err() == nil {
+			srv.log.Warn("relay: presence list at login", "number", s.number, "err", err)
+		}
+		return
+	}
+	ps := make([]*relaypb.Presence, len(list))
+	for i := range list {
+		ps[i] = presenceToProto(&list[i])
+	}
+	for _, chunk := range chunkBySize(ps, srv.chunkBudget()) {
+		s.Push(&relaypb.Frame{Body: &relaypb.Frame_PresenceList{PresenceList: &relaypb.PresenceList{
+			RequestId: requestID, Presence: chunk.items, More: chunk.more,
+		}}})
+	}
+}
+
+// chunkBudget is how many bytes of repeated items one answer frame may
+// carry, leaving room for the envelope and the other fields.
+func (srv *Server) chunkBudget() int { return srv.cfg.MaxFrameSize - 512 }
+
+type chunk[T proto.Message] struct {
+	items []T
+	more  bool
+}
+
+// chunkBySize splits items into runs whose encoded size stays under
+// budget, so that a long contact list never makes a frame the client (or
+// this server's writer) refuses. There is always at least one chunk.
+func chunkBySize[T proto.Message](items []T, budget int) []chunk[T] {
+	var out []chunk[T]
+	start, size := 0, 0
+	for i, it := range items {
+		n := proto.Size(it) + 8 // tag and length of a repeated field element
+		if i > start && size+n > budget {
+			out = append(out, chunk[T]{items: items[start:i], more: true})
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(out, chunk[T]{items: items[start:]})
+}
+
+func requestError(requestID string, err error) *relaypb.Frame {
+	f := errorFrame(err)
+	f.GetError().RequestId = requestID
+	return f
+}
+
+// handleContactsFrame handles the contacts and presence requests. It
+// reports false for frames that are not its own.
+func (srv *Server) handleContactsFrame(s *session, f *relaypb.Frame, now time.Time) (handled bool, err error) {
+	var id string
+	switch b := f.Body.(type) {
+	case *relaypb.Frame_ContactsSync:
+		id = b.ContactsSync.GetRequestId()
+	case *relaypb.Frame_PresenceSet:
+		id = b.PresenceSet.GetRequestId()
+	case *relaypb.Frame_PresenceQuery:
+		id = b.PresenceQuery.GetRequestId()
+	default:
+		return false, nil
+	}
+	switch {
+	case srv.contacts == nil:
+		s.Push(requestError(id, phonebook.Errorf(phonebook.EUnknownFrame, "this relay has no contacts service; %s is not served", FrameKind(f))))
+		return true, nil
+	case id == "" || len(id) > 64:
+		s.Push(requestError(truncate(id, 64), phonebook.Errorf(phonebook.EInvalid, "request_id must be 1 to 64 bytes")))
+		return true, nil
+	case !s.limiter.AllowN(now, 1):
+		// Each request costs store work, so they share the Send rate.
+		s.Push(requestError(id, &phonebook.Error{Code: phonebook.ERateLimited, Message: "requests too fast", RetryAfter: now.Add(time.Second)}))
+		return true, nil
+	}
+	// One request at a time per connection, answered off the reader so
+	// that DeliverAcks keep flowing while the store works; a client that
+	// pipelines requests waits here.
+	if s.contactsReq == nil {
+		s.contactsReq = make(chan struct{}, 1) // reader goroutine only
+	}
+	slot := s.contactsReq
+	select {
+	case slot <- struct{}{}:
+	case <-s.closing:
+		return true, nil
+	}
+	srv.presence.wg.Add(1)
+	go func() {
+		defer srv.presence.wg.Done()
+		defer func() { <-slot }()
+		ctx, cancel := context.WithTimeout(srv.ctx, contactsRequestTimeout)
+		defer cancel()
+		switch b := f.Body.(type) {
+		case *relaypb.Frame_ContactsSync:
+			srv.contactsSync(ctx, s, b.ContactsSync)
+		case *relaypb.Frame_PresenceSet:
+			p, err := srv.contacts.SetPresence(ctx, s.number, presenceUpdate(b.PresenceSet))
+			if err != nil {
+				s.Push(requestError(id, err))
+				return
+			}
+			s.Push(&relaypb.Frame{Body: &relaypb.Frame_PresenceSetResult{PresenceSetResult: &relaypb.PresenceSetResult{
+				RequestId: id, Presence: presenceToProto(&p)}}})
+		case *relaypb.Frame_PresenceQuery:
+			srv.sendPresenceList(s, id)
+		}
+	}()
+	return true, nil
+}
+
+func (srv *Server) contactsSync(ctx context.Context, s *session, req *relaypb.ContactsSync) {
+	id := req.GetRequestId()
+	if len(req.GetRegion()) > 3 {
+		s.Push(requestError(id, phonebook.Errorf(phonebook.EInvalid, "region %q is not an ISO 3166 region code", req.GetRegion())))
+		return
+	}
+	res, err := srv.contacts.Sync(ctx, s.number, req.GetRegion(), contacts.SyncRequest{
+		Full: req.GetFull(), Entries: entriesFromProto(req.GetEntries()), Added: entriesFromProto(req.GetAdded()),
+		Changed: entriesFromProto(req.GetChanged()), Removed: req.GetRemoved(),
+	})
+	if err != nil {
+		s.Push(requestError(id, err))
+		return
+	}
+	ers := make([]*relaypb.EntryResult, len(res.Entries))
+	for i, e := range res.Entries {
+		er := &relaypb.EntryResult{Id: e.ID, Error: string(e.Code), Reason: e.Reason, Phones: make([]*relaypb.PhoneResult, len(e.Phones))}
+		for j, p := range e.Phones {
+			er.Phones[j] = &relaypb.PhoneResult{Raw: p.Raw, Number: string(p.Number), Error: string(p.Code), Reason: p.Reason,
+				Self: p.Self, Registered: p.Registered, Mutual: p.Mutual, Presence: presenceToProto(p.Presence)}
+		}
+		ers[i] = er
+	}
+	for _, c := range chunkBySize(ers, srv.chunkBudget()) {
+		s.Push(&relaypb.Frame{Body: &relaypb.Frame_ContactsSyncResult{ContactsSyncResult: &relaypb.ContactsSyncResult{
+			RequestId: id, Entries: c.items, Contacts: uint32(res.Contacts), BookEntries: uint32(res.Book), More: c.more,
+		}}})
+	}
+}
+
+func entriesFromProto(in []*relaypb.ContactEntry) []contacts.Entry {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]contacts.Entry, len(in))
+	for i, e := range in {
+		ce := contacts.Entry{ID: e.GetId(), Name: e.GetName(), Group: e.GetGroup(), Phones: make([]contacts.Phone, len(e.GetPhones()))}
+		for j, p := range e.GetPhones() {
+			ce.Phones[j] = contacts.Phone{Number: p.GetNumber(), Label: p.GetLabel()}
+		}
+		out[i] = ce
+	}
+	return out
+}
+
+func presenceUpdate(p *relaypb.PresenceSet) contacts.PresenceUpdate {
+	return contacts.PresenceUpdate{IMStatus: p.ImStatus, StatusText: p.StatusText, Activity: p.Activity,
+		Nickname: p.Nickname, Signature: p.Signature, Site: p.Site, Visibility: p.Visibility}
+}
+
+// presenceToProto converts a presence for the wire; nil stays nil.
+func presenceToProto(p *contacts.Presence) *relaypb.Presence {
+	if p == nil {
+		return nil
+	}
+	out := &relaypb.Presence{Number: string(p.Number), ImStatus: p.IMStatus, StatusText: p.StatusText, Activity: p.Activity,
+		Nickname: p.Nickname, Signature: p.Signature, Site: p.Site, Visibility: string(p.Visibility)}
+	if !p.UpdatedAt.IsZero() {
+		out.UpdatedAt = p.UpdatedAt.UnixMicro()
+	}
+	return out
+}
+
+// Notifier carries the contacts service's pushes to connected clients:
+// contacts.Service.SetNotifier(srv.Notifier()).
+func (srv *Server) Notifier() contacts.Notifier { return relayNotifier{srv} }
+
+type relayNotifier struct{ srv *Server }
+
+// Notify implements contacts.Notifier: best effort, without waiting for
+// the phones. Each recipient's newest endpoint gets the frame; with a
+// cluster router that may be a remote endpoint forwarding to its node.
+// Recipients not connected are skipped: they get the state at their next
+// login's PresenceList.
+func (n relayNotifier) Notify(ctx context.Context, to []phonebook.MSISDN, ev contacts.Event) error {
+	var f *relaypb.Frame
+	switch ev.Kind {
+	case contacts.PresenceChanged:
+		f = &relaypb.Frame{Body: &relaypb.Frame_PresenceChanged{PresenceChanged: &relaypb.PresenceChanged{Presence: presenceToProto(ev.Presence)}}}
+	case contacts.ContactJoined:
+		f = &relaypb.Frame{Body: &relaypb.Frame_ContactJoined{ContactJoined: &relaypb.ContactJoined{Number: string(ev.Number), At: ev.At.UnixMicro()}}}
+	default:
+		return phonebook.Errorf(phonebook.EInvalid, "relay: no frame for event kind %q", ev.Kind)
+	}
+	for _, num := range to {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ep := n.srv.router.Locate(num); ep != nil {
+			ep.Push(f)
+		}
+	}
+	return nil
+}
+
+// contactsFrameKind names the contacts and presence frames for FrameKind.
+func contactsFrameKind(f *relaypb.Frame) string {
+	switch f.Body.(type) {
+	case *relaypb.Frame_ContactsSync:
+		return "contacts_sync"
+	case *relaypb.Frame_ContactsSyncResult:
+		return "contacts_sync_result"
+	case *relaypb.Frame_PresenceSet:
+		return "presence_set"
+	case *relaypb.Frame_PresenceSetResult:
+		return "presence_set_result"
+	case *relaypb.Frame_PresenceQuery:
+		return "presence_query"
+	case *relaypb.Frame_PresenceList:
+		return "presence_list"
+	case *relaypb.Frame_PresenceChanged:
+		return "presence_changed"
+	case *relaypb.Frame_ContactJoined:
+		return "contact_joined"
+	default:
+		return "unknown"
+	}
+}
