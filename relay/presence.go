@@ -157,11 +157,12 @@ func (srv *Server) sendPresenceList(s *session, requestID string) {
 	}
 	ps := make([]*relaypb.Presence, len(list))
 	for i := range list {
-		ps[i] = presenceToProto(&list[i])
+		ps[i] = PresenceToProto(&list[i])
 	}
-	for _, chunk := range chunkBySize(ps, srv.chunkBudget()) {
+	runs := SplitBySize(ps, srv.chunkBudget())
+	for i, run := range runs {
 		s.Push(&relaypb.Frame{Body: &relaypb.Frame_PresenceList{PresenceList: &relaypb.PresenceList{
-			RequestId: requestID, Presence: chunk.items, More: chunk.more,
+			RequestId: requestID, Presence: run, More: i < len(runs)-1,
 		}}})
 	}
 }
@@ -170,26 +171,22 @@ func (srv *Server) sendPresenceList(s *session, requestID string) {
 // carry, leaving room for the envelope and the other fields.
 func (srv *Server) chunkBudget() int { return srv.cfg.MaxFrameSize - 512 }
 
-type chunk[T proto.Message] struct {
-	items []T
-	more  bool
-}
-
-// chunkBySize splits items into runs whose encoded size stays under
-// budget, so that a long contact list never makes a frame the client (or
-// this server's writer) refuses. There is always at least one chunk.
-func chunkBySize[T proto.Message](items []T, budget int) []chunk[T] {
-	var out []chunk[T]
+// SplitBySize splits items into runs whose encoded size stays under
+// budget bytes, so that a long contact list never makes a frame the peer
+// (or this side's writer) refuses. There is always at least one run. The
+// relay splits its answers with it; a client can split its requests.
+func SplitBySize[T proto.Message](items []T, budget int) [][]T {
+	var out [][]T
 	start, size := 0, 0
 	for i, it := range items {
 		n := proto.Size(it) + 8 // tag and length of a repeated field element
 		if i > start && size+n > budget {
-			out = append(out, chunk[T]{items: items[start:i], more: true})
+			out = append(out, items[start:i])
 			start, size = i, 0
 		}
 		size += n
 	}
-	return append(out, chunk[T]{items: items[start:]})
+	return append(out, items[start:])
 }
 
 func requestError(requestID string, err error) *relaypb.Frame {
@@ -252,7 +249,7 @@ func (srv *Server) handleContactsFrame(s *session, f *relaypb.Frame, now time.Ti
 				return
 			}
 			s.Push(&relaypb.Frame{Body: &relaypb.Frame_PresenceSetResult{PresenceSetResult: &relaypb.PresenceSetResult{
-				RequestId: id, Presence: presenceToProto(&p)}}})
+				RequestId: id, Presence: PresenceToProto(&p)}}})
 		case *relaypb.Frame_PresenceQuery:
 			srv.sendPresenceList(s, id)
 		}
@@ -279,13 +276,14 @@ func (srv *Server) contactsSync(ctx context.Context, s *session, req *relaypb.Co
 		er := &relaypb.EntryResult{Id: e.ID, Error: string(e.Code), Reason: e.Reason, Phones: make([]*relaypb.PhoneResult, len(e.Phones))}
 		for j, p := range e.Phones {
 			er.Phones[j] = &relaypb.PhoneResult{Raw: p.Raw, Number: string(p.Number), Error: string(p.Code), Reason: p.Reason,
-				Self: p.Self, Registered: p.Registered, Mutual: p.Mutual, Presence: presenceToProto(p.Presence)}
+				Self: p.Self, Registered: p.Registered, Mutual: p.Mutual, Presence: PresenceToProto(p.Presence)}
 		}
 		ers[i] = er
 	}
-	for _, c := range chunkBySize(ers, srv.chunkBudget()) {
+	runs := SplitBySize(ers, srv.chunkBudget())
+	for i, run := range runs {
 		s.Push(&relaypb.Frame{Body: &relaypb.Frame_ContactsSyncResult{ContactsSyncResult: &relaypb.ContactsSyncResult{
-			RequestId: id, Entries: c.items, Contacts: uint32(res.Contacts), BookEntries: uint32(res.Book), More: c.more,
+			RequestId: id, Entries: run, Contacts: uint32(res.Contacts), BookEntries: uint32(res.Book), More: i < len(runs)-1,
 		}}})
 	}
 }
@@ -310,8 +308,8 @@ func presenceUpdate(p *relaypb.PresenceSet) contacts.PresenceUpdate {
 		Nickname: p.Nickname, Signature: p.Signature, Site: p.Site, Visibility: p.Visibility}
 }
 
-// presenceToProto converts a presence for the wire; nil stays nil.
-func presenceToProto(p *contacts.Presence) *relaypb.Presence {
+// PresenceToProto converts a presence for the wire; nil stays nil.
+func PresenceToProto(p *contacts.Presence) *relaypb.Presence {
 	if p == nil {
 		return nil
 	}
@@ -338,7 +336,7 @@ func (n relayNotifier) Notify(ctx context.Context, to []phonebook.MSISDN, ev con
 	var f *relaypb.Frame
 	switch ev.Kind {
 	case contacts.PresenceChanged:
-		f = &relaypb.Frame{Body: &relaypb.Frame_PresenceChanged{PresenceChanged: &relaypb.PresenceChanged{Presence: presenceToProto(ev.Presence)}}}
+		f = &relaypb.Frame{Body: &relaypb.Frame_PresenceChanged{PresenceChanged: &relaypb.PresenceChanged{Presence: PresenceToProto(ev.Presence)}}}
 	case contacts.ContactJoined:
 		f = &relaypb.Frame{Body: &relaypb.Frame_ContactJoined{ContactJoined: &relaypb.ContactJoined{Number: string(ev.Number), At: ev.At.UnixMicro()}}}
 	default:

@@ -191,11 +191,24 @@ func phoneRegister(cmd *cobra.Command, args []string) error {
 
 // phoneConnect logs in over HTTP and opens the relay connection.
 func phoneConnect(cmd *cobra.Command) (*client.Client, phoneState, error) {
+	st, sess, err := phoneLogin(cmd)
+	if err != nil {
+		return nil, st, err
+	}
+	c, err := client.Dial(cmd.Context(), st.Relay, client.Options{Token: sess.Token, DeviceID: st.DeviceID, ClientVersion: "phonebook-phone/" + version, AutoAck: true})
+	if err != nil {
+		return nil, st, fmt.Errorf("relay: %w", err)
+	}
+	return c, st, nil
+}
+
+// phoneLogin logs in over HTTP with the kept device key.
+func phoneLogin(cmd *cobra.Command) (phoneState, client.Session, error) {
 	ctx := cmd.Context()
 	path, _ := cmd.Flags().GetString("state")
 	st, err := loadPhone(path)
 	if err != nil {
-		return nil, st, err
+		return st, client.Session{}, err
 	}
 	if cmd.Flags().Changed("server") || st.Server == "" {
 		st.Server, _ = cmd.Flags().GetString("server")
@@ -206,13 +219,9 @@ func phoneConnect(cmd *cobra.Command) (*client.Client, phoneState, error) {
 	api := &client.API{BaseURL: st.Server}
 	sess, err := api.Login(ctx, st.Number, client.Identity{DeviceID: st.DeviceID, SIMID: st.SIMID}, st.DeviceKey, os.Getenv("PHONEBOOK_RESCUE_PASSWORD"))
 	if err != nil {
-		return nil, st, fmt.Errorf("login: %w", err)
+		return st, sess, fmt.Errorf("login: %w", err)
 	}
-	c, err := client.Dial(ctx, st.Relay, client.Options{Token: sess.Token, DeviceID: st.DeviceID, ClientVersion: "phonebook-phone/" + version, AutoAck: true})
-	if err != nil {
-		return nil, st, fmt.Errorf("relay: %w", err)
-	}
-	return c, st, nil
+	return st, sess, nil
 }
 
 func phoneChat(cmd *cobra.Command, args []string) error {
@@ -246,6 +255,15 @@ func phoneSession(cmd *cobra.Command, in io.Reader) error {
 				printer <- fmt.Sprintf("%s %s: %s%s", time.UnixMicro(d.GetSentAt()).Local().Format("15:04:05"), d.From, d.Text, tag)
 			case r := <-c.Receipts():
 				printer <- fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+			case list := <-c.PresenceLists():
+				printer <- fmt.Sprintf("%d contact(s) visible", len(list))
+				for _, p := range list {
+					printer <- "  " + formatPresence(p)
+				}
+			case pc := <-c.PresenceChanges():
+				printer <- fmt.Sprintf("%s presence %s", time.Now().Format("15:04:05"), formatPresence(pc.Presence))
+			case j := <-c.ContactJoins():
+				printer <- fmt.Sprintf("%s contact joined Phonebook: %s", time.UnixMicro(j.At).Local().Format("15:04:05"), j.Number)
 			case <-c.Done():
 				close(printer)
 				return

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook/proto/relaypb"
+)
+
+// lockedBuffer is an output a running command writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// runPhone runs `phonebook phone ARGS...` against m with the given state
+// file and returns its output.
+func runPhone(t *testing.T, ctx context.Context, m *Main, state string, out *lockedBuffer, args ...string) error {
+	t.Helper()
+	c := newRootCmd()
+	c.SetOut(out)
+	c.SetErr(out)
+	c.SetArgs(append(append([]string{"phone"}, args...), "--state", state, "--server", "http://"+m.HTTPAddr(), "--relay", m.RelayAddr()))
+	return c.ExecuteContext(ctx)
+}
+
+func waitOutput(t *testing.T, ctx context.Context, out *lockedBuffer, want string) {
+	t.Helper()
+	for !strings.Contains(out.String(), want) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("output never held %q:\n%s", want, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// The tour of README.md, through the served binary: a phone book imported
+// with `phone contacts import`, a contact joining, and presence set with
+// `phone status` showing on the other phone's `phone listen`. The new user
+// reaches the contacts service through the accounts hook.
+func TestPresenceEndToEnd(t *testing.T) {
+	m := startMain(t, testConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	aliceState, bobState := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json")
+
+	var out lockedBuffer
+	if err := runPhone(t, ctx, m, aliceState, &out, "register", "138 0013 8000", "--method", "header"); err != nil {
+		t.Fatalf("register alice: %v\n%s", err, out.String())
+	}
+	out = lockedBuffer{}
+	if err := runPhone(t, ctx, m, aliceState, &out, "contacts", "import", "../../docs/examples/alice.vcf"); err != nil {
+		t.Fatalf("import: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"Bob Li               +8613900139000   not on Phonebook",
+		"Carol Wang           +8613700137000   not on Phonebook",
+		"Mum                  +861065529988    not on Phonebook",
+		"Pizza                invalid:",
+		"4 card(s) read: 0 on Phonebook (0 mutual), 3 not yet, 1 without a valid number; the book now holds 4 entries, 3 contacts",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("import output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// Alice listens; Bob registers (she is told he joined), imports his
+	// book (now mutual, she sees him online), and sets a status.
+	var listen lockedBuffer
+	lctx, stopListen := context.WithCancel(ctx)
+	listenDone := make(chan error, 1)
+	go func() { listenDone <- runPhone(t, lctx, m, aliceState, &listen, "listen", "--wait", "1m") }()
+	waitOutput(t, ctx, &listen, "contact(s) visible")
+
+	out = lockedBuffer{}
+	if err := runPhone(t, ctx, m, bobState, &out, "register", "139 0013 9000", "--method", "header"); err != nil {
+		t.Fatalf("register bob: %v\n%s", err, out.String())
+	}
+	waitOutput(t, ctx, &listen, "contact joined Phonebook: +8613900139000")
+	out = lockedBuffer{}
+	if err := runPhone(t, ctx, m, bobState, &out, "contacts", "import", "../../docs/examples/bob.vcf"); err != nil {
+		t.Fatalf("bob's import: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "Alice Zhang          +8613800138000   on Phonebook, mutual, online") {
+		t.Fatalf("bob's import:\n%s", out.String())
+	}
+	out = lockedBuffer{}
+	if err := runPhone(t, ctx, m, bobState, &out, "status", "--im", "busy", "--text", "in a meeting", "--activity", "in_call"); err != nil {
+		t.Fatalf("status: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), `+8613900139000 is busy "in a meeting" (in_call); visible to mutual`) {
+		t.Fatalf("status output:\n%s", out.String())
+	}
+	waitOutput(t, ctx, &listen, `presence +8613900139000 busy "in a meeting" (in_call)`)
+	// The status command logged out: Bob is offline again, activity gone.
+	waitOutput(t, ctx, &listen, `presence +8613900139000 offline "in a meeting"`)
+	stopListen()
+	if err := <-listenDone; err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+
+	out = lockedBuffer{}
+	if err := runPhone(t, ctx, m, aliceState, &out, "contacts", "list"); err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	for _, want := range []string{
+		"Bob Li [Friends] (id vcf:",
+		`cell     139 0013 9000        on Phonebook, mutual, offline "in a meeting"`,
+		"work     12345                invalid number",
+		"4 entries, 3 contacts",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("list output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// Over a client connection to the served binary: the login PresenceList
+// and pushes, end to end.
+func TestPresenceListEndToEnd(t *testing.T) {
+	m := startMain(t, testConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice := phone(t, m, "13800138000")
+	if _, err := alice.SyncContacts(ctx, &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
+		{Id: "1", Name: "Bob", Phones: []*relaypb.ContactPhone{{Number: "139 0013 9000"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	bob := phone(t, m, "13900139000")
+	if _, err := bob.SyncContacts(ctx, &relaypb.ContactsSync{Added: []*relaypb.ContactEntry{
+		{Id: "a", Name: "Alice", Phones: []*relaypb.ContactPhone{{Number: "+8613800138000"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	text := "on the train"
+	if _, err := alice.SetPresence(ctx, &relaypb.PresenceSet{StatusText: &text}); err != nil {
+		t.Fatal(err)
+	}
+	for seen := false; !seen; {
+		select {
+		case pc := <-bob.PresenceChanges():
+			seen = pc.Presence.Number == "+8613800138000" && pc.Presence.StatusText == text
+		case <-ctx.Done():
+			t.Fatal("bob never saw alice's status text")
+		}
+	}
+	// Bob's next login (registering again, as phone does) starts with the list.
+	bob.Close()
+	again := phone(t, m, "13900139000")
+	select {
+	case list := <-again.PresenceLists():
+		if len(list) != 1 || list[0].Number != "+8613800138000" || list[0].StatusText != text || list[0].ImStatus != "online" {
+			t.Fatalf("login list %v", list)
+		}
+	case <-ctx.Done():
+		t.Fatal("no PresenceList at login")
+	}
+}
