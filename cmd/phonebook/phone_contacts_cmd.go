@@ -106,8 +106,7 @@ func printEntryResult(w io.Writer, name string, er *relaypb.EntryResult, counts 
 		name = "(no name)"
 	}
 	if er.Error != "" {
-		counts["invalid"]++
-		fmt.Fprintf(w, "%-20s invalid: %s\n", name, er.Reason)
+		counts["invalid"]++ // each phone says why below
 	}
 	for _, p := range er.Phones {
 		var state string

@@ -75,7 +75,7 @@ func TestPresenceEndToEnd(t *testing.T) {
 		"Bob Li               +8613900139000   not on Phonebook",
 		"Carol Wang           +8613700137000   not on Phonebook",
 		"Mum                  +861065529988    not on Phonebook",
-		"Pizza                invalid:",
+		`Pizza                "12345"          invalid number: `,
 		"4 card(s) read: 0 on Phonebook (0 mutual), 3 not yet, 1 without a valid number; the book now holds 4 entries, 3 contacts",
 	} {
 		if !strings.Contains(out.String(), want) {
