@@ -232,14 +232,19 @@ func phoneChat(cmd *cobra.Command, args []string) error {
 // prints deliveries, send results and receipts; it ends when in ends and
 // --wait has passed (or, for chat, when the connection or input closes).
 func phoneSession(cmd *cobra.Command, in io.Reader) error {
-	ctx := cmd.Context()
-	out := cmd.OutOrStdout()
 	c, st, err := phoneConnect(cmd)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	fmt.Fprintf(out, "online as %s (session %s)\n", st.Number, c.SessionID)
+	fmt.Fprintf(cmd.OutOrStdout(), "online as %s (session %s)\n", st.Number, c.SessionID)
+	return phoneSessionOn(cmd, c, in)
+}
+
+// phoneSessionOn is phoneSession on an open connection.
+func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
 	printer := make(chan string, 64)
 	go func() {
 		for {

@@ -196,7 +196,12 @@ func newPhoneStatusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Set what contacts see of this phone: IM status, status text, activity (only the flags given change)",
-		Example: `  phonebook phone status --im busy --text "in a meeting"
+		Long: `status logs the phone in, changes its presence over the relay connection and
+prints it. The phone is online only while connected: with --wait it stays online
+that long, printing what arrives (as listen does); without, it goes offline again
+when the command ends. A phone already connected elsewhere with the same state file
+is replaced (session_replaced).`,
+		Example: `  phonebook phone status --im busy --text "in a meeting" --wait 10m
   phonebook phone status --activity in_call
   phonebook phone status --text ""          # clear the text`,
 		Args: cobra.NoArgs,
@@ -209,6 +214,7 @@ func newPhoneStatusCmd() *cobra.Command {
 	c.Flags().String("signature", "", "signature shown to contacts")
 	c.Flags().String("site", "", "personal site (http or https address)")
 	c.Flags().String("visibility", "", "who sees this: mutual, contacts or nobody")
+	c.Flags().Duration("wait", 0, "stay online this long afterwards, printing what arrives")
 	return c
 }
 
@@ -233,6 +239,9 @@ func phoneStatus(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s is %s; visible to %s\n", p.Number, formatStatus(p), p.Visibility)
+	if wait, _ := cmd.Flags().GetDuration("wait"); wait > 0 {
+		return phoneSessionOn(cmd, c, strings.NewReader(""))
+	}
 	return nil
 }
 
