@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/store"
 )
 
 // lockedBuffer is an output a running command writes while the test reads.
@@ -172,5 +173,25 @@ func TestPresenceListEndToEnd(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no PresenceList at login")
+	}
+}
+
+// A user the store shows online with no connection (the server crashed
+// while they were connected) is offline after a restart.
+func TestPresenceResetAtStart(t *testing.T) {
+	cfg := testConfig(t)
+	m := startMain(t, cfg)
+	ctx := context.Background()
+	on := "online"
+	if _, _, err := m.DB.UpdateStatus(ctx, "+8613800138000", store.StatusUpdate{IMStatus: &on}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m = startMain(t, cfg)
+	st, err := m.DB.UserStatus(ctx, "+8613800138000")
+	if err != nil || st.IMStatus != store.StatusOffline {
+		t.Fatalf("after restart: %+v %v", st, err)
 	}
 }

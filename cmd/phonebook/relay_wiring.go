@@ -74,6 +74,15 @@ func (m *Main) startRelay(ctx context.Context) error {
 	}
 	m.Relay = srv
 	m.Contacts.SetNotifier(srv.Notifier())
+	if m.relayRouter == nil {
+		// Alone, this node held every connection, and has none now: users
+		// left online by a crash are offline.
+		if n, err := m.DB.ResetOnline(ctx); err != nil {
+			return fmt.Errorf("relay: reset presence: %w", err)
+		} else if n > 0 {
+			m.log.Info("users left online by the last run marked offline", "count", n)
+		}
+	}
 	m.Outbox.OnStateChange(func(ctx context.Context, ev smsc.OutboxEvent) {
 		if ev.Kind != "fallback" || ev.Ref == "" {
 			return
