@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +100,7 @@ func TestPresencePushedOverRelay(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		storetest.Users(t, db, alice, bob)
 		cfg := testConfig()
-		cfg.IdleTimeout = 500 * time.Millisecond
+		cfg.IdleTimeout = time.Second
 		e, _ := startPresence(t, cfg, db)
 		hb := client.Options{Heartbeat: 100 * time.Millisecond}
 		a := e.alice(hb)
@@ -325,5 +326,48 @@ func TestPresenceListAtLogin(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no PresenceList after AuthOK")
+	}
+}
+
+// A contact list whose presence does not fit in one frame comes as several
+// PresenceList frames, at login and on query; the client puts them
+// together.
+func TestPresenceListSplitAcrossFrames(t *testing.T) {
+	db := storetest.SQLite(t)
+	cfg := testConfig()
+	cfg.MaxFrameSize = 4 << 10
+	e, svc := startPresence(t, cfg, db)
+	ctx := ctxT(t)
+	const n = 60
+	storetest.Users(t, db, alice)
+	var book []contacts.Entry
+	text := strings.Repeat("long status text ", 5)
+	for i := range n {
+		num := phonebook.MSISDN(fmt.Sprintf("+861380000%04d", i))
+		storetest.Users(t, db, num)
+		if _, err := svc.Sync(ctx, num, "", contacts.SyncRequest{Full: true, Entries: []contacts.Entry{{ID: "a", Name: "Alice", Phones: []contacts.Phone{{Number: string(alice)}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		on := "online"
+		if _, _, err := db.UpdateStatus(ctx, num, store.StatusUpdate{IMStatus: &on, StatusText: &text}); err != nil {
+			t.Fatal(err)
+		}
+		book = append(book, contacts.Entry{ID: fmt.Sprint(i), Name: "x", Phones: []contacts.Phone{{Number: string(num)}}})
+	}
+	if _, err := svc.Sync(ctx, alice, "", contacts.SyncRequest{Full: true, Entries: book}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.alice(client.Options{MaxFrameSize: cfg.MaxFrameSize})
+	select {
+	case list := <-a.PresenceLists():
+		if len(list) != n {
+			t.Fatalf("login list holds %d of %d", len(list), n)
+		}
+	case <-ctx.Done():
+		t.Fatal("no PresenceList at login")
+	}
+	list, err := a.QueryPresence(ctx)
+	if err != nil || len(list) != n || list[0].StatusText != text {
+		t.Fatalf("query: %d %v", len(list), err)
 	}
 }
