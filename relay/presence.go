@@ -198,14 +198,30 @@ func requestError(requestID string, err error) *relaypb.Frame {
 // handleContactsFrame handles the contacts and presence requests. It
 // reports false for frames that are not its own.
 func (srv *Server) handleContactsFrame(s *session, f *relaypb.Frame, now time.Time) (handled bool, err error) {
+	// The reader reuses f for the next frame: take what the request needs
+	// out of it now, into run, which is answered later.
 	var id string
+	var run func(ctx context.Context)
 	switch b := f.Body.(type) {
 	case *relaypb.Frame_ContactsSync:
 		id = b.ContactsSync.GetRequestId()
+		region, req := b.ContactsSync.GetRegion(), syncRequest(b.ContactsSync)
+		run = func(ctx context.Context) { srv.contactsSync(ctx, s, id, region, req) }
 	case *relaypb.Frame_PresenceSet:
 		id = b.PresenceSet.GetRequestId()
+		u := presenceUpdate(b.PresenceSet)
+		run = func(ctx context.Context) {
+			p, err := srv.contacts.SetPresence(ctx, s.number, u)
+			if err != nil {
+				s.Push(requestError(id, err))
+				return
+			}
+			s.Push(&relaypb.Frame{Body: &relaypb.Frame_PresenceSetResult{PresenceSetResult: &relaypb.PresenceSetResult{
+				RequestId: id, Presence: PresenceToProto(&p)}}})
+		}
 	case *relaypb.Frame_PresenceQuery:
 		id = b.PresenceQuery.GetRequestId()
+		run = func(context.Context) { srv.sendPresenceList(s, id) }
 	default:
 		return false, nil
 	}
@@ -239,34 +255,24 @@ func (srv *Server) handleContactsFrame(s *session, f *relaypb.Frame, now time.Ti
 		defer func() { <-slot }()
 		ctx, cancel := context.WithTimeout(srv.ctx, contactsRequestTimeout)
 		defer cancel()
-		switch b := f.Body.(type) {
-		case *relaypb.Frame_ContactsSync:
-			srv.contactsSync(ctx, s, b.ContactsSync)
-		case *relaypb.Frame_PresenceSet:
-			p, err := srv.contacts.SetPresence(ctx, s.number, presenceUpdate(b.PresenceSet))
-			if err != nil {
-				s.Push(requestError(id, err))
-				return
-			}
-			s.Push(&relaypb.Frame{Body: &relaypb.Frame_PresenceSetResult{PresenceSetResult: &relaypb.PresenceSetResult{
-				RequestId: id, Presence: PresenceToProto(&p)}}})
-		case *relaypb.Frame_PresenceQuery:
-			srv.sendPresenceList(s, id)
-		}
+		run(ctx)
 	}()
 	return true, nil
 }
 
-func (srv *Server) contactsSync(ctx context.Context, s *session, req *relaypb.ContactsSync) {
-	id := req.GetRequestId()
-	if len(req.GetRegion()) > 3 {
-		s.Push(requestError(id, phonebook.Errorf(phonebook.EInvalid, "region %q is not an ISO 3166 region code", req.GetRegion())))
-		return
-	}
-	res, err := srv.contacts.Sync(ctx, s.number, req.GetRegion(), contacts.SyncRequest{
+func syncRequest(req *relaypb.ContactsSync) contacts.SyncRequest {
+	return contacts.SyncRequest{
 		Full: req.GetFull(), Entries: entriesFromProto(req.GetEntries()), Added: entriesFromProto(req.GetAdded()),
 		Changed: entriesFromProto(req.GetChanged()), Removed: req.GetRemoved(),
-	})
+	}
+}
+
+func (srv *Server) contactsSync(ctx context.Context, s *session, id, region string, req contacts.SyncRequest) {
+	if len(region) > 3 {
+		s.Push(requestError(id, phonebook.Errorf(phonebook.EInvalid, "region %q is not an ISO 3166 region code", truncate(region, 16))))
+		return
+	}
+	res, err := srv.contacts.Sync(ctx, s.number, region, req)
 	if err != nil {
 		s.Push(requestError(id, err))
 		return

@@ -371,3 +371,33 @@ func TestPresenceListSplitAcrossFrames(t *testing.T) {
 		t.Fatalf("query: %d %v", len(list), err)
 	}
 }
+
+// Requests pipelined on one connection are all answered, each with its
+// own answer, while other frames keep arriving.
+func TestContactsRequestsPipelined(t *testing.T) {
+	db := storetest.SQLite(t)
+	storetest.Users(t, db, alice)
+	e, _ := startPresence(t, testConfig(), db)
+	a := e.alice(client.Options{Heartbeat: time.Millisecond})
+	ctx := ctxT(t)
+	errs := make(chan error, 20)
+	for i := range 10 {
+		go func() {
+			text := fmt.Sprint("status ", i)
+			p, err := a.SetPresence(ctx, &relaypb.PresenceSet{StatusText: &text})
+			if err == nil && p.StatusText != text {
+				err = fmt.Errorf("asked for %q, answer says %q", text, p.StatusText)
+			}
+			errs <- err
+		}()
+		go func() {
+			_, err := a.SyncContacts(ctx, &relaypb.ContactsSync{Added: []*relaypb.ContactEntry{entry(fmt.Sprint(i), "x", "139 0013 9000")}})
+			errs <- err
+		}()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

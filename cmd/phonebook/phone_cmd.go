@@ -71,7 +71,7 @@ run side by side from different files.`,
 
 	chat := &cobra.Command{
 		Use:   "chat",
-		Short: "Log in and chat: type `NUMBER text` to send; incoming messages and receipts are printed",
+		Short: "Log in and chat: type `NUMBER text` to send, `/status TEXT`, `/im busy`, `/activity in_call` or `/who`; incoming messages, receipts and presence are printed",
 		Args:  cobra.NoArgs,
 		RunE:  phoneChat,
 	}
@@ -305,9 +305,13 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 				wait = time.After(d)
 				continue
 			}
+			if strings.HasPrefix(strings.TrimSpace(line), "/") {
+				go func() { printer <- phoneChatCommand(ctx, c, strings.TrimSpace(line)) }()
+				continue
+			}
 			to, text, found := strings.Cut(strings.TrimSpace(line), " ")
 			if !found || text == "" {
-				fmt.Fprintln(out, "type: NUMBER text")
+				fmt.Fprintln(out, "type: NUMBER text, or /status TEXT, /im busy|away|online, /activity WORD, /who")
 				continue
 			}
 			p, err := c.Send(to, text)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -243,6 +244,39 @@ func phoneStatus(cmd *cobra.Command, args []string) error {
 		return phoneSessionOn(cmd, c, strings.NewReader(""))
 	}
 	return nil
+}
+
+// phoneChatCommand runs a chat line starting with "/" on the open
+// connection and returns what to print.
+func phoneChatCommand(ctx context.Context, c *client.Client, line string) string {
+	name, arg, _ := strings.Cut(line, " ")
+	arg = strings.TrimSpace(arg)
+	u := &relaypb.PresenceSet{}
+	switch name {
+	case "/who":
+		list, err := c.QueryPresence(ctx)
+		if err != nil {
+			return "who: " + err.Error()
+		}
+		lines := []string{fmt.Sprintf("%d contact(s) visible", len(list))}
+		for _, p := range list {
+			lines = append(lines, "  "+formatPresence(p))
+		}
+		return strings.Join(lines, "\n")
+	case "/status":
+		u.StatusText = &arg
+	case "/im":
+		u.ImStatus = &arg
+	case "/activity":
+		u.Activity = &arg
+	default:
+		return "commands: /status TEXT, /im busy|away|online, /activity WORD (empty clears), /who"
+	}
+	p, err := c.SetPresence(ctx, u)
+	if err != nil {
+		return "status: " + err.Error()
+	}
+	return "you are " + formatStatus(p)
 }
 
 // formatPresence renders a contact's presence on one line.

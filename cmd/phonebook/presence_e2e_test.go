@@ -195,3 +195,31 @@ func TestPresenceResetAtStart(t *testing.T) {
 		t.Fatalf("after restart: %+v %v", st, err)
 	}
 }
+
+// `phone chat` sets presence and lists contacts in the running session.
+func TestPhoneChatPresenceCommands(t *testing.T) {
+	m := startMain(t, testConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	state := filepath.Join(t.TempDir(), "alice.json")
+	var out lockedBuffer
+	if err := runPhone(t, ctx, m, state, &out, "register", "138 0013 8000", "--method", "header"); err != nil {
+		t.Fatalf("register: %v\n%s", err, out.String())
+	}
+	c := newRootCmd()
+	var chat lockedBuffer
+	c.SetOut(&chat)
+	c.SetErr(&chat)
+	c.SetIn(strings.NewReader("/status on the bus\n/im sleepy\n/who\n"))
+	c.SetArgs([]string{"phone", "chat", "--state", state, "--server", "http://" + m.HTTPAddr(), "--relay", m.RelayAddr()})
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.ExecuteContext(cctx) }()
+	waitOutput(t, ctx, &chat, `you are online "on the bus"`)
+	waitOutput(t, ctx, &chat, "status: relay: invalid_request:")
+	waitOutput(t, ctx, &chat, "0 contact(s) visible")
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
