@@ -334,8 +334,9 @@ func (srv *Server) Notifier() contacts.Notifier { return relayNotifier{srv} }
 type relayNotifier struct{ srv *Server }
 
 // Notify implements contacts.Notifier: best effort, without waiting for
-// the phones. Each recipient's newest endpoint gets the frame; with a
-// cluster router that may be a remote endpoint forwarding to its node.
+// the phones. Each recipient's newest endpoint gets the frame; a router
+// with a Notify method of its own (the cluster router, batching per node)
+// is used for that.
 // Recipients not connected are skipped: they get the state at their next
 // login's PresenceList.
 func (n relayNotifier) Notify(ctx context.Context, to []phonebook.MSISDN, ev contacts.Event) error {
@@ -348,6 +349,10 @@ func (n relayNotifier) Notify(ctx context.Context, to []phonebook.MSISDN, ev con
 	default:
 		return phonebook.Errorf(phonebook.EInvalid, "relay: no frame for event kind %q", ev.Kind)
 	}
+	if nr, ok := n.srv.router.(notifyRouter); ok {
+		_, err := nr.Notify(ctx, to, f)
+		return err
+	}
 	for _, num := range to {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -357,6 +362,13 @@ func (n relayNotifier) Notify(ctx context.Context, to []phonebook.MSISDN, ev con
 		}
 	}
 	return nil
+}
+
+// notifyRouter is a Router that pushes one frame to many numbers more
+// cheaply than a Locate and Push each: the cluster router sends one
+// message per node.
+type notifyRouter interface {
+	Notify(ctx context.Context, to []phonebook.MSISDN, f *relaypb.Frame) (int, error)
 }
 
 // contactsFrameKind names the contacts and presence frames for FrameKind.

@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/store/storetest"
 )
 
 // lockedBuffer is an output a running command writes while the test reads.
@@ -221,5 +225,70 @@ func TestPhoneChatPresenceCommands(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Presence crosses nodes: Alice on node A sees Bob on node B change his
+// status and go offline.
+func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
+	nats := os.Getenv("PHONEBOOK_TEST_NATS_URL")
+	if nats == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("PHONEBOOK_TEST_NATS_URL is not set (scripts/test sets it)")
+		}
+		t.Skip("PHONEBOOK_TEST_NATS_URL not set")
+	}
+	dsn := storetest.MySQLDSN(t)
+	node := func(name string) *Main {
+		cfg := testConfig(t)
+		cfg.Node = name + "-" + storetest.Name("")
+		cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
+		cfg.Cluster.NATSURL = nats
+		return startMain(t, cfg)
+	}
+	a, b := node("a"), node("b")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice := phone(t, a, "13800138000")
+	bob := phone(t, b, "13900139000")
+	for _, s := range []struct {
+		c     *client.Client
+		other string
+	}{{alice, "13900139000"}, {bob, "13800138000"}} {
+		if _, err := s.c.SyncContacts(ctx, &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
+			{Id: "1", Name: "x", Phones: []*relaypb.ContactPhone{{Number: s.other}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The connection table travels through NATS: set the text again until
+	// node B's push finds Alice on node A.
+	for i := 0; ; i++ {
+		text := fmt.Sprint("status ", i)
+		if _, err := bob.SetPresence(ctx, &relaypb.PresenceSet{StatusText: &text}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case pc := <-alice.PresenceChanges():
+			if pc.Presence.Number != "+8613900139000" {
+				t.Fatalf("push about %v", pc.Presence)
+			}
+		case <-time.After(500 * time.Millisecond):
+			if ctx.Err() != nil {
+				t.Fatal("no presence push across nodes")
+			}
+			continue
+		}
+		break
+	}
+	bob.Close()
+	for {
+		select {
+		case pc := <-alice.PresenceChanges():
+			if pc.Presence.Number == "+8613900139000" && pc.Presence.ImStatus == "offline" {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("bob's logout on node B never reached alice on node A")
+		}
 	}
 }

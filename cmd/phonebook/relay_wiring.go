@@ -45,7 +45,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		fb = outboxFallback{m.Outbox}
 	}
 	srv, err := relay.NewServer(relay.Config{
-		NodeID:            cfg.Node,
+		NodeID:            nodeID(cfg.Node),
 		DefaultRegion:     cfg.Phone.DefaultRegion,
 		MaxFrameSize:      cfg.Relay.MaxFrameBytes,
 		HeartbeatInterval: cfg.Relay.Heartbeat,
