@@ -100,7 +100,7 @@ func TestPresencePushedOverRelay(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		storetest.Users(t, db, alice, bob)
 		cfg := testConfig()
-		cfg.IdleTimeout = time.Second
+		cfg.IdleTimeout, cfg.HeartbeatInterval = time.Second, 200*time.Millisecond
 		e, _ := startPresence(t, cfg, db)
 		hb := client.Options{Heartbeat: 100 * time.Millisecond}
 		a := e.alice(hb)
