@@ -48,19 +48,26 @@ type tracked struct {
 	applying bool
 	applied  bool // online as far as the store knows (from this node)
 	known    bool // applied has been set at least once
+	// online is closed once the store shows the user online (or they
+	// left again before it did); nil when no login waits for that.
+	online chan struct{}
 }
 
 func newPresenceTracker(srv *Server) *presenceTracker {
 	return &presenceTracker{srv: srv, m: make(map[phonebook.MSISDN]*tracked)}
 }
 
-// connected counts a new session of n.
-func (t *presenceTracker) connected(n phonebook.MSISDN) { t.change(n, +1) }
+// connected counts a new session of n. The channel it returns is closed
+// once the store shows n online: from then on every change of a contact's
+// presence is pushed to n, so a PresenceList read after it misses nothing.
+func (t *presenceTracker) connected(n phonebook.MSISDN) <-chan struct{} { return t.change(n, +1) }
 
 // disconnected counts the end of a session of n.
 func (t *presenceTracker) disconnected(n phonebook.MSISDN) { t.change(n, -1) }
 
-func (t *presenceTracker) change(n phonebook.MSISDN, d int) {
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (t *presenceTracker) change(n phonebook.MSISDN, d int) <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tr := t.m[n]
@@ -69,15 +76,23 @@ func (t *presenceTracker) change(n phonebook.MSISDN, d int) {
 		t.m[n] = tr
 	}
 	tr.conns = max(0, tr.conns+d)
+	done := closedChan
+	if d > 0 && !(tr.known && tr.applied && !tr.applying) {
+		if tr.online == nil {
+			tr.online = make(chan struct{})
+		}
+		done = tr.online
+	}
 	if tr.applying || (tr.known && tr.applied == (tr.conns > 0)) {
 		if !tr.applying && tr.conns == 0 {
 			delete(t.m, n)
 		}
-		return
+		return done
 	}
 	tr.applying = true
 	t.wg.Add(1)
 	go t.apply(n, tr)
+	return done
 }
 
 // apply brings the store in line with the wanted state until it stops
@@ -89,6 +104,10 @@ func (t *presenceTracker) apply(n phonebook.MSISDN, tr *tracked) {
 		want := tr.conns > 0
 		if tr.known && tr.applied == want {
 			tr.applying = false
+			if tr.online != nil {
+				close(tr.online) // online, or nobody left to wait
+				tr.online = nil
+			}
 			if tr.conns == 0 {
 				delete(t.m, n)
 			}
@@ -113,6 +132,10 @@ func (t *presenceTracker) apply(n phonebook.MSISDN, tr *tracked) {
 		}
 		t.mu.Lock()
 		tr.applied, tr.known = want, true
+		if want && tr.online != nil {
+			close(tr.online)
+			tr.online = nil
+		}
 		t.mu.Unlock()
 	}
 }
@@ -121,16 +144,22 @@ func (t *presenceTracker) apply(n phonebook.MSISDN, tr *tracked) {
 // has ended, so that everyone is recorded offline).
 func (t *presenceTracker) wait() { t.wg.Wait() }
 
-// contactsLogin runs after AuthOK: the user counts as online, and their
-// visible contacts' presence follows AuthOK.
+// contactsLogin runs after AuthOK: the user counts as online, and once the
+// store shows them so (and pushes reach them), their visible contacts'
+// presence follows AuthOK.
 func (srv *Server) contactsLogin(s *session) {
 	if srv.contacts == nil {
 		return
 	}
-	srv.presence.connected(s.number)
+	online := srv.presence.connected(s.number)
 	srv.presence.wg.Add(1)
 	go func() {
 		defer srv.presence.wg.Done()
+		select {
+		case <-online:
+		case <-s.closing:
+			return
+		}
 		srv.sendPresenceList(s, "")
 	}()
 }

@@ -93,6 +93,18 @@ func nextPresence(t *testing.T, c *client.Client, number phonebook.MSISDN, what 
 
 func str(s string) *string { return &s }
 
+// ready waits for the PresenceList that follows login: it comes once the
+// store shows the user online, and so once pushes reach them.
+func ready(t *testing.T, c *client.Client) *client.Client {
+	t.Helper()
+	select {
+	case <-c.PresenceLists():
+	case <-ctxT(t).Done():
+		t.Fatalf("no PresenceList after %s's login", c.Number)
+	}
+	return c
+}
+
 // A user's contacts see them come online at login, change their status
 // text and activity, and go offline at logout and when their connection is
 // lost; a second device keeps them online.
@@ -103,7 +115,7 @@ func TestPresencePushedOverRelay(t *testing.T) {
 		cfg.IdleTimeout, cfg.HeartbeatInterval = time.Second, 200*time.Millisecond
 		e, _ := startPresence(t, cfg, db)
 		hb := client.Options{Heartbeat: 100 * time.Millisecond}
-		a := e.alice(hb)
+		a := ready(t, e.alice(hb))
 		syncBook(t, a, entry("1", "Bob", "139 0013 9000"))
 		b := e.bob(hb)
 		if res := syncBook(t, b, entry("1", "Alice", "+86 138 0013 8000")); !res.Entries[0].Phones[0].Mutual {
@@ -132,7 +144,7 @@ func TestPresencePushedOverRelay(t *testing.T) {
 		})
 
 		// A second device: closing the first leaves Bob online.
-		b2 := e.dial("tok-bob2", "dev-bob2", hb)
+		b2 := ready(t, e.dial("tok-bob2", "dev-bob2", hb))
 		b.Close()
 		waitFor(t, "bob's first device gone", func() bool { return online(e.srv, bob) == 1 })
 		if _, err := b2.SetPresence(ctxT(t), &relaypb.PresenceSet{ImStatus: str("busy")}); err != nil {
@@ -165,7 +177,7 @@ func TestPresenceOfflineWhenConnectionDrops(t *testing.T) {
 	if _, err := svc.Sync(ctx, bob, "", contacts.SyncRequest{Full: true, Entries: []contacts.Entry{{ID: "1", Name: "A", Phones: []contacts.Phone{{Number: string(alice)}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	a := e.alice(client.Options{})
+	a := ready(t, e.alice(client.Options{}))
 	syncBook(t, a, entry("1", "Bob", string(bob)))
 
 	nc, err := net.Dial("tcp", e.addr)
@@ -186,7 +198,7 @@ func TestContactJoinedOverRelay(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		storetest.Users(t, db, alice)
 		e, svc := startPresence(t, testConfig(), db)
-		a := e.alice(client.Options{})
+		a := ready(t, e.alice(client.Options{}))
 		res := syncBook(t, a, entry("1", "Carol", "137-0013-7000"))
 		if p := res.Entries[0].Phones[0]; p.Registered || p.Number != string(carol) {
 			t.Fatalf("carol before joining: %v", p)
@@ -212,8 +224,8 @@ func TestPresencePrivacyDefault(t *testing.T) {
 		storetest.Users(t, db, alice, bob, carol)
 		e, _ := startPresence(t, testConfig(), db)
 		a := e.alice(client.Options{})
-		b := e.bob(client.Options{})
-		c := e.dial("tok-carol", "dev-carol", client.Options{})
+		b := ready(t, e.bob(client.Options{}))
+		c := ready(t, e.dial("tok-carol", "dev-carol", client.Options{}))
 		syncBook(t, a, entry("1", "Bob", string(bob))) // alice has bob only
 		syncBook(t, b, entry("1", "Alice", string(alice)))
 		res := syncBook(t, c, entry("1", "Alice", string(alice)))

@@ -66,75 +66,77 @@ func TestPresenceEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	aliceState, bobState := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json")
+	aliceState, bobState, carolState := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json"), filepath.Join(dir, "carol.json")
+	run := func(state string, args ...string) string {
+		t.Helper()
+		var out lockedBuffer
+		if err := runPhone(t, ctx, m, state, &out, args...); err != nil {
+			t.Fatalf("phone %v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	run(aliceState, "register", "13600136000", "--method", "header")
+	run(bobState, "register", "13500135000", "--method", "header")
 
-	var out lockedBuffer
-	if err := runPhone(t, ctx, m, aliceState, &out, "register", "138 0013 8000", "--method", "header"); err != nil {
-		t.Fatalf("register alice: %v\n%s", err, out.String())
-	}
-	out = lockedBuffer{}
-	if err := runPhone(t, ctx, m, aliceState, &out, "contacts", "import", "../../docs/examples/alice.vcf"); err != nil {
-		t.Fatalf("import: %v\n%s", err, out.String())
-	}
+	out := run(aliceState, "contacts", "import", "../../docs/examples/alice.vcf")
 	for _, want := range []string{
-		"Bob Li               +8613900139000   not on Phonebook",
-		"Carol Wang           +8613700137000   not on Phonebook",
+		"Bob Li               +8613500135000   on Phonebook\n",
+		"Carol Wang           +8613700137000   not on Phonebook (messages go by SMS)",
 		"Mum                  +861065529988    not on Phonebook",
 		`Pizza                "12345"          invalid number: `,
-		"4 card(s) read: 0 on Phonebook (0 mutual), 3 not yet, 1 without a valid number; the book now holds 4 entries, 3 contacts",
+		"4 card(s) read: 1 on Phonebook (0 mutual), 2 not yet, 1 without a valid number; the book now holds 4 entries, 3 contacts",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Fatalf("import output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want) {
+			t.Fatalf("import output lacks %q:\n%s", want, out)
 		}
 	}
 
-	// Alice listens; Bob registers (she is told he joined), imports his
-	// book (now mutual, she sees him online), and sets a status.
+	// Alice listens; Bob imports his book (now mutual: she sees him come
+	// and go), Carol registers (Alice is told she joined), Bob sets a
+	// status and stays online.
 	var listen lockedBuffer
 	lctx, stopListen := context.WithCancel(ctx)
 	listenDone := make(chan error, 1)
 	go func() { listenDone <- runPhone(t, lctx, m, aliceState, &listen, "listen", "--wait", "1m") }()
-	waitOutput(t, ctx, &listen, "contact(s) visible")
+	waitOutput(t, ctx, &listen, "0 contact(s) visible")
 
-	out = lockedBuffer{}
-	if err := runPhone(t, ctx, m, bobState, &out, "register", "139 0013 9000", "--method", "header"); err != nil {
-		t.Fatalf("register bob: %v\n%s", err, out.String())
+	if out := run(bobState, "contacts", "import", "../../docs/examples/bob.vcf"); !strings.Contains(out, "Alice Zhang          +8613600136000   on Phonebook, mutual, online") {
+		t.Fatalf("bob's import:\n%s", out)
 	}
-	waitOutput(t, ctx, &listen, "contact joined Phonebook: +8613900139000")
-	out = lockedBuffer{}
-	if err := runPhone(t, ctx, m, bobState, &out, "contacts", "import", "../../docs/examples/bob.vcf"); err != nil {
-		t.Fatalf("bob's import: %v\n%s", err, out.String())
+	waitOutput(t, ctx, &listen, "presence +8613500135000 online")
+	waitOutput(t, ctx, &listen, "presence +8613500135000 offline")
+	run(carolState, "register", "13700137000", "--method", "header")
+	waitOutput(t, ctx, &listen, "contact joined Phonebook: +8613700137000")
+
+	var status lockedBuffer
+	sctx, stopStatus := context.WithCancel(ctx)
+	statusDone := make(chan error, 1)
+	go func() {
+		statusDone <- runPhone(t, sctx, m, bobState, &status, "status", "--im", "busy", "--text", "in a meeting", "--activity", "in_call", "--wait", "1m")
+	}()
+	waitOutput(t, ctx, &status, `+8613500135000 is busy "in a meeting" (in_call); visible to mutual`)
+	waitOutput(t, ctx, &listen, `presence +8613500135000 busy "in a meeting" (in_call)`)
+	stopStatus()
+	if err := <-statusDone; err != nil {
+		t.Fatalf("status: %v\n%s", err, status.String())
 	}
-	if !strings.Contains(out.String(), "Alice Zhang          +8613800138000   on Phonebook, mutual, online") {
-		t.Fatalf("bob's import:\n%s", out.String())
-	}
-	out = lockedBuffer{}
-	if err := runPhone(t, ctx, m, bobState, &out, "status", "--im", "busy", "--text", "in a meeting", "--activity", "in_call"); err != nil {
-		t.Fatalf("status: %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), `+8613900139000 is busy "in a meeting" (in_call); visible to mutual`) {
-		t.Fatalf("status output:\n%s", out.String())
-	}
-	waitOutput(t, ctx, &listen, `presence +8613900139000 busy "in a meeting" (in_call)`)
-	// The status command logged out: Bob is offline again, activity gone.
-	waitOutput(t, ctx, &listen, `presence +8613900139000 offline "in a meeting"`)
+	// Bob's status session ended: offline, activity gone, text kept.
+	waitOutput(t, ctx, &listen, `presence +8613500135000 offline "in a meeting"`)
 	stopListen()
 	if err := <-listenDone; err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 
-	out = lockedBuffer{}
-	if err := runPhone(t, ctx, m, aliceState, &out, "contacts", "list"); err != nil {
-		t.Fatalf("list: %v", err)
-	}
+	out = run(aliceState, "contacts", "list")
 	for _, want := range []string{
 		"Bob Li [Friends] (id vcf:",
-		`cell     139 0013 9000        on Phonebook, mutual, offline "in a meeting"`,
+		`cell     135 0013 5000        on Phonebook, mutual, offline "in a meeting"`,
+		"cell     +86 137-0013-7000    on Phonebook\n",
 		"work     12345                invalid number",
 		"4 entries, 3 contacts",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Fatalf("list output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want) {
+			t.Fatalf("list output lacks %q:\n%s", want, out)
 		}
 	}
 }
@@ -151,6 +153,7 @@ func TestPresenceListEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := phone(t, m, "13900139000")
+	<-bob.PresenceLists() // bob is online: pushes reach him
 	if _, err := bob.SyncContacts(ctx, &relaypb.ContactsSync{Added: []*relaypb.ContactEntry{
 		{Id: "a", Name: "Alice", Phones: []*relaypb.ContactPhone{{Number: "+8613800138000"}}}}}); err != nil {
 		t.Fatal(err)
@@ -251,6 +254,7 @@ func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
 	defer cancel()
 	alice := phone(t, a, "13800138000")
 	bob := phone(t, b, "13900139000")
+	<-alice.PresenceLists() // alice is online: pushes reach her
 	for _, s := range []struct {
 		c     *client.Client
 		other string
