@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -412,4 +413,103 @@ func TestContactsRequestsPipelined(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A relay without a contacts service answers contacts requests with
+// unknown_frame, carrying the request id, and keeps the connection.
+func TestContactsRequestsWithoutService(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	a := e.alice(client.Options{})
+	_, err := a.QueryPresence(ctxT(t))
+	var se *client.ServerError
+	if !asServerError(err, &se) || se.Code != phonebook.EUnknownFrame {
+		t.Fatalf("query without a contacts service: %v", err)
+	}
+	p, err := a.Send(string(bob), "still connected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, state := wait(t, p); state != "STORED" {
+		t.Fatalf("send after the refused request: %s", state)
+	}
+}
+
+// BenchmarkPresenceSetFanOut: one user with 100 mutual contacts online
+// changes their status text over the relay; an operation ends when the
+// change is stored and answered (PresenceSetResult). The pushes to the 100
+// are delivered meanwhile, off the answer's path; pushes per second are
+// reported from what the contacts received.
+func BenchmarkPresenceSetFanOut(b *testing.B) {
+	const fans = 100
+	db := storetest.SQLite(b)
+	svc, err := contacts.New(db, nil, contacts.Config{}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth := newTokenAuth()
+	srv, err := relay.NewServer(testConfig(), relay.Deps{Auth: auth, Store: db, Directory: auth, Contacts: svc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc.SetNotifier(srv.Notifier())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		svc.Close(ctx)
+	}()
+	ctx := context.Background()
+	storetest.Users(b, db, alice)
+	var book []contacts.Entry
+	var received atomic.Int64
+	for i := range fans {
+		num := phonebook.MSISDN(fmt.Sprintf("+861380001%04d", i))
+		storetest.Users(b, db, num)
+		auth.add(fmt.Sprint("tok-", i), num, fmt.Sprint("dev-", i))
+		if _, err := svc.Sync(ctx, num, "", contacts.SyncRequest{Full: true, Entries: []contacts.Entry{{ID: "a", Name: "A", Phones: []contacts.Phone{{Number: string(alice)}}}}}); err != nil {
+			b.Fatal(err)
+		}
+		book = append(book, contacts.Entry{ID: fmt.Sprint(i), Name: "x", Phones: []contacts.Phone{{Number: string(num)}}})
+		c, err := client.Dial(ctx, ln.Addr().String(), client.Options{Token: fmt.Sprint("tok-", i), DeviceID: fmt.Sprint("dev-", i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		<-c.PresenceLists()
+		go func() {
+			for {
+				select {
+				case <-c.PresenceChanges():
+					received.Add(1)
+				case <-c.Done():
+					return
+				}
+			}
+		}()
+	}
+	if _, err := svc.Sync(ctx, alice, "", contacts.SyncRequest{Full: true, Entries: book}); err != nil {
+		b.Fatal(err)
+	}
+	a, err := client.Dial(ctx, ln.Addr().String(), client.Options{Token: "tok-alice", DeviceID: "dev-alice"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	<-a.PresenceLists()
+	start := received.Load()
+	b.ResetTimer()
+	t0 := time.Now()
+	for i := range b.N {
+		text := fmt.Sprint("status ", i)
+		if _, err := a.SetPresence(ctx, &relaypb.PresenceSet{StatusText: &text}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(received.Load()-start)/time.Since(t0).Seconds(), "pushes/s")
 }
