@@ -236,6 +236,7 @@ type Deps struct {
 	Directory Directory // nil: every number counts as registered
 	Fallback  Fallback  // nil: no SMS fallback
 	Router    Router    // nil: NewLocalRouter
+	Contacts  Contacts  // nil: no contacts or presence over the relay (presence.go)
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer // nil: not registered
 }

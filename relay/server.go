@@ -43,6 +43,8 @@ type Server struct {
 	dedup    *dedupTable
 	smsQuota *smsQuota
 	recorder *recorder
+	contacts Contacts
+	presence *presenceTracker
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -115,6 +117,8 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		smsSlots:      make(chan struct{}, 16),
 	}
 	srv.recorder = newRecorder(srv)
+	srv.contacts = deps.Contacts
+	srv.presence = newPresenceTracker(srv)
 	go srv.commitLoop()
 	srv.bg.Add(2)
 	go srv.janitor()
@@ -263,6 +267,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		srv.conns.Wait()
+		srv.presence.wait() // every user recorded offline
 		srv.sms.Wait()
 		close(srv.quitCommit)
 		<-srv.committerDone

@@ -51,6 +51,8 @@ type session struct {
 	woken    atomic.Bool
 	drains   sync.WaitGroup // drain and close-time goroutines; serveTCP waits for them
 	drainSeq int64          // drain goroutine only
+
+	contactsReq chan struct{} // one contacts request in flight (presence.go)
 }
 
 type pendingDelivery struct {
@@ -221,6 +223,9 @@ func (s *session) handle(f *relaypb.Frame, now time.Time) error {
 	case nil:
 		s.Push(errorFrame(phonebook.Errorf(phonebook.EUnknownFrame, "frame body unknown to this server; ignored")))
 	default:
+		if handled, err := s.srv.handleContactsFrame(s, f, now); handled {
+			return err
+		}
 		return phonebook.Errorf(phonebook.EProtocol, "a client may not send %s frames", FrameKind(f))
 	}
 	return nil

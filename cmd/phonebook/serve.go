@@ -137,6 +137,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.startCluster(ctx); err != nil {
 		return err
 	}
+	// Contacts before the relay: the relay serves contacts and presence
+	// frames and marks users online and offline.
+	if err := startContacts(ctx, m); err != nil {
+		return err
+	}
 	if err := m.startRelay(ctx); err != nil {
 		return err
 	}
