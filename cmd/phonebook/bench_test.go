@@ -76,6 +76,6 @@ func BenchmarkVerifyStartToSMSC(b *testing.B) {
 func config4bench(b *testing.B) configT {
 	cfg := testConfigTB(b)
 	cfg.Database.Driver, cfg.Database.DSN = "mysql", storetest.MySQLDSN(b)
-	cfg.Verify.MaxPerIPHour, cfg.Verify.MaxPerPrefixHour, cfg.Verify.MaxPerNumberDay = 1 << 30, 1 << 30, 1 << 30
+	cfg.Verify.MaxPerIPHour, cfg.Verify.MaxPerPrefixHour, cfg.Verify.MaxPerNumberDay = 1<<30, 1<<30, 1<<30
 	return cfg
 }
