@@ -1,5 +1,5 @@
 // The Phonebook relay protocol: what a handset and the relay exchange over
-// one TCP connection (or, later, UDP datagrams). Every unit on the wire is a
+// one TCP connection (or UDP datagrams, see UdpEnvelope). Every unit on the wire is a
 // Frame; over TCP each Frame is preceded by its length as a 4-byte
 // big-endian unsigned integer. docs/protocol.md describes the sequences.
 
@@ -1037,6 +1037,104 @@ func (x *Error) GetRetryAfterSecs() uint32 {
 	return 0
 }
 
+// UdpEnvelope carries at most one Frame in one UDP datagram, with what the
+// datagram transport needs for reliability (docs/protocol.md, "UDP"). On the
+// wire a datagram is: connection id (8 bytes, big-endian; 0 only on the
+// client's Auth datagram and the server's answer refusing it), this
+// envelope, then a 16-byte tag (HMAC-SHA256 over the id and the envelope,
+// truncated) when the id is not 0.
+type UdpEnvelope struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint32                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`          // 1, 2, ... for frames that must arrive; 0 for heartbeats, pure acks, close
+	Ack           uint32                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`          // every seq up to and including this one was received
+	Sack          []uint32               `protobuf:"varint,3,rep,packed,name=sack,proto3" json:"sack,omitempty"` // seqs above ack also received (at most 16)
+	Frame         *Frame                 `protobuf:"bytes,4,opt,name=frame,proto3" json:"frame,omitempty"`       // absent in a pure ack
+	Nonce         []byte                 `protobuf:"bytes,5,opt,name=nonce,proto3" json:"nonce,omitempty"`       // 16 random bytes on the client's Auth datagram (and a refusal's echo)
+	Pn            uint64                 `protobuf:"varint,6,opt,name=pn,proto3" json:"pn,omitempty"`            // datagram counter, +1 per datagram sent (retransmissions too)
+	Close         bool                   `protobuf:"varint,7,opt,name=close,proto3" json:"close,omitempty"`      // the sender ends the session
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UdpEnvelope) Reset() {
+	*x = UdpEnvelope{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UdpEnvelope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UdpEnvelope) ProtoMessage() {}
+
+func (x *UdpEnvelope) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UdpEnvelope.ProtoReflect.Descriptor instead.
+func (*UdpEnvelope) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UdpEnvelope) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *UdpEnvelope) GetAck() uint32 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+func (x *UdpEnvelope) GetSack() []uint32 {
+	if x != nil {
+		return x.Sack
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetFrame() *Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetPn() uint64 {
+	if x != nil {
+		return x.Pn
+	}
+	return 0
+}
+
+func (x *UdpEnvelope) GetClose() bool {
+	if x != nil {
+		return x.Close
+	}
+	return false
+}
+
 var File_phonebook_relay_v1_relay_proto protoreflect.FileDescriptor
 
 const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
@@ -1109,7 +1207,15 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12(\n" +
-	"\x10retry_after_secs\x18\x03 \x01(\rR\x0eretryAfterSecs*r\n" +
+	"\x10retry_after_secs\x18\x03 \x01(\rR\x0eretryAfterSecs\"\xb2\x01\n" +
+	"\vUdpEnvelope\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\rR\x03seq\x12\x10\n" +
+	"\x03ack\x18\x02 \x01(\rR\x03ack\x12\x12\n" +
+	"\x04sack\x18\x03 \x03(\rR\x04sack\x12/\n" +
+	"\x05frame\x18\x04 \x01(\v2\x19.phonebook.relay.v1.FrameR\x05frame\x12\x14\n" +
+	"\x05nonce\x18\x05 \x01(\fR\x05nonce\x12\x0e\n" +
+	"\x02pn\x18\x06 \x01(\x04R\x02pn\x12\x14\n" +
+	"\x05close\x18\a \x01(\bR\x05close*r\n" +
 	"\vMessageType\x12\x1c\n" +
 	"\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04TEXT\x10\x01\x12\a\n" +
@@ -1144,7 +1250,7 @@ func file_phonebook_relay_v1_relay_proto_rawDescGZIP() []byte {
 }
 
 var file_phonebook_relay_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_phonebook_relay_v1_relay_proto_goTypes = []any{
 	(MessageType)(0),     // 0: phonebook.relay.v1.MessageType
 	(MessageState)(0),    // 1: phonebook.relay.v1.MessageState
@@ -1159,6 +1265,7 @@ var file_phonebook_relay_v1_relay_proto_goTypes = []any{
 	(*DeliverAck)(nil),   // 10: phonebook.relay.v1.DeliverAck
 	(*Receipt)(nil),      // 11: phonebook.relay.v1.Receipt
 	(*Error)(nil),        // 12: phonebook.relay.v1.Error
+	(*UdpEnvelope)(nil),  // 13: phonebook.relay.v1.UdpEnvelope
 }
 var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	3,  // 0: phonebook.relay.v1.Frame.auth:type_name -> phonebook.relay.v1.Auth
@@ -1176,11 +1283,12 @@ var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	12, // 12: phonebook.relay.v1.SendResult.error:type_name -> phonebook.relay.v1.Error
 	0,  // 13: phonebook.relay.v1.Deliver.type:type_name -> phonebook.relay.v1.MessageType
 	1,  // 14: phonebook.relay.v1.Receipt.state:type_name -> phonebook.relay.v1.MessageState
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 15: phonebook.relay.v1.UdpEnvelope.frame:type_name -> phonebook.relay.v1.Frame
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_phonebook_relay_v1_relay_proto_init() }
@@ -1206,7 +1314,7 @@ func file_phonebook_relay_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phonebook_relay_v1_relay_proto_rawDesc), len(file_phonebook_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
