@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
@@ -83,9 +84,22 @@ type UDPServer struct {
 	limits    map[netip.Addr]*rate.Limiter // reader goroutine only
 
 	stats struct {
-		rebinds, unknown, badTag, malformed, tooLarge, rateLimited, refused atomic.Uint64
+		rebinds, unknown, badTag, malformed, tooLarge, rateLimited, refused counter
 	}
 }
+
+// counter is one of UDPStats' numbers, mirrored in a Prometheus counter.
+type counter struct {
+	n atomic.Uint64
+	c prometheus.Counter
+}
+
+func (c *counter) Add(n uint64) {
+	c.n.Add(n)
+	c.c.Add(float64(n))
+}
+
+func (c *counter) Load() uint64 { return c.n.Load() }
 
 // ServeUDP serves the relay over UDP on pc until Shutdown, then returns
 // ErrServerClosed. cfg may be the zero value.
@@ -96,13 +110,20 @@ func (srv *Server) ServeUDP(pc net.PacketConn, cfg UDPConfig) error {
 // NewUDP prepares a UDP transport on pc; Serve runs it.
 func (srv *Server) NewUDP(pc net.PacketConn, cfg UDPConfig) *UDPServer {
 	cfg.setDefaults(srv.cfg.MaxFrameSize)
-	return &UDPServer{
+	u := &UDPServer{
 		srv: srv, pc: pc, cfg: cfg,
 		sessions:  make(map[uint64]*udpSession),
 		byNonce:   make(map[[rudp.NonceLen]byte]*udpSession),
 		authSlots: make(chan struct{}, cfg.AuthSlots),
 		limits:    make(map[netip.Addr]*rate.Limiter),
 	}
+	st, m := &u.stats, srv.metrics
+	st.rebinds.c = m.udpRebinds
+	for c, reason := range map[*counter]string{&st.unknown: "unknown_conn", &st.badTag: "bad_tag", &st.malformed: "malformed",
+		&st.tooLarge: "too_large", &st.rateLimited: "rate_limited", &st.refused: "refused"} {
+		c.c = m.udpDropped.WithLabelValues(reason)
+	}
+	return u
 }
 
 // Addr is the socket's address.
