@@ -1,0 +1,121 @@
+package rudp
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook/proto/relaypb"
+)
+
+func ackFrame(id string) *relaypb.Frame {
+	return &relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: id}}}
+}
+
+func TestSealOpen(t *testing.T) {
+	key := DeriveKey("token", make([]byte, NonceLen), 42)
+	env := &relaypb.UdpEnvelope{Seq: 7, Ack: 3, Sack: []uint32{5}, Frame: ackFrame("m1"), Pn: 9}
+	b, err := Seal(nil, 42, key, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := ConnID(b); id != 42 {
+		t.Fatalf("conn id %d", id)
+	}
+	var got relaypb.UdpEnvelope
+	if err := Open(b, key, &got); err != nil || got.Seq != 7 || got.Frame.GetDeliverAck().GetServerMsgId() != "m1" {
+		t.Fatalf("open: %v %v", &got, err)
+	}
+	other := DeriveKey("token", make([]byte, NonceLen), 43)
+	tampered := append([]byte(nil), b...)
+	tampered[HeaderLen] ^= 1
+	for name, tc := range map[string]struct {
+		b   []byte
+		key []byte
+		err error
+	}{
+		"other session's key": {b, other, ErrBadTag},
+		"tampered":            {tampered, key, ErrBadTag},
+		"short":               {b[:HeaderLen+TagLen-1], key, ErrShort},
+		"no header":           {b[:3], nil, ErrShort},
+		"garbage body":        {[]byte{0, 0, 0, 0, 0, 0, 0, 0, 0xff}, nil, ErrBadBody},
+	} {
+		if err := Open(tc.b, tc.key, &got); !errors.Is(err, tc.err) {
+			t.Errorf("%s: %v, want %v", name, err, tc.err)
+		}
+	}
+	if DeriveKey("token", make([]byte, NonceLen), 42)[0] != key[0] || string(DeriveKey("other", make([]byte, NonceLen), 42)) == string(key) {
+		t.Fatal("key derivation is not a function of the token")
+	}
+}
+
+func TestReceiveInOrderOnce(t *testing.T) {
+	c := NewConn(8, 4, Timing{})
+	now := time.Now()
+	recv := func(seq uint32) bool {
+		fresh, _ := c.Receive(&relaypb.UdpEnvelope{Seq: seq, Frame: ackFrame(string(rune('a' + seq)))}, now)
+		return fresh
+	}
+	if !recv(3) || len(c.Take(nil)) != 0 {
+		t.Fatal("seq 3 handed over before 1 and 2")
+	}
+	recv(1)
+	if recv(1) || recv(3) {
+		t.Fatal("duplicate taken as fresh")
+	}
+	recv(2)
+	got := c.Take(nil)
+	if len(got) != 3 || got[0].GetDeliverAck().ServerMsgId != "b" || got[2].GetDeliverAck().ServerMsgId != "d" {
+		t.Fatalf("took %v", got)
+	}
+	if recv(2) {
+		t.Fatal("duplicate after Take taken as fresh")
+	}
+	// Window of 4 beyond what was taken: seq 8 is refused, 7 held.
+	if recv(8) || !recv(7) {
+		t.Fatal("receive window not applied")
+	}
+	var env *relaypb.UdpEnvelope
+	c.Poll(now, func(e *relaypb.UdpEnvelope) { env = e })
+	if env == nil || env.Ack != 3 || len(env.Sack) != 1 || env.Sack[0] != 7 {
+		t.Fatalf("ack %v", env)
+	}
+}
+
+func TestRetransmitBackoffAndGiveUp(t *testing.T) {
+	tm := Timing{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond, Retries: 3}
+	c := NewConn(2, 16, tm)
+	if !c.Push(ackFrame("1")) || !c.Push(ackFrame("2")) || c.Push(ackFrame("3")) {
+		t.Fatal("window of 2 not applied")
+	}
+	t0 := time.Now()
+	count := func(at time.Duration) (int, bool) {
+		n := 0
+		_, dead := c.Poll(t0.Add(at), func(e *relaypb.UdpEnvelope) {
+			if e.Seq != 0 {
+				n++
+			}
+		})
+		return n, dead
+	}
+	if n, _ := count(0); n != 2 {
+		t.Fatalf("first transmission: %d", n)
+	}
+	// Seq 2 is acknowledged; seq 1 comes again after 100, 200, 400 ms.
+	c.Receive(&relaypb.UdpEnvelope{Ack: 0, Sack: []uint32{2}}, t0)
+	if !c.Room() || c.Unacked() != 1 {
+		t.Fatal("sack did not free the window")
+	}
+	for _, step := range []struct {
+		at   time.Duration
+		want int
+	}{{99 * time.Millisecond, 0}, {100 * time.Millisecond, 1}, {299 * time.Millisecond, 0}, {300 * time.Millisecond, 1},
+		{700 * time.Millisecond, 1}, {1099 * time.Millisecond, 0}} {
+		if n, dead := count(step.at); n != step.want || dead {
+			t.Fatalf("at %s: %d sent (dead %v), want %d", step.at, n, dead, step.want)
+		}
+	}
+	if _, dead := count(1100 * time.Millisecond); !dead {
+		t.Fatal("no give-up after 3 retransmissions")
+	}
+}
