@@ -7,37 +7,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/relay"
-	"github.com/phonebook/phonebook/store/storetest"
 )
 
 func startUDPRelay(t *testing.T) (*relay.Server, string, string) {
 	t.Helper()
-	auth := relay.AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-		u, ok := users[token]
-		if !ok {
-			return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown token")
-		}
-		return phonebook.MSISDN(u[0]), u[1], nil
-	})
-	srv, err := relay.NewServer(relay.Config{NodeID: "t"}, relay.Deps{Auth: auth, Store: storetest.SQLite(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, tcpAddr := newRelay(t)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ln)
 	go srv.ServeUDP(pc, relay.UDPConfig{})
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return srv, ln.Addr().String(), pc.LocalAddr().String()
+	return srv, tcpAddr, pc.LocalAddr().String()
 }
 
 func dialUDP(t *testing.T, addr, token string, o client.Options) *client.Client {

@@ -16,6 +16,21 @@ import (
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
+// fuzzServer is a relay that lets every token in as one user, with a tiny
+// send queue and ack timeout so that limits are reached.
+func fuzzServer(f *testing.F) *Server {
+	auth := AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+		return "+8613800138000", "dev", nil
+	})
+	srv, err := NewServer(Config{NodeID: "fuzz", AckTimeout: 20 * time.Millisecond, SendQueue: 8},
+		Deps{Auth: auth, Store: storetest.SQLite(f)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
+}
+
 // FuzzUDPDatagram gives the UDP transport arbitrary datagrams, both as
 // they come (unauthenticated) and sealed with a live session's key (so the
 // envelope and frame decoding and the session behind them are reached).
@@ -30,15 +45,7 @@ func FuzzUDPDatagram(f *testing.F) {
 	f.Add(append(make([]byte, 8), seal(&relaypb.UdpEnvelope{Seq: 1, Nonce: make([]byte, 16), Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "t"}}}})...), false)
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0xff}, false)
 
-	auth := AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-		return "+8613800138000", "dev", nil
-	})
-	srv, err := NewServer(Config{NodeID: "fuzz", AckTimeout: 20 * time.Millisecond, SendQueue: 8},
-		Deps{Auth: auth, Store: storetest.SQLite(f)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { srv.Shutdown(context.Background()) })
+	srv := fuzzServer(f)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		f.Fatal(err)
