@@ -338,10 +338,10 @@ func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net
 	defer srv.conns.Done()
 	defer u.wg.Done()
 	s, err := srv.login(auth, "udp", addr.String(), nil)
-	<-u.authSlots
 	if err != nil {
 		u.mu.Lock()
 		delete(u.byNonce, nonce)
+		<-u.authSlots
 		u.mu.Unlock()
 		u.stats.refused.Add(1)
 		if phonebook.ErrorCode(err) == phonebook.EInternal {
@@ -362,6 +362,7 @@ func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net
 	us.key = rudp.DeriveKey(auth.GetAuth().GetToken(), nonce[:], us.id)
 	u.sessions[us.id] = us
 	u.byNonce[nonce] = us
+	<-u.authSlots // under u.mu: a login counts in the limit as one or the other
 	u.mu.Unlock()
 
 	handlerDone := make(chan struct{})
