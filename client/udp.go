@@ -54,6 +54,7 @@ func DialUDP(ctx context.Context, addr string, o Options) (*Client, error) {
 	if uo.RecvWindow <= 0 {
 		uo.RecvWindow = 2048
 	}
+	uo.Timing = uo.Timing.WithDefaults()
 	if uo.IdleTimeout <= 0 {
 		uo.IdleTimeout = 65 * time.Second
 	}

@@ -38,6 +38,7 @@ func (c *UDPConfig) setDefaults(frameMax int) {
 		c.MaxDatagram = rudp.DefaultMaxDatagram
 	}
 	c.MaxDatagram = max(min(c.MaxDatagram, frameMax+rudp.Overhead, 65507), rudp.Overhead+64)
+	c.Timing = c.Timing.WithDefaults()
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 100000
 	}
@@ -68,7 +69,9 @@ type UDPStats struct {
 	Refused     uint64 // logins refused (bad token, too many sessions) or dropped (busy)
 }
 
-// UDPServer is the relay's UDP transport on one socket.
+// UDPServer is the relay's UDP transport on one socket. Lock order:
+// UDPServer.mu before Server.mu; a session's rudp.Conn lock is taken with
+// neither held.
 type UDPServer struct {
 	srv     *Server
 	pc      net.PacketConn

@@ -142,6 +142,12 @@ type Timing struct {
 	Retries int           // retransmissions of one frame before the peer counts as gone (8)
 }
 
+// WithDefaults fills in the zero fields.
+func (t Timing) WithDefaults() Timing {
+	t.setDefaults()
+	return t
+}
+
 func (t *Timing) setDefaults() {
 	if t.Initial <= 0 {
 		t.Initial = 250 * time.Millisecond
