@@ -35,8 +35,8 @@ type UDPOptions struct {
 // DialUDP connects to a relay's UDP transport and authenticates; the
 // Client then behaves as one from Dial. Frames that must arrive are
 // retransmitted until acknowledged; the session survives the handset's
-// address changing (Rebind simulates that). A message too large for one
-// datagram fails with request_too_large.
+// address changing (Rebind simulates that). A frame too large for one
+// datagram travels in several.
 func DialUDP(ctx context.Context, addr string, o Options) (*Client, error) {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -58,8 +58,12 @@ func DialUDP(ctx context.Context, addr string, o Options) (*Client, error) {
 	if uo.IdleTimeout <= 0 {
 		uo.IdleTimeout = 65 * time.Second
 	}
-	u.maxFrame = rudp.MaxFrame(uo.MaxDatagram)
-	u.rc = rudp.NewConn(uo.Window, uo.RecvWindow, uo.Timing)
+	u.chunk = rudp.MaxFrame(uo.MaxDatagram)
+	maxFrame := o.MaxFrameSize
+	if maxFrame <= 0 {
+		maxFrame = relay.DefaultMaxFrameSize
+	}
+	u.rc = rudp.NewConn(uo.Window, uo.RecvWindow, maxFrame, uo.Timing)
 	rand.Read(u.nonce[:])
 	pc, err := u.listen()
 	if err != nil {
@@ -96,7 +100,7 @@ type udpConn struct {
 	token    string
 	nonce    [rudp.NonceLen]byte
 	opts     UDPOptions
-	maxFrame int
+	chunk    int // frame bytes per datagram
 	rc       *rudp.Conn
 	lastRecv atomic.Int64
 
@@ -384,20 +388,15 @@ func (u *udpConn) send(f *relaypb.Frame) error {
 		u.sendUnreliable(f, false)
 		return nil
 	}
-	if size := proto.Size(f); size > u.maxFrame {
-		if s := f.GetSend(); s != nil {
-			u.mu.Lock()
-			u.synth = append(u.synth, &relaypb.Frame{Body: &relaypb.Frame_SendResult{SendResult: &relaypb.SendResult{
-				ClientMsgId: s.ClientMsgId, State: relaypb.MessageState_FAILED,
-				Error: &relaypb.Error{Code: string(phonebook.ETooLarge), Message: fmt.Sprintf(
-					"message is %d bytes; one UDP datagram carries at most %d: shorten it or send over TCP", size, u.maxFrame)},
-			}}})
-			u.mu.Unlock()
-			u.signal(u.readSig)
+	for {
+		ok, err := u.rc.Push(f, u.chunk)
+		if err != nil {
+			u.tooLarge(f)
+			return nil
 		}
-		return nil
-	}
-	for !u.rc.Push(f) {
+		if ok {
+			break
+		}
 		select {
 		case <-u.rc.RoomSignal():
 		case <-u.done:
@@ -406,6 +405,23 @@ func (u *udpConn) send(f *relaypb.Frame) error {
 	}
 	u.signal(u.wake)
 	return nil
+}
+
+// tooLarge answers a Send that the transport cannot carry at all with a
+// failed SendResult, as the server would.
+func (u *udpConn) tooLarge(f *relaypb.Frame) {
+	s := f.GetSend()
+	if s == nil {
+		return
+	}
+	u.mu.Lock()
+	u.synth = append(u.synth, &relaypb.Frame{Body: &relaypb.Frame_SendResult{SendResult: &relaypb.SendResult{
+		ClientMsgId: s.ClientMsgId, State: relaypb.MessageState_FAILED,
+		Error: &relaypb.Error{Code: string(phonebook.ETooLarge), Message: fmt.Sprintf(
+			"message is %d bytes, over the %d-byte frame limit or the send window: shorten it", proto.Size(f), u.rc.MaxFrame())},
+	}}})
+	u.mu.Unlock()
+	u.signal(u.readSig)
 }
 
 // Close ends the session: the server is told (best effort) and the socket

@@ -22,8 +22,7 @@ import (
 type UDPConfig struct {
 	// MaxDatagram is the largest datagram sent or accepted (1200: fits
 	// any Internet path unfragmented). A frame larger than
-	// MaxDatagram - rudp.Overhead (and than Config.MaxFrameSize) cannot
-	// travel over UDP.
+	// MaxDatagram - rudp.Overhead travels in several datagrams.
 	MaxDatagram int
 	MaxSessions int         // UDP sessions on this socket (100000)
 	RecvWindow  int         // client frames accepted ahead of the session's handler (256)
@@ -354,7 +353,7 @@ func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net
 		return
 	}
 	us := &udpSession{u: u, s: s, wake: make(chan struct{}, 1),
-		rc: rudp.NewConn(srv.cfg.SendQueue, u.cfg.RecvWindow, u.cfg.Timing)}
+		rc: rudp.NewConn(srv.cfg.SendQueue, u.cfg.RecvWindow, srv.cfg.MaxFrameSize, u.cfg.Timing)}
 	us.rc.ExpectFirst()
 	us.addr.Store(&addr)
 	us.lastRecv.Store(time.Now().UnixNano())
@@ -468,7 +467,7 @@ func (us *udpSession) handleLoop() {
 func (us *udpSession) writeLoop() {
 	s, u := us.s, us.u
 	idle := u.srv.cfg.IdleTimeout
-	maxFrame := min(rudp.MaxFrame(u.cfg.MaxDatagram), u.srv.cfg.MaxFrameSize)
+	chunk := rudp.MaxFrame(u.cfg.MaxDatagram)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var backlog []*relaypb.Frame
@@ -510,12 +509,11 @@ func (us *udpSession) writeLoop() {
 			n := 0
 			for ; n < len(backlog); n++ {
 				f := backlog[n]
-				switch {
-				case !rudp.Reliable(f):
+				if !rudp.Reliable(f) {
 					us.rc.Send(f, false, emit)
-				case proto.Size(f) > maxFrame:
-					us.tooLarge(f, maxFrame)
-				case !us.rc.Push(f):
+				} else if ok, err := us.rc.Push(f, chunk); err != nil {
+					us.tooLarge(f, chunk)
+				} else if !ok {
 					goto full
 				}
 				backlog[n] = nil
@@ -555,9 +553,10 @@ func (us *udpSession) flush(out [][]byte) [][]byte {
 	return out[:0]
 }
 
-// tooLarge handles a frame that no datagram can carry. A delivery stays in
-// (or goes to) the offline store, and the client is told why.
-func (us *udpSession) tooLarge(f *relaypb.Frame, maxFrame int) {
+// tooLarge handles a frame the session's window cannot carry even in
+// chunks (only with a tiny send queue). A delivery stays in (or goes to)
+// the offline store, and the client is told why.
+func (us *udpSession) tooLarge(f *relaypb.Frame, chunk int) {
 	s := us.s
 	d := f.GetDeliver()
 	if d == nil {
@@ -578,6 +577,6 @@ func (us *udpSession) tooLarge(f *relaypb.Frame, maxFrame int) {
 		}()
 	}
 	us.rc.Push(errorFrame(phonebook.Errorf(phonebook.ETooLarge,
-		"message %s from %s is %d bytes, over the %d a UDP datagram carries; it stays stored: log in over TCP to receive it",
-		d.ServerMsgId, d.From, proto.Size(f), maxFrame)))
+		"message %s from %s is %d bytes, more than this UDP session's window carries; it stays stored: log in over TCP to receive it",
+		d.ServerMsgId, d.From, proto.Size(f))), chunk)
 }

@@ -106,6 +106,9 @@ func (l *lossy) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return l.PacketConn.WriteTo(b, addr)
 }
 
+// largeText takes three datagrams.
+var largeText = strings.Repeat("large ", 500)
+
 // collect reads n deliveries, counting each server_msg_id.
 func collect(t *testing.T, c *client.Client, n int) map[string]int {
 	t.Helper()
@@ -118,6 +121,9 @@ func collect(t *testing.T, c *client.Client, n int) map[string]int {
 				t.Fatalf("connection ended after %d of %d deliveries: %v", got, n, c.Err())
 			}
 			seen[d.ServerMsgId]++
+			if d.Text != largeText && d.Text != "msg" && d.Text != "lossy" && d.Text != "while you were out" {
+				t.Fatalf("delivered a damaged text of %d bytes", len(d.Text))
+			}
 		case <-timeout:
 			t.Fatalf("%d of %d deliveries", got, n)
 		}
@@ -289,7 +295,11 @@ func TestUDPLoss(t *testing.T) {
 	const n = 200
 	ps := make([]*client.Pending, n)
 	for i := range ps {
-		p, err := a.Send("13900139000", "lossy")
+		text := "lossy"
+		if i%10 == 0 {
+			text = largeText
+		}
+		p, err := a.Send("13900139000", text)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,38 +454,35 @@ func TestUDPLimits(t *testing.T) {
 	}
 }
 
-func TestUDPTooLarge(t *testing.T) {
-	cfg := testConfig()
-	cfg.AckTimeout = time.Minute
-	e := start(t, cfg, nil)
+func TestUDPLargeMessages(t *testing.T) {
+	e := start(t, testConfig(), nil)
 	_, addr := e.startUDP(relay.UDPConfig{}, nil)
 	a := e.dialUDP(addr, "tok-alice", "dev-alice", client.Options{})
 	b := e.dialUDP(addr, "tok-bob", "dev-bob", client.Options{AutoAck: true})
-	big := strings.Repeat("字", 700) // 2100 bytes: fine over TCP, not in a datagram
+	big := strings.Repeat("字", 1300) // 3900 bytes: four datagrams of 1200
 	p, _ := a.Send("13900139000", big)
+	if d := <-b.Deliveries(); d.Text != big {
+		t.Fatalf("delivered %d bytes", len(d.Text))
+	}
+	if _, state := wait(t, p); state != "DELIVERED" {
+		t.Fatalf("large message over UDP: %s", state)
+	}
+	// From a TCP sender too.
+	b2 := e.dialUDP(addr, "tok-bob", "dev-bob", client.Options{AutoAck: true})
+	at := e.alice(client.Options{})
+	p, _ = at.Send("13900139000", big+"!")
+	if d := <-b2.Deliveries(); d.Text != big+"!" {
+		t.Fatalf("delivered %d bytes", len(d.Text))
+	}
+	wait(t, p)
+	// Over max_text_bytes: the server's answer, as over TCP.
+	au := e.dialUDP(addr, "tok-alice", "dev-alice", client.Options{})
+	p, _ = au.Send("13900139000", big+big)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r, err := p.Wait(ctx)
 	if err != nil || r.State != relaypb.MessageState_FAILED || r.Error.GetCode() != string(phonebook.ETooLarge) {
-		t.Fatalf("oversized send over UDP: %v %v", r, err)
-	}
-	// From TCP: stored for bob, not lost, and bob's session goes on.
-	at := e.alice(client.Options{})
-	p, _ = at.Send("13900139000", big)
-	if _, state := wait(t, p); state != "STORED" {
-		t.Fatalf("oversized delivery to a UDP client: %s", state)
-	}
-	p, _ = at.Send("13900139000", "small")
-	if d := <-b.Deliveries(); d.Text != "small" {
-		t.Fatalf("delivered %v", d)
-	}
-	wait(t, p)
-	// At a TCP login bob gets the large one.
-	b.Close()
-	waitFor(t, "bob offline", func() bool { return online(e.srv, bob) == 0 })
-	bt := e.bob(client.Options{AutoAck: true})
-	if d := <-bt.Deliveries(); d.Text != big {
-		t.Fatalf("at TCP login: %d bytes", len(d.Text))
+		t.Fatalf("over the text limit: %v %v", r, err)
 	}
 }
 

@@ -1044,14 +1044,19 @@ func (x *Error) GetRetryAfterSecs() uint32 {
 // envelope, then a 16-byte tag (HMAC-SHA256 over the id and the envelope,
 // truncated) when the id is not 0.
 type UdpEnvelope struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint32                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`          // 1, 2, ... for frames that must arrive; 0 for heartbeats, pure acks, close
-	Ack           uint32                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`          // every seq up to and including this one was received
-	Sack          []uint32               `protobuf:"varint,3,rep,packed,name=sack,proto3" json:"sack,omitempty"` // seqs above ack also received (at most 16)
-	Frame         *Frame                 `protobuf:"bytes,4,opt,name=frame,proto3" json:"frame,omitempty"`       // absent in a pure ack
-	Nonce         []byte                 `protobuf:"bytes,5,opt,name=nonce,proto3" json:"nonce,omitempty"`       // 16 random bytes on the client's Auth datagram (and a refusal's echo)
-	Pn            uint64                 `protobuf:"varint,6,opt,name=pn,proto3" json:"pn,omitempty"`            // datagram counter, +1 per datagram sent (retransmissions too)
-	Close         bool                   `protobuf:"varint,7,opt,name=close,proto3" json:"close,omitempty"`      // the sender ends the session
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint32                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`          // 1, 2, ... for frames that must arrive; 0 for heartbeats, pure acks, close
+	Ack   uint32                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`          // every seq up to and including this one was received
+	Sack  []uint32               `protobuf:"varint,3,rep,packed,name=sack,proto3" json:"sack,omitempty"` // seqs above ack also received (at most 16)
+	Frame *Frame                 `protobuf:"bytes,4,opt,name=frame,proto3" json:"frame,omitempty"`       // absent in a pure ack
+	Nonce []byte                 `protobuf:"bytes,5,opt,name=nonce,proto3" json:"nonce,omitempty"`       // 16 random bytes on the client's Auth datagram (and a refusal's echo)
+	Pn    uint64                 `protobuf:"varint,6,opt,name=pn,proto3" json:"pn,omitempty"`            // datagram counter, +1 per datagram sent (retransmissions too)
+	Close bool                   `protobuf:"varint,7,opt,name=close,proto3" json:"close,omitempty"`      // the sender ends the session
+	// A Frame too large for one datagram travels as its encoding cut into
+	// pieces, each in its own numbered datagram (consecutive seqs); more is
+	// set on all but the last. frame is then absent.
+	Chunk         []byte `protobuf:"bytes,8,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	More          bool   `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1135,6 +1140,20 @@ func (x *UdpEnvelope) GetClose() bool {
 	return false
 }
 
+func (x *UdpEnvelope) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 var File_phonebook_relay_v1_relay_proto protoreflect.FileDescriptor
 
 const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
@@ -1207,7 +1226,7 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12(\n" +
-	"\x10retry_after_secs\x18\x03 \x01(\rR\x0eretryAfterSecs\"\xb2\x01\n" +
+	"\x10retry_after_secs\x18\x03 \x01(\rR\x0eretryAfterSecs\"\xdc\x01\n" +
 	"\vUdpEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\rR\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\rR\x03ack\x12\x12\n" +
@@ -1215,7 +1234,9 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\x05frame\x18\x04 \x01(\v2\x19.phonebook.relay.v1.FrameR\x05frame\x12\x14\n" +
 	"\x05nonce\x18\x05 \x01(\fR\x05nonce\x12\x0e\n" +
 	"\x02pn\x18\x06 \x01(\x04R\x02pn\x12\x14\n" +
-	"\x05close\x18\a \x01(\bR\x05close*r\n" +
+	"\x05close\x18\a \x01(\bR\x05close\x12\x14\n" +
+	"\x05chunk\x18\b \x01(\fR\x05chunk\x12\x12\n" +
+	"\x04more\x18\t \x01(\bR\x04more*r\n" +
 	"\vMessageType\x12\x1c\n" +
 	"\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04TEXT\x10\x01\x12\a\n" +

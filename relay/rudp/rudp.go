@@ -2,7 +2,8 @@
 // by the server (relay/udp.go) and the Go client (client/udp.go): datagram
 // sealing and authentication with a per-session key, and a Conn that numbers
 // the frames that must arrive, retransmits them with exponential backoff
-// until acknowledged, and hands received frames over once each, in order.
+// until acknowledged, and hands received frames over once each, in order;
+// a frame too large for one datagram travels in chunks.
 // It does no I/O: the caller reads and writes the socket.
 package rudp
 
@@ -32,9 +33,11 @@ const (
 	// DefaultMaxDatagram is a UDP payload that crosses Internet paths
 	// without IP fragmentation (IPv6's 1280-byte minimum MTU less headers).
 	DefaultMaxDatagram = 1200
-	// Overhead is the most a datagram adds to the frame it carries: header,
-	// tag and the envelope's other fields (16 sacks, nonce, counters).
-	Overhead = HeaderLen + TagLen + 2*6 + 2 + 16*5 + 2 + NonceLen + 11 + 2 + 4
+	// Overhead is the most a datagram adds to the frame (or chunk) it
+	// carries: header, tag, and the envelope's other fields: seq and ack
+	// (6 each), 16 packed sacks (83), nonce (18), pn (11), close and more
+	// (2 each), the frame's own key and length (4); rounded up.
+	Overhead = 160
 	// MaxSack is how many out-of-order seqs an envelope reports.
 	MaxSack = 16
 )
@@ -166,6 +169,8 @@ func (t *Timing) setDefaults() {
 type outFrame struct {
 	seq    uint32
 	f      *relaypb.Frame
+	chunk  []byte // a piece of a frame too large for one datagram
+	more   bool
 	tries  int
 	due    time.Time
 	sentAt time.Time
@@ -184,29 +189,43 @@ type Conn struct {
 	unacked []*outFrame // ascending seq
 	pn      uint64
 
+	maxFrame   int // largest frame sent or reassembled
 	recvWindow int
 	recvNext   uint32 // lowest seq not yet received
 	takeNext   uint32 // lowest seq not yet taken by the consumer
-	recvBuf    map[uint32]*relaypb.Frame
+	recvBuf    map[uint32]inFrame
 	extra      []*relaypb.Frame // unreliable frames waiting for Take
 	ackDue     bool
+	asm        []byte // chunks of a large frame so far
+	asmBad     bool   // the frame being reassembled is over maxFrame: skip to its last chunk
 
 	readable chan struct{}
 	room     chan struct{}
 }
 
-// NewConn returns a Conn that keeps at most window frames unacknowledged
-// and accepts at most recvWindow frames beyond what its consumer took.
-func NewConn(window, recvWindow int, t Timing) *Conn {
+// inFrame is a received frame, or a chunk of one.
+type inFrame struct {
+	f     *relaypb.Frame
+	chunk []byte
+	more  bool
+}
+
+// NewConn returns a Conn that keeps at most window datagrams
+// unacknowledged, accepts at most recvWindow beyond what its consumer took,
+// and sends and reassembles frames of up to maxFrame bytes.
+func NewConn(window, recvWindow, maxFrame int, t Timing) *Conn {
 	t.setDefaults()
 	return &Conn{
-		timing: t, window: max(1, window), nextSeq: 1,
+		timing: t, window: max(1, window), nextSeq: 1, maxFrame: maxFrame,
 		recvWindow: max(1, recvWindow), recvNext: 1, takeNext: 1,
-		recvBuf:  make(map[uint32]*relaypb.Frame),
+		recvBuf:  make(map[uint32]inFrame),
 		readable: make(chan struct{}, 1),
 		room:     make(chan struct{}, 1),
 	}
 }
+
+// MaxFrame is the largest frame Push accepts.
+func (c *Conn) MaxFrame() int { return c.maxFrame }
 
 // Readable is signalled when Take has frames.
 func (c *Conn) Readable() <-chan struct{} { return c.readable }
@@ -228,17 +247,44 @@ func (c *Conn) Unacked() int {
 	return len(c.unacked)
 }
 
-// Push queues f to be sent reliably at the next Poll. The caller checks
-// Room first; Push beyond the window is refused.
-func (c *Conn) Push(f *relaypb.Frame) bool {
+// ErrTooLarge is Push's answer to a frame over the Conn's maxFrame, or
+// needing more chunks than the window holds.
+var ErrTooLarge = errors.New("rudp: frame too large")
+
+// Push queues f to be sent reliably at the next Poll: in one datagram when
+// its encoding is at most chunk bytes, else cut into chunk-byte pieces,
+// one per datagram. It returns false when the window has no room for all
+// of them (try again after RoomSignal).
+func (c *Conn) Push(f *relaypb.Frame, chunk int) (bool, error) {
+	size := proto.Size(f)
+	n := 1
+	if size > chunk {
+		n = (size + chunk - 1) / chunk
+	}
+	if size > c.maxFrame || n > c.window {
+		return false, ErrTooLarge
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.unacked) >= c.window || c.nextSeq == 0 {
-		return false
+	if len(c.unacked)+n > c.window || c.nextSeq+uint32(n) < c.nextSeq {
+		return false, nil // full; or 4 billion frames sent, and refused from then on
 	}
-	c.unacked = append(c.unacked, &outFrame{seq: c.nextSeq, f: f})
-	c.nextSeq++ // wraps to 0 after 4 billion frames: Push refuses from then on
-	return true
+	if n == 1 {
+		c.unacked = append(c.unacked, &outFrame{seq: c.nextSeq, f: f})
+		c.nextSeq++
+		return true, nil
+	}
+	b, err := proto.Marshal(f)
+	if err != nil {
+		return false, err
+	}
+	for len(b) > 0 {
+		k := min(chunk, len(b))
+		c.unacked = append(c.unacked, &outFrame{seq: c.nextSeq, chunk: b[:k:k], more: k < len(b)})
+		c.nextSeq++
+		b = b[k:]
+	}
+	return true, nil
 }
 
 // ExpectFirst marks seq 1 as received without a frame: the server handles
@@ -283,10 +329,11 @@ func (c *Conn) Receive(env *relaypb.UdpEnvelope, now time.Time) (fresh, wake boo
 	if _, ok := c.recvBuf[seq]; ok {
 		return false, true
 	}
-	if f == nil {
-		f = &relaypb.Frame{}
+	in := inFrame{f: f, chunk: env.GetChunk(), more: env.GetMore()}
+	if in.f == nil && in.chunk == nil && !in.more {
+		in.f = &relaypb.Frame{} // no body: the consumer answers unknown_frame
 	}
-	c.recvBuf[seq] = f
+	c.recvBuf[seq] = in
 	for {
 		if _, ok := c.recvBuf[c.recvNext]; !ok {
 			break
@@ -339,8 +386,30 @@ func (c *Conn) Take(dst []*relaypb.Frame) []*relaypb.Frame {
 	clear(c.extra)
 	c.extra = c.extra[:0]
 	for ; c.takeNext < c.recvNext; c.takeNext++ {
-		dst = append(dst, c.recvBuf[c.takeNext])
+		in := c.recvBuf[c.takeNext]
 		delete(c.recvBuf, c.takeNext)
+		if in.f != nil {
+			c.asm, c.asmBad = nil, false // an unfinished large frame is abandoned
+			dst = append(dst, in.f)
+			continue
+		}
+		if !c.asmBad && len(c.asm)+len(in.chunk) > c.maxFrame {
+			c.asm, c.asmBad = nil, true
+		}
+		if !c.asmBad {
+			c.asm = append(c.asm, in.chunk...)
+		}
+		if in.more {
+			continue
+		}
+		if !c.asmBad {
+			f := new(relaypb.Frame)
+			if proto.Unmarshal(c.asm, f) != nil {
+				f = &relaypb.Frame{} // the consumer answers unknown_frame
+			}
+			dst = append(dst, f)
+		}
+		c.asm, c.asmBad = nil, false
 	}
 	return dst
 }
@@ -367,7 +436,7 @@ func (c *Conn) Poll(now time.Time, emit Emit) (next time.Time, dead bool) {
 		if o.tries > c.timing.Retries {
 			return time.Time{}, true
 		}
-		c.emitLocked(o.seq, o.f, emit)
+		c.emitLocked(o, emit)
 		sent = true
 		o.tries++
 		o.sentAt = now
@@ -377,7 +446,7 @@ func (c *Conn) Poll(now time.Time, emit Emit) (next time.Time, dead bool) {
 		}
 	}
 	if c.ackDue && !sent {
-		c.emitLocked(0, nil, emit)
+		c.emitLocked(&outFrame{}, emit)
 	}
 	c.ackDue = false
 	return next, false
@@ -394,9 +463,9 @@ func (c *Conn) Send(f *relaypb.Frame, close bool, emit Emit) {
 	emit(env)
 }
 
-func (c *Conn) emitLocked(seq uint32, f *relaypb.Frame, emit Emit) {
+func (c *Conn) emitLocked(o *outFrame, emit Emit) {
 	c.pn++
-	emit(&relaypb.UdpEnvelope{Seq: seq, Frame: f, Ack: c.recvNext - 1, Sack: c.sackLocked(), Pn: c.pn})
+	emit(&relaypb.UdpEnvelope{Seq: o.seq, Frame: o.f, Chunk: o.chunk, More: o.more, Ack: c.recvNext - 1, Sack: c.sackLocked(), Pn: c.pn})
 }
 
 func (c *Conn) sackLocked() []uint32 {

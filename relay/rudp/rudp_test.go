@@ -2,6 +2,7 @@ package rudp
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestReceiveInOrderOnce(t *testing.T) {
-	c := NewConn(8, 4, Timing{})
+	c := NewConn(8, 4, 1<<16, Timing{})
 	now := time.Now()
 	recv := func(seq uint32) bool {
 		fresh, _ := c.Receive(&relaypb.UdpEnvelope{Seq: seq, Frame: ackFrame(string(rune('a' + seq)))}, now)
@@ -84,8 +85,9 @@ func TestReceiveInOrderOnce(t *testing.T) {
 
 func TestRetransmitBackoffAndGiveUp(t *testing.T) {
 	tm := Timing{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond, Retries: 3}
-	c := NewConn(2, 16, tm)
-	if !c.Push(ackFrame("1")) || !c.Push(ackFrame("2")) || c.Push(ackFrame("3")) {
+	c := NewConn(2, 16, 1<<16, tm)
+	push := func(id string) bool { ok, err := c.Push(ackFrame(id), 1000); return ok && err == nil }
+	if !push("1") || !push("2") || push("3") {
 		t.Fatal("window of 2 not applied")
 	}
 	t0 := time.Now()
@@ -117,5 +119,48 @@ func TestRetransmitBackoffAndGiveUp(t *testing.T) {
 	}
 	if _, dead := count(1100 * time.Millisecond); !dead {
 		t.Fatal("no give-up after 3 retransmissions")
+	}
+}
+
+func TestLargeFrameInChunks(t *testing.T) {
+	big := &relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: &relaypb.Deliver{ServerMsgId: "m", Text: strings.Repeat("字", 700)}}}
+	snd := NewConn(64, 64, 1<<16, Timing{})
+	if ok, err := snd.Push(big, 300); !ok || err != nil {
+		t.Fatalf("push: %v %v", ok, err)
+	}
+	if ok, _ := snd.Push(ackFrame("after"), 300); !ok {
+		t.Fatal("push after")
+	}
+	var envs []*relaypb.UdpEnvelope
+	snd.Poll(time.Now(), func(e *relaypb.UdpEnvelope) { envs = append(envs, e) })
+	if len(envs) != 9 { // 2100+ bytes in 300-byte chunks, then the small frame
+		t.Fatalf("%d datagrams", len(envs))
+	}
+	for _, e := range envs {
+		if e.Frame == nil && len(e.Chunk) > 300 {
+			t.Fatalf("chunk of %d bytes", len(e.Chunk))
+		}
+	}
+	// Out of order and with duplicates, the receiver rebuilds it once.
+	rcv := NewConn(64, 64, 1<<16, Timing{})
+	for i := len(envs) - 1; i >= 0; i-- {
+		rcv.Receive(envs[i], time.Now())
+		rcv.Receive(envs[(i+3)%len(envs)], time.Now())
+	}
+	got := rcv.Take(nil)
+	if len(got) != 2 || got[0].GetDeliver().GetText() != big.GetDeliver().Text || got[1].GetDeliverAck() == nil {
+		t.Fatalf("took %d frames", len(got))
+	}
+	// A frame over the limit is refused by the sender and skipped by a
+	// receiver with a smaller limit, and what follows still arrives.
+	small := NewConn(64, 64, 1000, Timing{})
+	if _, err := small.Push(big, 300); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("push over the limit: %v", err)
+	}
+	for _, e := range envs {
+		small.Receive(e, time.Now())
+	}
+	if got := small.Take(nil); len(got) != 1 || got[0].GetDeliverAck() == nil {
+		t.Fatalf("after an oversized frame: %v", got)
 	}
 }
