@@ -42,6 +42,8 @@ func FuzzUDPDatagram(f *testing.F) {
 	f.Add(seal(&relaypb.UdpEnvelope{Pn: 1 << 62, Frame: &relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{At: 1}}}}), true)
 	f.Add(seal(&relaypb.UdpEnvelope{Seq: 1 << 31, Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "t"}}}}), true)
 	f.Add(seal(&relaypb.UdpEnvelope{Close: true}), true)
+	f.Add(seal(&relaypb.UdpEnvelope{Seq: 2, Chunk: []byte{0x2a, 0x10, 0x0a, 0x01}, More: true}), true)
+	f.Add(seal(&relaypb.UdpEnvelope{Seq: 2, Chunk: []byte{0x2a, 0x03, 0x0a, 0x01, 0x31}}), true)
 	f.Add(append(make([]byte, 8), seal(&relaypb.UdpEnvelope{Seq: 1, Nonce: make([]byte, 16), Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "t"}}}})...), false)
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0xff}, false)
 
