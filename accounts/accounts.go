@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,16 @@ type Service struct {
 	logins  *prometheus.CounterVec
 	proofs  *prometheus.CounterVec
 	storeMs *prometheus.HistogramVec
+
+	registered atomic.Pointer[func(context.Context, phonebook.MSISDN)]
+}
+
+// OnRegistered sets a function called after a number becomes a new user
+// (not when a known number is proven again), e.g. to tell the contacts
+// service so that those who have the number learn it joined. It runs on
+// the registering request's goroutine and should not block.
+func (s *Service) OnRegistered(fn func(ctx context.Context, number phonebook.MSISDN)) {
+	s.registered.Store(&fn)
 }
 
 // New returns the service. reg may be nil.
@@ -139,6 +150,9 @@ func (s *Service) Prove(ctx context.Context, number phonebook.MSISDN, id phonebo
 		return Credentials{}, err
 	}
 	s.log.Info("number proven", "number", number, "method", m, "created", created)
+	if fn := s.registered.Load(); created && fn != nil && *fn != nil {
+		(*fn)(ctx, number)
+	}
 	return Credentials{Number: number, DeviceKey: key, Created: created}, nil
 }
 

@@ -62,6 +62,7 @@ type Client struct {
 
 	deliveries chan *relaypb.Deliver
 	receipts   chan *relaypb.Receipt
+	cs         contactsState // presence.go
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -173,6 +174,7 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	if o.Heartbeat != 0 {
 		c.Heartbeat = o.Heartbeat
 	}
+	c.cs.init(o.Buffer)
 	go c.readLoop(fr)
 	go c.writeLoop()
 	if c.Heartbeat > 0 {
@@ -285,6 +287,7 @@ func (c *Client) shutdown(err error) {
 			p.err = failErr
 			close(p.done)
 		}
+		c.failRequests(failErr)
 	})
 }
 
@@ -304,6 +307,9 @@ func (c *Client) readLoop(fr *relay.FrameReader) {
 			close(c.deliveries)
 			close(c.receipts)
 			return
+		}
+		if c.handleContactsFrame(f) {
+			continue
 		}
 		switch b := f.Body.(type) {
 		case *relaypb.Frame_SendResult:

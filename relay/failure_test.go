@@ -164,7 +164,7 @@ func TestMalformedFramesOverTCP(t *testing.T) {
 
 func TestHalfOpenClientDetected(t *testing.T) {
 	cfg := testConfig()
-	cfg.HeartbeatInterval = time.Second
+	cfg.HeartbeatInterval = 500 * time.Millisecond
 	cfg.IdleTimeout = time.Second // 20 heartbeats of the live clients
 	cfg.AckTimeout = 300 * time.Millisecond
 	e := start(t, cfg, nil)
@@ -194,7 +194,7 @@ func TestHalfOpenClientDetected(t *testing.T) {
 
 func TestHeartbeatsKeepSessionAlive(t *testing.T) {
 	cfg := testConfig()
-	cfg.HeartbeatInterval = time.Second
+	cfg.HeartbeatInterval = 500 * time.Millisecond
 	cfg.IdleTimeout = time.Second
 	e := start(t, cfg, nil)
 	b := e.bob(client.Options{Heartbeat: 50 * time.Millisecond, AutoAck: true})
@@ -260,4 +260,31 @@ func TestSlowReaderDisconnectedAndMessagesStored(t *testing.T) {
 			t.Fatalf("message %s lost", id)
 		}
 	}
+}
+
+func TestSlowAckRedeliveredInSameSession(t *testing.T) {
+	cfg := testConfig()
+	cfg.AckTimeout = 100 * time.Millisecond
+	e := start(t, cfg, nil)
+	a := e.alice(client.Options{})
+	b := e.bob(client.Options{}) // acknowledges by hand, late
+	p, _ := a.Send(string(bob), "slow")
+	first := next(t, b.Deliveries(), "live delivery")
+	id, state := wait(t, p)
+	if state != "STORED" || id != first.ServerMsgId {
+		t.Fatalf("after the ack timeout: %s %s", id, state)
+	}
+	// Still connected: the stored copy comes again without a new login.
+	again := next(t, b.Deliveries(), "redelivery")
+	if again.ServerMsgId != id || !again.Offline {
+		t.Fatalf("redelivery %v", again)
+	}
+	b.Ack(again.ServerMsgId)
+	if r := next(t, a.Receipts(), "DELIVERED receipt"); r.ServerMsgId != id || r.State != relaypb.MessageState_DELIVERED {
+		t.Fatalf("receipt %v", r)
+	}
+	waitFor(t, "stored copy deleted", func() bool {
+		k, err := e.db.CountOfflineMessages(context.Background(), bob)
+		return err == nil && k == 0
+	})
 }

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -108,5 +109,42 @@ func TestFallbackNeverStoresOnly(t *testing.T) {
 	}
 	if n := len(e.fallback.all()); n != 0 {
 		t.Fatalf("%d SMS under policy never", n)
+	}
+}
+
+func TestSMSStateMapping(t *testing.T) {
+	for in, want := range map[string]relaypb.MessageState{
+		"submitted": relaypb.MessageState_SMS_SUBMITTED, "delivered": relaypb.MessageState_SMS_DELIVERED,
+		"undeliverable": relaypb.MessageState_FAILED, "expired": relaypb.MessageState_FAILED, "failed": relaypb.MessageState_FAILED,
+	} {
+		if got, ok := relay.SMSState(in); !ok || got != want {
+			t.Errorf("SMSState(%q) = %v %v, want %v", in, got, ok, want)
+		}
+	}
+	if _, ok := relay.SMSState("queued"); ok {
+		t.Error("unknown outbox state mapped")
+	}
+}
+
+func TestSMSFallbackQuotaPerSender(t *testing.T) {
+	cfg := testConfig()
+	cfg.FallbackPerHour = 6 // burst of one
+	e := start(t, cfg, nil)
+	a := e.alice(client.Options{})
+	for i := range 3 {
+		p, _ := a.Send(string(carol), fmt.Sprint("msg ", i))
+		if _, state := wait(t, p); state != "STORED" {
+			t.Fatalf("message %d: %s", i, state)
+		}
+	}
+	waitFor(t, "two fallbacks refused", func() bool {
+		return e.counter("phonebook_relay_sms_fallback_refused_total") == 2
+	})
+	if n := len(e.fallback.all()); n != 1 {
+		t.Fatalf("%d SMS sent, want 1 (quota)", n)
+	}
+	// Refused ones are still stored for carol.
+	if k, _ := e.db.CountOfflineMessages(context.Background(), carol); k != 3 {
+		t.Fatalf("%d stored, want 3", k)
 	}
 }

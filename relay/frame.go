@@ -150,6 +150,6 @@ func FrameKind(f *relaypb.Frame) string {
 	case *relaypb.Frame_Error:
 		return "error"
 	default:
-		return "unknown"
+		return contactsFrameKind(f)
 	}
 }

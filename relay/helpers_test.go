@@ -94,6 +94,7 @@ type env struct {
 	addr     string
 	auth     *tokenAuth
 	fallback *recordingFallback
+	reg      *prometheus.Registry
 }
 
 func testConfig() relay.Config {
@@ -112,8 +113,9 @@ func start(t *testing.T, cfg relay.Config, db *store.DB) *env {
 
 func (e *env) startServer(cfg relay.Config) {
 	t := e.t
+	e.reg = prometheus.NewRegistry()
 	srv, err := relay.NewServer(cfg, relay.Deps{Auth: e.auth, Store: e.db, Directory: e.auth, Fallback: e.fallback,
-		Metrics: prometheus.NewRegistry()})
+		Metrics: e.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,4 +179,21 @@ func online(srv *relay.Server, n phonebook.MSISDN) int {
 		}
 	}
 	return k
+}
+
+// counter returns the value of a counter (summed over labels) in e's registry.
+func (e *env) counter(name string) float64 {
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	framesOut   prometheus.Counter
 	messages    [numOutcomes]prometheus.Counter
 	queueDrops  prometheus.Counter
+	smsRefused  prometheus.Counter
 	latency     prometheus.Histogram
 	storeBatch  prometheus.Histogram
 	udpDropped  *prometheus.CounterVec
@@ -36,6 +37,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Frames written to clients."}),
 		queueDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_slow_consumer_disconnects_total",
 			Help: "Connections closed because their send queue was full."}),
+		smsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_sms_fallback_refused_total",
+			Help: "SMS fallbacks held back by the per-sender quota (the message stays stored)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "phonebook_relay_send_latency_seconds",
 			Help:    "Time from receiving a Send to answering its SendResult (delivered and acknowledged, or stored).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
@@ -55,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.messages[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds)
+		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds)
 	}
 	return m
 }

@@ -48,14 +48,15 @@ type Directory interface {
 
 // FallbackSMS is an IM message to be sent as an SMS instead.
 type FallbackSMS struct {
-	MessageID string // the relay's server_msg_id; the outbox reports states against it and may use it to drop duplicates
+	MessageID string // the relay's server_msg_id: the outbox reports states against it (smsc.SMS.Ref)
 	From      phonebook.MSISDN
 	To        phonebook.MSISDN
 	Text      string // already formatted with the sender shown (Config.SMSTemplate)
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
-// survive a crash. It reports progress back through Server.SMSStateChanged.
+// survive a crash. It reports progress back through Server.SMSStateChanged
+// (SMSState maps the outbox's state names).
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
@@ -125,10 +126,22 @@ type Endpoint interface {
 	Close(err error)
 }
 
-// Router keeps the connection table and finds endpoints by number. A
-// cluster router (NATS) keeps the table across nodes: Locate returns remote
-// endpoints whose Offer publishes to the owning node and whose done is
-// called when that node reports the client's ack.
+// Router keeps the connection table and finds endpoints by number.
+// LocalRouter serves one node. A cluster router (NATS) would keep the table
+// across nodes, for example:
+//   - Attach/Detach publish the ConnInfo on "relay.conn.<number>" and keep
+//     a replicated table; Attach returns a remote endpoint for an older
+//     login on another node, whose Close asks that node to end it;
+//   - Locate returns a local session, or a remote endpoint for the owning
+//     node, whose Offer sends the message as a request to
+//     "relay.node.<node>.deliver" and calls done with the reply (the
+//     client's ack on that node) or false on timeout; Push and Wake
+//     publish to the same node;
+//   - the store stays shared, so offline messages, their drain and the
+//     SMS sweeper (which claims rows) need nothing more.
+//
+// Implementations must be safe for concurrent use, and Locate is on every
+// message's path: keep it to a map lookup.
 type Router interface {
 	// Attach adds ep; when the same (number, device) was attached it returns
 	// the old endpoint, which the caller closes.
@@ -171,6 +184,7 @@ type Config struct {
 	Fallback          FallbackPolicy
 	FallbackGrace     time.Duration // for offline_after (5m)
 	SMSTemplate       string        // ("[Phonebook] {from}: {text}")
+	FallbackPerHour   int           // SMS fallbacks per sender per hour, burst a sixth of it (60): SMS costs money and reaches strangers
 	SweepInterval     time.Duration // how often due SMS fallbacks are looked for (1s)
 }
 
@@ -213,6 +227,7 @@ func (c *Config) setDefaults() {
 		c.SMSTemplate = "[Phonebook] {from}: {text}"
 	}
 	def(&c.SweepInterval, time.Second)
+	defInt(&c.FallbackPerHour, 60)
 }
 
 // Deps are the relay's collaborators. Auth and Store are required.
@@ -222,6 +237,7 @@ type Deps struct {
 	Directory Directory // nil: every number counts as registered
 	Fallback  Fallback  // nil: no SMS fallback
 	Router    Router    // nil: NewLocalRouter
+	Contacts  Contacts  // nil: no contacts or presence over the relay (presence.go)
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer // nil: not registered
 }

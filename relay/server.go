@@ -41,7 +41,10 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	dedup    *dedupTable
+	smsQuota *smsQuota
 	recorder *recorder
+	contacts Contacts
+	presence *presenceTracker
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -81,6 +84,10 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline_after)", cfg.Fallback)
 	}
+	if cfg.IdleTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
+			cfg.IdleTimeout, cfg.HeartbeatInterval)
+	}
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
 	}
@@ -97,6 +104,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		cfg: cfg, auth: deps.Auth, store: deps.Store, dir: deps.Directory, fallback: deps.Fallback,
 		router: deps.Router, log: deps.Logger, metrics: newMetrics(deps.Metrics),
 		dedup:    newDedupTable(cfg.DedupWindow),
+		smsQuota: newSMSQuota(cfg.FallbackPerHour),
 		idPrefix: strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(rnd[:])) + "-",
 		ctx:      ctx, cancel: cancel,
 		listeners:     make(map[net.Listener]struct{}),
@@ -109,6 +117,8 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		smsSlots:      make(chan struct{}, 16),
 	}
 	srv.recorder = newRecorder(srv)
+	srv.contacts = deps.Contacts
+	srv.presence = newPresenceTracker(srv)
 	go srv.commitLoop()
 	srv.bg.Add(2)
 	go srv.janitor()
@@ -257,6 +267,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		srv.conns.Wait()
+		srv.presence.wait() // every user recorded offline
 		srv.sms.Wait()
 		close(srv.quitCommit)
 		<-srv.committerDone
@@ -281,12 +292,12 @@ func (srv *Server) route(m *Message) {
 			if ok {
 				srv.deliveredOnline(m)
 			} else {
-				srv.storeOffline(m, ep)
+				srv.storeOffline(m)
 			}
 		})
 		return
 	}
-	srv.storeOffline(m, nil)
+	srv.storeOffline(m)
 }
 
 func (srv *Server) deliveredOnline(m *Message) {
@@ -327,15 +338,13 @@ func (srv *Server) receipt(sender phonebook.MSISDN, id, clientID string, state r
 	}
 }
 
-// storeReq is a message on its way to the offline store. failed is the
-// endpoint that could not take it, which must not be woken to drain it.
+// storeReq is a message on its way to the offline store.
 type storeReq struct {
-	m      *Message
-	failed Endpoint
+	m *Message
 }
 
-func (srv *Server) storeOffline(m *Message, failed Endpoint) {
-	srv.storeq <- storeReq{m: m, failed: failed}
+func (srv *Server) storeOffline(m *Message) {
+	srv.storeq <- storeReq{m: m}
 }
 
 // commitLoop is the offline store's group commit: it takes whatever
@@ -387,9 +396,7 @@ func (srv *Server) commit(batch []storeReq) {
 		switch {
 		case !reg:
 			// SMS now; the due time is the sweeper's retry should the
-			// immediate attempt fail.
-			m.ViaSMS = true
-			msgs[i].ViaSMS = true
+			// immediate attempt fail. via_sms is set once it is queued.
 			msgs[i].SMSDueAt = now.Add(smsRetry)
 			smsNow[i] = true
 		case srv.cfg.Fallback == FallbackOfflineAfter:
@@ -431,9 +438,10 @@ func (srv *Server) commit(batch []storeReq) {
 		if smsNow[i] {
 			srv.sendSMSAsync(storedToMessage(msgs[i]))
 		}
-		// The recipient may have logged in while this was being stored,
-		// after its drain had looked.
-		if ep := srv.router.Locate(m.To); ep != nil && ep != r.failed {
+		// The recipient may be online: logged in while this was being
+		// stored, after its drain had looked, or too slow to acknowledge
+		// it live. Its drain delivers it (with a backoff for the slow).
+		if ep := srv.router.Locate(m.To); ep != nil {
 			ep.Wake()
 		}
 	}
@@ -485,6 +493,12 @@ func (srv *Server) sendSMSAsync(m *Message) {
 
 // sendSMS hands one stored message to the SMS outbox and records that.
 func (srv *Server) sendSMS(m *Message) bool {
+	if !srv.smsQuota.allow(m.From, time.Now()) {
+		// Stored all the same; the sweeper tries again after smsRetry.
+		srv.metrics.smsRefused.Inc()
+		srv.log.Info("relay: SMS fallback over the sender's quota", "from", m.From, "id", m.ID)
+		return false
+	}
 	ctx, cancel := context.WithTimeout(srv.ctx, 10*time.Second)
 	defer cancel()
 	err := srv.fallback.SendSMS(ctx, FallbackSMS{MessageID: m.ID, From: m.From, To: m.To, Text: srv.FormatSMS(m.From, m.Text)})
@@ -493,13 +507,28 @@ func (srv *Server) sendSMS(m *Message) bool {
 		return false
 	}
 	if err := srv.store.MarkSMSQueued(ctx, m.ID); err != nil {
-		// The outbox has it; at worst the sweeper enqueues it again, and
-		// the outbox drops the repeat by MessageID.
+		// The outbox has it. The claim stays until smsRetry, after which
+		// the sweeper enqueues it again: the recipient may get the SMS
+		// twice, which beats never.
 		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
 	}
 	srv.metrics.outcome(outcomeSMS)
 	srv.receipt(m.From, m.ID, m.ClientMsgID, relaypb.MessageState_SMS_QUEUED)
 	return true
+}
+
+// SMSState maps an SMS outbox state (smsc.OutboxEvent.State: "submitted",
+// "delivered", "undeliverable", "expired", "failed") to the relay's.
+func SMSState(outboxState string) (relaypb.MessageState, bool) {
+	switch outboxState {
+	case "submitted":
+		return relaypb.MessageState_SMS_SUBMITTED, true
+	case "delivered":
+		return relaypb.MessageState_SMS_DELIVERED, true
+	case "undeliverable", "expired", "failed":
+		return relaypb.MessageState_FAILED, true
+	}
+	return 0, false
 }
 
 // SMSStateChanged is the SMS outbox's callback: the message's stored state
@@ -545,6 +574,7 @@ func (srv *Server) janitor() {
 			clear(sessions)
 			if now.Sub(lastExpire) > time.Minute {
 				srv.dedup.expire(now.Add(-10 * time.Minute))
+				srv.smsQuota.prune(now)
 				lastExpire = now
 			}
 		}
@@ -573,7 +603,7 @@ func (srv *Server) sweeper() {
 			}
 			for i := range due {
 				m := storedToMessage(due[i])
-				if srv.router.Locate(m.To) != nil && !m.ViaSMS {
+				if srv.router.Locate(m.To) != nil {
 					continue // online: the drain delivers it
 				}
 				// Claiming first keeps two sweepers (other nodes) from

@@ -308,3 +308,19 @@ func TestShutdownDoesNotWaitForUnauthenticated(t *testing.T) {
 		t.Fatalf("Shutdown with a connection waiting for Auth: %v", err)
 	}
 }
+
+func TestNewServerRejectsBadConfig(t *testing.T) {
+	db := storetest.SQLite(t)
+	auth := newTokenAuth()
+	for name, cfg := range map[string]relay.Config{
+		"idle not above heartbeat": {HeartbeatInterval: time.Minute, IdleTimeout: 30 * time.Second},
+		"unknown fallback":         {Fallback: "sometimes"},
+	} {
+		if _, err := relay.NewServer(cfg, relay.Deps{Auth: auth, Store: db}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := relay.NewServer(relay.Config{}, relay.Deps{Store: db}); err == nil {
+		t.Error("no Authenticator: accepted")
+	}
+}

@@ -51,6 +51,8 @@ type session struct {
 	woken    atomic.Bool
 	drains   sync.WaitGroup // drain and close-time goroutines; serveTCP waits for them
 	drainSeq int64          // drain goroutine only
+
+	contactsReq chan struct{} // one contacts request in flight (presence.go)
 }
 
 type pendingDelivery struct {
@@ -132,17 +134,35 @@ func (s *session) Wake() {
 	}
 	s.drains.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.drains.Done()
-		for {
-			s.woken.Store(false)
-			s.drainPass(s.srv.ctx)
-			s.draining.Store(false)
-			if !s.woken.Load() || !s.draining.CompareAndSwap(false, true) {
+	go s.drainLoop()
+}
+
+// drainLoop runs drain passes while there is work. A pass cut short by an
+// unacknowledged delivery is tried again after a backoff (from AckTimeout,
+// doubling to a minute): a slow but live client still gets its messages
+// in this session, and one that never acknowledges costs a query a minute.
+func (s *session) drainLoop() {
+	defer s.drains.Done()
+	var backoff time.Duration
+	for {
+		s.woken.Store(false)
+		if !s.drainPass(s.srv.ctx) {
+			backoff = min(max(2*backoff, s.srv.cfg.AckTimeout), time.Minute)
+			t := time.NewTimer(backoff)
+			select {
+			case <-s.closing:
+				t.Stop()
 				return
+			case <-t.C:
 			}
+			continue
 		}
-	}()
+		backoff = 0
+		s.draining.Store(false)
+		if !s.woken.Load() || !s.draining.CompareAndSwap(false, true) {
+			return
+		}
+	}
 }
 
 // Close implements Endpoint. It fails every unacknowledged delivery (they
@@ -203,6 +223,9 @@ func (s *session) handle(f *relaypb.Frame, now time.Time) error {
 	case nil:
 		s.Push(errorFrame(phonebook.Errorf(phonebook.EUnknownFrame, "frame body unknown to this server; ignored")))
 	default:
+		if handled, err := s.srv.handleContactsFrame(s, f, now); handled {
+			return err
+		}
 		return phonebook.Errorf(phonebook.EProtocol, "a client may not send %s frames", FrameKind(f))
 	}
 	return nil
@@ -324,42 +347,72 @@ func (s *session) expireAcks(cutoff time.Time) {
 
 // drainPass delivers stored messages, oldest first. It keeps a window of
 // a quarter of the send queue in flight, so a long backlog never overflows
-// the queue, and stops at the first delivery that is not acknowledged: what
-// is left stays stored for the next login.
-func (s *session) drainPass(ctx context.Context) {
+// the queue, and stops at the first delivery that is not acknowledged,
+// rewinding so that the next pass starts again there. It reports whether
+// it got through.
+func (s *session) drainPass(ctx context.Context) (ok bool) {
 	const page = 128
 	window := make(chan struct{}, max(1, s.out.max/4))
-	var failed atomic.Bool
-	for !failed.Load() {
-		msgs, err := s.srv.store.OfflineMessages(ctx, s.number, s.drainSeq, page)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.srv.log.Warn("relay: load offline messages", "number", s.number, "err", err)
-			}
-			return
-		}
-		for i := range msgs {
+	var mu sync.Mutex
+	rewind := int64(-1) // seq before the earliest unacknowledged delivery
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return rewind >= 0
+	}
+	defer func() {
+		// Wait for the deliveries in flight, then rewind.
+		for range cap(window) {
 			select {
 			case window <- struct{}{}:
 			case <-s.closing:
 				return
 			}
-			if failed.Load() {
-				return
+		}
+		mu.Lock()
+		if rewind >= 0 {
+			s.drainSeq = min(s.drainSeq, rewind)
+			ok = false
+		}
+		mu.Unlock()
+	}()
+	for !failed() {
+		msgs, err := s.srv.store.OfflineMessages(ctx, s.number, s.drainSeq, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.srv.log.Warn("relay: load offline messages", "number", s.number, "err", err)
+			}
+			return false
+		}
+		for i := range msgs {
+			select {
+			case window <- struct{}{}:
+			case <-s.closing:
+				return false
+			}
+			if failed() {
+				<-window
+				return false
 			}
 			m := fromStored(&msgs[i])
+			prev := s.drainSeq
 			s.drainSeq = m.Seq
 			s.Offer(m, func(delivered bool) {
 				if delivered {
 					s.srv.recorder.ack(s, m.ID, time.Now())
 				} else {
-					failed.Store(true)
+					mu.Lock()
+					if rewind < 0 || prev < rewind {
+						rewind = prev
+					}
+					mu.Unlock()
 				}
 				<-window
 			})
 		}
 		if len(msgs) < page {
-			return
+			return !failed()
 		}
 	}
+	return false
 }

@@ -23,7 +23,7 @@ func TestChurnLosesNothingAcknowledged(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.SendQueue = 32
-	cfg.AckTimeout = 50 * time.Millisecond
+	cfg.AckTimeout = 200 * time.Millisecond
 	e := start(t, cfg, nil)
 	const users, rounds, perRound = 6, 6, 40
 	num := func(i int) phonebook.MSISDN { return phonebook.MSISDN(fmt.Sprintf("+86135001350%02d", i)) }

@@ -53,6 +53,7 @@ func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn ne
 		Number: string(number), SessionId: s.info.SessionID, HeartbeatSecs: uint32(srv.cfg.HeartbeatInterval / time.Second),
 	}}})
 	srv.log.Debug("relay: login", "number", number, "device", device, "session", s.info.SessionID, "transport", transport, "addr", remoteAddr)
+	srv.contactsLogin(s)
 	s.Wake()
 	return s, nil
 }
@@ -62,4 +63,5 @@ func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn ne
 func (srv *Server) logout(s *session) {
 	s.drains.Wait()
 	srv.unregister(s)
+	srv.contactsLogout(s)
 }

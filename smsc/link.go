@@ -61,8 +61,8 @@ type LinkConfig struct {
 	Prefixes []string
 
 	// DeliverWorkers bounds concurrent DeliverHandler calls per connection
-	// (default 8); DeliverQueue bounds deliver_sm waiting for a worker
-	// (default 64). A deliver_sm arriving at a full queue is answered
+	// (default 128); DeliverQueue bounds deliver_sm waiting for a worker
+	// (default 1024). A deliver_sm arriving at a full queue is answered
 	// ESME_RX_T_APPN so that the SMSC delivers it again later.
 	DeliverWorkers int
 	DeliverQueue   int
@@ -110,10 +110,10 @@ func (c LinkConfig) withDefaults() (LinkConfig, error) {
 		c.ReconnectMax = c.ReconnectMin
 	}
 	if c.DeliverWorkers <= 0 {
-		c.DeliverWorkers = 8
+		c.DeliverWorkers = 128
 	}
 	if c.DeliverQueue <= 0 {
-		c.DeliverQueue = 64
+		c.DeliverQueue = 1024
 	}
 	for _, p := range c.Prefixes {
 		if len(p) < 2 || p[0] != '+' || strings.Trim(p[1:], "0123456789") != "" {

@@ -3,7 +3,6 @@ package smsc
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +21,9 @@ import (
 
 // OutboxConfig tunes the outbox. Zero values mean the defaults in brackets.
 type OutboxConfig struct {
-	NodeID          string        // names this node's claims [hostname-random]
-	Batch           int           // messages claimed at once [200]
+	NodeID          string        // names this node's claims; unique among running nodes, stable across restarts [hostname]
+	Batch           int           // messages claimed at once [500]
+	Claimers        int           // concurrent claims; (Claimers+1)*Batch messages may be in flight [2 on MySQL, 1 on SQLite]
 	Workers         int           // concurrent submits; match the links' windows [100]
 	Lease           time.Duration // how long a claim lasts before another node may take it [5m]
 	Poll            time.Duration // how often an idle worker looks for due messages [1s]
@@ -50,14 +50,14 @@ func (c *OutboxConfig) defaults() {
 		}
 	}
 	if c.NodeID == "" {
-		host, _ := os.Hostname()
-		b := make([]byte, 4)
-		rand.Read(b)
-		c.NodeID = fmt.Sprintf("%s-%s", host, hex.EncodeToString(b))
+		c.NodeID, _ = os.Hostname()
+		if c.NodeID == "" {
+			c.NodeID = "phonebook"
+		}
 	}
 	c.NodeID = clipString(c.NodeID, 64)
 	if c.Batch <= 0 {
-		c.Batch = 200
+		c.Batch = 500 // a claim costs a few round trips: amortise them
 	}
 	if c.Workers <= 0 {
 		c.Workers = 100
@@ -70,6 +70,9 @@ func (c *OutboxConfig) defaults() {
 	}
 	if c.Recorders <= 0 {
 		c.Recorders = 4
+	}
+	if c.Claimers <= 0 {
+		c.Claimers = 2
 	}
 	if c.Region == "" {
 		c.Region = "CN"
@@ -119,9 +122,9 @@ type Outbox struct {
 	m   *outboxMetrics
 
 	wake      chan struct{}
-	progress  chan struct{}
 	receiptIn chan struct{} // a receipt was stored
-	inflight  atomic.Int64
+	slots     *budget       // messages in flight; set by Run
+	eventQ    [eventShards]chan store.SMSChange
 	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
 	lmu       sync.Mutex
 
@@ -145,18 +148,20 @@ func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, 
 	o := &Outbox{
 		db: db, sub: sub, cfg: cfg, log: log.With("component", "sms-outbox", "node", cfg.NodeID), m: m,
 		wake:      make(chan struct{}, 1),
-		progress:  make(chan struct{}, 1),
 		receiptIn: make(chan struct{}, 1),
 	}
 	if db.Dialect() == store.SQLite {
-		o.cfg.Recorders = 1 // one writer at a time anyway
+		o.cfg.Recorders, o.cfg.Claimers = 1, 1 // one writer at a time anyway
 	}
-	o.receipts.apply = o.storeReceipts
+	o.receipts.apply, o.receipts.parallel = o.storeReceipts, o.cfg.Recorders
 	return o, nil
 }
 
 // OnStateChange registers a listener for message state changes. Listeners
-// run on the goroutine that committed the change and must return quickly.
+// run after the change is committed, off the outbox's write path, on
+// eventShards goroutines: the events of one message arrive in order, one
+// at a time; a slow listener slows the outbox down (the event queue is
+// bounded) but does not stop it.
 func (o *Outbox) OnStateChange(fn func(context.Context, OutboxEvent)) {
 	o.lmu.Lock()
 	defer o.lmu.Unlock()
@@ -168,13 +173,25 @@ func (o *Outbox) OnStateChange(fn func(context.Context, OutboxEvent)) {
 	o.listeners.Store(&ls)
 }
 
-func (o *Outbox) emit(ctx context.Context, changes []store.SMSChange) {
-	p := o.listeners.Load()
+// eventShards is how many goroutines call listeners; events are spread by
+// message id, so each message's events keep their order.
+const eventShards = 8
+
+// emit hands committed changes to the listeners.
+func (o *Outbox) emit(changes []store.SMSChange) {
+	has := o.listeners.Load() != nil
 	for _, c := range changes {
 		o.m.events.WithLabelValues(c.State).Inc()
-		if p == nil {
-			continue
+		if has {
+			o.eventQ[uint64(c.ID)%eventShards] <- c
 		}
+	}
+}
+
+// notify calls the listeners for the events of one shard until it closes.
+func (o *Outbox) notify(ctx context.Context, in <-chan store.SMSChange) {
+	for c := range in {
+		p := o.listeners.Load()
 		for _, fn := range *p {
 			fn(ctx, OutboxEvent{ID: c.ID, Kind: c.Kind, Ref: c.Ref, State: c.State, Error: c.Error})
 		}
@@ -212,7 +229,8 @@ func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
 	ids, err := o.db.EnqueueSMS(ctx, store.SMS{Dest: string(s.To), Source: s.From, Text: s.Text, Kind: kind, Ref: s.Ref,
 		ExpiresAt: time.Now().Add(v)})
 	if err != nil {
-		return 0, phonebook.Errorf(phonebook.EUnavailable, "sms outbox: %v", err)
+		o.log.Error("sms outbox: enqueue", "err", err)
+		return 0, phonebook.Errorf(phonebook.EUnavailable, "the SMS outbox is not available; try again later")
 	}
 	o.signal(o.wake)
 	return ids[0], nil
@@ -278,14 +296,35 @@ func (s recordSink) send(r record) { s[uint64(r.id())%uint64(len(s))] <- r }
 // for submits in flight and writes their results. Parts whose
 // submit_sm_resp arrived are recorded and never sent again; the rest of an
 // interrupted message is sent on a later attempt, here or on another node.
+// One Outbox runs one Run at a time; other nodes run their own Outbox.
 func (o *Outbox) Run(ctx context.Context) error {
 	// Submits and writes outlive ctx so that shutdown records what the SMSC
-	// already accepted; stop tells idle workers to quit.
+	// already accepted; stopping makes workers skip jobs not yet started.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 	var stopping atomic.Bool
 
-	jobs := make(chan job, o.cfg.Workers)
+	// Claims cost a few round trips each: several claimers keep the
+	// workers fed while one waits for the database, and the jobs queue has
+	// room for every message in flight so that claimers never wait on it.
+	maxInflight := (o.cfg.Claimers + 1) * o.cfg.Batch
+	// Claims this node id still holds are from its previous run (killed,
+	// or its database went away): take them back now rather than after
+	// their lease.
+	if n, err := o.db.ReleaseSMSClaims(ctx, o.cfg.NodeID); err != nil {
+		o.log.Error("sms outbox: releasing the claims of a previous run", "err", err)
+	} else if n > 0 {
+		o.log.Info("sms outbox: took back messages claimed by this node's previous run", "count", n)
+	}
+	slots := newBudget(maxInflight)
+	o.slots = slots
+	go func() { <-ctx.Done(); slots.close() }()
+	jobs := make(chan job, maxInflight)
+	var notifyWG sync.WaitGroup
+	for i := range o.eventQ {
+		o.eventQ[i] = make(chan store.SMSChange, 1024)
+		notifyWG.Go(func() { o.notify(bg, o.eventQ[i]) })
+	}
 	// Results of one message go to one recorder, so its parts are written
 	// no later than its outcome.
 	shards := make([]chan record, o.cfg.Recorders)
@@ -306,9 +345,16 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 	var maintWG sync.WaitGroup
 	maintWG.Go(func() { o.maintain(ctx) })
-	maintWG.Go(func() { o.applyReceipts(ctx) })
+	// As many receipt appliers as claimers: SKIP LOCKED keeps them apart.
+	for range o.cfg.Claimers {
+		maintWG.Go(func() { o.applyReceipts(ctx) })
+	}
 
-	err := o.dispatch(ctx, jobs, records)
+	var claimWG sync.WaitGroup
+	for range o.cfg.Claimers {
+		claimWG.Go(func() { o.claimer(ctx, jobs, records) })
+	}
+	claimWG.Wait()
 
 	stopping.Store(true)
 	close(jobs)
@@ -336,49 +382,118 @@ func (o *Outbox) Run(ctx context.Context) error {
 		<-recorded
 	}
 	maintWG.Wait()
-	return err
+	for _, c := range o.eventQ {
+		close(c)
+	}
+	notified := make(chan struct{})
+	go func() { notifyWG.Wait(); close(notified) }()
+	select {
+	case <-notified:
+	case <-time.After(o.cfg.DrainTimeout):
+		o.log.Error("sms outbox: state change listeners still busy at shutdown")
+		cancelBG()
+		<-notified
+	}
+	return nil
 }
 
-// dispatch claims due messages and feeds their parts to the workers,
-// keeping at most two batches of messages in flight.
-func (o *Outbox) dispatch(ctx context.Context, jobs chan<- job, records recordSink) error {
-	maxInflight := int64(2 * o.cfg.Batch)
+// claimer claims due messages and feeds their parts to the workers, as
+// long as the budget of messages in flight allows at least half a batch
+// (claims cost round trips: not one per finished message).
+func (o *Outbox) claimer(ctx context.Context, jobs chan<- job, records recordSink) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		free := maxInflight - o.inflight.Load()
-		claimed := 0
-		if free > 0 {
-			msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, int(min(free, int64(o.cfg.Batch))), o.cfg.Lease)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				o.log.Error("sms outbox: claim", "err", err)
+		// With no link bound a claim would only fail every message and push
+		// it back by a growing backoff; wait for a link instead, so that
+		// queued messages go out as soon as one binds.
+		if av, ok := o.sub.(interface{ Available() bool }); ok && !av.Available() {
+			timer.Reset(o.cfg.Poll / 4)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
 			}
-			claimed = len(msgs)
-			for i, m := range msgs {
-				if !o.start(ctx, m, jobs, records) {
-					// Shutting down: hand back what never started.
-					for _, r := range msgs[i+1:] {
-						records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
-					}
-					return nil
+			continue
+		}
+		n := o.slots.take(o.cfg.Batch, max(o.cfg.Batch/2, 1))
+		if n == 0 {
+			return // shutting down
+		}
+		msgs, err := o.db.ClaimSMS(ctx, o.cfg.NodeID, n, o.cfg.Lease)
+		if err != nil && ctx.Err() == nil {
+			o.log.Error("sms outbox: claim", "err", err)
+		}
+		o.slots.give(n - len(msgs))
+		for i, m := range msgs {
+			if !o.start(ctx, m, jobs, records) {
+				// Shutting down: hand back what never started.
+				for _, r := range msgs[i+1:] {
+					records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued,
+						NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
 				}
+				o.slots.give(len(msgs) - i - 1)
+				return
 			}
 		}
-		if claimed > 0 && claimed == o.cfg.Batch && free-int64(claimed) > 0 {
+		if len(msgs) == o.cfg.Batch {
 			continue // more may be due right now
 		}
 		timer.Reset(o.cfg.Poll)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-o.wake:
-		case <-o.progress:
 		case <-timer.C:
 		}
 	}
+}
+
+// budget counts the messages a node may have in flight.
+type budget struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	free   int
+	closed bool
+}
+
+func newBudget(n int) *budget {
+	b := &budget{free: n}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// take waits until at least atLeast slots are free and takes up to want;
+// it returns 0 once the budget is closed.
+func (b *budget) take(want, atLeast int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for !b.closed && b.free < atLeast {
+		b.cond.Wait()
+	}
+	if b.closed {
+		return 0
+	}
+	n := min(want, b.free)
+	b.free -= n
+	return n
+}
+
+func (b *budget) give(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
 }
 
 // start turns a claimed message into jobs; it returns false when ctx ended
@@ -387,6 +502,7 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 	now := time.Now()
 	finish := func(state, reason string) {
 		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: state, Error: reason, NextAttemptAt: now}})
+		o.slots.give(1)
 	}
 	if !m.ExpiresAt.After(now) {
 		why := "validity ended before it could be sent"
@@ -427,7 +543,6 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 		return true
 	}
 	a.left.Store(int32(len(todo)))
-	o.inflight.Add(1)
 	for i, j := range todo {
 		select {
 		case jobs <- j:
@@ -479,8 +594,7 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 	if a.left.Add(-1) != 0 {
 		return
 	}
-	o.inflight.Add(-1)
-	o.signal(o.progress)
+	o.slots.give(1)
 	now := time.Now()
 	out := &store.SMSOutcome{ID: a.m.ID, Kind: a.m.Kind, Ref: a.m.Ref, State: StateSubmitted}
 	a.mu.Lock()
@@ -492,6 +606,11 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 	case temp != nil:
 		attempts := a.m.Attempts + 1
 		next := now.Add(o.backoff(attempts))
+		if errors.Is(temp, ErrNoLinkBound) || errors.Is(temp, ErrNotBound) || errors.Is(temp, ErrLinkClosed) {
+			// The link, not the message, failed: retry soon (dispatch waits
+			// for a bound link before claiming again).
+			next = now.Add(o.cfg.RetryBase)
+		}
 		switch {
 		case o.cfg.MaxAttempts > 0 && attempts >= o.cfg.MaxAttempts:
 			out.State, out.Error = StateFailed, fmt.Sprintf("gave up after %d attempts: %s", attempts, reason(temp))
@@ -553,7 +672,7 @@ func (o *Outbox) recorder(ctx context.Context, stopping <-chan struct{}, in <-ch
 		for attempt := 0; ; attempt++ {
 			changes, err := o.db.RecordSMS(ctx, o.cfg.NodeID, parts, outcomes)
 			if err == nil {
-				o.emit(ctx, changes)
+				o.emit(changes)
 				break
 			}
 			o.log.Error("sms outbox: recording submit results; retrying", "err", err, "parts", len(parts), "outcomes", len(outcomes))
@@ -676,7 +795,9 @@ func (o *Outbox) storeReceipts(ctx context.Context, rs []store.SMSReceipt) error
 // applyReceipts applies stored receipts in batches until ctx ends.
 func (o *Outbox) applyReceipts(ctx context.Context) {
 	const batch = 250 // small enough not to hold locks the recorders wait for
-	t := time.NewTicker(time.Second)
+	// The ticker catches receipts whose part was not recorded yet (they
+	// come due again after a backoff) and those stored by other nodes.
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		changes, n, dropped, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
@@ -687,7 +808,7 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 			o.m.receipts.WithLabelValues("unmatched").Add(float64(dropped))
 			o.log.Warn("sms outbox: delivery receipts for unknown message ids dropped after an hour", "count", dropped)
 		}
-		o.emit(ctx, changes)
+		o.emit(changes)
 		if err == nil && n == batch {
 			continue
 		}
@@ -695,21 +816,30 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-o.receiptIn:
+			// A stored receipt is due after the grace.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(store.ReceiptGrace):
+			}
 		case <-t.C:
 		}
 	}
 }
 
-// groupCommit batches concurrent callers into one write: whoever finds no
-// write in progress writes everything queued so far, while later callers
-// queue for the next write. Under load, writes grow; alone, nobody waits.
+// groupCommit batches concurrent callers into writes: a caller that finds
+// fewer than parallel writes in progress writes everything queued so far,
+// while later callers queue for the next write. Under load writes grow, and
+// a few run side by side so that one slow commit does not stall the rest;
+// alone, nobody waits.
 type groupCommit[T any] struct {
-	apply func(context.Context, []T) error
+	apply    func(context.Context, []T) error
+	parallel int
 
 	mu      sync.Mutex
 	queue   []T
 	waiters []chan error
-	busy    bool
+	busy    int
 }
 
 func (g *groupCommit[T]) do(ctx context.Context, v T) error {
@@ -717,7 +847,7 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 	g.mu.Lock()
 	g.queue = append(g.queue, v)
 	g.waiters = append(g.waiters, done)
-	if g.busy {
+	if g.busy >= max(g.parallel, 1) {
 		g.mu.Unlock()
 		select {
 		case err := <-done:
@@ -726,7 +856,7 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 			return ctx.Err()
 		}
 	}
-	g.busy = true
+	g.busy++
 	for len(g.queue) > 0 {
 		batch, waiters := g.queue, g.waiters
 		g.queue, g.waiters = nil, nil
@@ -737,7 +867,7 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 		}
 		g.mu.Lock()
 	}
-	g.busy = false
+	g.busy--
 	g.mu.Unlock()
 	return <-done
 }

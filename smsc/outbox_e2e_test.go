@@ -116,21 +116,23 @@ func simCounts(sim *smscsim.Sim) map[string][]smscsim.Submit {
 }
 
 func TestE2EOutboxThrottledAllDeliveredOnce(t *testing.T) {
-	sim := startSim(t, smscsim.Config{ThrottleEvery: 10})
-	s := newStack(t, storetest.SQLite(t), sim, 20, e2eConfig())
-	s.run()
-	texts := numbered("throttled", 300)
-	ids := s.enqueue(t, texts...)
-	waitStates(t, s.db, ids, smsc.StateDelivered)
-	counts := simCounts(sim)
-	for _, text := range texts {
-		if n := len(counts[text]); n != 1 {
-			t.Fatalf("%q accepted %d times", text, n)
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		sim := startSim(t, smscsim.Config{ThrottleEvery: 10})
+		s := newStack(t, db, sim, 20, e2eConfig())
+		s.run()
+		texts := numbered("throttled", 300)
+		ids := s.enqueue(t, texts...)
+		waitStates(t, s.db, ids, smsc.StateDelivered)
+		counts := simCounts(sim)
+		for _, text := range texts {
+			if n := len(counts[text]); n != 1 {
+				t.Fatalf("%q accepted %d times", text, n)
+			}
 		}
-	}
-	if sim.Stats().Throttled == 0 {
-		t.Fatal("nothing was throttled")
-	}
+		if sim.Stats().Throttled == 0 {
+			t.Fatal("nothing was throttled")
+		}
+	})
 }
 
 // The simulator drops the link in the middle of a burst of 200. SMPP has no

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
@@ -194,6 +197,12 @@ func TestOutboxSubmitsAndReceiptsDeliver(t *testing.T) {
 			}
 		}
 		waitFor(t, "every message delivered", allIn(t, db, ids, StateDelivered))
+		// Listeners run off the write path: wait for the last events.
+		waitFor(t, "delivered events", func() bool {
+			events.mu.Lock()
+			defer events.mu.Unlock()
+			return len(events.ev) == 2*len(ids)
+		})
 		if s := events.states(ids[7]); strings.Join(s, ",") != "submitted,delivered" {
 			t.Fatalf("events of the long message: %v", s)
 		}
@@ -249,6 +258,7 @@ func TestOutboxRetryAndFailure(t *testing.T) {
 		if m.Error != "ESME_RINVDSTADR" {
 			t.Fatalf("failure reason %q", m.Error)
 		}
+		waitFor(t, "failed event", func() bool { return len(events.states(bad)) > 0 })
 		if s := events.states(bad); len(s) != 1 || s[0] != StateFailed {
 			t.Fatalf("events %v", s)
 		}
@@ -591,4 +601,77 @@ func TestOutboxShutdownWithDeadStore(t *testing.T) {
 			return false
 		}
 	})
+}
+
+func TestOutboxMetrics(t *testing.T) {
+	db := storetest.SQLite(t)
+	f := newFakeSMSC()
+	f.refuse = func(_ int, p Part) error {
+		if p.Dest == "+8613900139000" {
+			return &SubmitError{Link: "fake", Status: 0x0B}
+		}
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	o, err := NewOutbox(db, f, testConfig(), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewOutbox(db, f, testConfig(), nil, reg); err == nil {
+		t.Fatal("registering the metrics twice is not reported")
+	}
+	runOutbox(t, o)
+	ctx := context.Background()
+	for i := range 4 {
+		o.Enqueue(ctx, SMS{To: "+8613800138000", Text: fmt.Sprint("m", i)})
+	}
+	bad, _ := o.Enqueue(ctx, SMS{To: "+8613900139000", Text: "x"})
+	waitFor(t, "failed", func() bool { return smsState(t, db, bad) == StateFailed })
+	o.HandleDeliver(ctx, Deliver{SourceAddr: "8613800138000", SourceTON: 1, Payload: []byte("hi")})
+	o.HandleDeliver(ctx, Deliver{ESMClass: 4, Payload: []byte("garbage")})
+	o.HandleDeliver(ctx, Deliver{ESMClass: 4, ReceiptedMessageID: "1", MessageState: 1})
+	m := o.m
+	waitFor(t, "counters", func() bool {
+		return testutil.ToFloat64(m.submits.WithLabelValues("ok")) == 4 &&
+			testutil.ToFloat64(m.events.WithLabelValues(StateSubmitted)) == 4
+	})
+	for name, got := range map[string]float64{
+		"permanent":    testutil.ToFloat64(m.submits.WithLabelValues("permanent")),
+		"failed":       testutil.ToFloat64(m.events.WithLabelValues(StateFailed)),
+		"mo unknown":   testutil.ToFloat64(m.mo.WithLabelValues("unknown")),
+		"invalid":      testutil.ToFloat64(m.receipts.WithLabelValues("invalid")),
+		"intermediate": testutil.ToFloat64(m.receipts.WithLabelValues("intermediate")),
+	} {
+		if got != 1 {
+			t.Errorf("%s = %v, want 1", name, got)
+		}
+	}
+}
+
+// A node killed with messages claimed takes them back when it starts again
+// under the same node id, without waiting for their lease.
+func TestOutboxTakesBackItsOwnClaims(t *testing.T) {
+	db := storetest.SQLite(t)
+	ctx := context.Background()
+	f := newFakeSMSC()
+	o, _ := NewOutbox(db, f, testConfig(), nil, nil) // node id "test"
+	var ids []int64
+	for i := range 10 {
+		id, _ := o.Enqueue(ctx, SMS{To: "+8613800138000", Text: fmt.Sprint("claimed ", i)})
+		ids = append(ids, id)
+	}
+	// The previous run of "test" claimed them for an hour, then died.
+	if c, err := db.ClaimSMS(ctx, "test", 100, time.Hour); err != nil || len(c) != 10 {
+		t.Fatalf("claimed %d, %v", len(c), err)
+	}
+	// Another node's claims are left alone.
+	other, _ := o.Enqueue(ctx, SMS{To: "+8613800138000", Text: "other node"})
+	if c, _ := db.ClaimSMS(ctx, "other", 100, time.Hour); len(c) != 1 {
+		t.Fatal("not claimed by the other node")
+	}
+	runOutbox(t, o)
+	waitFor(t, "own claims sent", allIn(t, db, ids, StateSubmitted))
+	if s := smsState(t, db, other); s != StateQueued {
+		t.Fatalf("another node's claim was taken: %s", s)
+	}
 }

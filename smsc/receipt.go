@@ -30,9 +30,6 @@ type Receipt struct {
 	Text      string    // first characters of the original, when the SMSC echoes them
 }
 
-// Final reports whether the receipt ends the part's life.
-func (r Receipt) Final() bool { return r.State != "" }
-
 // message_state TLV values (SMPP 3.4 §5.2.28) and their receipt-text names.
 var messageStates = map[uint8]string{
 	1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED",

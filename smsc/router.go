@@ -86,6 +86,17 @@ func (r *Router) Close() error {
 	return nil
 }
 
+// Available reports whether at least one link is bound, so that the outbox
+// claims messages only when it can send them.
+func (r *Router) Available() bool {
+	for _, l := range r.links {
+		if l.bound() {
+			return true
+		}
+	}
+	return false
+}
+
 // States reports every link, for /readyz.
 func (r *Router) States() []LinkState {
 	out := make([]LinkState, len(r.links))

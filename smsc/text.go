@@ -53,7 +53,7 @@ func (e Encoded) Units() int {
 
 // Encode encodes text in the GSM 03.38 default alphabet (with the extension
 // table) when every character fits, otherwise in UCS-2 (UTF-16 big-endian).
-// Invalid UTF-8 and NUL-free-but-empty input are errors, not guesses.
+// Empty text and invalid UTF-8 are errors, not guesses.
 func Encode(text string) (Encoded, error) {
 	if text == "" {
 		return Encoded{}, phonebook.Errorf(phonebook.EInvalid, "sms text is empty")

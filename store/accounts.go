@@ -3,6 +3,10 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	mrand "math/rand/v2"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/phonebook/phonebook"
@@ -226,60 +230,137 @@ func (d *DB) DeleteUser(ctx context.Context, number phonebook.MSISDN) error {
 	})
 }
 
-// Hit counts one event against a fixed-window counter and returns the count
-// in the current window (this event included) and when the window ends. The
-// counter lives in the store, so a limit holds across every node that shares
-// it.
+// Counters are fixed windows aligned to the epoch (a 24-hour window is a
+// UTC day). Each is spread over counterShards rows so that a hot counter
+// (one client address, one number prefix) does not serialise every caller
+// on one row lock: an increment touches one random shard in a single
+// statement, and a read sums the shards without locking. They live in the
+// store, so a limit holds across every node that shares it.
+const counterShards = 16
+
+// CounterHit is one increment for Hits.
+type CounterHit struct {
+	Name   string
+	Window time.Duration
+}
+
+// Hit counts one event and returns the count in the current window (this
+// event included) and when the window ends.
 func (d *DB) Hit(ctx context.Context, name string, window time.Duration) (count int64, resetAt time.Time, err error) {
-	return d.add(ctx, name, window, 1)
+	counts, resets, err := d.Hits(ctx, []CounterHit{{name, window}})
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return counts[0], resets[0], nil
+}
+
+// Hits counts one event on each counter, in one write and one read.
+func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, resets []time.Time, err error) {
+	t := now()
+	// Rows are written in name order so that concurrent multi-row upserts
+	// take their row locks in one order and cannot deadlock each other.
+	order := make([]int, len(hits))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return hits[order[a]].Name < hits[order[b]].Name })
+	var b strings.Builder
+	args := make([]any, 0, 3*len(hits))
+	b.WriteString("INSERT INTO counters (name, window_start, count) VALUES ")
+	starts := make([]int64, len(hits))
+	for k, i := range order {
+		h := hits[i]
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, 1)")
+		starts[i] = us(t.Truncate(h.Window))
+		args = append(args, fmt.Sprintf("%s#%d", h.Name, mrand.IntN(counterShards)), starts[i])
+	}
+	if d.dialect == MySQL {
+		// window_start is assigned after count, so count still sees the old one.
+		b.WriteString(` ON DUPLICATE KEY UPDATE count = IF(window_start = VALUES(window_start), count + 1, 1),
+			window_start = VALUES(window_start)`)
+	} else {
+		b.WriteString(` ON CONFLICT(name) DO UPDATE SET
+			count = CASE WHEN window_start = excluded.window_start THEN count + 1 ELSE 1 END,
+			window_start = excluded.window_start`)
+	}
+	if err := d.execRetry(ctx, b.String(), args...); err != nil {
+		return nil, nil, err
+	}
+	// One read for every counter's shards.
+	names := make([]any, 0, counterShards*len(hits))
+	for _, h := range hits {
+		names = append(names, shardNames(h.Name)...)
+	}
+	rows, err := d.db.QueryContext(ctx, "SELECT name, window_start, count FROM counters WHERE name IN ("+
+		strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ")+")", names...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	type key struct {
+		name  string
+		start int64
+	}
+	sums := map[key]int64{}
+	for rows.Next() {
+		var name string
+		var start, c int64
+		if err := rows.Scan(&name, &start, &c); err != nil {
+			return nil, nil, err
+		}
+		if i := strings.LastIndexByte(name, '#'); i >= 0 {
+			sums[key{name[:i], start}] += c
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	counts = make([]int64, len(hits))
+	resets = make([]time.Time, len(hits))
+	for i, h := range hits {
+		counts[i], resets[i] = sums[key{h.Name, starts[i]}], fromUS(starts[i]).Add(h.Window)
+	}
+	return counts, resets, nil
+}
+
+func shardNames(name string) []any {
+	out := make([]any, counterShards)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s#%d", name, i)
+	}
+	return out
+}
+
+var shardPlaceholders = strings.TrimSuffix(strings.Repeat("?, ", counterShards), ", ")
+
+func (d *DB) sumShards(ctx context.Context, name string, start int64) (int64, error) {
+	var c sql.NullInt64
+	err := d.db.QueryRowContext(ctx, "SELECT SUM(count) FROM counters WHERE window_start = ? AND name IN ("+shardPlaceholders+")",
+		append([]any{start}, shardNames(name)...)...).Scan(&c)
+	return c.Int64, err
 }
 
 // Count returns the current window's count without adding to it.
 func (d *DB) Count(ctx context.Context, name string, window time.Duration) (int64, time.Time, error) {
-	var c, start int64
-	err := d.db.QueryRowContext(ctx, "SELECT count, window_start FROM counters WHERE name = ?", name).Scan(&c, &start)
-	if err == sql.ErrNoRows {
-		return 0, time.Time{}, nil
-	}
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	if fromUS(start).Add(window).Before(now()) {
-		return 0, time.Time{}, nil
-	}
-	return c, fromUS(start).Add(window), nil
+	start := now().Truncate(window)
+	c, err := d.sumShards(ctx, name, us(start))
+	return c, start.Add(window), err
 }
 
 // ResetCounter clears a counter (e.g. failures after a success).
 func (d *DB) ResetCounter(ctx context.Context, name string) error {
-	_, err := d.db.ExecContext(ctx, "DELETE FROM counters WHERE name = ?", name)
+	_, err := d.db.ExecContext(ctx, "DELETE FROM counters WHERE name IN ("+shardPlaceholders+")", shardNames(name)...)
 	return err
 }
 
-func (d *DB) add(ctx context.Context, name string, window time.Duration, n int64) (int64, time.Time, error) {
-	t := us(now())
-	cutoff := t - window.Microseconds()
-	var q string
-	if d.dialect == MySQL {
-		// Assignments run left to right: count reads the old window_start.
-		q = `INSERT INTO counters (name, window_start, count) VALUES (?, ?, ?)
-			ON DUPLICATE KEY UPDATE count = IF(window_start <= ?, VALUES(count), count + VALUES(count)),
-			window_start = IF(window_start <= ?, VALUES(window_start), window_start)`
-	} else {
-		q = `INSERT INTO counters (name, window_start, count) VALUES (?, ?, ?)
-			ON CONFLICT(name) DO UPDATE SET
-			count = CASE WHEN window_start <= ? THEN excluded.count ELSE count + excluded.count END,
-			window_start = CASE WHEN window_start <= ? THEN excluded.window_start ELSE window_start END`
-	}
-	var count, start int64
-	err := d.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, q, name, t, n, cutoff, cutoff); err != nil {
-			return err
-		}
-		return tx.QueryRowContext(ctx, "SELECT count, window_start FROM counters WHERE name = ?", name).Scan(&count, &start)
-	})
+// PurgeCounters deletes counters whose window started before t.
+func (d *DB) PurgeCounters(ctx context.Context, t time.Time) (int64, error) {
+	res, err := d.db.ExecContext(ctx, "DELETE FROM counters WHERE window_start < ?", us(t))
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, err
 	}
-	return count, fromUS(start).Add(window), nil
+	return res.RowsAffected()
 }

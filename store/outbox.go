@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/phonebook/phonebook"
 )
 
@@ -131,28 +129,7 @@ func (d *DB) txRetry(ctx context.Context, fn func(*sql.Tx) error) error {
 	if d.dialect == MySQL {
 		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 	}
-	for attempt := 0; ; attempt++ {
-		tx, err := d.db.BeginTx(ctx, opts)
-		if err != nil {
-			return formatError(err)
-		}
-		err = fn(tx)
-		if err == nil {
-			err = tx.Commit()
-		} else {
-			tx.Rollback()
-		}
-		var me *mysql.MySQLError
-		if err != nil && attempt < 8 && errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205) {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
-			}
-			continue
-		}
-		return formatError(err)
-	}
+	return d.txWith(ctx, opts, fn)
 }
 
 func (d *DB) forUpdate() string {
@@ -273,6 +250,19 @@ func (d *DB) ClaimSMS(ctx context.Context, node string, limit int, lease time.Du
 		slices.Sort(out[i].SentParts)
 	}
 	return out, nil
+}
+
+// ReleaseSMSClaims hands back every queued message node holds: called when
+// node starts, they are the claims of its previous run, which died with
+// them. It returns how many it released.
+func (d *DB) ReleaseSMSClaims(ctx context.Context, node string) (int64, error) {
+	t := micros(now())
+	res, err := d.db.ExecContext(ctx, `UPDATE sms_outbox SET claimed_by = '', claimed_until = 0, next_attempt_at = ?, updated_at = ?
+		WHERE state = ? AND claimed_by = ?`, t, t, smsQueued, node)
+	if err != nil {
+		return 0, fmt.Errorf("store: release sms claims: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // RecordSMS makes a batch of submit results durable in one transaction:
@@ -832,8 +822,8 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 			}
 		}
 		for n, g := range later {
-			// 1s, 2s, 4s ... up to 10 minutes.
-			wait := min(time.Second<<min(n, 10), 10*time.Minute)
+			// 250ms, 500ms, 1s ... up to 10 minutes.
+			wait := min(250*time.Millisecond<<min(n, 12), 10*time.Minute)
 			args := append([]any{micros(t.Add(wait))}, stringArgs(g)...)
 			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + 1, next_check_at = ?
 				WHERE message_id IN (`+marks(len(g))+`)`, args...); err != nil {
@@ -859,9 +849,9 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 }
 
 // MaxReceiptTries is how many times a stored receipt is matched against the
-// outbox before it is dropped as not ours: 1+2+4+...+512 s, then 10-minute
-// waits, about an hour in all.
-const MaxReceiptTries = 14
+// outbox before it is dropped as not ours: after 0.25+0.5+1+...+512 s, then
+// 10-minute waits, about an hour in all.
+const MaxReceiptTries = 17
 
 // GetSMS returns a message and its accepted parts.
 func (d *DB) GetSMS(ctx context.Context, id int64) (SMS, []SMSPart, error) {
@@ -900,12 +890,25 @@ func (d *DB) GetSMS(ctx context.Context, id int64) (SMS, []SMSPart, error) {
 // SMSDepth returns how many messages wait to be sent and when the oldest
 // of them was queued (zero when none).
 func (d *DB) SMSDepth(ctx context.Context) (int64, time.Time, error) {
+	// Both read only the (state, next_attempt_at, id) index; the oldest
+	// message is the one with the lowest id.
 	var n int64
-	var oldest sql.NullInt64
-	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM sms_outbox WHERE state = ?`, smsQueued).Scan(&n, &oldest); err != nil {
+	var first sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(id) FROM sms_outbox WHERE state = ?`, smsQueued).Scan(&n, &first); err != nil {
 		return 0, time.Time{}, fmt.Errorf("store: sms depth: %w", err)
 	}
-	return n, fromMicros(oldest.Int64), nil
+	if !first.Valid {
+		return 0, time.Time{}, nil
+	}
+	var created int64
+	err := d.db.QueryRowContext(ctx, `SELECT created_at FROM sms_outbox WHERE id = ?`, first.Int64).Scan(&created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, time.Time{}, nil // sent and purged in between
+	}
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("store: sms depth: %w", err)
+	}
+	return n, fromMicros(created), nil
 }
 
 // PurgeSMS deletes finished messages last updated before before (and
@@ -913,13 +916,19 @@ func (d *DB) SMSDepth(ctx context.Context) (int64, time.Time, error) {
 // stored receipts older than before. It returns the number of messages
 // deleted.
 func (d *DB) PurgeSMS(ctx context.Context, before time.Time, limit int) (int64, error) {
+	bound, err := d.smsIDBefore(ctx, before)
+	if err != nil || bound == 0 {
+		return 0, err
+	}
 	var n int64
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	err = d.tx(ctx, func(tx *sql.Tx) error {
+		// Only messages created before the cut-off can be finished before
+		// it, and they have the lowest ids: the primary key bounds the scan.
 		// Submitted messages count as finished once their validity ended
 		// before the cut-off: no receipt is coming any more.
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM sms_outbox
-			WHERE (state NOT IN (?, ?) AND updated_at < ?) OR (state = ? AND expires_at < ?) LIMIT ?`,
-			smsQueued, smsSubmitted, micros(before), smsSubmitted, micros(before), limit)
+			WHERE id < ? AND ((state NOT IN (?, ?) AND updated_at < ?) OR (state = ? AND expires_at < ?)) ORDER BY id LIMIT ?`,
+			bound, smsQueued, smsSubmitted, micros(before), smsSubmitted, micros(before), limit)
 		if err != nil {
 			return err
 		}
@@ -953,4 +962,37 @@ func (d *DB) PurgeSMS(ctx context.Context, before time.Time, limit int) (int64, 
 		return 0, fmt.Errorf("store: purge sms: %w", err)
 	}
 	return n, nil
+}
+
+// smsIDBefore finds, by binary search on the primary key, an id such that
+// the messages below it were created before t (ids grow with creation
+// time, give or take the clocks of several nodes); 0 when there is none.
+func (d *DB) smsIDBefore(ctx context.Context, t time.Time) (int64, error) {
+	var lo, hi sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, `SELECT MIN(id), MAX(id) FROM sms_outbox`).Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("store: purge sms: %w", err)
+	}
+	if !lo.Valid {
+		return 0, nil
+	}
+	createdAt := func(id int64) (int64, error) { // of the first message at or after id
+		var c int64
+		err := d.db.QueryRowContext(ctx, `SELECT created_at FROM sms_outbox WHERE id >= ? ORDER BY id LIMIT 1`, id).Scan(&c)
+		return c, err
+	}
+	// Invariant: messages from lo.Int64 on are searched; a is the answer so far.
+	a, l, h := int64(0), lo.Int64, hi.Int64
+	for l <= h {
+		mid := l + (h-l)/2
+		c, err := createdAt(mid)
+		if err != nil {
+			return 0, fmt.Errorf("store: purge sms: %w", err)
+		}
+		if c < micros(t) {
+			a, l = mid+1, mid+1
+		} else {
+			h = mid - 1
+		}
+	}
+	return a, nil
 }

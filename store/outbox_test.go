@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
@@ -327,6 +329,62 @@ func TestOutboxPendingReceipts(t *testing.T) {
 		changes, err = db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[1], 1, 1, "bb")}, []store.SMSOutcome{{ID: ids[1], State: "submitted"}})
 		if err != nil || len(changes) != 2 || changes[1].State != "expired" {
 			t.Fatalf("changes %+v %v", changes, err)
+		}
+	})
+}
+
+// Purging deletes finished messages older than the cut-off, and submitted
+// ones whose validity ended before it, nothing newer.
+func TestOutboxPurge(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		old := time.Now().Add(-10 * 24 * time.Hour)
+		var msgs []store.SMS
+		for i := range 6 {
+			created := old
+			if i >= 3 {
+				created = time.Now()
+			}
+			msgs = append(msgs, store.SMS{Dest: "+8613800138000", Text: fmt.Sprint(i), Kind: "k", CreatedAt: created, ExpiresAt: created.Add(time.Hour)})
+		}
+		ids, err := db.EnqueueSMS(ctx, msgs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.ClaimSMS(ctx, "n", 10, time.Minute)
+		db.RecordSMS(ctx, "n", nil, []store.SMSOutcome{
+			{ID: ids[0], State: "failed"}, {ID: ids[1], State: "submitted"}, {ID: ids[2], State: "queued", NextAttemptAt: time.Now()},
+			{ID: ids[3], State: "failed"}, {ID: ids[4], State: "submitted"},
+		})
+		if _, err := db.SQL().ExecContext(ctx, "UPDATE sms_outbox SET updated_at = ? WHERE id IN (?, ?, ?)", old.UnixMicro(), ids[0], ids[1], ids[2]); err != nil {
+			t.Fatal(err)
+		}
+		n, err := db.PurgeSMS(ctx, time.Now().Add(-7*24*time.Hour), 100)
+		if err != nil || n != 2 {
+			t.Fatalf("purged %d, %v; want the old failed and the old submitted message", n, err)
+		}
+		for i, id := range ids {
+			_, _, err := db.GetSMS(ctx, id)
+			if gone := err != nil; gone != (i < 2) {
+				t.Fatalf("message %d: gone %v", i, gone)
+			}
+		}
+	})
+}
+
+// Long reasons are cut to the column, on a character boundary.
+func TestOutboxLongErrorClipped(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		ids := enqueue(t, db, 1)
+		db.ClaimSMS(ctx, "n", 10, time.Minute)
+		long := strings.Repeat("错", 200) // 600 bytes
+		if _, err := db.RecordSMS(ctx, "n", nil, []store.SMSOutcome{{ID: ids[0], State: "failed", Error: long}}); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := state(t, db, ids[0])
+		if len(m.Error) > 255 || !utf8.ValidString(m.Error) || !strings.HasPrefix(long, m.Error) || len(m.Error) < 250 {
+			t.Fatalf("error of %d bytes: %q", len(m.Error), m.Error)
 		}
 	})
 }

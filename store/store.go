@@ -113,6 +113,25 @@ func openMySQL(ctx context.Context, o Options) (*DB, error) {
 	if cfg.Collation == "" {
 		cfg.Collation = "utf8mb4_bin"
 	}
+	// READ COMMITTED: no gap locks, so concurrent upserts of rows that do
+	// not exist yet cannot deadlock each other. MariaDB and MySQL 8 name the
+	// session variable differently; ask the server which it is.
+	probe, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: mysql: %w", err)
+	}
+	pdb := sql.OpenDB(probe)
+	var ver string
+	err = pdb.QueryRowContext(ctx, "SELECT VERSION()").Scan(&ver)
+	pdb.Close()
+	if err != nil {
+		return nil, fmt.Errorf("store: connect mysql %s@%s/%s: %w", cfg.User, cfg.Addr, cfg.DBName, err)
+	}
+	if strings.Contains(strings.ToLower(ver), "mariadb") {
+		cfg.Params["tx_isolation"] = "'READ-COMMITTED'"
+	} else {
+		cfg.Params["transaction_isolation"] = "'READ-COMMITTED'"
+	}
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: mysql: %w", err)
@@ -144,17 +163,56 @@ func (d *DB) Ping(ctx context.Context) error { return d.db.PingContext(ctx) }
 // Close closes the pool.
 func (d *DB) Close() error { return d.db.Close() }
 
-// tx runs fn in a transaction, committing when it returns nil.
+// tx runs fn in a transaction, committing when it returns nil. A deadlock
+// or lock-wait timeout (MySQL) runs the whole transaction again, so fn must
+// not have effects outside it.
 func (d *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := d.db.BeginTx(ctx, nil)
-	if err != nil {
+	return d.txWith(ctx, nil, fn)
+}
+
+func (d *DB) txWith(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		tx, err := d.db.BeginTx(ctx, opts)
+		if err != nil {
+			return formatError(err)
+		}
+		err = fn(tx)
+		if err == nil {
+			err = tx.Commit()
+		} else {
+			tx.Rollback()
+		}
+		if err != nil && attempt < 8 && retryable(err) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+			}
+			continue
+		}
 		return formatError(err)
 	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
+}
+
+// execRetry runs one statement, again after a deadlock or lock-wait timeout.
+func (d *DB) execRetry(ctx context.Context, q string, args ...any) error {
+	for attempt := 0; ; attempt++ {
+		_, err := d.db.ExecContext(ctx, q, args...)
+		if err != nil && attempt < 8 && retryable(err) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+			}
+			continue
+		}
+		return formatError(err)
 	}
-	return formatError(tx.Commit())
+}
+
+func retryable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // formatError maps driver errors to phonebook codes: unique violations become

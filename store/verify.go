@@ -59,16 +59,22 @@ func (d *DB) VerifyCode(ctx context.Context, number phonebook.MSISDN) (*VerifyCo
 	return &v, nil
 }
 
-// PutVerifyCode creates or replaces the pending verification for a number.
+// PutVerifyCode creates or replaces the pending verification for a number,
+// in one statement (a delete then insert would take gap locks that deadlock
+// concurrent starts on MySQL).
 func (d *DB) PutVerifyCode(ctx context.Context, v VerifyCode) error {
-	return d.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM verify_codes WHERE number = ?", v.Number); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO verify_codes (number, device_id, sim_id, code_mac, created_at, expires_at, checks, sends, next_send_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, v.Number, v.DeviceID, v.SIMID, v.CodeMAC, us(v.CreatedAt), us(v.ExpiresAt), v.Checks, v.Sends, us(v.NextSendAt))
-		return formatError(err)
-	})
+	q := `INSERT INTO verify_codes (number, device_id, sim_id, code_mac, created_at, expires_at, checks, sends, next_send_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
+	if d.dialect == MySQL {
+		q += `ON DUPLICATE KEY UPDATE device_id = VALUES(device_id), sim_id = VALUES(sim_id), code_mac = VALUES(code_mac),
+			created_at = VALUES(created_at), expires_at = VALUES(expires_at), checks = VALUES(checks), sends = VALUES(sends),
+			next_send_at = VALUES(next_send_at)`
+	} else {
+		q += `ON CONFLICT(number) DO UPDATE SET device_id = excluded.device_id, sim_id = excluded.sim_id,
+			code_mac = excluded.code_mac, created_at = excluded.created_at, expires_at = excluded.expires_at,
+			checks = excluded.checks, sends = excluded.sends, next_send_at = excluded.next_send_at`
+	}
+	return d.execRetry(ctx, q, v.Number, v.DeviceID, v.SIMID, v.CodeMAC, us(v.CreatedAt), us(v.ExpiresAt), v.Checks, v.Sends, us(v.NextSendAt))
 }
 
 // CountVerifyCheck atomically spends one check of the number's pending code,

@@ -184,7 +184,7 @@ func (s *Service) StartSMS(ctx context.Context, raw string, id phonebook.Identit
 	// Limits, most specific first, each counted in the store so it holds
 	// across nodes.
 	prefix := prefixOf(number)
-	for _, l := range []struct {
+	limits := []struct {
 		key    string
 		window time.Duration
 		max    int
@@ -193,14 +193,19 @@ func (s *Service) StartSMS(ctx context.Context, raw string, id phonebook.Identit
 		{"verify_ip:" + ip, time.Hour, s.cfg.MaxPerIPHour, "verification requests from your address"},
 		{"verify_num:" + string(number), 24 * time.Hour, s.cfg.MaxPerNumberDay, "codes sent to this number today"},
 		{"verify_prefix:" + prefix, time.Hour, s.cfg.MaxPerPrefixHour, "codes sent to numbers starting " + prefix},
-	} {
-		n, reset, err := s.db.Hit(ctx, l.key, l.window)
-		if err != nil {
-			return Started{}, err
-		}
-		if n > int64(l.max) {
-			return Started{}, &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
-				Message: fmt.Sprintf("too many %s; retry after %s", l.what, reset.Format(time.RFC3339))}
+	}
+	hits := make([]store.CounterHit, len(limits))
+	for i, l := range limits {
+		hits[i] = store.CounterHit{Name: l.key, Window: l.window}
+	}
+	counts, resets, err := s.db.Hits(ctx, hits)
+	if err != nil {
+		return Started{}, err
+	}
+	for i, l := range limits {
+		if counts[i] > int64(l.max) {
+			return Started{}, &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: resets[i],
+				Message: fmt.Sprintf("too many %s; retry after %s", l.what, resets[i].Format(time.RFC3339))}
 		}
 	}
 	code, err := randomCode()

@@ -24,6 +24,7 @@ func newBenchCmd() *cobra.Command {
 			o.Messages, _ = cmd.Flags().GetInt("messages")
 			o.TextSize, _ = cmd.Flags().GetInt("text-size")
 			o.Window, _ = cmd.Flags().GetInt("window")
+			o.Rate, _ = cmd.Flags().GetFloat64("rate")
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -36,6 +37,7 @@ func newBenchCmd() *cobra.Command {
 	r.Flags().Int("messages", 200000, "messages in total")
 	r.Flags().Int("text-size", 100, "bytes per text")
 	r.Flags().Int("window", 64, "messages in flight per sender")
+	r.Flags().Float64("rate", 0, "offered messages per second in all (0 = as fast as the window allows)")
 	c.AddCommand(r)
 	return c
 }

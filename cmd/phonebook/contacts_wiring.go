@@ -7,11 +7,9 @@ import (
 	"github.com/phonebook/phonebook/contacts"
 )
 
-func init() { extraStarters = append(extraStarters, startContacts) }
-
-// startContacts starts the contacts and presence service and adds its HTTP
-// endpoints. Pushes go nowhere until the relay sets itself as the notifier
-// (m.Contacts.SetNotifier).
+// startContacts starts the contacts and presence service, adds its HTTP
+// endpoints and tells it about new users. Pushes go nowhere until the
+// relay sets itself as the notifier (startRelay).
 func startContacts(ctx context.Context, m *Main) error {
 	c := m.cfg.Contacts
 	svc, err := contacts.New(m.DB, nil, contacts.Config{
@@ -25,5 +23,8 @@ func startContacts(ctx context.Context, m *Main) error {
 	m.Contacts = svc
 	m.API.SetContacts(svc)
 	m.closers = append(m.closers, svc.Close)
+	// Those online who have a new user's number in their book learn that
+	// the contact joined.
+	m.Accounts.OnRegistered(svc.UserRegistered)
 	return nil
 }

@@ -16,7 +16,11 @@ import (
 
 // testConfig is the embedded default on a temporary SQLite file with every
 // listener on a free loopback port.
-func testConfig(t *testing.T) config.Config {
+func testConfig(t *testing.T) config.Config { return testConfigTB(t) }
+
+type configT = config.Config
+
+func testConfigTB(t testing.TB) config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.HTTP.Addr = "127.0.0.1:0"
@@ -29,6 +33,9 @@ func testConfig(t *testing.T) config.Config {
 }
 
 func quietLogger() *slog.Logger {
+	if os.Getenv("PHONEBOOK_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	return slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 

@@ -71,7 +71,7 @@ run side by side from different files.`,
 
 	chat := &cobra.Command{
 		Use:   "chat",
-		Short: "Log in and chat: type `NUMBER text` to send; incoming messages and receipts are printed",
+		Short: "Log in and chat: type `NUMBER text` to send, `/status TEXT`, `/im busy`, `/activity in_call` or `/who`; incoming messages, receipts and presence are printed",
 		Args:  cobra.NoArgs,
 		RunE:  phoneChat,
 	}
@@ -191,11 +191,24 @@ func phoneRegister(cmd *cobra.Command, args []string) error {
 
 // phoneConnect logs in over HTTP and opens the relay connection.
 func phoneConnect(cmd *cobra.Command) (*client.Client, phoneState, error) {
+	st, sess, err := phoneLogin(cmd)
+	if err != nil {
+		return nil, st, err
+	}
+	c, err := client.Dial(cmd.Context(), st.Relay, client.Options{Token: sess.Token, DeviceID: st.DeviceID, ClientVersion: "phonebook-phone/" + version, AutoAck: true})
+	if err != nil {
+		return nil, st, fmt.Errorf("relay: %w", err)
+	}
+	return c, st, nil
+}
+
+// phoneLogin logs in over HTTP with the kept device key.
+func phoneLogin(cmd *cobra.Command) (phoneState, client.Session, error) {
 	ctx := cmd.Context()
 	path, _ := cmd.Flags().GetString("state")
 	st, err := loadPhone(path)
 	if err != nil {
-		return nil, st, err
+		return st, client.Session{}, err
 	}
 	if cmd.Flags().Changed("server") || st.Server == "" {
 		st.Server, _ = cmd.Flags().GetString("server")
@@ -206,13 +219,9 @@ func phoneConnect(cmd *cobra.Command) (*client.Client, phoneState, error) {
 	api := &client.API{BaseURL: st.Server}
 	sess, err := api.Login(ctx, st.Number, client.Identity{DeviceID: st.DeviceID, SIMID: st.SIMID}, st.DeviceKey, os.Getenv("PHONEBOOK_RESCUE_PASSWORD"))
 	if err != nil {
-		return nil, st, fmt.Errorf("login: %w", err)
+		return st, sess, fmt.Errorf("login: %w", err)
 	}
-	c, err := client.Dial(ctx, st.Relay, client.Options{Token: sess.Token, DeviceID: st.DeviceID, ClientVersion: "phonebook-phone/" + version, AutoAck: true})
-	if err != nil {
-		return nil, st, fmt.Errorf("relay: %w", err)
-	}
-	return c, st, nil
+	return st, sess, nil
 }
 
 func phoneChat(cmd *cobra.Command, args []string) error {
@@ -223,14 +232,19 @@ func phoneChat(cmd *cobra.Command, args []string) error {
 // prints deliveries, send results and receipts; it ends when in ends and
 // --wait has passed (or, for chat, when the connection or input closes).
 func phoneSession(cmd *cobra.Command, in io.Reader) error {
-	ctx := cmd.Context()
-	out := cmd.OutOrStdout()
 	c, st, err := phoneConnect(cmd)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	fmt.Fprintf(out, "online as %s (session %s)\n", st.Number, c.SessionID)
+	fmt.Fprintf(cmd.OutOrStdout(), "online as %s (session %s)\n", st.Number, c.SessionID)
+	return phoneSessionOn(cmd, c, in)
+}
+
+// phoneSessionOn is phoneSession on an open connection.
+func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
 	printer := make(chan string, 64)
 	go func() {
 		for {
@@ -246,6 +260,15 @@ func phoneSession(cmd *cobra.Command, in io.Reader) error {
 				printer <- fmt.Sprintf("%s %s: %s%s", time.UnixMicro(d.GetSentAt()).Local().Format("15:04:05"), d.From, d.Text, tag)
 			case r := <-c.Receipts():
 				printer <- fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+			case list := <-c.PresenceLists():
+				printer <- fmt.Sprintf("%d contact(s) visible", len(list))
+				for _, p := range list {
+					printer <- "  " + formatPresence(p)
+				}
+			case pc := <-c.PresenceChanges():
+				printer <- fmt.Sprintf("%s presence %s", time.Now().Format("15:04:05"), formatPresence(pc.Presence))
+			case j := <-c.ContactJoins():
+				printer <- fmt.Sprintf("%s contact joined Phonebook: %s", time.UnixMicro(j.At).Local().Format("15:04:05"), j.Number)
 			case <-c.Done():
 				close(printer)
 				return
@@ -282,9 +305,13 @@ func phoneSession(cmd *cobra.Command, in io.Reader) error {
 				wait = time.After(d)
 				continue
 			}
+			if strings.HasPrefix(strings.TrimSpace(line), "/") {
+				go func() { printer <- phoneChatCommand(ctx, c, strings.TrimSpace(line)) }()
+				continue
+			}
 			to, text, found := strings.Cut(strings.TrimSpace(line), " ")
 			if !found || text == "" {
-				fmt.Fprintln(out, "type: NUMBER text")
+				fmt.Fprintln(out, "type: NUMBER text, or /status TEXT, /im busy|away|online, /activity WORD, /who")
 				continue
 			}
 			p, err := c.Send(to, text)

@@ -45,7 +45,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		fb = outboxFallback{m.Outbox}
 	}
 	srv, err := relay.NewServer(relay.Config{
-		NodeID:            cfg.Node,
+		NodeID:            nodeID(cfg.Node),
 		DefaultRegion:     cfg.Phone.DefaultRegion,
 		MaxFrameSize:      cfg.Relay.MaxFrameBytes,
 		HeartbeatInterval: cfg.Relay.Heartbeat,
@@ -65,6 +65,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		Directory: m.Accounts,
 		Fallback:  fb,
 		Router:    m.relayRouter,
+		Contacts:  m.Contacts,
 		Logger:    m.log,
 		Metrics:   m.reg,
 	})
@@ -72,6 +73,16 @@ func (m *Main) startRelay(ctx context.Context) error {
 		return err
 	}
 	m.Relay = srv
+	m.Contacts.SetNotifier(srv.Notifier())
+	if m.relayRouter == nil {
+		// Alone, this node held every connection, and has none now: users
+		// left online by a crash are offline.
+		if n, err := m.DB.ResetOnline(ctx); err != nil {
+			return fmt.Errorf("relay: reset presence: %w", err)
+		} else if n > 0 {
+			m.log.Info("users left online by the last run marked offline", "count", n)
+		}
+	}
 	m.Outbox.OnStateChange(func(ctx context.Context, ev smsc.OutboxEvent) {
 		if ev.Kind != "fallback" || ev.Ref == "" {
 			return
@@ -99,7 +110,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, relay.ErrServerClosed) {
 			m.log.Error("relay stopped", "err", err)
 		}
 	}()

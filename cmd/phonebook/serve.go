@@ -130,7 +130,16 @@ func (m *Main) Run(ctx context.Context) error {
 	}, m.Accounts, db, m.log, m.reg, m.reg)
 	m.API.AddCheck("database", db.Ping)
 
+	m.startJanitor(ctx)
 	if err := m.startSMSC(ctx); err != nil {
+		return err
+	}
+	if err := m.startCluster(ctx); err != nil {
+		return err
+	}
+	// Contacts before the relay: the relay serves contacts and presence
+	// frames and marks users online and offline.
+	if err := startContacts(ctx, m); err != nil {
 		return err
 	}
 	if err := m.startRelay(ctx); err != nil {

@@ -68,7 +68,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		return err
 	}
 	outbox, err = smsc.NewOutbox(m.DB, router, smsc.OutboxConfig{
-		NodeID:          cfg.Node,
+		NodeID:          nodeID(cfg.Node),
 		DefaultValidity: cfg.SMSC.Outbox.Validity,
 		MaxAttempts:     cfg.SMSC.Outbox.MaxAttempts,
 		Region:          cfg.Phone.DefaultRegion,

@@ -169,6 +169,14 @@ type Frame struct {
 	//	*Frame_DeliverAck
 	//	*Frame_Receipt
 	//	*Frame_Error
+	//	*Frame_ContactsSync
+	//	*Frame_ContactsSyncResult
+	//	*Frame_PresenceSet
+	//	*Frame_PresenceSetResult
+	//	*Frame_PresenceQuery
+	//	*Frame_PresenceList
+	//	*Frame_PresenceChanged
+	//	*Frame_ContactJoined
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -301,6 +309,78 @@ func (x *Frame) GetError() *Error {
 	return nil
 }
 
+func (x *Frame) GetContactsSync() *ContactsSync {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ContactsSync); ok {
+			return x.ContactsSync
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetContactsSyncResult() *ContactsSyncResult {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ContactsSyncResult); ok {
+			return x.ContactsSyncResult
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPresenceSet() *PresenceSet {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PresenceSet); ok {
+			return x.PresenceSet
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPresenceSetResult() *PresenceSetResult {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PresenceSetResult); ok {
+			return x.PresenceSetResult
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPresenceQuery() *PresenceQuery {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PresenceQuery); ok {
+			return x.PresenceQuery
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPresenceList() *PresenceList {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PresenceList); ok {
+			return x.PresenceList
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPresenceChanged() *PresenceChanged {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PresenceChanged); ok {
+			return x.PresenceChanged
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetContactJoined() *ContactJoined {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ContactJoined); ok {
+			return x.ContactJoined
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -345,6 +425,43 @@ type Frame_Error struct {
 	Error *Error `protobuf:"bytes,10,opt,name=error,proto3,oneof"`
 }
 
+type Frame_ContactsSync struct {
+	// Field numbers 11-39 are free for more messaging frames.
+	// Field numbers 40-79 are for contacts and presence frames
+	// (docs/contacts.md); 48-79 are still free for more of them. A
+	// receiver that does not know a body answers with an Error frame
+	// (code "unknown_frame") and keeps the connection.
+	ContactsSync *ContactsSync `protobuf:"bytes,40,opt,name=contacts_sync,json=contactsSync,proto3,oneof"` // client -> server
+}
+
+type Frame_ContactsSyncResult struct {
+	ContactsSyncResult *ContactsSyncResult `protobuf:"bytes,41,opt,name=contacts_sync_result,json=contactsSyncResult,proto3,oneof"` // server -> client
+}
+
+type Frame_PresenceSet struct {
+	PresenceSet *PresenceSet `protobuf:"bytes,42,opt,name=presence_set,json=presenceSet,proto3,oneof"` // client -> server
+}
+
+type Frame_PresenceSetResult struct {
+	PresenceSetResult *PresenceSetResult `protobuf:"bytes,43,opt,name=presence_set_result,json=presenceSetResult,proto3,oneof"` // server -> client
+}
+
+type Frame_PresenceQuery struct {
+	PresenceQuery *PresenceQuery `protobuf:"bytes,44,opt,name=presence_query,json=presenceQuery,proto3,oneof"` // client -> server
+}
+
+type Frame_PresenceList struct {
+	PresenceList *PresenceList `protobuf:"bytes,45,opt,name=presence_list,json=presenceList,proto3,oneof"` // server -> client: after AuthOK, and answering PresenceQuery
+}
+
+type Frame_PresenceChanged struct {
+	PresenceChanged *PresenceChanged `protobuf:"bytes,46,opt,name=presence_changed,json=presenceChanged,proto3,oneof"` // server -> client push
+}
+
+type Frame_ContactJoined struct {
+	ContactJoined *ContactJoined `protobuf:"bytes,47,opt,name=contact_joined,json=contactJoined,proto3,oneof"` // server -> client push
+}
+
 func (*Frame_Auth) isFrame_Body() {}
 
 func (*Frame_AuthOk) isFrame_Body() {}
@@ -364,6 +481,22 @@ func (*Frame_DeliverAck) isFrame_Body() {}
 func (*Frame_Receipt) isFrame_Body() {}
 
 func (*Frame_Error) isFrame_Body() {}
+
+func (*Frame_ContactsSync) isFrame_Body() {}
+
+func (*Frame_ContactsSyncResult) isFrame_Body() {}
+
+func (*Frame_PresenceSet) isFrame_Body() {}
+
+func (*Frame_PresenceSetResult) isFrame_Body() {}
+
+func (*Frame_PresenceQuery) isFrame_Body() {}
+
+func (*Frame_PresenceList) isFrame_Body() {}
+
+func (*Frame_PresenceChanged) isFrame_Body() {}
+
+func (*Frame_ContactJoined) isFrame_Body() {}
 
 // Auth must be the first frame a client sends.
 type Auth struct {
@@ -982,8 +1115,12 @@ type Error struct {
 	Code           string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
 	Message        string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	RetryAfterSecs uint32                 `protobuf:"varint,3,opt,name=retry_after_secs,json=retryAfterSecs,proto3" json:"retry_after_secs,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// request_id is set when the error answers a contacts or presence
+	// request (ContactsSync, PresenceSet, PresenceQuery): only that request
+	// failed and the connection stays open.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Error) Reset() {
@@ -1037,6 +1174,958 @@ func (x *Error) GetRetryAfterSecs() uint32 {
 	return 0
 }
 
+func (x *Error) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// ContactPhone is one number of an address-book entry, as written on the
+// phone ("138-0013-8002", "+86 10 6552 9988"); the server normalises it.
+type ContactPhone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        string                 `protobuf:"bytes,1,opt,name=number,proto3" json:"number,omitempty"`
+	Label         string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"` // "mobile", "work"...
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactPhone) Reset() {
+	*x = ContactPhone{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactPhone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactPhone) ProtoMessage() {}
+
+func (x *ContactPhone) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactPhone.ProtoReflect.Descriptor instead.
+func (*ContactPhone) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ContactPhone) GetNumber() string {
+	if x != nil {
+		return x.Number
+	}
+	return ""
+}
+
+func (x *ContactPhone) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+// ContactEntry is one card of the phone's address book. id is the phone's
+// own id for the card, stable across syncs.
+type ContactEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Group         string                 `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
+	Phones        []*ContactPhone        `protobuf:"bytes,4,rep,name=phones,proto3" json:"phones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactEntry) Reset() {
+	*x = ContactEntry{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactEntry) ProtoMessage() {}
+
+func (x *ContactEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactEntry.ProtoReflect.Descriptor instead.
+func (*ContactEntry) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ContactEntry) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ContactEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContactEntry) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ContactEntry) GetPhones() []*ContactPhone {
+	if x != nil {
+		return x.Phones
+	}
+	return nil
+}
+
+// ContactsSync uploads the address book. full = true: entries is the whole
+// book and replaces what the server holds. Otherwise a delta: added and
+// changed upsert entries by id, removed deletes ids.
+type ContactsSync struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Full      bool                   `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	Entries   []*ContactEntry        `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	Added     []*ContactEntry        `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"`
+	Changed   []*ContactEntry        `protobuf:"bytes,5,rep,name=changed,proto3" json:"changed,omitempty"`
+	Removed   []string               `protobuf:"bytes,6,rep,name=removed,proto3" json:"removed,omitempty"`
+	// region (ISO 3166, "CN") for numbers written without a country code;
+	// empty: the region of the user's own number.
+	Region        string `protobuf:"bytes,7,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactsSync) Reset() {
+	*x = ContactsSync{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactsSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactsSync) ProtoMessage() {}
+
+func (x *ContactsSync) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactsSync.ProtoReflect.Descriptor instead.
+func (*ContactsSync) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ContactsSync) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ContactsSync) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *ContactsSync) GetEntries() []*ContactEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ContactsSync) GetAdded() []*ContactEntry {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *ContactsSync) GetChanged() []*ContactEntry {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
+func (x *ContactsSync) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *ContactsSync) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+// Presence is what a contact may see of a user.
+type Presence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        string                 `protobuf:"bytes,1,opt,name=number,proto3" json:"number,omitempty"`                           // E.164
+	ImStatus      string                 `protobuf:"bytes,2,opt,name=im_status,json=imStatus,proto3" json:"im_status,omitempty"`       // online, busy, away, offline
+	StatusText    string                 `protobuf:"bytes,3,opt,name=status_text,json=statusText,proto3" json:"status_text,omitempty"` // "in a meeting"
+	Activity      string                 `protobuf:"bytes,4,opt,name=activity,proto3" json:"activity,omitempty"`                       // in_call, browsing, flip_open... detected on the phone
+	Nickname      string                 `protobuf:"bytes,5,opt,name=nickname,proto3" json:"nickname,omitempty"`
+	Signature     string                 `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	Site          string                 `protobuf:"bytes,7,opt,name=site,proto3" json:"site,omitempty"`
+	UpdatedAt     int64                  `protobuf:"varint,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"` // microseconds since epoch
+	Visibility    string                 `protobuf:"bytes,9,opt,name=visibility,proto3" json:"visibility,omitempty"`                 // only on the user's own presence: mutual, contacts, nobody
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Presence) GetNumber() string {
+	if x != nil {
+		return x.Number
+	}
+	return ""
+}
+
+func (x *Presence) GetImStatus() string {
+	if x != nil {
+		return x.ImStatus
+	}
+	return ""
+}
+
+func (x *Presence) GetStatusText() string {
+	if x != nil {
+		return x.StatusText
+	}
+	return ""
+}
+
+func (x *Presence) GetActivity() string {
+	if x != nil {
+		return x.Activity
+	}
+	return ""
+}
+
+func (x *Presence) GetNickname() string {
+	if x != nil {
+		return x.Nickname
+	}
+	return ""
+}
+
+func (x *Presence) GetSignature() string {
+	if x != nil {
+		return x.Signature
+	}
+	return ""
+}
+
+func (x *Presence) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *Presence) GetUpdatedAt() int64 {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return 0
+}
+
+func (x *Presence) GetVisibility() string {
+	if x != nil {
+		return x.Visibility
+	}
+	return ""
+}
+
+// PhoneResult reports on one phone of an entry: its E.164 form or why it
+// has none (error, reason), whether a user has it, whether that user has
+// the syncing user too, and their presence when they let the syncing user
+// see it.
+type PhoneResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Raw           string                 `protobuf:"bytes,1,opt,name=raw,proto3" json:"raw,omitempty"`
+	Number        string                 `protobuf:"bytes,2,opt,name=number,proto3" json:"number,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // error code, e.g. invalid_number
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Self          bool                   `protobuf:"varint,5,opt,name=self,proto3" json:"self,omitempty"` // the syncing user's own number
+	Registered    bool                   `protobuf:"varint,6,opt,name=registered,proto3" json:"registered,omitempty"`
+	Mutual        bool                   `protobuf:"varint,7,opt,name=mutual,proto3" json:"mutual,omitempty"`
+	Presence      *Presence              `protobuf:"bytes,8,opt,name=presence,proto3" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhoneResult) Reset() {
+	*x = PhoneResult{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhoneResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhoneResult) ProtoMessage() {}
+
+func (x *PhoneResult) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhoneResult.ProtoReflect.Descriptor instead.
+func (*PhoneResult) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PhoneResult) GetRaw() string {
+	if x != nil {
+		return x.Raw
+	}
+	return ""
+}
+
+func (x *PhoneResult) GetNumber() string {
+	if x != nil {
+		return x.Number
+	}
+	return ""
+}
+
+func (x *PhoneResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PhoneResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PhoneResult) GetSelf() bool {
+	if x != nil {
+		return x.Self
+	}
+	return false
+}
+
+func (x *PhoneResult) GetRegistered() bool {
+	if x != nil {
+		return x.Registered
+	}
+	return false
+}
+
+func (x *PhoneResult) GetMutual() bool {
+	if x != nil {
+		return x.Mutual
+	}
+	return false
+}
+
+func (x *PhoneResult) GetPresence() *Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// EntryResult reports on one entry; error and reason are set when none of
+// its phones is a valid number (the entry is kept for restore but is no
+// contact).
+type EntryResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Phones        []*PhoneResult         `protobuf:"bytes,2,rep,name=phones,proto3" json:"phones,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntryResult) Reset() {
+	*x = EntryResult{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntryResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntryResult) ProtoMessage() {}
+
+func (x *EntryResult) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntryResult.ProtoReflect.Descriptor instead.
+func (*EntryResult) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EntryResult) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EntryResult) GetPhones() []*PhoneResult {
+	if x != nil {
+		return x.Phones
+	}
+	return nil
+}
+
+func (x *EntryResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *EntryResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ContactsSyncResult answers ContactsSync, one EntryResult per entry sent
+// (removed ids get none).
+type ContactsSyncResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Entries       []*EntryResult         `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	Contacts      uint32                 `protobuf:"varint,3,opt,name=contacts,proto3" json:"contacts,omitempty"`                          // distinct valid numbers in the book now
+	BookEntries   uint32                 `protobuf:"varint,4,opt,name=book_entries,json=bookEntries,proto3" json:"book_entries,omitempty"` // entries in the book now
+	More          bool                   `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`                                  // more entries follow in another frame
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactsSyncResult) Reset() {
+	*x = ContactsSyncResult{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactsSyncResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactsSyncResult) ProtoMessage() {}
+
+func (x *ContactsSyncResult) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactsSyncResult.ProtoReflect.Descriptor instead.
+func (*ContactsSyncResult) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ContactsSyncResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ContactsSyncResult) GetEntries() []*EntryResult {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ContactsSyncResult) GetContacts() uint32 {
+	if x != nil {
+		return x.Contacts
+	}
+	return 0
+}
+
+func (x *ContactsSyncResult) GetBookEntries() uint32 {
+	if x != nil {
+		return x.BookEntries
+	}
+	return 0
+}
+
+func (x *ContactsSyncResult) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// PresenceSet changes the user's own presence. Only the fields that are
+// set change; an empty string clears a text field.
+type PresenceSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ImStatus      *string                `protobuf:"bytes,2,opt,name=im_status,json=imStatus,proto3,oneof" json:"im_status,omitempty"`       // online, busy, away (offline is the relay's to set)
+	StatusText    *string                `protobuf:"bytes,3,opt,name=status_text,json=statusText,proto3,oneof" json:"status_text,omitempty"` // at most 100 characters
+	Activity      *string                `protobuf:"bytes,4,opt,name=activity,proto3,oneof" json:"activity,omitempty"`                       // a-z, 0-9, _; at most 32
+	Nickname      *string                `protobuf:"bytes,5,opt,name=nickname,proto3,oneof" json:"nickname,omitempty"`
+	Signature     *string                `protobuf:"bytes,6,opt,name=signature,proto3,oneof" json:"signature,omitempty"`
+	Site          *string                `protobuf:"bytes,7,opt,name=site,proto3,oneof" json:"site,omitempty"`             // http or https address
+	Visibility    *string                `protobuf:"bytes,8,opt,name=visibility,proto3,oneof" json:"visibility,omitempty"` // mutual, contacts, nobody; "" = server default
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSet) Reset() {
+	*x = PresenceSet{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSet) ProtoMessage() {}
+
+func (x *PresenceSet) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSet.ProtoReflect.Descriptor instead.
+func (*PresenceSet) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PresenceSet) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetImStatus() string {
+	if x != nil && x.ImStatus != nil {
+		return *x.ImStatus
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetStatusText() string {
+	if x != nil && x.StatusText != nil {
+		return *x.StatusText
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetActivity() string {
+	if x != nil && x.Activity != nil {
+		return *x.Activity
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetNickname() string {
+	if x != nil && x.Nickname != nil {
+		return *x.Nickname
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetSignature() string {
+	if x != nil && x.Signature != nil {
+		return *x.Signature
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetSite() string {
+	if x != nil && x.Site != nil {
+		return *x.Site
+	}
+	return ""
+}
+
+func (x *PresenceSet) GetVisibility() string {
+	if x != nil && x.Visibility != nil {
+		return *x.Visibility
+	}
+	return ""
+}
+
+// PresenceSetResult answers PresenceSet with the user's presence now.
+type PresenceSetResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Presence      *Presence              `protobuf:"bytes,2,opt,name=presence,proto3" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSetResult) Reset() {
+	*x = PresenceSetResult{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSetResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSetResult) ProtoMessage() {}
+
+func (x *PresenceSetResult) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSetResult.ProtoReflect.Descriptor instead.
+func (*PresenceSetResult) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PresenceSetResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PresenceSetResult) GetPresence() *Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// PresenceQuery asks for every visible contact's presence.
+type PresenceQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceQuery) Reset() {
+	*x = PresenceQuery{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceQuery) ProtoMessage() {}
+
+func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceQuery.ProtoReflect.Descriptor instead.
+func (*PresenceQuery) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PresenceQuery) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// PresenceList is the presence of every contact who lets the user see it.
+// Contacts absent from it are offline or hidden. The relay sends it right
+// after AuthOK (request_id empty) and in answer to PresenceQuery.
+type PresenceList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Presence      []*Presence            `protobuf:"bytes,2,rep,name=presence,proto3" json:"presence,omitempty"`
+	More          bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"` // more presence follows in another frame
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceList) Reset() {
+	*x = PresenceList{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceList) ProtoMessage() {}
+
+func (x *PresenceList) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
+func (*PresenceList) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PresenceList) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PresenceList) GetPresence() []*Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+func (x *PresenceList) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// PresenceChanged is pushed when a contact's presence changes.
+type PresenceChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Presence      *Presence              `protobuf:"bytes,1,opt,name=presence,proto3" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceChanged) Reset() {
+	*x = PresenceChanged{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceChanged) ProtoMessage() {}
+
+func (x *PresenceChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceChanged.ProtoReflect.Descriptor instead.
+func (*PresenceChanged) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PresenceChanged) GetPresence() *Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// ContactJoined is pushed when a number in the user's address book
+// becomes a Phonebook user.
+type ContactJoined struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        string                 `protobuf:"bytes,1,opt,name=number,proto3" json:"number,omitempty"`
+	At            int64                  `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"` // microseconds since epoch
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactJoined) Reset() {
+	*x = ContactJoined{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactJoined) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactJoined) ProtoMessage() {}
+
+func (x *ContactJoined) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactJoined.ProtoReflect.Descriptor instead.
+func (*ContactJoined) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ContactJoined) GetNumber() string {
+	if x != nil {
+		return x.Number
+	}
+	return ""
+}
+
+func (x *ContactJoined) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
 // UdpEnvelope carries at most one Frame in one UDP datagram, with what the
 // datagram transport needs for reliability (docs/protocol.md, "UDP"). On the
 // wire a datagram is: connection id (8 bytes, big-endian; 0 only on the
@@ -1063,7 +2152,7 @@ type UdpEnvelope struct {
 
 func (x *UdpEnvelope) Reset() {
 	*x = UdpEnvelope{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +2164,7 @@ func (x *UdpEnvelope) String() string {
 func (*UdpEnvelope) ProtoMessage() {}
 
 func (x *UdpEnvelope) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +2177,7 @@ func (x *UdpEnvelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UdpEnvelope.ProtoReflect.Descriptor instead.
 func (*UdpEnvelope) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UdpEnvelope) GetSeq() uint32 {
@@ -1158,7 +2247,7 @@ var File_phonebook_relay_v1_relay_proto protoreflect.FileDescriptor
 
 const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\n" +
-	"\x1ephonebook/relay/v1/relay.proto\x12\x12phonebook.relay.v1\"\xdf\x04\n" +
+	"\x1ephonebook/relay/v1/relay.proto\x12\x12phonebook.relay.v1\"\xd6\t\n" +
 	"\x05Frame\x12.\n" +
 	"\x04auth\x18\x01 \x01(\v2\x18.phonebook.relay.v1.AuthH\x00R\x04auth\x125\n" +
 	"\aauth_ok\x18\x02 \x01(\v2\x1a.phonebook.relay.v1.AuthOKH\x00R\x06authOk\x12=\n" +
@@ -1172,8 +2261,16 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"deliverAck\x127\n" +
 	"\areceipt\x18\t \x01(\v2\x1b.phonebook.relay.v1.ReceiptH\x00R\areceipt\x121\n" +
 	"\x05error\x18\n" +
-	" \x01(\v2\x19.phonebook.relay.v1.ErrorH\x00R\x05errorB\x06\n" +
-	"\x04bodyJ\x04\b(\x10P\"`\n" +
+	" \x01(\v2\x19.phonebook.relay.v1.ErrorH\x00R\x05error\x12G\n" +
+	"\rcontacts_sync\x18( \x01(\v2 .phonebook.relay.v1.ContactsSyncH\x00R\fcontactsSync\x12Z\n" +
+	"\x14contacts_sync_result\x18) \x01(\v2&.phonebook.relay.v1.ContactsSyncResultH\x00R\x12contactsSyncResult\x12D\n" +
+	"\fpresence_set\x18* \x01(\v2\x1f.phonebook.relay.v1.PresenceSetH\x00R\vpresenceSet\x12W\n" +
+	"\x13presence_set_result\x18+ \x01(\v2%.phonebook.relay.v1.PresenceSetResultH\x00R\x11presenceSetResult\x12J\n" +
+	"\x0epresence_query\x18, \x01(\v2!.phonebook.relay.v1.PresenceQueryH\x00R\rpresenceQuery\x12G\n" +
+	"\rpresence_list\x18- \x01(\v2 .phonebook.relay.v1.PresenceListH\x00R\fpresenceList\x12P\n" +
+	"\x10presence_changed\x18. \x01(\v2#.phonebook.relay.v1.PresenceChangedH\x00R\x0fpresenceChanged\x12J\n" +
+	"\x0econtact_joined\x18/ \x01(\v2!.phonebook.relay.v1.ContactJoinedH\x00R\rcontactJoinedB\x06\n" +
+	"\x04bodyJ\x04\b0\x10P\"`\n" +
 	"\x04Auth\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12%\n" +
@@ -1222,11 +2319,106 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\rserver_msg_id\x18\x01 \x01(\tR\vserverMsgId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x126\n" +
 	"\x05state\x18\x03 \x01(\x0e2 .phonebook.relay.v1.MessageStateR\x05state\x12\x0e\n" +
-	"\x02at\x18\x04 \x01(\x03R\x02at\"_\n" +
+	"\x02at\x18\x04 \x01(\x03R\x02at\"~\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12(\n" +
-	"\x10retry_after_secs\x18\x03 \x01(\rR\x0eretryAfterSecs\"\xdc\x01\n" +
+	"\x10retry_after_secs\x18\x03 \x01(\rR\x0eretryAfterSecs\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"<\n" +
+	"\fContactPhone\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\tR\x06number\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\"\x82\x01\n" +
+	"\fContactEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\tR\x05group\x128\n" +
+	"\x06phones\x18\x04 \x03(\v2 .phonebook.relay.v1.ContactPhoneR\x06phones\"\xa3\x02\n" +
+	"\fContactsSync\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\x12:\n" +
+	"\aentries\x18\x03 \x03(\v2 .phonebook.relay.v1.ContactEntryR\aentries\x126\n" +
+	"\x05added\x18\x04 \x03(\v2 .phonebook.relay.v1.ContactEntryR\x05added\x12:\n" +
+	"\achanged\x18\x05 \x03(\v2 .phonebook.relay.v1.ContactEntryR\achanged\x12\x18\n" +
+	"\aremoved\x18\x06 \x03(\tR\aremoved\x12\x16\n" +
+	"\x06region\x18\a \x01(\tR\x06region\"\x89\x02\n" +
+	"\bPresence\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\tR\x06number\x12\x1b\n" +
+	"\tim_status\x18\x02 \x01(\tR\bimStatus\x12\x1f\n" +
+	"\vstatus_text\x18\x03 \x01(\tR\n" +
+	"statusText\x12\x1a\n" +
+	"\bactivity\x18\x04 \x01(\tR\bactivity\x12\x1a\n" +
+	"\bnickname\x18\x05 \x01(\tR\bnickname\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\tR\tsignature\x12\x12\n" +
+	"\x04site\x18\a \x01(\tR\x04site\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\x03R\tupdatedAt\x12\x1e\n" +
+	"\n" +
+	"visibility\x18\t \x01(\tR\n" +
+	"visibility\"\xeb\x01\n" +
+	"\vPhoneResult\x12\x10\n" +
+	"\x03raw\x18\x01 \x01(\tR\x03raw\x12\x16\n" +
+	"\x06number\x18\x02 \x01(\tR\x06number\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04self\x18\x05 \x01(\bR\x04self\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x06 \x01(\bR\n" +
+	"registered\x12\x16\n" +
+	"\x06mutual\x18\a \x01(\bR\x06mutual\x128\n" +
+	"\bpresence\x18\b \x01(\v2\x1c.phonebook.relay.v1.PresenceR\bpresence\"\x84\x01\n" +
+	"\vEntryResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
+	"\x06phones\x18\x02 \x03(\v2\x1f.phonebook.relay.v1.PhoneResultR\x06phones\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc1\x01\n" +
+	"\x12ContactsSyncResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x129\n" +
+	"\aentries\x18\x02 \x03(\v2\x1f.phonebook.relay.v1.EntryResultR\aentries\x12\x1a\n" +
+	"\bcontacts\x18\x03 \x01(\rR\bcontacts\x12!\n" +
+	"\fbook_entries\x18\x04 \x01(\rR\vbookEntries\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"\xf5\x02\n" +
+	"\vPresenceSet\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12 \n" +
+	"\tim_status\x18\x02 \x01(\tH\x00R\bimStatus\x88\x01\x01\x12$\n" +
+	"\vstatus_text\x18\x03 \x01(\tH\x01R\n" +
+	"statusText\x88\x01\x01\x12\x1f\n" +
+	"\bactivity\x18\x04 \x01(\tH\x02R\bactivity\x88\x01\x01\x12\x1f\n" +
+	"\bnickname\x18\x05 \x01(\tH\x03R\bnickname\x88\x01\x01\x12!\n" +
+	"\tsignature\x18\x06 \x01(\tH\x04R\tsignature\x88\x01\x01\x12\x17\n" +
+	"\x04site\x18\a \x01(\tH\x05R\x04site\x88\x01\x01\x12#\n" +
+	"\n" +
+	"visibility\x18\b \x01(\tH\x06R\n" +
+	"visibility\x88\x01\x01B\f\n" +
+	"\n" +
+	"_im_statusB\x0e\n" +
+	"\f_status_textB\v\n" +
+	"\t_activityB\v\n" +
+	"\t_nicknameB\f\n" +
+	"\n" +
+	"_signatureB\a\n" +
+	"\x05_siteB\r\n" +
+	"\v_visibility\"l\n" +
+	"\x11PresenceSetResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x128\n" +
+	"\bpresence\x18\x02 \x01(\v2\x1c.phonebook.relay.v1.PresenceR\bpresence\".\n" +
+	"\rPresenceQuery\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"{\n" +
+	"\fPresenceList\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x128\n" +
+	"\bpresence\x18\x02 \x03(\v2\x1c.phonebook.relay.v1.PresenceR\bpresence\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"K\n" +
+	"\x0fPresenceChanged\x128\n" +
+	"\bpresence\x18\x01 \x01(\v2\x1c.phonebook.relay.v1.PresenceR\bpresence\"7\n" +
+	"\rContactJoined\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\tR\x06number\x12\x0e\n" +
+	"\x02at\x18\x02 \x01(\x03R\x02at\"\xdc\x01\n" +
 	"\vUdpEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\rR\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\rR\x03ack\x12\x12\n" +
@@ -1271,22 +2463,35 @@ func file_phonebook_relay_v1_relay_proto_rawDescGZIP() []byte {
 }
 
 var file_phonebook_relay_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_phonebook_relay_v1_relay_proto_goTypes = []any{
-	(MessageType)(0),     // 0: phonebook.relay.v1.MessageType
-	(MessageState)(0),    // 1: phonebook.relay.v1.MessageState
-	(*Frame)(nil),        // 2: phonebook.relay.v1.Frame
-	(*Auth)(nil),         // 3: phonebook.relay.v1.Auth
-	(*AuthOK)(nil),       // 4: phonebook.relay.v1.AuthOK
-	(*Heartbeat)(nil),    // 5: phonebook.relay.v1.Heartbeat
-	(*HeartbeatAck)(nil), // 6: phonebook.relay.v1.HeartbeatAck
-	(*Send)(nil),         // 7: phonebook.relay.v1.Send
-	(*SendResult)(nil),   // 8: phonebook.relay.v1.SendResult
-	(*Deliver)(nil),      // 9: phonebook.relay.v1.Deliver
-	(*DeliverAck)(nil),   // 10: phonebook.relay.v1.DeliverAck
-	(*Receipt)(nil),      // 11: phonebook.relay.v1.Receipt
-	(*Error)(nil),        // 12: phonebook.relay.v1.Error
-	(*UdpEnvelope)(nil),  // 13: phonebook.relay.v1.UdpEnvelope
+	(MessageType)(0),           // 0: phonebook.relay.v1.MessageType
+	(MessageState)(0),          // 1: phonebook.relay.v1.MessageState
+	(*Frame)(nil),              // 2: phonebook.relay.v1.Frame
+	(*Auth)(nil),               // 3: phonebook.relay.v1.Auth
+	(*AuthOK)(nil),             // 4: phonebook.relay.v1.AuthOK
+	(*Heartbeat)(nil),          // 5: phonebook.relay.v1.Heartbeat
+	(*HeartbeatAck)(nil),       // 6: phonebook.relay.v1.HeartbeatAck
+	(*Send)(nil),               // 7: phonebook.relay.v1.Send
+	(*SendResult)(nil),         // 8: phonebook.relay.v1.SendResult
+	(*Deliver)(nil),            // 9: phonebook.relay.v1.Deliver
+	(*DeliverAck)(nil),         // 10: phonebook.relay.v1.DeliverAck
+	(*Receipt)(nil),            // 11: phonebook.relay.v1.Receipt
+	(*Error)(nil),              // 12: phonebook.relay.v1.Error
+	(*ContactPhone)(nil),       // 13: phonebook.relay.v1.ContactPhone
+	(*ContactEntry)(nil),       // 14: phonebook.relay.v1.ContactEntry
+	(*ContactsSync)(nil),       // 15: phonebook.relay.v1.ContactsSync
+	(*Presence)(nil),           // 16: phonebook.relay.v1.Presence
+	(*PhoneResult)(nil),        // 17: phonebook.relay.v1.PhoneResult
+	(*EntryResult)(nil),        // 18: phonebook.relay.v1.EntryResult
+	(*ContactsSyncResult)(nil), // 19: phonebook.relay.v1.ContactsSyncResult
+	(*PresenceSet)(nil),        // 20: phonebook.relay.v1.PresenceSet
+	(*PresenceSetResult)(nil),  // 21: phonebook.relay.v1.PresenceSetResult
+	(*PresenceQuery)(nil),      // 22: phonebook.relay.v1.PresenceQuery
+	(*PresenceList)(nil),       // 23: phonebook.relay.v1.PresenceList
+	(*PresenceChanged)(nil),    // 24: phonebook.relay.v1.PresenceChanged
+	(*ContactJoined)(nil),      // 25: phonebook.relay.v1.ContactJoined
+	(*UdpEnvelope)(nil),        // 26: phonebook.relay.v1.UdpEnvelope
 }
 var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	3,  // 0: phonebook.relay.v1.Frame.auth:type_name -> phonebook.relay.v1.Auth
@@ -1299,17 +2504,35 @@ var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	10, // 7: phonebook.relay.v1.Frame.deliver_ack:type_name -> phonebook.relay.v1.DeliverAck
 	11, // 8: phonebook.relay.v1.Frame.receipt:type_name -> phonebook.relay.v1.Receipt
 	12, // 9: phonebook.relay.v1.Frame.error:type_name -> phonebook.relay.v1.Error
-	0,  // 10: phonebook.relay.v1.Send.type:type_name -> phonebook.relay.v1.MessageType
-	1,  // 11: phonebook.relay.v1.SendResult.state:type_name -> phonebook.relay.v1.MessageState
-	12, // 12: phonebook.relay.v1.SendResult.error:type_name -> phonebook.relay.v1.Error
-	0,  // 13: phonebook.relay.v1.Deliver.type:type_name -> phonebook.relay.v1.MessageType
-	1,  // 14: phonebook.relay.v1.Receipt.state:type_name -> phonebook.relay.v1.MessageState
-	2,  // 15: phonebook.relay.v1.UdpEnvelope.frame:type_name -> phonebook.relay.v1.Frame
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	15, // 10: phonebook.relay.v1.Frame.contacts_sync:type_name -> phonebook.relay.v1.ContactsSync
+	19, // 11: phonebook.relay.v1.Frame.contacts_sync_result:type_name -> phonebook.relay.v1.ContactsSyncResult
+	20, // 12: phonebook.relay.v1.Frame.presence_set:type_name -> phonebook.relay.v1.PresenceSet
+	21, // 13: phonebook.relay.v1.Frame.presence_set_result:type_name -> phonebook.relay.v1.PresenceSetResult
+	22, // 14: phonebook.relay.v1.Frame.presence_query:type_name -> phonebook.relay.v1.PresenceQuery
+	23, // 15: phonebook.relay.v1.Frame.presence_list:type_name -> phonebook.relay.v1.PresenceList
+	24, // 16: phonebook.relay.v1.Frame.presence_changed:type_name -> phonebook.relay.v1.PresenceChanged
+	25, // 17: phonebook.relay.v1.Frame.contact_joined:type_name -> phonebook.relay.v1.ContactJoined
+	0,  // 18: phonebook.relay.v1.Send.type:type_name -> phonebook.relay.v1.MessageType
+	1,  // 19: phonebook.relay.v1.SendResult.state:type_name -> phonebook.relay.v1.MessageState
+	12, // 20: phonebook.relay.v1.SendResult.error:type_name -> phonebook.relay.v1.Error
+	0,  // 21: phonebook.relay.v1.Deliver.type:type_name -> phonebook.relay.v1.MessageType
+	1,  // 22: phonebook.relay.v1.Receipt.state:type_name -> phonebook.relay.v1.MessageState
+	13, // 23: phonebook.relay.v1.ContactEntry.phones:type_name -> phonebook.relay.v1.ContactPhone
+	14, // 24: phonebook.relay.v1.ContactsSync.entries:type_name -> phonebook.relay.v1.ContactEntry
+	14, // 25: phonebook.relay.v1.ContactsSync.added:type_name -> phonebook.relay.v1.ContactEntry
+	14, // 26: phonebook.relay.v1.ContactsSync.changed:type_name -> phonebook.relay.v1.ContactEntry
+	16, // 27: phonebook.relay.v1.PhoneResult.presence:type_name -> phonebook.relay.v1.Presence
+	17, // 28: phonebook.relay.v1.EntryResult.phones:type_name -> phonebook.relay.v1.PhoneResult
+	18, // 29: phonebook.relay.v1.ContactsSyncResult.entries:type_name -> phonebook.relay.v1.EntryResult
+	16, // 30: phonebook.relay.v1.PresenceSetResult.presence:type_name -> phonebook.relay.v1.Presence
+	16, // 31: phonebook.relay.v1.PresenceList.presence:type_name -> phonebook.relay.v1.Presence
+	16, // 32: phonebook.relay.v1.PresenceChanged.presence:type_name -> phonebook.relay.v1.Presence
+	2,  // 33: phonebook.relay.v1.UdpEnvelope.frame:type_name -> phonebook.relay.v1.Frame
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_phonebook_relay_v1_relay_proto_init() }
@@ -1328,14 +2551,23 @@ func file_phonebook_relay_v1_relay_proto_init() {
 		(*Frame_DeliverAck)(nil),
 		(*Frame_Receipt)(nil),
 		(*Frame_Error)(nil),
+		(*Frame_ContactsSync)(nil),
+		(*Frame_ContactsSyncResult)(nil),
+		(*Frame_PresenceSet)(nil),
+		(*Frame_PresenceSetResult)(nil),
+		(*Frame_PresenceQuery)(nil),
+		(*Frame_PresenceList)(nil),
+		(*Frame_PresenceChanged)(nil),
+		(*Frame_ContactJoined)(nil),
 	}
+	file_phonebook_relay_v1_relay_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phonebook_relay_v1_relay_proto_rawDesc), len(file_phonebook_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

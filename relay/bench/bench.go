@@ -30,6 +30,10 @@ type Options struct {
 	Messages int // messages in total (200000)
 	TextSize int // bytes per text (100)
 	Window   int // messages in flight per sender (64)
+	// Rate, when set, offers messages at this many per second in all
+	// (spread over the senders) instead of as fast as the window allows, so
+	// latency can be read at a given load.
+	Rate float64
 	// Store receives chat records and offline messages; nil opens a
 	// SQLite file in a temporary directory, removed afterwards.
 	Store relay.Store
@@ -206,7 +210,16 @@ func Run(ctx context.Context, o Options) (Result, error) {
 				}
 				return true
 			}
+			var interval time.Duration
+			if o.Rate > 0 {
+				interval = time.Duration(float64(time.Second) * float64(o.Pairs) / o.Rate)
+			}
 			for k := range per {
+				if interval > 0 {
+					if d := time.Until(start.Add(time.Duration(k) * interval)); d > 0 {
+						time.Sleep(d)
+					}
+				}
 				if len(ring) == o.Window {
 					if !settle(ring[0]) {
 						return
@@ -220,7 +233,6 @@ func Run(ctx context.Context, o Options) (Result, error) {
 					return
 				}
 				ring = append(ring, inflight{p, at})
-				_ = k
 			}
 			for _, f := range ring {
 				if !settle(f) {

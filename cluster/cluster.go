@@ -1,0 +1,565 @@
+// Package cluster lets several `phonebook serve` nodes act as one relay
+// (patent §4, fig. 6: "clients may be connected to different servers;
+// forwarding follows the connection information"). The nodes share one SQL
+// store and one NATS server (or NATS cluster) with JetStream.
+//
+// Router implements relay.Router. Each node keeps its own sessions in the
+// relay's in-process LocalRouter and publishes one registry entry per
+// (number, device) to the JetStream KV bucket pb_sessions. Every node
+// watches the whole bucket and keeps a replica in memory, so Locate is a
+// map lookup and never a network round trip. An entry found on another
+// node becomes a remote endpoint: Offer is a NATS request to
+// pb.node.<node>.deliver, answered only after that node's client sent
+// DeliverAck; no responder, a timeout or any error counts as "not
+// delivered", and the relay then stores the message. So a dead or
+// unreachable node can delay a message, never swallow one.
+//
+// Nodes heartbeat into the KV bucket pb_nodes with their process instance
+// and how far they have read pb_sessions. An entry whose node has not
+// heartbeated for DeadAfter, or whose instance is not the node's current
+// one (the node restarted), counts as offline. After a NATS reconnect a node
+// rebuilds its replica, re-asserts its own entries (the newer login wins)
+// and has its sessions look in the offline store again.
+//
+// Wiring a node (the relay's NodeID should be the cluster node id):
+//
+//	router, err := cluster.New(ctx, cluster.Config{URL: natsURL, Node: node}, log, reg)
+//	srv, err := relay.NewServer(relay.Config{NodeID: node, ...}, relay.Deps{Router: router, ...})
+//	...
+//	srv.Shutdown(ctx)  // first: sessions close and their entries are removed
+//	router.Close(ctx)  // then leave the cluster
+//
+// docs/operations.md describes the subjects, buckets and failure modes.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/relay"
+)
+
+// Config configures a cluster Router. Zero values mean the defaults in
+// parentheses.
+type Config struct {
+	URL  string // NATS server URL(s), comma-separated ("nats://127.0.0.1:4222")
+	Node string // this node's id, unique in the cluster: letters, digits, '-' and '_' (required)
+
+	SubjectPrefix  string // first token of every subject ("pb")
+	SessionsBucket string // KV bucket of the session registry ("pb_sessions")
+	NodesBucket    string // KV bucket of node heartbeats ("pb_nodes")
+	Replicas       int    // KV replicas in a NATS cluster (1)
+	MemoryStorage  bool   // keep the buckets in memory instead of on disk
+
+	HeartbeatInterval time.Duration // how often this node heartbeats (1s)
+	DeadAfter         time.Duration // a node silent this long is gone (5×HeartbeatInterval)
+	PurgeAfter        time.Duration // registry entries of a node gone this long are deleted (1m)
+	EntryTTL          time.Duration // registry records expire after this; nodes rewrite theirs every third of it (1h)
+	DeliverTimeout    time.Duration // a remote Offer waits this long for the ack; keep above the relay's AckTimeout (7s)
+	ReconnectWait     time.Duration // between NATS reconnect attempts (250ms)
+
+	// NATSOptions are added to the connection's options (credentials, TLS,
+	// a name). They are applied after the router's own.
+	NATSOptions []nats.Option
+}
+
+var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (c *Config) setDefaults() error {
+	if c.URL == "" {
+		c.URL = nats.DefaultURL
+	}
+	if !nodeIDRe.MatchString(c.Node) {
+		return phonebook.Errorf(phonebook.EInvalid, "cluster node id %q must be 1 to 64 letters, digits, '-' or '_'", c.Node)
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = "pb"
+	}
+	if c.SessionsBucket == "" {
+		c.SessionsBucket = "pb_sessions"
+	}
+	if c.NodesBucket == "" {
+		c.NodesBucket = "pb_nodes"
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatInterval, time.Second)
+	def(&c.DeadAfter, 5*c.HeartbeatInterval)
+	def(&c.PurgeAfter, time.Minute)
+	def(&c.EntryTTL, time.Hour)
+	def(&c.DeliverTimeout, 7*time.Second)
+	def(&c.ReconnectWait, 250*time.Millisecond)
+	return nil
+}
+
+// Router is the cluster-wide relay.Router. Its locks (lmu, mu, omu, kvMu)
+// are never held together, nor while calling into an endpoint (Offer,
+// Push, Close) or NATS.
+type Router struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	local    *relay.LocalRouter
+	instance string // random per process: tells a restarted node's entries from its old ones
+
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	kvMu   sync.Mutex // guards sessKV, nodeKV: they are reopened after a reconnect
+	sessKV jetstream.KeyValue
+	nodeKV jetstream.KeyValue
+
+	subjDeliver, subjPush, subjWake, subjClose string
+	replyPrefix                                string
+
+	// This node's sessions and what the registry should say about them.
+	lmu        sync.Mutex
+	locals     map[string]*localEntry // by session key
+	tombs      map[string]tomb        // detached, registry entry to delete
+	dirty      map[string]pubOp       // keys the publisher must reconcile, and how
+	wakes      []pendingWake          // sessions to wake once every node has seen their entry
+	kick       chan struct{}
+	publishing bool
+
+	// The replica of other nodes' entries and the node table.
+	mu         sync.RWMutex
+	remote     map[string]*remoteEndpoint
+	byNumber   map[phonebook.MSISDN][]*remoteEndpoint
+	nodes      map[string]*nodeState
+	appliedRev atomic.Uint64 // highest pb_sessions revision applied to the replica
+
+	// In-flight remote offers, answered on replyPrefix.<id>.
+	omu      sync.Mutex
+	offers   map[uint64]*offer
+	offerSeq atomic.Uint64
+
+	resync    chan struct{}
+	restartMu sync.Mutex
+	restartCh chan struct{} // closed (and replaced) to make the KV watchers rebuild the replica
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	subs      []*nats.Subscription
+	closed    atomic.Bool
+}
+
+type localEntry struct {
+	ep   relay.Endpoint
+	info relay.ConnInfo
+	rev  uint64 // registry revision of our put; 0 until it succeeded
+}
+
+type tomb struct {
+	sessionID string
+	rev       uint64
+}
+
+type pendingWake struct {
+	key       string
+	sessionID string
+	rev       uint64
+	since     time.Time
+}
+
+type nodeState struct {
+	instance string
+	rev      uint64 // how far it has read pb_sessions
+	lastSeen time.Time
+}
+
+type offer struct {
+	done     func(bool)
+	deadline time.Time
+	start    time.Time
+}
+
+// registryEntry is a pb_sessions value (JSON, so operators can read it with
+// `nats kv get pb_sessions <key>`).
+type registryEntry struct {
+	Number        phonebook.MSISDN `json:"number"`
+	DeviceID      string           `json:"device_id"`
+	SessionID     string           `json:"session_id"`
+	Node          string           `json:"node"`
+	Instance      string           `json:"instance"`
+	Transport     string           `json:"transport,omitempty"`
+	RemoteAddr    string           `json:"remote_addr,omitempty"`
+	ConnectedAt   time.Time        `json:"connected_at"`
+	ClientVersion string           `json:"client_version,omitempty"`
+}
+
+// nodeEntry is a pb_nodes value.
+type nodeEntry struct {
+	Instance string    `json:"instance"`
+	Rev      uint64    `json:"rev"`
+	At       time.Time `json:"at"`
+}
+
+var _ relay.Router = (*Router)(nil)
+
+// New connects to NATS, creates the KV buckets if needed, loads the
+// registry and starts heartbeating. It fails when NATS cannot be reached:
+// a node that cannot see the others must not serve as if it were alone.
+// Close it after the relay server has shut down.
+func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	r := &Router{
+		cfg:      cfg,
+		log:      log.With("node", cfg.Node),
+		local:    relay.NewLocalRouter(),
+		instance: hex.EncodeToString(rnd[:]),
+		locals:   make(map[string]*localEntry),
+		tombs:    make(map[string]tomb),
+		dirty:    make(map[string]pubOp),
+		kick:     make(chan struct{}, 1),
+		remote:   make(map[string]*remoteEndpoint),
+		byNumber: make(map[phonebook.MSISDN][]*remoteEndpoint),
+		nodes:    make(map[string]*nodeState),
+		offers:   make(map[uint64]*offer),
+		resync:   make(chan struct{}, 1),
+	}
+	r.metrics = newMetrics(reg, r)
+	base := cfg.SubjectPrefix + ".node." + cfg.Node + "."
+	r.subjDeliver, r.subjPush, r.subjWake, r.subjClose = base+"deliver", base+"push", base+"wake", base+"close"
+	r.replyPrefix = cfg.SubjectPrefix + ".reply." + cfg.Node + "." + r.instance + "."
+
+	opts := []nats.Option{
+		nats.Name("phonebook " + cfg.Node),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(cfg.ReconnectWait),
+		// Fail publishes while disconnected instead of buffering them: a
+		// buffered Deliver would reach the client after its sender was
+		// told STORED, and the publisher retries registry writes itself.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // closed by us
+			}
+			r.metrics.disconnects.Inc()
+			r.log.Warn("cluster: NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			r.metrics.reconnects.Inc()
+			r.log.Info("cluster: NATS reconnected", "url", nc.ConnectedUrlRedacted())
+			r.triggerResync()
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			r.log.Warn("cluster: NATS error", "subject", subj, "err", err)
+		}),
+	}
+	opts = append(opts, cfg.NATSOptions...)
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to NATS %s: %w", cfg.URL, err)
+	}
+	r.nc = nc
+	r.js, err = jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	if err := r.openBuckets(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	for subj, h := range map[string]nats.MsgHandler{
+		r.subjDeliver: r.handleDeliver, r.subjPush: r.handlePush, r.subjWake: r.handleWake,
+		r.subjClose: r.handleClose, r.replyPrefix + "*": r.handleReply,
+	} {
+		sub, err := nc.Subscribe(subj, h)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("cluster: subscribe %s: %w", subj, err)
+		}
+		// A node under load must queue, not drop, requests and replies:
+		// a dropped reply would turn a delivered message into a stored
+		// duplicate.
+		sub.SetPendingLimits(-1, 256<<20)
+		r.subs = append(r.subs, sub)
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	// Load the registry before serving, so the first Locate knows the
+	// cluster.
+	sessReady, nodesReady := make(chan struct{}), make(chan struct{})
+	r.wg.Add(6)
+	go r.watchLoop(r.watchSessions, sessReady)
+	go r.resyncLoop()
+	go r.watchLoop(r.watchNodes, nodesReady)
+	go r.publishLoop()
+	go r.heartbeatLoop()
+	go r.janitorLoop()
+	for _, ch := range []chan struct{}{sessReady, nodesReady} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			r.Close(context.Background())
+			return nil, fmt.Errorf("cluster: loading the registry: %w", ctx.Err())
+		}
+	}
+	r.log.Info("cluster: joined", "url", nc.ConnectedUrlRedacted(), "instance", r.instance,
+		"nodes", len(r.aliveNodes()), "remote_sessions", r.remoteCount())
+	return r, nil
+}
+
+func (r *Router) openBuckets(ctx context.Context) error {
+	storage := jetstream.FileStorage
+	if r.cfg.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sess, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: r.cfg.SessionsBucket, Description: "Phonebook relay sessions: number.device -> node",
+		History: 1, Storage: storage, Replicas: r.cfg.Replicas,
+		// Live entries are rewritten every EntryTTL/3; what ages out is
+		// delete markers and the entries of nodes that died, so the
+		// bucket holds the connected devices, not everyone ever seen.
+		TTL: r.cfg.EntryTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: KV bucket %s (is JetStream enabled on the NATS server?): %w", r.cfg.SessionsBucket, err)
+	}
+	nodes, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: r.cfg.NodesBucket, Description: "Phonebook relay node heartbeats",
+		History: 1, Storage: storage, Replicas: r.cfg.Replicas,
+		// Heartbeats of vanished nodes age out; liveness itself is judged
+		// by each reader from when it last saw a heartbeat.
+		TTL: max(r.cfg.PurgeAfter, 2*r.cfg.DeadAfter),
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: KV bucket %s: %w", r.cfg.NodesBucket, err)
+	}
+	r.kvMu.Lock()
+	r.sessKV, r.nodeKV = sess, nodes
+	r.kvMu.Unlock()
+	return nil
+}
+
+func (r *Router) buckets() (sess, nodes jetstream.KeyValue) {
+	r.kvMu.Lock()
+	defer r.kvMu.Unlock()
+	return r.sessKV, r.nodeKV
+}
+
+// Node returns this node's id.
+func (r *Router) Node() string { return r.cfg.Node }
+
+// Close leaves the cluster: it removes this node's registry entries that
+// the relay's shutdown detached, deletes its heartbeat so the others stop
+// routing to it at once, and closes the NATS connection. Call it after
+// relay.Server.Shutdown.
+func (r *Router) Close(ctx context.Context) error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	// Let the publisher remove the entries of sessions closed by the
+	// relay's shutdown.
+	for r.nc.IsConnected() && r.publisherBusy() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	if _, nodes := r.buckets(); nodes != nil && r.nc.IsConnected() {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		nodes.Delete(dctx, r.cfg.Node)
+		cancel()
+	}
+	r.cancel()
+	r.wg.Wait()
+	for _, s := range r.subs {
+		s.Unsubscribe()
+	}
+	r.failOffers()
+	err := r.nc.Drain()
+	// Drain is asynchronous; wait for it within ctx.
+	for !r.nc.IsClosed() {
+		select {
+		case <-ctx.Done():
+			r.nc.Close()
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// Kill drops the NATS connection without draining or deregistering, as a
+// crash would (tests and failure drills).
+func (r *Router) Kill() {
+	if r.closed.Swap(true) {
+		return
+	}
+	r.cancel()
+	r.nc.Close()
+	r.wg.Wait()
+	r.failOffers()
+}
+
+func (r *Router) failOffers() {
+	r.omu.Lock()
+	offers := r.offers
+	r.offers = make(map[uint64]*offer)
+	r.omu.Unlock()
+	for _, o := range offers {
+		o.done(false)
+	}
+}
+
+// Attach implements relay.Router: the session joins the local table at
+// once and the registry shortly after.
+func (r *Router) Attach(ep relay.Endpoint) relay.Endpoint {
+	old := r.local.Attach(ep)
+	info := ep.Info()
+	k := sessionKey(info.Number, info.DeviceID)
+	r.lmu.Lock()
+	r.locals[k] = &localEntry{ep: ep, info: info}
+	delete(r.tombs, k)
+	r.dirty[k] = opWrite
+	r.lmu.Unlock()
+	r.kickPublisher()
+	return old
+}
+
+// Detach implements relay.Router.
+func (r *Router) Detach(ep relay.Endpoint) {
+	r.local.Detach(ep)
+	info := ep.Info()
+	k := sessionKey(info.Number, info.DeviceID)
+	r.lmu.Lock()
+	if le := r.locals[k]; le != nil && le.ep == ep {
+		delete(r.locals, k)
+		r.tombs[k] = tomb{sessionID: info.SessionID, rev: le.rev}
+		r.dirty[k] = opWrite
+	}
+	r.lmu.Unlock()
+	r.kickPublisher()
+}
+
+// Locate implements relay.Router: the newest session of the number on any
+// live node.
+func (r *Router) Locate(n phonebook.MSISDN) relay.Endpoint {
+	best := r.local.Locate(n)
+	var bestAt time.Time
+	if best != nil {
+		bestAt = best.Info().ConnectedAt
+	}
+	now := time.Now()
+	r.mu.RLock()
+	for _, re := range r.byNumber[n] {
+		if !r.aliveLocked(re.info.Node, re.instance, now) {
+			continue
+		}
+		if best == nil || re.info.ConnectedAt.After(bestAt) {
+			best, bestAt = re, re.info.ConnectedAt
+		}
+	}
+	r.mu.RUnlock()
+	return best
+}
+
+// Connections implements relay.Router: this node's sessions plus the
+// registry's entries of the other live nodes, by number then device.
+func (r *Router) Connections() []relay.ConnInfo {
+	out := r.local.Connections()
+	now := time.Now()
+	r.mu.RLock()
+	for _, re := range r.remote {
+		if r.aliveLocked(re.info.Node, re.instance, now) {
+			out = append(out, re.info)
+		}
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Number != out[j].Number {
+			return out[i].Number < out[j].Number
+		}
+		if out[i].DeviceID != out[j].DeviceID {
+			return out[i].DeviceID < out[j].DeviceID
+		}
+		return out[i].Node < out[j].Node
+	})
+	return out
+}
+
+// Nodes lists the nodes that heartbeated within DeadAfter, this one
+// included once it has seen its own heartbeat.
+func (r *Router) Nodes() []string {
+	nodes := r.aliveNodes()
+	sort.Strings(nodes)
+	return nodes
+}
+
+func (r *Router) aliveNodes() []string {
+	now := time.Now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for id, ns := range r.nodes {
+		if now.Sub(ns.lastSeen) < r.cfg.DeadAfter {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (r *Router) aliveLocked(node, instance string, now time.Time) bool {
+	ns := r.nodes[node]
+	return ns != nil && ns.instance == instance && now.Sub(ns.lastSeen) < r.cfg.DeadAfter
+}
+
+func (r *Router) remoteCount() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.remote)
+}
+
+func (r *Router) localEndpoint(n phonebook.MSISDN, device string) relay.Endpoint {
+	if device == "" {
+		return r.local.Locate(n)
+	}
+	r.lmu.Lock()
+	defer r.lmu.Unlock()
+	if le := r.locals[sessionKey(n, device)]; le != nil {
+		return le.ep
+	}
+	return nil
+}
+
+func (r *Router) triggerResync() {
+	select {
+	case r.resync <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,375 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/store/storetest"
+)
+
+// natsServer is a nats-server subprocess with JetStream on a fixed port,
+// so it can be killed and started again where the nodes expect it.
+type natsServer struct {
+	t    testing.TB
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func natsBinary(t testing.TB) string {
+	if p := os.Getenv("PHONEBOOK_TEST_NATS_SERVER"); p != "" {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("nats-server")
+	if err != nil {
+		t.Skip("nats-server not installed (set PHONEBOOK_TEST_NATS_SERVER)")
+	}
+	return p
+}
+
+func startNATS(t testing.TB) *natsServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ns := &natsServer{t: t, port: port, dir: t.TempDir()}
+	ns.start()
+	t.Cleanup(ns.kill)
+	return ns
+}
+
+func (ns *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(ns.port) }
+
+func (ns *natsServer) start() {
+	t := ns.t
+	t.Helper()
+	cmd := exec.Command(natsBinary(t), "-a", "127.0.0.1", "-p", strconv.Itoa(ns.port), "-js", "-sd", ns.dir)
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	ns.cmd = cmd
+	waitFor(t, "nats-server to listen", func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(ns.port), 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// kill stops the server as a crash would (SIGKILL).
+func (ns *natsServer) kill() {
+	if ns.cmd == nil {
+		return
+	}
+	ns.cmd.Process.Kill()
+	ns.cmd.Wait()
+	ns.cmd = nil
+}
+
+// tokenAuth is a real Authenticator over a token table ("tok-<number>" for
+// device "dev-<number>"); it is also the Directory.
+type tokenAuth struct {
+	mu     sync.Mutex
+	tokens map[string]authEntry
+}
+
+type authEntry struct {
+	number phonebook.MSISDN
+	device string
+}
+
+func newTokenAuth() *tokenAuth { return &tokenAuth{tokens: map[string]authEntry{}} }
+
+func (a *tokenAuth) add(n phonebook.MSISDN) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tokens["tok-"+string(n)] = authEntry{n, "dev-" + string(n)}
+}
+
+func (a *tokenAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.tokens[token]
+	if !ok {
+		return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown session token")
+	}
+	return e.number, e.device, nil
+}
+
+func (a *tokenAuth) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.tokens["tok-"+string(n)]
+	return ok, nil
+}
+
+// testCluster is several relay nodes in one process sharing one SQL
+// database (MariaDB when PHONEBOOK_TEST_MYSQL_DSN is set, else one SQLite
+// file) and one NATS server.
+type testCluster struct {
+	t      testing.TB
+	nats   *natsServer
+	auth   *tokenAuth
+	open   func() *store.DB
+	db     *store.DB // for assertions
+	nodes  map[string]*node
+	mu     sync.Mutex
+	nodeID int
+}
+
+type node struct {
+	id     string
+	srv    *relay.Server
+	router *cluster.Router
+	db     *store.DB
+	addr   string
+	ln     *trackingListener
+	reg    *prometheus.Registry
+	killed atomic.Bool
+}
+
+func newCluster(t testing.TB) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nats: startNATS(t), auth: newTokenAuth(), nodes: map[string]*node{}}
+	ctx := context.Background()
+	if os.Getenv(storetest.EnvDSN) != "" {
+		dsn := storetest.MySQLDSN(t)
+		c.open = func() *store.DB {
+			db, err := store.Open(ctx, store.Options{Driver: "mysql", DSN: dsn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		}
+	} else {
+		t.Logf("%s not set: the nodes share a SQLite file instead of MariaDB", storetest.EnvDSN)
+		path := filepath.Join(t.TempDir(), "phonebook.db")
+		c.open = func() *store.DB {
+			db, err := store.Open(ctx, store.Options{Driver: "sqlite", DSN: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		}
+	}
+	c.db = c.open()
+	if _, err := c.db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// testEntryTTL is short so that tests run through registry refreshes.
+const testEntryTTL = 2 * time.Second
+
+func clusterConfig(url, id string) cluster.Config {
+	return cluster.Config{URL: url, Node: id, HeartbeatInterval: 100 * time.Millisecond, DeadAfter: time.Second,
+		DeliverTimeout: 3 * time.Second, ReconnectWait: 50 * time.Millisecond, PurgeAfter: 2 * time.Second,
+		EntryTTL: testEntryTTL}
+}
+
+func relayConfig(id string) relay.Config {
+	return relay.Config{NodeID: id, DefaultRegion: "CN", SendRate: 1e6, SendBurst: 1e6, AckTimeout: 2 * time.Second}
+}
+
+// start starts node id: its own store connections, router and relay server.
+func (c *testCluster) start(id string) *node {
+	t := c.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test", t.Name())
+	reg := prometheus.NewRegistry()
+	r, err := cluster.New(ctx, clusterConfig(c.nats.url(), id), log, reg)
+	if err != nil {
+		t.Fatalf("node %s: %v", id, err)
+	}
+	n := &node{id: id, router: r, db: c.open(), reg: reg}
+	n.srv, err = relay.NewServer(relayConfig(id), relay.Deps{Auth: c.auth, Store: n.db, Directory: c.auth, Router: r,
+		Logger: log, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ln = &trackingListener{Listener: inner, conns: map[net.Conn]struct{}{}}
+	n.addr = inner.Addr().String()
+	go n.srv.Serve(n.ln)
+	c.mu.Lock()
+	c.nodes[id] = n
+	c.mu.Unlock()
+	t.Cleanup(func() { n.stop() })
+	return n
+}
+
+func (n *node) stop() {
+	if n.killed.Load() {
+		n.srv.Shutdown(context.Background())
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.srv.Shutdown(ctx)
+	n.router.Close(ctx)
+}
+
+// kill stops node n as a crash would, as far as the others can tell: its
+// listener and every client connection close and its NATS connection drops
+// without draining or deregistering.
+func (n *node) kill() {
+	n.killed.Store(true)
+	n.router.Kill()
+	n.ln.closeAll()
+}
+
+// trackingListener remembers accepted connections so a test can cut them
+// all at once.
+type trackingListener struct {
+	net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[c] = struct{}{}
+	return c, nil
+}
+
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.Listener.Close()
+	for c := range l.conns {
+		c.Close()
+	}
+}
+
+func (c *testCluster) user(i int) phonebook.MSISDN {
+	n := phonebook.MSISDN(fmt.Sprintf("+86139%08d", i))
+	c.auth.add(n)
+	return n
+}
+
+func dial(t testing.TB, n *node, who phonebook.MSISDN, o client.Options) *client.Client {
+	t.Helper()
+	cl, err := tryDial(n, who, o)
+	if err != nil {
+		t.Fatalf("dial %s as %s: %v", n.id, who, err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func tryDial(n *node, who phonebook.MSISDN, o client.Options) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	o.Token, o.DeviceID = "tok-"+string(who), "dev-"+string(who)
+	return client.Dial(ctx, n.addr, o)
+}
+
+// waitFor polls cond until it holds or the test's patience ends.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// locatedOn reports whether n sees number's newest session on node want
+// ("" for offline).
+func locatedOn(n *node, number phonebook.MSISDN, want string) bool {
+	ep := n.router.Locate(number)
+	if ep == nil {
+		return want == ""
+	}
+	return ep.Info().Node == want
+}
+
+func next[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: channel closed", what)
+		}
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	panic("unreachable")
+}
+
+func result(t testing.TB, p *client.Pending) (id, state string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("SendResult of %s: %v", p.ClientMsgID, err)
+	}
+	return r.ServerMsgId, r.State.String()
+}
+
+// metric returns the value of an unlabelled counter or gauge of n's
+// cluster router (0 when absent).
+func (n *node) metric(name string) float64 {
+	mfs, _ := n.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.GetCounter() != nil {
+			return m.GetCounter().GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	return 0
+}

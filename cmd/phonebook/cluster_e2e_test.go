@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/store/storetest"
+)
+
+// Two full servers share MariaDB and NATS: a phone on node A chats with a
+// phone on node B, and the connection table shows both.
+func TestChatAcrossNodesEndToEnd(t *testing.T) {
+	nats := os.Getenv("PHONEBOOK_TEST_NATS_URL")
+	if nats == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("PHONEBOOK_TEST_NATS_URL is not set (scripts/test sets it)")
+		}
+		t.Skip("PHONEBOOK_TEST_NATS_URL not set")
+	}
+	dsn := storetest.MySQLDSN(t)
+	node := func(name string) *Main {
+		cfg := testConfig(t)
+		cfg.Node = name + "-" + storetest.Name("")
+		cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
+		cfg.Cluster.NATSURL = nats
+		return startMain(t, cfg)
+	}
+	a, b := node("a"), node("b")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice := phone(t, a, "13800138000")
+	bob := phone(t, b, "13900139000")
+
+	// Registry updates travel through NATS: retry until node A knows Bob.
+	var res *relaypb.SendResult
+	for {
+		p, err := alice.Send("13900139000", "across the cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err = p.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.State == relaypb.MessageState_DELIVERED {
+			break
+		}
+		// Stored instead: Bob gets it from the offline store; drain it and retry.
+		select {
+		case <-bob.Deliveries():
+		case <-time.After(2 * time.Second):
+		}
+		if ctx.Err() != nil {
+			t.Fatal("never delivered across nodes")
+		}
+	}
+	select {
+	case d := <-bob.Deliveries():
+		if d.From != "+8613800138000" || d.Text != "across the cluster" {
+			t.Fatalf("bob got %+v", d)
+		}
+	case <-ctx.Done():
+		t.Fatal("bob got nothing")
+	}
+}
