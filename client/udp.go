@@ -23,10 +23,10 @@ import (
 
 // UDPOptions tunes DialUDP. Zero values mean the defaults in parentheses.
 type UDPOptions struct {
-	MaxDatagram int         // (1200, rudp.DefaultMaxDatagram); must not exceed the server's
-	Timing      rudp.Timing // retransmission: 250ms doubling to 4s, 8 retries
-	Window      int         // frames sent and not yet acknowledged (256)
-	RecvWindow  int         // frames accepted ahead of the reader (2048)
+	MaxDatagram int           // (1200, rudp.DefaultMaxDatagram); must not exceed the server's
+	Timing      rudp.Timing   // retransmission: 250ms doubling to 4s, 8 retries
+	Window      int           // frames sent and not yet acknowledged (256)
+	RecvWindow  int           // frames accepted ahead of the reader (2048)
 	IdleTimeout time.Duration // give up after this long without a datagram from the server (65s; keep it above the heartbeat)
 	// Wrap, when set, wraps each local socket (tests: loss).
 	Wrap func(net.PacketConn) net.PacketConn
