@@ -42,6 +42,7 @@ type Options struct {
 	// TLS, when set, runs the connection over TLS (a relay listening with
 	// relay.tls_cert); ServerName defaults to the dialled host.
 	TLS *tls.Config
+	UDP UDPOptions // DialUDP only
 }
 
 // Client is one relay connection. Its methods are safe for concurrent use.

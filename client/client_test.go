@@ -21,6 +21,13 @@ var users = map[string][2]string{
 
 func startRelay(t *testing.T) string {
 	t.Helper()
+	_, addr := newRelay(t)
+	return addr
+}
+
+// newRelay starts a relay serving TCP on a loopback port; it knows users.
+func newRelay(t *testing.T) (*relay.Server, string) {
+	t.Helper()
 	auth := relay.AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
 		u, ok := users[token]
 		if !ok {
@@ -38,7 +45,7 @@ func startRelay(t *testing.T) string {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return ln.Addr().String()
+	return srv, ln.Addr().String()
 }
 
 func dial(t *testing.T, addr, token string, o client.Options) *client.Client {

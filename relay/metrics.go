@@ -23,6 +23,8 @@ type metrics struct {
 	smsRefused  prometheus.Counter
 	latency     prometheus.Histogram
 	storeBatch  prometheus.Histogram
+	udpDropped  *prometheus.CounterVec
+	udpRebinds  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,6 +46,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Messages per offline-store transaction.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
 	}
+	m.udpDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_udp_dropped_total",
+		Help: "UDP datagrams dropped: unknown_conn, bad_tag, malformed, too_large, rate_limited (unauthenticated, per source address), refused (logins)."},
+		[]string{"reason"})
+	m.udpRebinds = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_udp_rebinds_total",
+		Help: "UDP sessions that moved to a new client address (NAT rebinding)."})
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_messages_total",
 		Help: "Messages by outcome: delivered online, stored offline, sent as SMS, duplicate, rejected (invalid or rate limited), failed."},
 		[]string{"outcome"})
@@ -51,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.messages[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec)
+		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds)
 	}
 	return m
 }

@@ -8,7 +8,8 @@
 //
 // The session logic is transport-agnostic: a session consumes decoded frames
 // and produces frames into a bounded queue; tcp.go moves them over TCP with
-// a 4-byte length prefix (frame.go). Routing between nodes goes through the
+// a 4-byte length prefix (frame.go), udp.go over UDP datagrams with
+// acknowledgements and retransmission (relay/rudp). Routing between nodes goes through the
 // Router interface; router_local.go is the single-node implementation.
 package relay
 

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"io"
 	"net"
 	"os"
@@ -9,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/store/storetest"
 )
 
 // FuzzSessionFrames feeds arbitrary bytes to an authenticated session: the
@@ -24,15 +21,7 @@ func FuzzSessionFrames(f *testing.F) {
 	f.Add(frame(&relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: "x"}}}))
 	f.Add(frame(&relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{At: 1}}}))
 	f.Add([]byte{0, 0, 0, 3, 0x92, 0x03, 0x00})
-	auth := AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-		return "+8613800138000", "dev", nil
-	})
-	srv, err := NewServer(Config{NodeID: "fuzz", AckTimeout: 20 * time.Millisecond, SendQueue: 8},
-		Deps{Auth: auth, Store: storetest.SQLite(f)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { srv.Shutdown(context.Background()) })
+	srv := fuzzServer(f)
 	authFrame := frame(&relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "t"}}})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c1, c2 := net.Pipe()

@@ -9,7 +9,7 @@ import (
 	"github.com/phonebook/phonebook/proto/relaypb"
 )
 
-// A transport (tcp.go; UDP later) moves frames between a client and a
+// A transport (tcp.go, udp.go) moves frames between a client and a
 // session. Its contract:
 //
 //  1. Decode the first frame and call login. On error send

@@ -1,5 +1,5 @@
 // The Phonebook relay protocol: what a handset and the relay exchange over
-// one TCP connection (or, later, UDP datagrams). Every unit on the wire is a
+// one TCP connection (or UDP datagrams, see UdpEnvelope). Every unit on the wire is a
 // Frame; over TCP each Frame is preceded by its length as a 4-byte
 // big-endian unsigned integer. docs/protocol.md describes the sequences.
 
@@ -2126,6 +2126,123 @@ func (x *ContactJoined) GetAt() int64 {
 	return 0
 }
 
+// UdpEnvelope carries at most one Frame in one UDP datagram, with what the
+// datagram transport needs for reliability (docs/protocol.md, "UDP"). On the
+// wire a datagram is: connection id (8 bytes, big-endian; 0 only on the
+// client's Auth datagram and the server's answer refusing it), this
+// envelope, then a 16-byte tag (HMAC-SHA256 over the id and the envelope,
+// truncated) when the id is not 0.
+type UdpEnvelope struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint32                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`          // 1, 2, ... for frames that must arrive; 0 for heartbeats, pure acks, close
+	Ack   uint32                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`          // every seq up to and including this one was received
+	Sack  []uint32               `protobuf:"varint,3,rep,packed,name=sack,proto3" json:"sack,omitempty"` // seqs above ack also received (at most 16)
+	Frame *Frame                 `protobuf:"bytes,4,opt,name=frame,proto3" json:"frame,omitempty"`       // absent in a pure ack
+	Nonce []byte                 `protobuf:"bytes,5,opt,name=nonce,proto3" json:"nonce,omitempty"`       // 16 random bytes on the client's Auth datagram (and a refusal's echo)
+	Pn    uint64                 `protobuf:"varint,6,opt,name=pn,proto3" json:"pn,omitempty"`            // datagram counter, +1 per datagram sent (retransmissions too)
+	Close bool                   `protobuf:"varint,7,opt,name=close,proto3" json:"close,omitempty"`      // the sender ends the session
+	// A Frame too large for one datagram travels as its encoding cut into
+	// pieces, each in its own numbered datagram (consecutive seqs); more is
+	// set on all but the last. frame is then absent.
+	Chunk         []byte `protobuf:"bytes,8,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	More          bool   `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UdpEnvelope) Reset() {
+	*x = UdpEnvelope{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UdpEnvelope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UdpEnvelope) ProtoMessage() {}
+
+func (x *UdpEnvelope) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UdpEnvelope.ProtoReflect.Descriptor instead.
+func (*UdpEnvelope) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UdpEnvelope) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *UdpEnvelope) GetAck() uint32 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+func (x *UdpEnvelope) GetSack() []uint32 {
+	if x != nil {
+		return x.Sack
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetFrame() *Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetPn() uint64 {
+	if x != nil {
+		return x.Pn
+	}
+	return 0
+}
+
+func (x *UdpEnvelope) GetClose() bool {
+	if x != nil {
+		return x.Close
+	}
+	return false
+}
+
+func (x *UdpEnvelope) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 var File_phonebook_relay_v1_relay_proto protoreflect.FileDescriptor
 
 const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
@@ -2301,7 +2418,17 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\bpresence\x18\x01 \x01(\v2\x1c.phonebook.relay.v1.PresenceR\bpresence\"7\n" +
 	"\rContactJoined\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\tR\x06number\x12\x0e\n" +
-	"\x02at\x18\x02 \x01(\x03R\x02at*r\n" +
+	"\x02at\x18\x02 \x01(\x03R\x02at\"\xdc\x01\n" +
+	"\vUdpEnvelope\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\rR\x03seq\x12\x10\n" +
+	"\x03ack\x18\x02 \x01(\rR\x03ack\x12\x12\n" +
+	"\x04sack\x18\x03 \x03(\rR\x04sack\x12/\n" +
+	"\x05frame\x18\x04 \x01(\v2\x19.phonebook.relay.v1.FrameR\x05frame\x12\x14\n" +
+	"\x05nonce\x18\x05 \x01(\fR\x05nonce\x12\x0e\n" +
+	"\x02pn\x18\x06 \x01(\x04R\x02pn\x12\x14\n" +
+	"\x05close\x18\a \x01(\bR\x05close\x12\x14\n" +
+	"\x05chunk\x18\b \x01(\fR\x05chunk\x12\x12\n" +
+	"\x04more\x18\t \x01(\bR\x04more*r\n" +
 	"\vMessageType\x12\x1c\n" +
 	"\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04TEXT\x10\x01\x12\a\n" +
@@ -2336,7 +2463,7 @@ func file_phonebook_relay_v1_relay_proto_rawDescGZIP() []byte {
 }
 
 var file_phonebook_relay_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_phonebook_relay_v1_relay_proto_goTypes = []any{
 	(MessageType)(0),           // 0: phonebook.relay.v1.MessageType
 	(MessageState)(0),          // 1: phonebook.relay.v1.MessageState
@@ -2364,6 +2491,7 @@ var file_phonebook_relay_v1_relay_proto_goTypes = []any{
 	(*PresenceList)(nil),       // 23: phonebook.relay.v1.PresenceList
 	(*PresenceChanged)(nil),    // 24: phonebook.relay.v1.PresenceChanged
 	(*ContactJoined)(nil),      // 25: phonebook.relay.v1.ContactJoined
+	(*UdpEnvelope)(nil),        // 26: phonebook.relay.v1.UdpEnvelope
 }
 var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	3,  // 0: phonebook.relay.v1.Frame.auth:type_name -> phonebook.relay.v1.Auth
@@ -2399,11 +2527,12 @@ var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	16, // 30: phonebook.relay.v1.PresenceSetResult.presence:type_name -> phonebook.relay.v1.Presence
 	16, // 31: phonebook.relay.v1.PresenceList.presence:type_name -> phonebook.relay.v1.Presence
 	16, // 32: phonebook.relay.v1.PresenceChanged.presence:type_name -> phonebook.relay.v1.Presence
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	2,  // 33: phonebook.relay.v1.UdpEnvelope.frame:type_name -> phonebook.relay.v1.Frame
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_phonebook_relay_v1_relay_proto_init() }
@@ -2438,7 +2567,7 @@ func file_phonebook_relay_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phonebook_relay_v1_relay_proto_rawDesc), len(file_phonebook_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
