@@ -91,3 +91,49 @@ func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// A phone on UDP and a phone on TCP chat through the whole server.
+func TestChatOverUDPEndToEnd(t *testing.T) {
+	m := startMain(t, testConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := &client.API{BaseURL: "http://" + m.HTTPAddr()}
+	id := client.Identity{DeviceID: "imei-udp", SIMID: "sim-udp"}
+	creds, err := api.RegisterHeader(ctx, "X-Up-Calling-Line-Id", "13500135000", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := api.Login(ctx, "13500135000", id, creds.DeviceKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := client.DialUDP(ctx, m.RelayUDPAddr(), client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	tcp := phone(t, m, "13800138000")
+
+	p, err := tcp.Send("13500135000", "over UDP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Wait(ctx); err != nil || res.State != relaypb.MessageState_DELIVERED {
+		t.Fatalf("tcp -> udp: %v %v", res, err)
+	}
+	select {
+	case d := <-udp.Deliveries():
+		if d.Text != "over UDP" || d.From != "+8613800138000" {
+			t.Fatalf("udp phone got %+v", d)
+		}
+	case <-ctx.Done():
+		t.Fatal("nothing over UDP")
+	}
+	p, err = udp.Send("13800138000", "and back")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Wait(ctx); err != nil || res.State != relaypb.MessageState_DELIVERED {
+		t.Fatalf("udp -> tcp: %v %v", res, err)
+	}
+}

@@ -118,6 +118,23 @@ func (m *Main) startRelay(ctx context.Context) error {
 	// was not acknowledged) before the outbox and the store close.
 	m.closers = append(m.closers, func(ctx context.Context) error { return srv.Shutdown(ctx) })
 
+	if cfg.Relay.UDPAddr != "" {
+		pc, err := net.ListenPacket("udp", cfg.Relay.UDPAddr)
+		if err != nil {
+			return fmt.Errorf("relay: listen udp %s: %w", cfg.Relay.UDPAddr, err)
+		}
+		m.relayUDP = pc
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			// Shutdown stops the UDP transport and closes the socket.
+			if err := srv.ServeUDP(pc, relay.UDPConfig{}); err != nil && !errors.Is(err, relay.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				m.log.Error("relay UDP stopped", "err", err)
+			}
+		}()
+		m.log.Info("relay listening", "udp", pc.LocalAddr().String())
+	}
+
 	// The connection table for `phonebook admin connections`, from loopback only.
 	conns := srv.ConnectionsHandler()
 	m.API.Handle("GET", "/admin/connections", func(w http.ResponseWriter, r *http.Request) error {
@@ -130,6 +147,9 @@ func (m *Main) startRelay(ctx context.Context) error {
 	m.log.Info("relay listening", "tcp", ln.Addr().String())
 	return nil
 }
+
+// RelayUDPAddr returns the relay's UDP address.
+func (m *Main) RelayUDPAddr() string { return m.relayUDP.LocalAddr().String() }
 
 // RelayAddr returns the relay's TCP address.
 func (m *Main) RelayAddr() string { return m.relayLn.Addr().String() }

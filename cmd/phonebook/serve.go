@@ -71,6 +71,7 @@ type Main struct {
 	Contacts *contacts.Service
 
 	relayLn     net.Listener
+	relayUDP    net.PacketConn
 	relayRouter relay.Router // nil = in-process; the cluster router otherwise
 
 	// SimOutput receives what the built-in simulator prints (default stdout).
