@@ -42,3 +42,11 @@ func TestRunSmall(t *testing.T) {
 		t.Fatalf("%v", r)
 	}
 }
+
+// BenchmarkRelay1000Pairs is the load: 1,000 online pairs, 100-byte
+// texts, each delivered, acknowledged and answered with a receipt.
+//
+//	go test -run '^$' -bench Relay1000Pairs -benchtime 300000x ./relay/bench
+func BenchmarkRelay1000Pairs(b *testing.B) {
+	report(b, Options{Pairs: 1000, Window: 8, Messages: max(b.N, 10000)})
+}
