@@ -76,6 +76,18 @@ type Pending struct {
 	done        chan struct{}
 	result      *relaypb.SendResult
 	err         error
+	at          time.Time // when the SendResult arrived
+}
+
+// At returns when the SendResult arrived (zero until then), for latency
+// measurements that read results later than they arrive.
+func (p *Pending) At() time.Time {
+	select {
+	case <-p.done:
+		return p.at
+	default:
+		return time.Time{}
+	}
 }
 
 // Wait returns the SendResult, or an error when the connection ended first
@@ -319,7 +331,7 @@ func (c *Client) readLoop(fr *relay.FrameReader) {
 			delete(c.pending, r.ClientMsgId)
 			c.mu.Unlock()
 			if p != nil {
-				p.result = r
+				p.result, p.at = r, time.Now()
 				close(p.done)
 			}
 		case *relaypb.Frame_Deliver:

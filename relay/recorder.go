@@ -47,7 +47,7 @@ func (r *recorder) loop() {
 	for {
 		select {
 		case it := <-r.ch:
-			batch = gather(r.ch, append(batch[:0], it))
+			batch = r.linger(append(batch[:0], it))
 			r.flush(batch)
 		case <-r.quit:
 			for {
@@ -58,6 +58,34 @@ func (r *recorder) loop() {
 			}
 		}
 	}
+}
+
+// recordLinger is how long the recorder lets a batch fill before writing
+// it. Chat records are history, not delivery (the message has reached its
+// recipient already), so a few milliseconds of delay buy one transaction
+// for many records instead of one each at moderate load.
+const recordLinger = 20 * time.Millisecond
+
+// linger fills batch from r.ch until it is full, recordLinger has passed,
+// or the server is stopping.
+func (r *recorder) linger(batch []recItem) []recItem {
+	batch = gather(r.ch, batch)
+	if len(batch) == cap(batch) {
+		return batch
+	}
+	t := time.NewTimer(recordLinger)
+	defer t.Stop()
+	for len(batch) < cap(batch) {
+		select {
+		case it := <-r.ch:
+			batch = gather(r.ch, append(batch, it))
+		case <-t.C:
+			return batch
+		case <-r.quit:
+			return batch
+		}
+	}
+	return batch
 }
 
 // gather appends what is waiting in ch to batch, up to its capacity,

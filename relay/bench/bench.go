@@ -204,7 +204,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 					errs[i] = err
 					return false
 				}
-				lat[i] = append(lat[i], time.Since(f.at))
+				lat[i] = append(lat[i], f.p.At().Sub(f.at))
 				if r.State.String() != "DELIVERED" {
 					failed[i]++
 				}
@@ -216,7 +216,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			}
 			for k := range per {
 				if interval > 0 {
-					if d := time.Until(start.Add(time.Duration(k) * interval)); d > 0 {
+					// Senders are staggered so that the offered load is even,
+					// not a burst of one message per sender every interval.
+					phase := interval * time.Duration(i) / time.Duration(o.Pairs)
+					if d := time.Until(start.Add(time.Duration(k)*interval + phase)); d > 0 {
 						time.Sleep(d)
 					}
 				}
