@@ -50,6 +50,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	checks map[string]Check
+	infos  map[string]func() any
 
 	// bodyLimits raises MaxBodyBytes for routes that take large bodies
 	// (address-book sync, vCard import); set before serving, nil = none.
@@ -80,6 +81,7 @@ func New(cfg Config, acc *accounts.Service, counter Counter, log *slog.Logger, r
 		cfg: cfg, accounts: acc, counter: counter, log: log, gatherer: gatherer,
 		mux:    newRouter(),
 		checks: map[string]Check{},
+		infos:  map[string]func() any{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phonebook_http_requests_total", Help: "HTTP requests by route and status.",
 		}, []string{"route", "status"}),
@@ -100,6 +102,14 @@ func (s *Server) AddCheck(name string, c Check) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checks[name] = c
+}
+
+// AddInfo adds detail shown in /readyz under name (e.g. each SMSC link's
+// state) that does not by itself decide readiness.
+func (s *Server) AddInfo(name string, f func() any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.infos[name] = f
 }
 
 // Handle registers an extra route (other packages' endpoints).
@@ -201,7 +211,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	return writeJSON(w, status, map[string]any{"ready": ready, "checks": out})
+	body := map[string]any{"ready": ready, "checks": out}
+	s.mu.Lock()
+	for name, f := range s.infos {
+		body[name] = f()
+	}
+	s.mu.Unlock()
+	return writeJSON(w, status, body)
 }
 
 // statusOf maps error codes to HTTP statuses, once for the whole API.

@@ -91,6 +91,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 	// Closers run in reverse: the outbox drains before the router closes.
 	m.closers = append(m.closers, func(context.Context) error { stop(); <-done; return nil })
 
+	m.API.AddInfo("smsc_links", func() any { return router.States() })
 	m.API.AddCheck("smsc", func(ctx context.Context) error {
 		var down []string
 		bound := 0
