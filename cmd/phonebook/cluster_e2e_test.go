@@ -10,9 +10,10 @@ import (
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
-// Two full servers share MariaDB and NATS: a phone on node A chats with a
-// phone on node B, and the connection table shows both.
-func TestChatAcrossNodesEndToEnd(t *testing.T) {
+// twoNodes starts two full servers in cluster mode sharing a fresh MariaDB
+// database and the test NATS.
+func twoNodes(t *testing.T) (*Main, *Main) {
+	t.Helper()
 	nats := os.Getenv("PHONEBOOK_TEST_NATS_URL")
 	if nats == "" {
 		if os.Getenv("CI") != "" {
@@ -28,7 +29,13 @@ func TestChatAcrossNodesEndToEnd(t *testing.T) {
 		cfg.Cluster.NATSURL = nats
 		return startMain(t, cfg)
 	}
-	a, b := node("a"), node("b")
+	return node("a"), node("b")
+}
+
+// Two full servers share MariaDB and NATS: a phone on node A chats with a
+// phone on node B, and the connection table shows both.
+func TestChatAcrossNodesEndToEnd(t *testing.T) {
+	a, b := twoNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	alice := phone(t, a, "13800138000")

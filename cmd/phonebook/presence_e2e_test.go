@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/store"
-	"github.com/phonebook/phonebook/store/storetest"
 )
 
 // lockedBuffer is an output a running command writes while the test reads.
@@ -234,22 +232,7 @@ func TestPhoneChatPresenceCommands(t *testing.T) {
 // Presence crosses nodes: Alice on node A sees Bob on node B change his
 // status and go offline.
 func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
-	nats := os.Getenv("PHONEBOOK_TEST_NATS_URL")
-	if nats == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("PHONEBOOK_TEST_NATS_URL is not set (scripts/test sets it)")
-		}
-		t.Skip("PHONEBOOK_TEST_NATS_URL not set")
-	}
-	dsn := storetest.MySQLDSN(t)
-	node := func(name string) *Main {
-		cfg := testConfig(t)
-		cfg.Node = name + "-" + storetest.Name("")
-		cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
-		cfg.Cluster.NATSURL = nats
-		return startMain(t, cfg)
-	}
-	a, b := node("a"), node("b")
+	a, b := twoNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	alice := phone(t, a, "13800138000")
