@@ -20,6 +20,7 @@ import (
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -93,42 +94,13 @@ func (ns *natsServer) kill() {
 	ns.cmd = nil
 }
 
-// tokenAuth is a real Authenticator over a token table ("tok-<number>" for
-// device "dev-<number>"); it is also the Directory.
-type tokenAuth struct {
-	mu     sync.Mutex
-	tokens map[string]authEntry
-}
+// tokenAuth is the test's Authenticator and Directory: "tok-<number>"
+// logs in as number on device "dev-<number>".
+type tokenAuth struct{ *relaytest.Tokens }
 
-type authEntry struct {
-	number phonebook.MSISDN
-	device string
-}
+func newTokenAuth() *tokenAuth { return &tokenAuth{relaytest.NewTokens()} }
 
-func newTokenAuth() *tokenAuth { return &tokenAuth{tokens: map[string]authEntry{}} }
-
-func (a *tokenAuth) add(n phonebook.MSISDN) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.tokens["tok-"+string(n)] = authEntry{n, "dev-" + string(n)}
-}
-
-func (a *tokenAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	e, ok := a.tokens[token]
-	if !ok {
-		return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown session token")
-	}
-	return e.number, e.device, nil
-}
-
-func (a *tokenAuth) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	_, ok := a.tokens["tok-"+string(n)]
-	return ok, nil
-}
+func (a *tokenAuth) add(n phonebook.MSISDN) { a.Add("tok-"+string(n), n, "dev-"+string(n)) }
 
 // testCluster is several relay nodes in one process sharing one SQL
 // database (MariaDB when PHONEBOOK_TEST_MYSQL_DSN is set, else one SQLite

@@ -12,6 +12,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -22,51 +23,17 @@ const (
 	carol = phonebook.MSISDN("+8613700137000")
 )
 
-// tokenAuth is a real Authenticator over a fixed token table; it also
-// serves as the Directory (a number with a token is registered).
-type tokenAuth struct {
-	mu     sync.Mutex
-	tokens map[string]authEntry
-}
-
-type authEntry struct {
-	number phonebook.MSISDN
-	device string
-}
+// tokenAuth is the test's Authenticator and Directory, with alice and bob.
+type tokenAuth struct{ *relaytest.Tokens }
 
 func newTokenAuth() *tokenAuth {
-	a := &tokenAuth{tokens: map[string]authEntry{}}
+	a := &tokenAuth{relaytest.NewTokens()}
 	a.add("tok-alice", alice, "dev-alice")
 	a.add("tok-bob", bob, "dev-bob")
 	return a
 }
 
-func (a *tokenAuth) add(token string, n phonebook.MSISDN, device string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.tokens[token] = authEntry{n, device}
-}
-
-func (a *tokenAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	e, ok := a.tokens[token]
-	if !ok {
-		return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown session token")
-	}
-	return e.number, e.device, nil
-}
-
-func (a *tokenAuth) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, e := range a.tokens {
-		if e.number == n {
-			return true, nil
-		}
-	}
-	return false, nil
-}
+func (a *tokenAuth) add(token string, n phonebook.MSISDN, device string) { a.Add(token, n, device) }
 
 // recordingFallback is a real Fallback that keeps what it was given.
 type recordingFallback struct {

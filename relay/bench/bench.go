@@ -21,6 +21,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -62,17 +63,6 @@ func (r Result) String() string {
 		r.Messages, r.Elapsed.Round(time.Millisecond), r.PerSecond, r.P50, r.P99, r.P999, r.Max, r.CPUPerMessage, r.Failed)
 }
 
-// tokens is a real Authenticator over generated tokens.
-type tokens map[string]phonebook.MSISDN
-
-func (t tokens) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-	n, ok := t[token]
-	if !ok {
-		return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown token")
-	}
-	return n, "bench-" + string(n), nil
-}
-
 // Number returns the i-th benchmark phone number.
 func Number(i int) phonebook.MSISDN { return phonebook.MSISDN(fmt.Sprintf("+86139%08d", i)) }
 
@@ -106,9 +96,9 @@ func Server(ctx context.Context, n int, cfg relay.Config, st relay.Store) (srv *
 		}
 		st = db
 	}
-	toks := tokens{}
+	toks := relaytest.NewTokens()
 	for i := range n {
-		toks[Token(i)] = Number(i)
+		toks.Add(Token(i), Number(i), "bench-"+string(Number(i)))
 	}
 	if cfg.SendRate == 0 {
 		cfg.SendRate, cfg.SendBurst = 1e9, 1e9
