@@ -78,7 +78,7 @@ func openSQLite(ctx context.Context, o Options) (*DB, error) {
 	// crash (SIGKILL) and loses at most the last commits on power loss.
 	// _txlock=immediate takes the write lock at BEGIN, so transactions that
 	// read then write cannot deadlock into SQLITE_BUSY.
-	dsn += "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	dsn += "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
