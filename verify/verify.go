@@ -50,6 +50,10 @@ type Config struct {
 	TokenTTL           time.Duration   // default 10 min
 	TokenPrefix        string          // default "PB"
 	MaxTokensPerIPHour int             // default 100
+	// SecretKey, when set, is the HMAC key for codes and tokens; otherwise a
+	// random key is generated once and kept in the store, shared by every
+	// node. Changing it invalidates pending codes and tokens.
+	SecretKey string
 }
 
 func (c *Config) fill() {
@@ -113,9 +117,14 @@ func New(ctx context.Context, db *store.DB, prover Prover, sms SMSSender, cfg Co
 	if log == nil {
 		log = slog.Default()
 	}
-	key, err := db.Secret(ctx, "verify_hmac")
-	if err != nil {
-		return nil, fmt.Errorf("verify: hmac key: %w", err)
+	key := []byte(cfg.SecretKey)
+	if len(key) == 0 {
+		var err error
+		if key, err = db.Secret(ctx, "verify_hmac"); err != nil {
+			return nil, fmt.Errorf("verify: hmac key: %w", err)
+		}
+	} else if len(key) < 16 {
+		return nil, fmt.Errorf("verify: secret_key must be at least 16 characters")
 	}
 	s := &Service{db: db, prover: prover, sms: sms, cfg: cfg, region: region, log: log, key: key,
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -238,3 +238,31 @@ func lower(s string) string {
 	}
 	return string(b)
 }
+
+// A configured secret key is the HMAC key: two services with the same key
+// accept each other's codes, with different keys they do not.
+func TestConfiguredSecretKey(t *testing.T) {
+	db := storetest.SQLite(t)
+	ctx := context.Background()
+	acc := accounts.New(db, accounts.Config{}, nil, nil)
+	ob := &outbox{}
+	a, err := verify.New(ctx, db, acc, ob, verify.Config{SecretKey: "0123456789abcdef-one"}, "CN", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verify.New(ctx, db, acc, ob, verify.Config{SecretKey: "short"}, "CN", nil, nil); err == nil {
+		t.Fatal("a short secret key was accepted")
+	}
+	other, _ := verify.New(ctx, db, acc, ob, verify.Config{SecretKey: "0123456789abcdef-two"}, "CN", nil, nil)
+	same, _ := verify.New(ctx, db, acc, ob, verify.Config{SecretKey: "0123456789abcdef-one"}, "CN", nil, nil)
+	if _, err := a.StartSMS(ctx, "+8613800138000", id1, "10.0.0.9"); err != nil {
+		t.Fatal(err)
+	}
+	code := ob.lastCode(t, "+8613800138000")
+	if _, err := other.CheckSMS(ctx, "+8613800138000", id1, code); phonebook.ErrorCode(err) != phonebook.ECredentials {
+		t.Fatalf("another key accepted the code: %v", err)
+	}
+	if _, err := same.CheckSMS(ctx, "+8613800138000", id1, code); err != nil {
+		t.Fatalf("the same key refused the code: %v", err)
+	}
+}

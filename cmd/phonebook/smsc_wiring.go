@@ -118,6 +118,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
 		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
 		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
+		SecretKey: cfg.Verify.SecretKey,
 	}, cfg.Phone.DefaultRegion, m.log, m.reg)
 	if err != nil {
 		return err

@@ -82,6 +82,13 @@ func TestVerifyByInboundSMSEndToEnd(t *testing.T) {
 		}
 		polled <- p
 	}()
+	// The link binds in the background: an MO needs a bound receiver.
+	for m.Sim.Bound() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the server never bound to the simulator")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// National format source, lower case token with extra spacing.
 	if err := m.Sim.InjectMO(ctx, "8613700137000", tok.ShortNumber, "  "+strings.ToLower(tok.Token)+" "); err != nil {
 		t.Fatal(err)
