@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/relay/bench"
 )
 
@@ -25,6 +26,7 @@ func newBenchCmd() *cobra.Command {
 			o.TextSize, _ = cmd.Flags().GetInt("text-size")
 			o.Window, _ = cmd.Flags().GetInt("window")
 			o.Rate, _ = cmd.Flags().GetFloat64("rate")
+			o.Addr, _ = cmd.Flags().GetString("connect")
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -38,6 +40,26 @@ func newBenchCmd() *cobra.Command {
 	r.Flags().Int("text-size", 100, "bytes per text")
 	r.Flags().Int("window", 64, "messages in flight per sender")
 	r.Flags().Float64("rate", 0, "offered messages per second in all (0 = as fast as the window allows)")
-	c.AddCommand(r)
+	r.Flags().String("connect", "", "generate load against a `phonebook bench relay-server` at this address instead of an in-process relay")
+	srv := &cobra.Command{
+		Use:   "relay-server",
+		Short: "Run a relay with benchmark users (SQLite in a temporary directory) for `bench relay --connect`",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			addr, _ := cmd.Flags().GetString("addr")
+			users, _ := cmd.Flags().GetInt("users")
+			_, bound, stop, err := bench.ServerAt(cmd.Context(), addr, users, relay.Config{}, nil)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			fmt.Fprintf(cmd.OutOrStdout(), "benchmark relay for %d users on %s; Ctrl-C to stop\n", users, bound)
+			<-cmd.Context().Done()
+			return nil
+		},
+	}
+	srv.Flags().String("addr", "127.0.0.1:7400", "listen address")
+	srv.Flags().Int("users", 2000, "benchmark users (bench relay --pairs N needs 2N)")
+	c.AddCommand(r, srv)
 	return c
 }

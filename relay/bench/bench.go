@@ -40,6 +40,10 @@ type Options struct {
 	Store relay.Store
 	// Config for the relay; the rate limit is lifted unless set.
 	Config relay.Config
+	// Addr, when set, is a relay already running with ServerAt (in another
+	// process) for at least 2×Pairs users; Run then only generates load, so
+	// the server's CPU and garbage collector are measured without it.
+	Addr string
 }
 
 // Result is what Run measured.
@@ -72,6 +76,12 @@ func Token(i int) string { return fmt.Sprintf("bench-token-%d", i) }
 // Server starts a relay for n users (Number(i), Token(i)) on 127.0.0.1.
 // stop shuts it down and removes a temporary store.
 func Server(ctx context.Context, n int, cfg relay.Config, st relay.Store) (srv *relay.Server, addr string, stop func(), err error) {
+	return ServerAt(ctx, "127.0.0.1:0", n, cfg, st)
+}
+
+// ServerAt is Server listening on listenAddr, for a load generator in
+// another process (`phonebook bench relay-server`).
+func ServerAt(ctx context.Context, listenAddr string, n int, cfg relay.Config, st relay.Store) (srv *relay.Server, addr string, stop func(), err error) {
 	var cleanup []func()
 	stop = func() {
 		for i := len(cleanup) - 1; i >= 0; i-- {
@@ -111,7 +121,7 @@ func Server(ctx context.Context, n int, cfg relay.Config, st relay.Store) (srv *
 		stop()
 		return nil, "", nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", listenAddr)
 	if err != nil {
 		stop()
 		return nil, "", nil, err
@@ -147,11 +157,15 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Window <= 0 {
 		o.Window = 64
 	}
-	_, addr, stop, err := Server(ctx, 2*o.Pairs, o.Config, o.Store)
-	if err != nil {
-		return Result{}, err
+	addr := o.Addr
+	if addr == "" {
+		var stop func()
+		var err error
+		if _, addr, stop, err = Server(ctx, 2*o.Pairs, o.Config, o.Store); err != nil {
+			return Result{}, err
+		}
+		defer stop()
 	}
-	defer stop()
 
 	senders := make([]*client.Client, o.Pairs)
 	for i := range 2 * o.Pairs {
