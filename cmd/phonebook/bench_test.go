@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
@@ -73,7 +74,7 @@ func BenchmarkVerifyStartToSMSC(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
 }
 
-func config4bench(b *testing.B) configT {
+func config4bench(b *testing.B) config.Config {
 	cfg := testConfigTB(b)
 	cfg.Database.Driver, cfg.Database.DSN = "mysql", storetest.MySQLDSN(b)
 	cfg.Verify.MaxPerIPHour, cfg.Verify.MaxPerPrefixHour, cfg.Verify.MaxPerNumberDay = 1<<30, 1<<30, 1<<30

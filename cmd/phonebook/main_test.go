@@ -18,8 +18,6 @@ import (
 // listener on a free loopback port.
 func testConfig(t *testing.T) config.Config { return testConfigTB(t) }
 
-type configT = config.Config
-
 func testConfigTB(t testing.TB) config.Config {
 	t.Helper()
 	cfg := config.Default()

@@ -146,9 +146,6 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.startRelay(ctx); err != nil {
 		return err
 	}
-	if err := m.startExtras(ctx); err != nil {
-		return err
-	}
 
 	m.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
@@ -173,19 +170,6 @@ func (m *Main) Run(ctx context.Context) error {
 	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "database", cfg.Database.Driver, "node", cfg.Node)
 	return nil
 }
-
-// startExtras starts the components that later issues add (SMSC links, relay,
-// cluster); each registers its own closer.
-func (m *Main) startExtras(ctx context.Context) error {
-	for _, start := range extraStarters {
-		if err := start(ctx, m); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-var extraStarters []func(context.Context, *Main) error
 
 // HTTPAddr returns the address the API listens on.
 func (m *Main) HTTPAddr() string { return m.httpLn.Addr().String() }
