@@ -53,7 +53,12 @@ type Client struct {
 	SessionID string
 	Heartbeat time.Duration
 
+	// The write side. out feeds writeLoop; the read loop writes its
+	// acknowledgements itself, without a hand-off to another goroutine.
+	// Both encode into wbuf and write it under wmu.
 	out      chan *relaypb.Frame
+	wmu      sync.Mutex
+	wbuf     *[]byte
 	idPrefix string
 	idSeq    atomic.Uint64
 
@@ -141,6 +146,16 @@ func Dial(ctx context.Context, addr string, o Options) (*Client, error) {
 	return c, nil
 }
 
+// ioBufSize is the read buffer, and the write buffer while one is in use: a
+// client's memory is mostly its buffers, and programs that hold thousands
+// of connections (the load generator) need them small.
+// A full out queue makes callers of write wait for the writer, the
+// back-pressure they should see.
+const (
+	ioBufSize = 4 << 10
+	outQueue  = 256
+)
+
 // Handshake authenticates over an established connection and starts the
 // client's goroutines.
 func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
@@ -158,7 +173,7 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	if _, err := nc.Write(b); err != nil {
 		return nil, err
 	}
-	fr := relay.NewFrameReader(bufio.NewReaderSize(nc, 16<<10), o.MaxFrameSize)
+	fr := relay.NewFrameReader(bufio.NewReaderSize(nc, ioBufSize), o.MaxFrameSize)
 	var f relaypb.Frame
 	if err := fr.Read(&f); err != nil {
 		return nil, fmt.Errorf("relay: waiting for AuthOK: %w", err)
@@ -176,7 +191,7 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	c := &Client{
 		nc: nc, opts: o, Number: phonebook.MSISDN(ok.Number), SessionID: ok.SessionId,
 		Heartbeat:  time.Duration(ok.HeartbeatSecs) * time.Second,
-		out:        make(chan *relaypb.Frame, 4096),
+		out:        make(chan *relaypb.Frame, outQueue),
 		idPrefix:   hex.EncodeToString(rnd[:]) + "-",
 		pending:    make(map[string]*Pending),
 		deliveries: make(chan *relaypb.Deliver, o.Buffer),
@@ -267,6 +282,33 @@ func (c *Client) write(f *relaypb.Frame) error {
 	}
 }
 
+// writeLoop writes what write queues: a burst of Sends from one caller
+// goes out in one write.
+func (c *Client) writeLoop() {
+	for {
+		var f *relaypb.Frame
+		select {
+		case f = <-c.out:
+		case <-c.done:
+			return
+		}
+		c.wmu.Lock()
+		for f != nil {
+			c.appendFrame(f)
+			select {
+			case f = <-c.out:
+			default:
+				f = nil
+			}
+		}
+		err := c.flushLocked()
+		c.wmu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (c *Client) closedErr() error {
 	if err := c.Err(); err != nil {
 		return err
@@ -306,6 +348,9 @@ func (c *Client) shutdown(err error) {
 func (c *Client) readLoop(fr *relay.FrameReader) {
 	var serverErr error
 	for {
+		if fr.Buffered() == 0 {
+			c.flush() // before a read that may wait
+		}
 		f := new(relaypb.Frame)
 		if err := fr.Read(f); err != nil {
 			if serverErr == nil {
@@ -336,11 +381,16 @@ func (c *Client) readLoop(fr *relay.FrameReader) {
 			}
 		case *relaypb.Frame_Deliver:
 			if c.opts.AutoAck {
-				c.Ack(b.Deliver.ServerMsgId)
+				c.queue(&relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: b.Deliver.ServerMsgId}}})
 			}
 			select {
 			case c.deliveries <- b.Deliver:
-			case <-c.done:
+			default:
+				c.flush() // the acknowledgements, before waiting for the reader
+				select {
+				case c.deliveries <- b.Deliver:
+				case <-c.done:
+				}
 			}
 		case *relaypb.Frame_Receipt:
 			select {
@@ -350,41 +400,60 @@ func (c *Client) readLoop(fr *relay.FrameReader) {
 		case *relaypb.Frame_Error:
 			serverErr = &ServerError{Code: phonebook.Code(b.Error.Code), Message: b.Error.Message}
 		case *relaypb.Frame_Heartbeat:
-			c.write(&relaypb.Frame{Body: &relaypb.Frame_HeartbeatAck{HeartbeatAck: &relaypb.HeartbeatAck{At: b.Heartbeat.At}}})
+			c.queue(&relaypb.Frame{Body: &relaypb.Frame_HeartbeatAck{HeartbeatAck: &relaypb.HeartbeatAck{At: b.Heartbeat.At}}})
 		}
 	}
 }
 
-func (c *Client) writeLoop() {
-	bw := bufio.NewWriterSize(c.nc, 16<<10)
-	var buf []byte
-	var err error
-	for {
-		var f *relaypb.Frame
-		select {
-		case f = <-c.out:
-		case <-c.done:
-			return
-		}
-		for f != nil {
-			if buf, err = relay.AppendFrame(buf[:0], f, c.opts.MaxFrameSize); err == nil {
-				if _, err := bw.Write(buf); err != nil {
-					c.shutdown(err)
-					return
-				}
-			}
-			select {
-			case f = <-c.out:
-			default:
-				f = nil
-			}
-		}
-		if err := bw.Flush(); err != nil {
-			c.shutdown(err)
-			return
-		}
+// appendFrame encodes f into the write buffer; the caller holds wmu. A
+// frame too large to encode is an error for its caller, and the connection
+// goes on.
+func (c *Client) appendFrame(f *relaypb.Frame) error {
+	if c.wbuf == nil {
+		c.wbuf = writeBufs.Get().(*[]byte)
 	}
+	b, err := relay.AppendFrame(*c.wbuf, f, c.opts.MaxFrameSize)
+	*c.wbuf = b
+	return err
 }
+
+// flushLocked writes the buffered frames; the caller holds wmu. The buffer
+// goes back to the pool, so an idle client holds none.
+func (c *Client) flushLocked() error {
+	if c.wbuf == nil {
+		return nil
+	}
+	bp := c.wbuf
+	c.wbuf = nil
+	_, err := c.nc.Write(*bp)
+	if cap(*bp) <= 64<<10 {
+		*bp = (*bp)[:0]
+		writeBufs.Put(bp)
+	}
+	if err != nil {
+		c.shutdown(err)
+		return c.closedErr()
+	}
+	return nil
+}
+
+// flush writes what queue buffered.
+func (c *Client) flush() {
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
+}
+
+// queue buffers f without writing it: the read loop answers a burst of
+// frames (acknowledgements) with one write, made when it has read
+// everything that arrived.
+func (c *Client) queue(f *relaypb.Frame) {
+	c.wmu.Lock()
+	c.appendFrame(f)
+	c.wmu.Unlock()
+}
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, ioBufSize); return &b }}
 
 func (c *Client) heartbeatLoop() {
 	t := time.NewTicker(c.Heartbeat)

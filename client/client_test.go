@@ -138,3 +138,45 @@ func TestClientRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// An AutoAck client whose application stops reading Deliveries still
+// acknowledges what it has received: the read loop writes its pending
+// acknowledgements before it waits for room.
+func TestClientAutoAckWhileDeliveriesFull(t *testing.T) {
+	addr := startRelay(t)
+	a := dial(t, addr, "tok-a", client.Options{})
+	b := dial(t, addr, "tok-b", client.Options{AutoAck: true, Buffer: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var ps []*client.Pending
+	for _, text := range []string{"one", "two", "three"} {
+		p, err := a.Send("13900139000", text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	// "one" waits in Deliveries, "two" holds the read loop: both were
+	// received, so both are acknowledged.
+	for i, p := range ps[:2] {
+		r, err := p.Wait(ctx)
+		if err != nil || r.State != relaypb.MessageState_DELIVERED {
+			t.Fatalf("message %d: %v %v", i+1, r, err)
+		}
+	}
+	// Reading Deliveries frees the read loop: "three" arrives in order
+	// and is acknowledged too.
+	for _, want := range []string{"one", "two", "three"} {
+		select {
+		case d := <-b.Deliveries():
+			if d.Text != want {
+				t.Fatalf("delivery %q, want %q", d.Text, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no delivery %q", want)
+		}
+	}
+	if r, err := ps[2].Wait(ctx); err != nil || r.State != relaypb.MessageState_DELIVERED {
+		t.Fatalf("message 3: %v %v", r, err)
+	}
+}

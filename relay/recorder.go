@@ -12,6 +12,7 @@ import (
 // acknowledgements in batches, off the delivery path.
 type recorder struct {
 	srv  *Server
+	recs []store.ChatRecord // flush's, kept between batches
 	ch   chan recItem
 	quit chan struct{}
 	done chan struct{}
@@ -109,17 +110,24 @@ func gather[T any](ch <-chan T, batch []T) []T {
 
 func (r *recorder) flush(batch []recItem) {
 	srv := r.srv
-	var recs []store.ChatRecord
-	acks := make(map[phonebook.MSISDN][]string)
+	recs := r.recs[:0]
+	var acks map[phonebook.MSISDN][]string
 	var ackAt time.Time
 	for _, it := range batch {
 		if it.ackID == "" {
 			recs = append(recs, it.rec)
 		} else {
+			if acks == nil {
+				acks = make(map[phonebook.MSISDN][]string)
+			}
 			acks[it.ackBy] = append(acks[it.ackBy], it.ackID)
 			ackAt = it.at
 		}
 	}
+	defer func() {
+		clear(recs) // drop the strings; keep the array for the next batch
+		r.recs = recs[:0]
+	}()
 	if len(recs) > 0 {
 		var err error
 		for attempt := 0; attempt < 3; attempt++ {

@@ -154,8 +154,10 @@ func (d *DB) RecordMessages(ctx context.Context, recs []ChatRecord) error {
 			n := min(len(recs), recordChunk)
 			args = args[:0]
 			for _, r := range recs[:n] {
-				args = append(args, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, r.Type,
-					micros(r.SentAt), nullMicros(r.ReceivedAt), b2i(r.Offline), b2i(r.ViaSMS), r.State)
+				// int64, not int: database/sql converts other integer
+				// types by reflection, an allocation per value.
+				args = append(args, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, int64(r.Type),
+					micros(r.SentAt), nullMicros(r.ReceivedAt), int64(b2i(r.Offline)), int64(b2i(r.ViaSMS)), int64(r.State))
 			}
 			q := d.insertIgnore() + ` chat_records
 				(id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state) VALUES ` +

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +29,12 @@ func newBenchCmd() *cobra.Command {
 			o.Window, _ = cmd.Flags().GetInt("window")
 			o.Rate, _ = cmd.Flags().GetFloat64("rate")
 			o.Addr, _ = cmd.Flags().GetString("connect")
+			stopProfile, err := startCPUProfile(cmd)
+			if err != nil {
+				return err
+			}
 			res, err := bench.Run(cmd.Context(), o)
+			stopProfile()
 			if err != nil {
 				return err
 			}
@@ -48,6 +55,11 @@ func newBenchCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr, _ := cmd.Flags().GetString("addr")
 			users, _ := cmd.Flags().GetInt("users")
+			stopProfile, err := startCPUProfile(cmd)
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			_, bound, stop, err := bench.ServerAt(cmd.Context(), addr, users, relay.Config{}, nil)
 			if err != nil {
 				return err
@@ -60,6 +72,27 @@ func newBenchCmd() *cobra.Command {
 	}
 	srv.Flags().String("addr", "127.0.0.1:7400", "listen address")
 	srv.Flags().Int("users", 2000, "benchmark users (bench relay --pairs N needs 2N)")
+	for _, x := range []*cobra.Command{r, srv} {
+		x.Flags().String("cpuprofile", "", "write a CPU profile of this process to `file` (go tool pprof)")
+	}
 	c.AddCommand(r, srv)
 	return c
+}
+
+// startCPUProfile starts the profile that --cpuprofile asks for; the
+// returned function stops it and closes the file.
+func startCPUProfile(cmd *cobra.Command) (stop func(), err error) {
+	path, _ := cmd.Flags().GetString("cpuprofile")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
