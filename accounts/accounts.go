@@ -42,6 +42,10 @@ type Config struct {
 	RescueFailuresPerDay int           // wrong rescue passwords per number per day; default 10
 	TrustClientNumber    bool          // method B
 	TrustedProxies       []netip.Prefix
+	// RecycleAfter: a number proven with a new SIM after its user has
+	// been inactive this long is taken to belong to a new subscriber (see
+	// store.DB.BindIdentity). 0: never.
+	RecycleAfter time.Duration
 }
 
 func (c *Config) fill() {
@@ -61,12 +65,13 @@ func (c *Config) fill() {
 
 // Service is the account service. It is safe for concurrent use.
 type Service struct {
-	db      *store.DB
-	cfg     Config
-	log     *slog.Logger
-	logins  *prometheus.CounterVec
-	proofs  *prometheus.CounterVec
-	storeMs *prometheus.HistogramVec
+	db       *store.DB
+	cfg      Config
+	log      *slog.Logger
+	logins   *prometheus.CounterVec
+	proofs   *prometheus.CounterVec
+	recycled prometheus.Counter
+	storeMs  *prometheus.HistogramVec
 
 	registered atomic.Pointer[func(context.Context, phonebook.MSISDN)]
 }
@@ -95,13 +100,17 @@ func New(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Registerer) 
 		proofs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phonebook_registrations_total", Help: "Number proofs (registrations) by method and outcome.",
 		}, []string{"method", "outcome"}),
+		recycled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phonebook_numbers_recycled_total",
+			Help: "Numbers proven with a new SIM after registration.recycle_after of inactivity: accounts started again.",
+		}),
 		storeMs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "phonebook_store_seconds", Help: "Store call latency by operation.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"op"}),
 	}
 	if reg != nil {
-		reg.MustRegister(s.logins, s.proofs, s.storeMs)
+		reg.MustRegister(s.logins, s.proofs, s.recycled, s.storeMs)
 	}
 	return s
 }
@@ -126,12 +135,18 @@ type Credentials struct {
 	Number    phonebook.MSISDN `json:"number"`
 	DeviceKey string           `json:"device_key"`
 	Created   bool             `json:"created"`
+	// Recycled: the number had a user, inactive for longer than
+	// registration.recycle_after, with another SIM; the account was started
+	// again (Created is true too) and the previous user's data deleted.
+	Recycled bool `json:"recycled,omitempty"`
 }
 
 // Prove is the one step every registration method ends in: number is proven
 // for identity. A new number gets a user; a known number gets its identity and
 // device key replaced and its old sessions revoked. Blocked accounts stay
-// blocked.
+// blocked. A known number proven with another SIM after RecycleAfter without
+// a login has a new subscriber: its account starts again (Recycled), unless
+// the proof is the rescue password, which only the previous user knows.
 func (s *Service) Prove(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity, m Method) (creds Credentials, err error) {
 	defer func() { s.proofs.WithLabelValues(string(m), outcome(err)).Inc() }()
 	if err := id.Validate(); err != nil {
@@ -145,15 +160,24 @@ func (s *Service) Prove(ctx context.Context, number phonebook.MSISDN, id phonebo
 		return Credentials{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", number)
 	}
 	key, hash := newSecret()
-	created, err := s.db.BindIdentity(ctx, number, id, hash, string(m))
+	var recycleBefore time.Time
+	if s.cfg.RecycleAfter > 0 && m != MethodRescue { // the rescue password proves the same person
+		recycleBefore = time.Now().Add(-s.cfg.RecycleAfter)
+	}
+	created, recycled, err := s.db.BindIdentity(ctx, number, id, hash, string(m), recycleBefore)
 	if err != nil {
 		return Credentials{}, err
+	}
+	if recycled {
+		s.recycled.Inc()
+		s.log.Warn("number recycled: a new SIM after the user's inactivity; the previous user's data was deleted",
+			"number", number, "method", m, "recycle_after", s.cfg.RecycleAfter)
 	}
 	s.log.Info("number proven", "number", number, "method", m, "created", created)
 	if fn := s.registered.Load(); created && fn != nil && *fn != nil {
 		(*fn)(ctx, number)
 	}
-	return Credentials{Number: number, DeviceKey: key, Created: created}, nil
+	return Credentials{Number: number, DeviceKey: key, Created: created, Recycled: recycled}, nil
 }
 
 // RegisterClientNumber is method B: the client reads its own number from the

@@ -22,8 +22,14 @@ import (
 
 func newContactsEnv(t *testing.T, db *store.DB, cfg contacts.Config) *env {
 	t.Helper()
+	return newContactsEnvAccounts(t, db, cfg, accounts.Config{})
+}
+
+func newContactsEnvAccounts(t *testing.T, db *store.DB, cfg contacts.Config, accCfg accounts.Config) *env {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	acc := accounts.New(db, accounts.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, nil, reg)
+	accCfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	acc := accounts.New(db, accCfg, nil, reg)
 	svc, err := contacts.New(db, nil, cfg, nil, reg)
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,9 @@ type Login struct {
 type Registration struct {
 	TrustClientNumber bool   `mapstructure:"trust_client_number"`
 	Header            Header `mapstructure:"header"`
+	// RecycleAfter: a number proven with a new SIM after this long without
+	// a login starts a new account (the operator gave it to someone else).
+	RecycleAfter time.Duration `mapstructure:"recycle_after"`
 }
 
 type Header struct {
@@ -177,7 +180,8 @@ func Default() Config {
 		Session:  Session{TTL: 30 * 24 * time.Hour},
 		Login:    Login{MaxFailuresPerHour: 20, MaxRescueFailuresPerDay: 10, MaxRegistrationsPerIPDay: 1000},
 		Registration: Registration{
-			Header: Header{Name: "X-Up-Calling-Line-Id"},
+			Header:       Header{Name: "X-Up-Calling-Line-Id"},
+			RecycleAfter: 90 * 24 * time.Hour,
 		},
 		Verify: Verify{
 			CodeTTL:            10 * time.Minute,
@@ -396,6 +400,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxies(); err != nil {
 		return err
+	}
+	if c.Registration.RecycleAfter < 0 {
+		return fmt.Errorf("registration.recycle_after: %s is negative (0 turns recycling off)", c.Registration.RecycleAfter)
 	}
 	switch c.Relay.Fallback {
 	case "never", "unregistered", "offline":

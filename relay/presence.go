@@ -152,6 +152,7 @@ func (srv *Server) contactsLogin(s *session) {
 		return
 	}
 	online := srv.presence.connected(s.number)
+	s.online = online
 	srv.presence.wg.Add(1)
 	go func() {
 		defer srv.presence.wg.Done()
@@ -284,6 +285,16 @@ func (srv *Server) handleContactsFrame(s *session, f *relaypb.Frame, now time.Ti
 		defer func() { <-slot }()
 		ctx, cancel := context.WithTimeout(srv.ctx, contactsRequestTimeout)
 		defer cancel()
+		if s.online != nil {
+			// Answer after the login's Online is stored, so that a status
+			// set right after login comes back online, not offline.
+			select {
+			case <-s.online:
+			case <-s.closing:
+				return
+			case <-ctx.Done():
+			}
+		}
 		run(ctx)
 	}()
 	return true, nil

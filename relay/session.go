@@ -52,7 +52,8 @@ type session struct {
 	drains   sync.WaitGroup // drain and close-time goroutines; serveTCP waits for them
 	drainSeq int64          // drain goroutine only
 
-	contactsReq chan struct{} // one contacts request in flight (presence.go)
+	contactsReq chan struct{}   // one contacts request in flight (presence.go)
+	online      <-chan struct{} // closed once the store shows this login online (presence.go)
 }
 
 type pendingDelivery struct {

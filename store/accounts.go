@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"sort"
@@ -84,35 +85,54 @@ func (d *DB) UserExists(ctx context.Context, number phonebook.MSISDN) (bool, err
 // user when the number is unknown, or replaces the identity and device key of
 // an existing user and revokes every session of the old identity (S110/S111).
 // It reports whether the user was created.
-func (d *DB) BindIdentity(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity, keyHash []byte, provenBy string) (created bool, err error) {
+//
+// Operators give a number that has been given up to a new subscriber after
+// a quarantine. When recycleBefore is set, a user whose SIM differs from the
+// one proven now and who has not logged in (or been proven) since
+// recycleBefore is taken to be the previous subscriber: the account starts
+// again as a new one (created and recycled are both true) and what the
+// previous subscriber left is deleted (as ForgetContacts does), so the newcomer can
+// neither restore their address book nor log in with their rescue password.
+// A blocked account stays blocked; callers refuse it before this.
+func (d *DB) BindIdentity(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity, keyHash []byte, provenBy string, recycleBefore time.Time) (created, recycled bool, err error) {
 	t := us(now())
 	err = d.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET device_id = ?, sim_id = ?, device_key_hash = ?,
-			updated_at = ?, proven_by = ? WHERE number = ?`, id.DeviceID, id.SIMID, keyHash, t, provenBy, number)
-		if err != nil {
+		created, recycled = false, false
+		var simID string
+		var lastActive int64
+		err := tx.QueryRowContext(ctx, "SELECT sim_id, COALESCE(last_login, updated_at) FROM users WHERE number = ?"+d.forUpdate(),
+			number).Scan(&simID, &lastActive)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			created = true
+			_, err = tx.ExecContext(ctx, `INSERT INTO users (number, device_id, sim_id, device_key_hash,
+				created_at, updated_at, valid, login_count, secure_mode, proven_by)
+				VALUES (?, ?, ?, ?, ?, ?, 1, 0, 0, ?)`, number, id.DeviceID, id.SIMID, keyHash, t, t, provenBy)
+			return err
+		case err != nil:
 			return err
 		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			_, err = tx.ExecContext(ctx, "UPDATE sessions SET revoked = 1 WHERE number = ? AND revoked = 0", number)
+		if !recycleBefore.IsZero() && simID != "" && simID != id.SIMID && lastActive < us(recycleBefore) {
+			created, recycled = true, true
+			if err := forgetContacts(ctx, tx, number); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE number = ?", number); err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE users SET device_id = ?, sim_id = ?, device_key_hash = ?,
+				created_at = ?, updated_at = ?, last_login = NULL, login_count = 0, rescue_hash = NULL,
+				secure_mode = 0, proven_by = ? WHERE number = ?`, id.DeviceID, id.SIMID, keyHash, t, t, provenBy, number)
 			return err
 		}
-		// MySQL reports 0 affected rows when the values are unchanged; only a
-		// missing row means a new user.
-		var exists int
-		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM users WHERE number = ?", number).Scan(&exists); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET device_id = ?, sim_id = ?, device_key_hash = ?,
+			updated_at = ?, proven_by = ? WHERE number = ?`, id.DeviceID, id.SIMID, keyHash, t, provenBy, number); err != nil {
 			return err
 		}
-		if exists > 0 {
-			_, err = tx.ExecContext(ctx, "UPDATE sessions SET revoked = 1 WHERE number = ? AND revoked = 0", number)
-			return err
-		}
-		created = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO users (number, device_id, sim_id, device_key_hash,
-			created_at, updated_at, valid, login_count, secure_mode, proven_by)
-			VALUES (?, ?, ?, ?, ?, ?, 1, 0, 0, ?)`, number, id.DeviceID, id.SIMID, keyHash, t, t, provenBy)
+		_, err = tx.ExecContext(ctx, "UPDATE sessions SET revoked = 1 WHERE number = ? AND revoked = 0", number)
 		return err
 	})
-	return created, formatError(err)
+	return created, recycled, formatError(err)
 }
 
 // Session is a login session; the token itself is never stored, only its
@@ -213,7 +233,8 @@ func (d *DB) updateUser(ctx context.Context, number phonebook.MSISDN, set string
 	return nil
 }
 
-// DeleteUser removes the user and their sessions.
+// DeleteUser removes the user and their sessions (ForgetContacts removes
+// their address book, contact list and status).
 func (d *DB) DeleteUser(ctx context.Context, number phonebook.MSISDN) error {
 	return d.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE number = ?", number); err != nil {

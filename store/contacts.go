@@ -716,24 +716,26 @@ func isDeadlock(err error) bool {
 // number stay: it is still in their books. The lookup budget stays too, so
 // deleting an account does not refill it.
 func (d *DB) ForgetContacts(ctx context.Context, owner phonebook.MSISDN) error {
-	return d.retryTx(ctx, func(tx *sql.Tx) error {
-		have, err := loadContacts(ctx, tx, owner)
-		if err != nil {
+	return d.retryTx(ctx, func(tx *sql.Tx) error { return forgetContacts(ctx, tx, owner) })
+}
+
+func forgetContacts(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN) error {
+	have, err := loadContacts(ctx, tx, owner)
+	if err != nil {
+		return err
+	}
+	ns := make([]phonebook.MSISDN, 0, len(have))
+	for n := range have {
+		ns = append(ns, n)
+	}
+	sortNumbers(ns)
+	if err := removeContacts(ctx, tx, owner, ns, now()); err != nil {
+		return err
+	}
+	for _, q := range []string{"DELETE FROM book_entries WHERE owner = ?", "DELETE FROM user_status WHERE number = ?"} {
+		if _, err := tx.ExecContext(ctx, q, owner); err != nil {
 			return err
 		}
-		ns := make([]phonebook.MSISDN, 0, len(have))
-		for n := range have {
-			ns = append(ns, n)
-		}
-		sortNumbers(ns)
-		if err := removeContacts(ctx, tx, owner, ns, now()); err != nil {
-			return err
-		}
-		for _, q := range []string{"DELETE FROM book_entries WHERE owner = ?", "DELETE FROM user_status WHERE number = ?"} {
-			if _, err := tx.ExecContext(ctx, q, owner); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }

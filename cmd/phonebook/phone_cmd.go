@@ -245,11 +245,25 @@ func phoneSession(cmd *cobra.Command, in io.Reader) error {
 func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
+	// Every goroutine hands its lines to the loop below through printer;
+	// none closes it (some may still be running when the session ends), and
+	// quit releases those that would wait for a loop that has returned.
 	printer := make(chan string, 64)
+	quit := make(chan struct{})
+	defer close(quit)
+	say := func(line string) {
+		select {
+		case printer <- line:
+		case <-quit:
+		}
+	}
 	go func() {
 		for {
 			select {
-			case d := <-c.Deliveries():
+			case d, ok := <-c.Deliveries():
+				if !ok {
+					return // the connection ended
+				}
 				tag := ""
 				if d.Offline {
 					tag += " [stored]"
@@ -257,20 +271,24 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 				if d.ViaSms {
 					tag += " [also sent by SMS]"
 				}
-				printer <- fmt.Sprintf("%s %s: %s%s", time.UnixMicro(d.GetSentAt()).Local().Format("15:04:05"), d.From, d.Text, tag)
-			case r := <-c.Receipts():
-				printer <- fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+				say(fmt.Sprintf("%s %s: %s%s", time.UnixMicro(d.GetSentAt()).Local().Format("15:04:05"), d.From, d.Text, tag))
+			case r, ok := <-c.Receipts():
+				if !ok {
+					return
+				}
+				say(fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State)))
 			case list := <-c.PresenceLists():
-				printer <- fmt.Sprintf("%d contact(s) visible", len(list))
+				say(fmt.Sprintf("%d contact(s) visible", len(list)))
 				for _, p := range list {
-					printer <- "  " + formatPresence(p)
+					say("  " + formatPresence(p))
 				}
 			case pc := <-c.PresenceChanges():
-				printer <- fmt.Sprintf("%s presence %s", time.Now().Format("15:04:05"), formatPresence(pc.Presence))
+				say(fmt.Sprintf("%s presence %s", time.Now().Format("15:04:05"), formatPresence(pc.Presence)))
 			case j := <-c.ContactJoins():
-				printer <- fmt.Sprintf("%s contact joined Phonebook: %s", time.UnixMicro(j.At).Local().Format("15:04:05"), j.Number)
+				say(fmt.Sprintf("%s contact joined Phonebook: %s", time.UnixMicro(j.At).Local().Format("15:04:05"), j.Number))
 			case <-c.Done():
-				close(printer)
+				return
+			case <-quit:
 				return
 			}
 		}
@@ -290,11 +308,17 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 			return nil
 		case <-wait:
 			return nil
-		case s, ok := <-printer:
-			if !ok {
-				return c.Err()
-			}
+		case s := <-printer:
 			fmt.Fprintln(out, s)
+		case <-c.Done():
+			for {
+				select {
+				case s := <-printer:
+					fmt.Fprintln(out, s)
+				default:
+					return c.Err()
+				}
+			}
 		case line, ok := <-lines:
 			if !ok {
 				lines = nil
@@ -306,7 +330,7 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 				continue
 			}
 			if strings.HasPrefix(strings.TrimSpace(line), "/") {
-				go func() { printer <- phoneChatCommand(ctx, c, strings.TrimSpace(line)) }()
+				go func() { say(phoneChatCommand(ctx, c, strings.TrimSpace(line))) }()
 				continue
 			}
 			to, text, found := strings.Cut(strings.TrimSpace(line), " ")
@@ -323,11 +347,11 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 				var se *client.ServerError
 				switch {
 				case errors.As(err, &se):
-					printer <- fmt.Sprintf("not sent: %s", se.Error())
+					say(fmt.Sprintf("not sent: %s", se.Error()))
 				case err != nil:
-					printer <- fmt.Sprintf("not sent: %v", err)
+					say(fmt.Sprintf("not sent: %v", err))
 				default:
-					printer <- fmt.Sprintf("sent %s -> %s: %s", res.ClientMsgId, to, stateName(res.State))
+					say(fmt.Sprintf("sent %s -> %s: %s", res.ClientMsgId, to, stateName(res.State)))
 				}
 			}()
 		}

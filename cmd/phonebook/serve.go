@@ -123,6 +123,7 @@ func (m *Main) Run(ctx context.Context) error {
 		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
 		TrustClientNumber:    cfg.Registration.TrustClientNumber,
 		TrustedProxies:       proxies,
+		RecycleAfter:         cfg.Registration.RecycleAfter,
 	}, m.log, m.reg)
 	m.API = api.New(api.Config{
 		MaxBodyBytes:          cfg.HTTP.MaxBodyBytes,
