@@ -35,6 +35,9 @@ func newBenchCmd() *cobra.Command {
 			}
 			res, err := bench.Run(cmd.Context(), o)
 			stopProfile()
+			if err == nil {
+				err = writeHeapProfile(cmd)
+			}
 			if err != nil {
 				return err
 			}
@@ -67,13 +70,14 @@ func newBenchCmd() *cobra.Command {
 			defer stop()
 			fmt.Fprintf(cmd.OutOrStdout(), "benchmark relay for %d users on %s; Ctrl-C to stop\n", users, bound)
 			<-cmd.Context().Done()
-			return nil
+			return writeHeapProfile(cmd)
 		},
 	}
 	srv.Flags().String("addr", "127.0.0.1:7400", "listen address")
 	srv.Flags().Int("users", 2000, "benchmark users (bench relay --pairs N needs 2N)")
 	for _, x := range []*cobra.Command{r, srv} {
 		x.Flags().String("cpuprofile", "", "write a CPU profile of this process to `file` (go tool pprof)")
+		x.Flags().String("memprofile", "", "write a heap profile of this process to `file` when it stops (go tool pprof)")
 	}
 	c.AddCommand(r, srv)
 	return c
@@ -95,4 +99,21 @@ func startCPUProfile(cmd *cobra.Command) (stop func(), err error) {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes the heap profile that --memprofile asks for.
+func writeHeapProfile(cmd *cobra.Command) error {
+	path, _ := cmd.Flags().GetString("memprofile")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--memprofile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("--memprofile: %w", err)
+	}
+	return nil
 }
