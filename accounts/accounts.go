@@ -74,6 +74,43 @@ type Service struct {
 	storeMs  *prometheus.HistogramVec
 
 	registered atomic.Pointer[func(context.Context, phonebook.MSISDN)]
+	revoked    atomic.Pointer[func(context.Context, phonebook.MSISDN)]
+}
+
+// OnSessionsRevoked sets a function called after sessions of a number were
+// revoked here (a known number proven again, logout), e.g. so that the
+// relay closes connections that logged in with them (relay.Server.Recheck).
+// Revocations by other processes (`phonebook admin user block`) and expiry
+// are found by the relay's periodic check instead. It runs on the request's
+// goroutine and should not block for long.
+func (s *Service) OnSessionsRevoked(fn func(ctx context.Context, number phonebook.MSISDN)) {
+	s.revoked.Store(&fn)
+}
+
+func (s *Service) sessionsRevoked(ctx context.Context, number phonebook.MSISDN) {
+	if fn := s.revoked.Load(); fn != nil && *fn != nil {
+		(*fn)(ctx, number)
+	}
+}
+
+// InvalidTokens returns the tokens among tokens that no longer authenticate:
+// unknown, revoked, expired, or of a blocked user (relay.TokenChecker).
+func (s *Service) InvalidTokens(ctx context.Context, tokens []string) ([]string, error) {
+	hashes := make([][]byte, len(tokens))
+	for i, t := range tokens {
+		hashes[i] = hashSecret(t)
+	}
+	valid, err := s.db.ValidSessions(ctx, hashes, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var invalid []string
+	for i, t := range tokens {
+		if !valid[string(hashes[i])] {
+			invalid = append(invalid, t)
+		}
+	}
+	return invalid, nil
 }
 
 // OnRegistered sets a function called after a number becomes a new user
@@ -174,6 +211,9 @@ func (s *Service) Prove(ctx context.Context, number phonebook.MSISDN, id phonebo
 			"number", number, "method", m, "recycle_after", s.cfg.RecycleAfter)
 	}
 	s.log.Info("number proven", "number", number, "method", m, "created", created)
+	if u != nil {
+		s.sessionsRevoked(ctx, number) // the previous identity's, or the previous user's
+	}
 	if fn := s.registered.Load(); created && fn != nil && *fn != nil {
 		(*fn)(ctx, number)
 	}
@@ -413,7 +453,11 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 
 // Logout revokes the caller's session.
 func (s *Service) Logout(ctx context.Context, p Principal) error {
-	return s.db.RevokeSession(ctx, p.Token)
+	if err := s.db.RevokeSession(ctx, p.Token); err != nil {
+		return err
+	}
+	s.sessionsRevoked(ctx, p.Number)
+	return nil
 }
 
 // SetRescue sets or changes the rescue password and the login mode. Changing

@@ -155,6 +155,7 @@ type Relay struct {
 	FallbackTemplate string        `mapstructure:"fallback_template"`
 	TLSCert          string        `mapstructure:"tls_cert"`
 	TLSKey           string        `mapstructure:"tls_key"`
+	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
 }
 
 type Contacts struct {
@@ -207,6 +208,7 @@ func Default() Config {
 			SendQueue: 256, MaxMsgsPerSecond: 100,
 			Fallback: "unregistered", FallbackAfter: 5 * time.Minute,
 			FallbackTemplate: "[Phonebook] {from}: {text}",
+			ReauthInterval:   time.Minute,
 		},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}
@@ -400,6 +402,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxies(); err != nil {
 		return err
+	}
+	if c.Relay.ReauthInterval < 0 {
+		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)
 	}
 	if c.Registration.RecycleAfter < 0 {
 		return fmt.Errorf("registration.recycle_after: %s is negative (0 turns recycling off)", c.Registration.RecycleAfter)

@@ -82,6 +82,8 @@ func TestInvalidValues(t *testing.T) {
 		"duration": "session:\n  ttl: forever\n",
 		"template": "verify:\n  template: no code here\n",
 		"yaml":     "http: [\n",
+		"recycle":  "registration:\n  recycle_after: -24h\n",
+		"reauth":   "relay:\n  reauth_interval: -1s\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Load(write(t, body), nil); err == nil {

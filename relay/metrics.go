@@ -25,6 +25,9 @@ type metrics struct {
 	storeBatch  prometheus.Histogram
 	udpDropped  *prometheus.CounterVec
 	udpRebinds  prometheus.Counter
+	// reauthClosed: sessions closed because their token stopped
+	// authenticating (reauth.go).
+	reauthClosed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,6 +52,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.udpDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_udp_dropped_total",
 		Help: "UDP datagrams dropped: unknown_conn, bad_tag, malformed, too_large, rate_limited (unauthenticated, per source address), refused (logins)."},
 		[]string{"reason"})
+	m.reauthClosed = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_sessions_revoked_total",
+		Help: "Live sessions closed because their token was revoked or expired, or the account blocked."})
 	m.udpRebinds = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_udp_rebinds_total",
 		Help: "UDP sessions that moved to a new client address (NAT rebinding)."})
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_messages_total",
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.messages[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds)
+		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds, m.reauthClosed)
 	}
 	return m
 }

@@ -32,6 +32,15 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (number phonebook.MSISDN, deviceID string, err error)
 }
 
+// TokenChecker is implemented by Authenticators that can tell, for many
+// tokens at once, which no longer authenticate (revoked, expired, or the
+// account blocked). With one, the relay closes the live sessions whose
+// token stopped being valid: within Config.ReauthInterval, and at once for
+// a number passed to Server.Recheck.
+type TokenChecker interface {
+	InvalidTokens(ctx context.Context, tokens []string) (invalid []string, err error)
+}
+
 // AuthFunc adapts a function to Authenticator, e.g. around
 // accounts.Service.Authenticate, which returns a Principal.
 type AuthFunc func(ctx context.Context, token string) (phonebook.MSISDN, string, error)
@@ -186,6 +195,7 @@ type Config struct {
 	SMSTemplate       string        // ("[Phonebook] {from}: {text}")
 	FallbackPerHour   int           // SMS fallbacks per sender per hour, burst a sixth of it (60): SMS costs money and reaches strangers
 	SweepInterval     time.Duration // how often due SMS fallbacks are looked for (1s)
+	ReauthInterval    time.Duration // how often live sessions' tokens are checked again, with a TokenChecker (1m)
 }
 
 func (c *Config) setDefaults() {
@@ -227,6 +237,7 @@ func (c *Config) setDefaults() {
 		c.SMSTemplate = "[Phonebook] {from}: {text}"
 	}
 	def(&c.SweepInterval, time.Second)
+	def(&c.ReauthInterval, time.Minute)
 	defInt(&c.FallbackPerHour, 60)
 }
 

@@ -123,6 +123,10 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	srv.bg.Add(2)
 	go srv.janitor()
 	go srv.sweeper()
+	if tc, ok := deps.Auth.(TokenChecker); ok {
+		srv.bg.Add(1)
+		go srv.reauthLoop(tc)
+	}
 	return srv, nil
 }
 

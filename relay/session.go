@@ -22,6 +22,7 @@ type session struct {
 	srv    *Server
 	number phonebook.MSISDN
 	device string
+	token  string // the session token it logged in with, checked again later (reauth.go)
 	info   ConnInfo
 	conn   net.Conn // the transport's connection, if it has one
 

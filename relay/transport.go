@@ -46,6 +46,7 @@ func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn ne
 		RemoteAddr: remoteAddr, ConnectedAt: time.Now().UTC(), ClientVersion: truncate(auth.GetClientVersion(), 64),
 	})
 	s.conn = conn
+	s.token = auth.GetToken()
 	if !srv.register(s) {
 		return nil, phonebook.Errorf(phonebook.EShuttingDown, "server is shutting down")
 	}

@@ -251,6 +251,34 @@ func (d *DB) DeleteUser(ctx context.Context, number phonebook.MSISDN) error {
 	})
 }
 
+// ValidSessions returns which of the token hashes are sessions still valid
+// at t: not revoked, not expired, and their user not blocked. The relay
+// checks its live connections with it (one query per few hundred).
+func (d *DB) ValidSessions(ctx context.Context, hashes [][]byte, t time.Time) (map[string]bool, error) {
+	valid := make(map[string]bool, len(hashes))
+	for _, part := range chunks(hashes) {
+		rows, err := d.db.QueryContext(ctx, `SELECT s.token_hash FROM sessions s JOIN users u ON u.number = s.number
+			WHERE s.token_hash IN (`+placeholders(len(part))+`) AND s.revoked = 0 AND s.expires_at > ? AND u.valid = 1`,
+			append(anys(part), us(t))...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var h []byte
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			valid[string(h)] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return valid, nil
+}
+
 // Counters are fixed windows aligned to the epoch (a 24-hour window is a
 // UTC day). Each is spread over counterShards rows so that a hot counter
 // (one client address, one number prefix) does not serialise every caller

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
@@ -31,6 +32,19 @@ var smsStates = map[string]relaypb.MessageState{
 	"undeliverable": relaypb.MessageState_FAILED,
 	"expired":       relaypb.MessageState_FAILED,
 	"failed":        relaypb.MessageState_FAILED,
+}
+
+// accountsAuth authenticates relay logins with the accounts service and
+// lets the relay check live sessions' tokens again (relay.TokenChecker).
+type accountsAuth struct{ acc *accounts.Service }
+
+func (a accountsAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+	p, err := a.acc.Authenticate(ctx, token)
+	return p.Number, p.DeviceID, err
+}
+
+func (a accountsAuth) InvalidTokens(ctx context.Context, tokens []string) ([]string, error) {
+	return a.acc.InvalidTokens(ctx, tokens)
 }
 
 // startRelay starts the IM relay on its TCP listener, authenticating with
@@ -56,11 +70,9 @@ func (m *Main) startRelay(ctx context.Context) error {
 		Fallback:          relay.FallbackPolicy(cfg.Relay.Fallback),
 		FallbackGrace:     cfg.Relay.FallbackAfter,
 		SMSTemplate:       cfg.Relay.FallbackTemplate,
+		ReauthInterval:    cfg.Relay.ReauthInterval,
 	}, relay.Deps{
-		Auth: relay.AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-			p, err := m.Accounts.Authenticate(ctx, token)
-			return p.Number, p.DeviceID, err
-		}),
+		Auth:      accountsAuth{m.Accounts},
 		Store:     m.DB,
 		Directory: m.Accounts,
 		Fallback:  fb,
@@ -73,6 +85,9 @@ func (m *Main) startRelay(ctx context.Context) error {
 		return err
 	}
 	m.Relay = srv
+	// Sessions revoked by this process's API close their connections at
+	// once; the relay's periodic check finds the rest.
+	m.Accounts.OnSessionsRevoked(func(ctx context.Context, n phonebook.MSISDN) { srv.Recheck(ctx, n) })
 	m.Contacts.SetNotifier(srv.Notifier())
 	if m.relayRouter == nil {
 		// Alone, this node held every connection, and has none now: users

@@ -54,3 +54,24 @@ func (t *Tokens) IsRegistered(ctx context.Context, n phonebook.MSISDN) (bool, er
 	}
 	return false, nil
 }
+
+// Revoke makes token stop authenticating, as logout or a new login
+// elsewhere does.
+func (t *Tokens) Revoke(token string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.tokens, token)
+}
+
+// InvalidTokens implements relay.TokenChecker.
+func (t *Tokens) InvalidTokens(ctx context.Context, tokens []string) ([]string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for _, tok := range tokens {
+		if _, ok := t.tokens[tok]; !ok {
+			out = append(out, tok)
+		}
+	}
+	return out, nil
+}
