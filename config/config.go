@@ -156,6 +156,9 @@ type Relay struct {
 	TLSCert          string        `mapstructure:"tls_cert"`
 	TLSKey           string        `mapstructure:"tls_key"`
 	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
+	// TCP connections not yet authenticated, in all and per client address.
+	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
+	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
 }
 
 type Contacts struct {
@@ -209,6 +212,7 @@ func Default() Config {
 			Fallback: "unregistered", FallbackAfter: 5 * time.Minute,
 			FallbackTemplate: "[Phonebook] {from}: {text}",
 			ReauthInterval:   time.Minute,
+			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
 		},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}

@@ -28,6 +28,9 @@ type metrics struct {
 	// reauthClosed: sessions closed because their token stopped
 	// authenticating (reauth.go).
 	reauthClosed prometheus.Counter
+	// authRefused: TCP connections refused before Auth because too many
+	// were waiting to authenticate (server.go admitLocked).
+	authRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,6 +57,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		[]string{"reason"})
 	m.reauthClosed = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_sessions_revoked_total",
 		Help: "Live sessions closed because their token was revoked or expired, or the account blocked."})
+	m.authRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_pending_auth_refused_total",
+		Help: "TCP connections refused at accept: too many waiting to authenticate, in all or from one address."})
 	m.udpRebinds = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_udp_rebinds_total",
 		Help: "UDP sessions that moved to a new client address (NAT rebinding)."})
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_messages_total",
@@ -63,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.messages[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds, m.reauthClosed)
+		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds, m.reauthClosed, m.authRefused)
 	}
 	return m
 }

@@ -196,6 +196,11 @@ type Config struct {
 	FallbackPerHour   int           // SMS fallbacks per sender per hour, burst a sixth of it (60): SMS costs money and reaches strangers
 	SweepInterval     time.Duration // how often due SMS fallbacks are looked for (1s)
 	ReauthInterval    time.Duration // how often live sessions' tokens are checked again, with a TokenChecker (1m)
+	// TCP connections accepted and not yet authenticated (each has
+	// AuthTimeout to send Auth): in all (4096) and per client address
+	// (256). Beyond them a connection gets Error rate_limited and closes.
+	MaxPendingAuth      int
+	MaxPendingAuthPerIP int
 }
 
 func (c *Config) setDefaults() {
@@ -238,6 +243,8 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.SweepInterval, time.Second)
 	def(&c.ReauthInterval, time.Minute)
+	defInt(&c.MaxPendingAuth, 4096)
+	defInt(&c.MaxPendingAuthPerIP, 256)
 	defInt(&c.FallbackPerHour, 60)
 }
 

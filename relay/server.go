@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -57,8 +58,9 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	preAuth   map[net.Conn]struct{} // accepted, not yet a session
-	conns     sync.WaitGroup        // connection goroutines
+	preAuth   map[net.Conn]netip.Addr // accepted, not yet a session; the client's address
+	preAuthIP map[netip.Addr]int      // preAuth per client address
+	conns     sync.WaitGroup          // connection goroutines
 
 	stopping      atomic.Bool
 	quitBG        chan struct{} // janitor and sweeper
@@ -109,7 +111,8 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		ctx:      ctx, cancel: cancel,
 		listeners:     make(map[net.Listener]struct{}),
 		sessions:      make(map[*session]struct{}),
-		preAuth:       make(map[net.Conn]struct{}),
+		preAuth:       make(map[net.Conn]netip.Addr),
+		preAuthIP:     make(map[netip.Addr]int),
 		quitBG:        make(chan struct{}),
 		storeq:        make(chan storeReq, 8*cfg.StoreBatch),
 		quitCommit:    make(chan struct{}),
@@ -185,8 +188,17 @@ func (srv *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return ErrServerClosed
 		}
+		ip := remoteIP(nc)
+		if err := srv.admitLocked(ip); err != nil {
+			srv.mu.Unlock()
+			srv.metrics.authRefused.Inc()
+			srv.refuse(nc, err)
+			nc.Close()
+			continue
+		}
 		srv.conns.Add(1)
-		srv.preAuth[nc] = struct{}{}
+		srv.preAuth[nc] = ip
+		srv.preAuthIP[ip]++
 		srv.mu.Unlock()
 		go srv.serveTCP(nc)
 	}
@@ -200,7 +212,7 @@ func (srv *Server) register(s *session) bool {
 	}
 	srv.sessions[s] = struct{}{}
 	if s.conn != nil {
-		delete(srv.preAuth, s.conn)
+		srv.authDoneLocked(s.conn)
 	}
 	srv.mu.Unlock()
 	if old := srv.router.Attach(s); old != nil {
@@ -213,8 +225,48 @@ func (srv *Server) register(s *session) bool {
 // authDone takes a connection off the pre-authentication list.
 func (srv *Server) authDone(nc net.Conn) {
 	srv.mu.Lock()
-	delete(srv.preAuth, nc)
+	srv.authDoneLocked(nc)
 	srv.mu.Unlock()
+}
+
+func (srv *Server) authDoneLocked(nc net.Conn) {
+	ip, ok := srv.preAuth[nc]
+	if !ok {
+		return
+	}
+	delete(srv.preAuth, nc)
+	if srv.preAuthIP[ip]--; srv.preAuthIP[ip] <= 0 {
+		delete(srv.preAuthIP, ip)
+	}
+}
+
+// admitLocked decides whether a new TCP connection may wait for its Auth
+// frame: connections that have not authenticated yet are bounded in all
+// and per client address, so that a flood of idle connections cannot use
+// up the process's file descriptors. The per-address bound is generous:
+// thousands of phones share an address behind carrier NAT, and they all
+// reconnect at once after a restart.
+func (srv *Server) admitLocked(ip netip.Addr) error {
+	retry := time.Now().Add(time.Second)
+	if len(srv.preAuth) >= srv.cfg.MaxPendingAuth {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: retry,
+			Message: fmt.Sprintf("%d connections are waiting to authenticate; try again shortly", len(srv.preAuth))}
+	}
+	if srv.preAuthIP[ip] >= srv.cfg.MaxPendingAuthPerIP {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: retry,
+			Message: fmt.Sprintf("%d connections from %s are waiting to authenticate; try again shortly", srv.preAuthIP[ip], ip)}
+	}
+	return nil
+}
+
+// remoteIP is the client's address (the zero Addr when it has none).
+func remoteIP(nc net.Conn) netip.Addr {
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
 }
 
 func (srv *Server) unregister(s *session) {

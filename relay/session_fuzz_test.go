@@ -3,6 +3,7 @@ package relay
 import (
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/pprof"
 	"testing"
@@ -27,7 +28,8 @@ func FuzzSessionFrames(f *testing.F) {
 		c1, c2 := net.Pipe()
 		srv.mu.Lock()
 		srv.conns.Add(1)
-		srv.preAuth[c1] = struct{}{}
+		srv.preAuth[c1] = netip.Addr{}
+		srv.preAuthIP[netip.Addr{}]++
 		srv.mu.Unlock()
 		done := make(chan struct{})
 		go func() {

@@ -1,0 +1,83 @@
+package relay_test
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay"
+)
+
+// idleConn opens a TCP connection that does not authenticate (yet).
+func idleConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// refused reports whether the server answered nc with Error rate_limited
+// (and closed it); false when nc is still waiting after a moment.
+func refused(t *testing.T, nc net.Conn) bool {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var f relaypb.Frame
+	err := relay.NewFrameReader(nc, 0).Read(&f)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if f.GetError().GetCode() != string(phonebook.ERateLimited) || f.GetError().GetRetryAfterSecs() == 0 {
+		t.Fatalf("got %v, want Error rate_limited with retry_after", &f)
+	}
+	return true
+}
+
+// Connections that have not authenticated are bounded per client address
+// and in all; authenticating (or leaving) makes room again.
+func TestPendingAuthIsBounded(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		total, perIP  int
+		waitingBefore int
+	}{
+		{"per address", 100, 3, 3},
+		{"in all", 2, 100, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.MaxPendingAuth, cfg.MaxPendingAuthPerIP = c.total, c.perIP
+			e := start(t, cfg, nil)
+			var waiting []net.Conn
+			for range c.waitingBefore {
+				waiting = append(waiting, idleConn(t, e.addr))
+			}
+			// Accepts are asynchronous: let the server count them.
+			waitFor(t, "the limit to be reached", func() bool { return refused(t, idleConn(t, e.addr)) })
+			for _, nc := range waiting {
+				if refused(t, nc) {
+					t.Fatal("a connection within the limit was refused")
+				}
+			}
+			// One of them authenticates: there is room for one more.
+			b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-alice"}}}, 0)
+			if _, err := waiting[0].Write(b); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "alice's login", func() bool { return online(e.srv, alice) == 1 })
+			if refused(t, idleConn(t, e.addr)) {
+				t.Fatal("no room after a connection authenticated")
+			}
+			if got := e.counter("phonebook_relay_pending_auth_refused_total"); got < 1 {
+				t.Fatalf("phonebook_relay_pending_auth_refused_total = %v", got)
+			}
+		})
+	}
+}
