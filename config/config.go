@@ -159,6 +159,8 @@ type Relay struct {
 	// TCP connections not yet authenticated, in all and per client address.
 	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
+	// Failed TCP logins per client address per minute.
+	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
 type Contacts struct {

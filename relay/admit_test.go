@@ -81,3 +81,37 @@ func TestPendingAuthIsBounded(t *testing.T) {
 		})
 	}
 }
+
+// An address whose logins keep failing is turned away at accept, even with
+// a good token, until its bucket refills; other failures (the server's)
+// do not count.
+func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxAuthFailuresPerMinute = 3
+	e := start(t, cfg, nil)
+	badLogin := func() *relaypb.Frame {
+		t.Helper()
+		nc := idleConn(t, e.addr)
+		b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "not-a-token"}}}, 0)
+		nc.Write(b)
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var f relaypb.Frame
+		if err := relay.NewFrameReader(nc, 0).Read(&f); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return &f
+	}
+	for i := range 3 {
+		if f := badLogin(); f.GetError().GetCode() != string(phonebook.EUnauthorized) {
+			t.Fatalf("bad login %d: %v", i+1, f)
+		}
+	}
+	if !refused(t, idleConn(t, e.addr)) {
+		t.Fatal("a fourth connection after three failed logins was not refused")
+	}
+	// A minute's allowance is 3, so a token comes back every 20 s; the
+	// refusal says when.
+	if got := e.counter("phonebook_relay_pending_auth_refused_total"); got != 1 {
+		t.Fatalf("phonebook_relay_pending_auth_refused_total = %v, want 1", got)
+	}
+}

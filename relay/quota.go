@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -9,38 +10,60 @@ import (
 	"github.com/phonebook/phonebook"
 )
 
-// smsQuota limits SMS fallbacks per sender: an IM message to a stranger's
-// number costs an SMS, so a user (or a stolen token) must not be able to
-// turn the relay into an SMS cannon.
-type smsQuota struct {
+// keyedLimiter is a token bucket per key (a sender, a client address),
+// created on first use and forgotten once full again.
+type keyedLimiter[K comparable] struct {
 	mu    sync.Mutex
-	m     map[phonebook.MSISDN]*rate.Limiter
+	m     map[K]*rate.Limiter
 	limit rate.Limit
 	burst int
 }
 
-func newSMSQuota(perHour int) *smsQuota {
-	return &smsQuota{m: make(map[phonebook.MSISDN]*rate.Limiter), limit: rate.Limit(float64(perHour) / 3600), burst: max(1, perHour/6)}
+func newKeyedLimiter[K comparable](limit rate.Limit, burst int) *keyedLimiter[K] {
+	return &keyedLimiter[K]{m: make(map[K]*rate.Limiter), limit: limit, burst: max(1, burst)}
 }
 
-func (q *smsQuota) allow(sender phonebook.MSISDN, now time.Time) bool {
+// newSMSQuota limits SMS fallbacks per sender: an IM message to a
+// stranger's number costs an SMS, so a user (or a stolen token) must not be
+// able to turn the relay into an SMS cannon. The burst is a sixth of the
+// hour's allowance.
+func newSMSQuota(perHour int) *keyedLimiter[phonebook.MSISDN] {
+	return newKeyedLimiter[phonebook.MSISDN](rate.Limit(float64(perHour)/3600), perHour/6)
+}
+
+// newAuthFailures limits failed relay logins per client address: each
+// costs the accounts store a lookup.
+func newAuthFailures(perMinute int) *keyedLimiter[netip.Addr] {
+	return newKeyedLimiter[netip.Addr](rate.Limit(float64(perMinute)/60), perMinute)
+}
+
+// allow takes a token from k's bucket; false when it is empty.
+func (q *keyedLimiter[K]) allow(k K, now time.Time) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	l := q.m[sender]
+	l := q.m[k]
 	if l == nil {
 		l = rate.NewLimiter(q.limit, q.burst)
-		q.m[sender] = l
+		q.m[k] = l
 	}
 	return l.AllowN(now, 1)
 }
 
-// prune forgets senders whose bucket has refilled: a new bucket is the same.
-func (q *smsQuota) prune(now time.Time) {
+// empty reports whether k's bucket has no token left, without taking one.
+func (q *keyedLimiter[K]) empty(k K, now time.Time) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for n, l := range q.m {
+	l := q.m[k]
+	return l != nil && l.TokensAt(now) < 1
+}
+
+// prune forgets keys whose bucket has refilled: a new bucket is the same.
+func (q *keyedLimiter[K]) prune(now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for k, l := range q.m {
 		if l.TokensAt(now) >= float64(q.burst) {
-			delete(q.m, n)
+			delete(q.m, k)
 		}
 	}
 }

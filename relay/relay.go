@@ -201,6 +201,11 @@ type Config struct {
 	// (256). Beyond them a connection gets Error rate_limited and closes.
 	MaxPendingAuth      int
 	MaxPendingAuthPerIP int
+	// MaxAuthFailuresPerMinute: failed TCP logins (bad, revoked or expired
+	// token, blocked account) per client address per minute, burst as many
+	// (120). Beyond it the address's new connections get rate_limited
+	// until its bucket refills.
+	MaxAuthFailuresPerMinute int
 }
 
 func (c *Config) setDefaults() {
@@ -245,6 +250,7 @@ func (c *Config) setDefaults() {
 	def(&c.ReauthInterval, time.Minute)
 	defInt(&c.MaxPendingAuth, 4096)
 	defInt(&c.MaxPendingAuthPerIP, 256)
+	defInt(&c.MaxAuthFailuresPerMinute, 120)
 	defInt(&c.FallbackPerHour, 60)
 }
 

@@ -33,19 +33,20 @@ var ErrServerClosed = errors.New("relay: server closed")
 // Server is the relay. Lock order: Server.mu, then a router shard, then a
 // session's mu, then a dedup shard; done callbacks run with no lock held.
 type Server struct {
-	cfg      Config
-	auth     Authenticator
-	store    Store
-	dir      Directory
-	fallback Fallback
-	router   Router
-	log      *slog.Logger
-	metrics  *metrics
-	dedup    *dedupTable
-	smsQuota *smsQuota
-	recorder *recorder
-	contacts Contacts
-	presence *presenceTracker
+	cfg       Config
+	auth      Authenticator
+	store     Store
+	dir       Directory
+	fallback  Fallback
+	router    Router
+	log       *slog.Logger
+	metrics   *metrics
+	dedup     *dedupTable
+	smsQuota  *keyedLimiter[phonebook.MSISDN]
+	authFails *keyedLimiter[netip.Addr] // failed TCP logins per client address
+	recorder  *recorder
+	contacts  Contacts
+	presence  *presenceTracker
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -105,10 +106,11 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	srv := &Server{
 		cfg: cfg, auth: deps.Auth, store: deps.Store, dir: deps.Directory, fallback: deps.Fallback,
 		router: deps.Router, log: deps.Logger, metrics: newMetrics(deps.Metrics),
-		dedup:    newDedupTable(cfg.DedupWindow),
-		smsQuota: newSMSQuota(cfg.FallbackPerHour),
-		idPrefix: strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(rnd[:])) + "-",
-		ctx:      ctx, cancel: cancel,
+		dedup:     newDedupTable(cfg.DedupWindow),
+		smsQuota:  newSMSQuota(cfg.FallbackPerHour),
+		authFails: newAuthFailures(cfg.MaxAuthFailuresPerMinute),
+		idPrefix:  strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(rnd[:])) + "-",
+		ctx:       ctx, cancel: cancel,
 		listeners:     make(map[net.Listener]struct{}),
 		sessions:      make(map[*session]struct{}),
 		preAuth:       make(map[net.Conn]netip.Addr),
@@ -243,7 +245,8 @@ func (srv *Server) authDoneLocked(nc net.Conn) {
 // admitLocked decides whether a new TCP connection may wait for its Auth
 // frame: connections that have not authenticated yet are bounded in all
 // and per client address, so that a flood of idle connections cannot use
-// up the process's file descriptors. The per-address bound is generous:
+// up the process's file descriptors, and an address whose logins keep
+// failing (each costs a store lookup) waits for its bucket to refill. The per-address bound is generous:
 // thousands of phones share an address behind carrier NAT, and they all
 // reconnect at once after a restart.
 func (srv *Server) admitLocked(ip netip.Addr) error {
@@ -251,6 +254,10 @@ func (srv *Server) admitLocked(ip netip.Addr) error {
 	if len(srv.preAuth) >= srv.cfg.MaxPendingAuth {
 		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: retry,
 			Message: fmt.Sprintf("%d connections are waiting to authenticate; try again shortly", len(srv.preAuth))}
+	}
+	if srv.authFails.empty(ip, time.Now()) {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: retry,
+			Message: fmt.Sprintf("too many failed logins from %s; try again later", ip)}
 	}
 	if srv.preAuthIP[ip] >= srv.cfg.MaxPendingAuthPerIP {
 		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: retry,
@@ -631,6 +638,7 @@ func (srv *Server) janitor() {
 			if now.Sub(lastExpire) > time.Minute {
 				srv.dedup.expire(now.Add(-10 * time.Minute))
 				srv.smsQuota.prune(now)
+				srv.authFails.prune(now)
 				lastExpire = now
 			}
 		}

@@ -41,6 +41,12 @@ func (srv *Server) serveTCP(nc net.Conn) {
 	srv.metrics.framesIn.Inc()
 	s, err := srv.login(&f, "tcp", nc.RemoteAddr().String(), nc)
 	if err != nil {
+		switch phonebook.ErrorCode(err) {
+		case phonebook.EInternal, phonebook.EShuttingDown, phonebook.EUnavailable:
+			// The server's trouble, not the client's.
+		default:
+			srv.authFails.allow(remoteIP(nc), time.Now())
+		}
 		srv.refuse(nc, err)
 		return
 	}
