@@ -302,7 +302,7 @@ func (u *UDPServer) handshake(b []byte, addr net.Addr, now time.Time) {
 	if len(u.sessions)+len(u.authSlots) >= u.cfg.MaxSessions {
 		u.mu.Unlock()
 		u.stats.refused.Add(1)
-		u.refuse(addr, env.Nonce, &phonebook.Error{Code: phonebook.EUnavailable,
+		u.refuse(addr, env.Nonce, len(b), &phonebook.Error{Code: phonebook.EUnavailable,
 			Message: "too many UDP sessions on this relay; use TCP or retry later", RetryAfter: now.Add(30 * time.Second)})
 		return
 	}
@@ -325,17 +325,26 @@ func (u *UDPServer) handshake(b []byte, addr net.Addr, now time.Time) {
 	u.byNonce[nonce] = nil
 	u.wg.Add(1)
 	u.mu.Unlock()
-	go u.run(env.Frame, nonce, addr)
+	go u.run(env.Frame, nonce, addr, len(b))
 }
 
-// refuse answers a login that got no session, best effort.
-func (u *UDPServer) refuse(addr net.Addr, nonce []byte, err error) {
-	b, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Frame: errorFrame(err), Nonce: nonce, Close: true})
+// refuse answers a login that got no session, best effort. An answer
+// larger than the Auth datagram (reqLen) loses its message text, keeping
+// the code, so that a forged source address gains next to nothing: a
+// minimal Auth draws at most a few dozen bytes, and unauthenticated
+// datagrams are rate-limited per address besides.
+func (u *UDPServer) refuse(addr net.Addr, nonce []byte, reqLen int, err error) {
+	f := errorFrame(err)
+	b, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Frame: f, Nonce: nonce, Close: true})
+	if len(b) > reqLen {
+		f.GetError().Message = ""
+		b, _ = rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Frame: f, Nonce: nonce, Close: true})
+	}
 	u.pc.WriteTo(b, addr)
 }
 
 // run authenticates a login and then serves its session until it ends.
-func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net.Addr) {
+func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net.Addr, reqLen int) {
 	srv := u.srv
 	defer srv.conns.Done()
 	defer u.wg.Done()
@@ -349,7 +358,7 @@ func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net
 		if phonebook.ErrorCode(err) == phonebook.EInternal {
 			srv.log.Warn("relay: udp login refused", "addr", addr.String(), "err", err)
 		}
-		u.refuse(addr, nonce[:], err)
+		u.refuse(addr, nonce[:], reqLen, err)
 		return
 	}
 	us := &udpSession{u: u, s: s, wake: make(chan struct{}, 1),

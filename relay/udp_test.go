@@ -454,6 +454,48 @@ func TestUDPLimits(t *testing.T) {
 	}
 }
 
+// A refused UDP login is answered with no more bytes than the Auth
+// datagram had, or, for a tiny Auth, with the code alone, so a forged
+// source address gains next to nothing.
+func TestUDPRefusalDoesNotAmplify(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	_, addr := e.startUDP(relay.UDPConfig{}, nil)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	raddr, _ := net.ResolveUDPAddr("udp", addr)
+	nonce := make([]byte, rudp.NonceLen)
+	codeOnly, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Nonce: nonce, Close: true,
+		Frame: &relaypb.Frame{Body: &relaypb.Frame_Error{Error: &relaypb.Error{Code: string(phonebook.EUnauthorized)}}}})
+	for i, token := range []string{"x", strings.Repeat("y", 200)} {
+		nonce[0] = byte(i + 1) // a new login each time
+		auth, err := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Seq: 1, Nonce: nonce,
+			Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: token}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.WriteTo(auth, raddr)
+		buf := make([]byte, 2048)
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no answer to a %d-byte Auth: %v", len(auth), err)
+		}
+		if n > max(len(auth), len(codeOnly)) {
+			t.Fatalf("a %d-byte Auth got a %d-byte answer (the code alone takes %d)", len(auth), n, len(codeOnly))
+		}
+		env := new(relaypb.UdpEnvelope)
+		if err := rudp.Open(buf[:n], nil, env); err != nil || env.Frame.GetError().GetCode() != string(phonebook.EUnauthorized) {
+			t.Fatalf("answer %v %v", env, err)
+		}
+		if len(token) > 100 && env.Frame.GetError().GetMessage() == "" {
+			t.Fatal("a large Auth lost the message text it had room for")
+		}
+	}
+}
+
 func TestUDPLargeMessages(t *testing.T) {
 	e := start(t, testConfig(), nil)
 	_, addr := e.startUDP(relay.UDPConfig{}, nil)
