@@ -66,6 +66,7 @@ type Client struct {
 	pending map[string]*Pending
 
 	deliveries chan *relaypb.Deliver
+	seen       recentMessages // read loop only
 	receipts   chan *relaypb.Receipt
 	cs         contactsState // presence.go
 
@@ -210,9 +211,48 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	return c, nil
 }
 
-// Deliveries yields incoming messages. Keep reading it: when it is full the
-// client stops reading the connection and the server eventually drops it
-// as a slow consumer.
+// recentMessages remembers the last deliveries by (from, client_msg_id), to
+// recognise a sender's retry that reached this client under a new
+// server_msg_id (docs/protocol.md, Deliver).
+type recentMessages struct {
+	ids  map[string]string // from + "\x00" + client_msg_id -> server_msg_id
+	ring []string
+	pos  int
+}
+
+const recentMessagesKept = 1024
+
+// retry reports whether d repeats a recent delivery under another
+// server_msg_id, and remembers d otherwise. A repeat under the same
+// server_msg_id is a redelivery the application must see (it may not have
+// acknowledged the first).
+func (r *recentMessages) retry(d *relaypb.Deliver) bool {
+	if d.ClientMsgId == "" {
+		return false
+	}
+	key := d.From + "\x00" + d.ClientMsgId
+	if id, ok := r.ids[key]; ok {
+		return id != d.ServerMsgId
+	}
+	if r.ids == nil {
+		r.ids = make(map[string]string)
+	}
+	if len(r.ring) < recentMessagesKept {
+		r.ring = append(r.ring, key)
+	} else {
+		delete(r.ids, r.ring[r.pos])
+		r.ring[r.pos] = key
+		r.pos = (r.pos + 1) % recentMessagesKept
+	}
+	r.ids[key] = d.ServerMsgId
+	return false
+}
+
+// Deliveries yields incoming messages. Keep reading it: when it is full
+// the client stops reading the connection and the server eventually drops
+// it as a slow consumer. A sender's retry that arrives again under a new
+// server_msg_id (same from and client_msg_id, within the last 1,024
+// deliveries) is acknowledged here and not yielded.
 func (c *Client) Deliveries() <-chan *relaypb.Deliver { return c.deliveries }
 
 // Receipts yields later states of sent messages. Receipts that find it full
@@ -380,8 +420,15 @@ func (c *Client) readLoop(fr *relay.FrameReader) {
 				close(p.done)
 			}
 		case *relaypb.Frame_Deliver:
+			ack := &relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: b.Deliver.ServerMsgId}}}
+			if c.seen.retry(b.Deliver) {
+				// The sender's retry of a message already delivered under
+				// another server_msg_id: acknowledged, not delivered again.
+				c.queue(ack)
+				continue
+			}
 			if c.opts.AutoAck {
-				c.queue(&relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: b.Deliver.ServerMsgId}}})
+				c.queue(ack)
 			}
 			select {
 			case c.deliveries <- b.Deliver:

@@ -27,8 +27,8 @@ func TestChatAcrossNodesWithReceipts(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := next(t, cb.Deliveries(), "delivery on b")
-	if d.From != string(alice) || d.Text != "hello across nodes" || d.Offline {
-		t.Fatalf("delivery = %v", d)
+	if d.From != string(alice) || d.Text != "hello across nodes" || d.Offline || d.ClientMsgId != p.ClientMsgID {
+		t.Fatalf("delivery = %v (sent as %s)", d, p.ClientMsgID)
 	}
 	select {
 	case <-p.Done():

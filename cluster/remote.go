@@ -53,10 +53,7 @@ func (re *remoteEndpoint) Offer(m *relay.Message, done func(bool)) {
 		done(false)
 		return
 	}
-	fb, err := marshalFrame(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: &relaypb.Deliver{
-		ServerMsgId: m.ID, From: string(m.From), Text: m.Text, Type: m.Type, SentAt: m.SentAt.UnixMicro(),
-		Offline: m.Offline, ViaSms: m.ViaSMS, ContentType: m.ContentType, MediaUrl: m.MediaURL, MediaSize: m.MediaSize,
-	}}})
+	fb, err := marshalFrame(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: m.Deliver()}})
 	if err != nil {
 		r.metrics.offers[offerError].Inc()
 		done(false)
@@ -186,11 +183,7 @@ func (r *Router) handleDeliver(msg *nats.Msg) {
 		answer(false)
 		return
 	}
-	m := &relay.Message{
-		ID: d.ServerMsgId, From: phonebook.MSISDN(d.From), To: env.numbers[0], Type: d.Type, Text: d.Text,
-		ContentType: d.ContentType, MediaURL: d.MediaUrl, MediaSize: d.MediaSize, SentAt: time.UnixMicro(d.SentAt),
-		Offline: d.Offline, ViaSMS: d.ViaSms,
-	}
+	m := relay.MessageFromDeliver(d, env.numbers[0])
 	r.metrics.served.Inc()
 	ep.Offer(m, answer)
 }

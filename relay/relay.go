@@ -106,6 +106,25 @@ type Message struct {
 	holder   *session // holds an inflight slot until answered
 }
 
+// Deliver is the frame body that hands m to its recipient.
+func (m *Message) Deliver() *relaypb.Deliver {
+	return &relaypb.Deliver{
+		ServerMsgId: m.ID, From: string(m.From), ClientMsgId: m.ClientMsgID, Text: m.Text, Type: m.Type,
+		SentAt: m.SentAt.UnixMicro(), Offline: m.Offline, ViaSms: m.ViaSMS,
+		ContentType: m.ContentType, MediaUrl: m.MediaURL, MediaSize: m.MediaSize,
+	}
+}
+
+// MessageFromDeliver is the message a Deliver carries to number to (another
+// node's, in a cluster).
+func MessageFromDeliver(d *relaypb.Deliver, to phonebook.MSISDN) *Message {
+	return &Message{
+		ID: d.ServerMsgId, From: phonebook.MSISDN(d.From), ClientMsgID: d.ClientMsgId, To: to, Type: d.Type, Text: d.Text,
+		ContentType: d.ContentType, MediaURL: d.MediaUrl, MediaSize: d.MediaSize, SentAt: time.UnixMicro(d.SentAt),
+		Offline: d.Offline, ViaSMS: d.ViaSms,
+	}
+}
+
 // ConnInfo is one row of the connection table (patent fig. 6): who is
 // connected, from where, to which node, over what.
 type ConnInfo struct {

@@ -117,10 +117,7 @@ func (s *session) Offer(m *Message, done func(bool)) {
 	}
 	s.pending[m.ID] = &pendingDelivery{m: m, at: time.Now(), done: done}
 	s.mu.Unlock()
-	s.Push(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: &relaypb.Deliver{
-		ServerMsgId: m.ID, From: string(m.From), Text: m.Text, Type: m.Type, SentAt: m.SentAt.UnixMicro(),
-		Offline: m.Offline, ViaSms: m.ViaSMS, ContentType: m.ContentType, MediaUrl: m.MediaURL, MediaSize: m.MediaSize,
-	}}})
+	s.Push(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: m.Deliver()}})
 }
 
 // Wake implements Endpoint.
