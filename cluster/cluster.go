@@ -160,6 +160,20 @@ type Router struct {
 	wg        sync.WaitGroup
 	subs      []*nats.Subscription
 	closed    atomic.Bool
+
+	gone atomic.Pointer[func(context.Context, phonebook.MSISDN)] // OnGone
+}
+
+// OnGone sets a function called when a crashed node's session is removed
+// from the registry (PurgeAfter after its node stopped heartbeating) and
+// its number has no session anywhere else: a user who was online there,
+// and whom nobody marked offline, because the node died. The survivor
+// whose delete wins calls it; when the entry aged out of the bucket first,
+// every survivor may. The caller marks the user offline (the relay would
+// have, at the node's logout), which must be idempotent, and should check
+// Locate again, as the user may reconnect at any time.
+func (r *Router) OnGone(fn func(ctx context.Context, number phonebook.MSISDN)) {
+	r.gone.Store(&fn)
 }
 
 type localEntry struct {

@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -350,5 +351,52 @@ func TestDeadNodeEntriesAreOffline(t *testing.T) {
 	cb := dial(t, a, bob, client.Options{AutoAck: true})
 	if d := next(t, cb.Deliveries(), "stored message"); d.ServerMsgId != id {
 		t.Fatalf("got %v", d)
+	}
+}
+
+// When a crashed node's sessions are purged, the survivors report each
+// user who is not connected anywhere else (so that they can be marked
+// offline); a user who came back elsewhere is not reported.
+func TestDeadNodeUsersAreReportedGone(t *testing.T) {
+	c := newCluster(t)
+	a, b, d := c.start("a"), c.start("b"), c.start("d")
+	alice, bob, carol := c.user(1), c.user(2), c.user(3)
+	var mu sync.Mutex
+	reported := map[phonebook.MSISDN]int{}
+	for _, n := range []*node{a, d} {
+		n.router.OnGone(func(ctx context.Context, num phonebook.MSISDN) {
+			mu.Lock()
+			reported[num]++
+			mu.Unlock()
+		})
+	}
+	count := func(n phonebook.MSISDN) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return reported[n]
+	}
+	dial(t, a, alice, client.Options{})
+	dial(t, b, bob, client.Options{})
+	dial(t, b, carol, client.Options{})
+	for _, n := range []*node{a, d} {
+		waitFor(t, "bob and carol on b", func() bool { return locatedOn(n, bob, "b") && locatedOn(n, carol, "b") })
+	}
+	b.kill()
+	dial(t, d, carol, client.Options{}) // carol reconnects to d before the purge
+	waitFor(t, "bob reported gone", func() bool { return count(bob) >= 1 })
+	time.Sleep(time.Second) // every survivor has purged (PurgeAfter 2 s, checked each heartbeat)
+	if count(bob) == 0 || count(bob) > 2 || count(carol) != 0 || count(alice) != 0 {
+		t.Fatalf("reported %v; want bob (by one or both survivors), nobody else", reported)
+	}
+	// The stale entries are gone from the survivors' replicas too.
+	for _, n := range []*node{a, d} {
+		waitFor(t, "no entry left on b", func() bool {
+			for _, ci := range n.router.Connections() {
+				if ci.Node == "b" {
+					return false
+				}
+			}
+			return true
+		})
 	}
 }

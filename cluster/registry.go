@@ -646,8 +646,9 @@ func (r *Router) wakeRegistered(now time.Time) {
 }
 
 type purgeItem struct {
-	key string
-	rev uint64
+	key    string
+	rev    uint64
+	number phonebook.MSISDN
 }
 
 func (r *Router) purgeDead(now time.Time) {
@@ -661,7 +662,7 @@ func (r *Router) purgeDead(now time.Time) {
 		if re.deadSince.IsZero() {
 			re.deadSince = now
 		} else if now.Sub(re.deadSince) > r.cfg.PurgeAfter {
-			gone = append(gone, purgeItem{k, re.rev})
+			gone = append(gone, purgeItem{k, re.rev, re.info.Number})
 		}
 	}
 	r.mu.Unlock()
@@ -669,13 +670,28 @@ func (r *Router) purgeDead(now time.Time) {
 		return
 	}
 	sess, _ := r.buckets()
+	fn := r.gone.Load()
 	for _, g := range gone {
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
 		err := sess.Delete(ctx, g.key, jetstream.LastRevision(g.rev))
-		cancel()
+		if err != nil {
+			if _, gerr := sess.Get(ctx, g.key); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				// It aged out of the bucket (EntryTTL) before anyone
+				// deleted it, so no delete will reach the replica.
+				r.removeRemote(g.key, g.rev)
+				err = nil
+			}
+		}
 		if err == nil {
 			r.metrics.purged.Inc()
+			// The dead node cannot mark its users offline; this node does,
+			// unless the user is connected elsewhere by now. (Usually one
+			// survivor's delete wins; after an age-out each may report.)
+			if fn != nil && *fn != nil && r.Locate(g.number) == nil {
+				(*fn)(ctx, g.number)
+			}
 		}
+		cancel()
 	}
 	r.log.Info("cluster: removed registry entries of dead nodes", "count", len(gone))
 }

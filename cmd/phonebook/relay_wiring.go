@@ -11,6 +11,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
+	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -92,6 +93,19 @@ func (m *Main) startRelay(ctx context.Context) error {
 	// once; the relay's periodic check finds the rest.
 	m.Accounts.OnSessionsRevoked(func(ctx context.Context, n phonebook.MSISDN) { srv.Recheck(ctx, n) })
 	m.Contacts.SetNotifier(srv.Notifier())
+	if cr, ok := m.relayRouter.(*cluster.Router); ok && m.Contacts != nil {
+		// Users who were online on a node that crashed: nobody else marks
+		// them offline.
+		cr.OnGone(func(ctx context.Context, n phonebook.MSISDN) {
+			if err := m.Contacts.Offline(ctx, n); err != nil {
+				m.log.Warn("cluster: presence of a dead node's user not recorded", "number", n, "err", err)
+				return
+			}
+			if cr.Locate(n) != nil {
+				m.Contacts.Online(ctx, n) // reconnected meanwhile
+			}
+		})
+	}
 	if m.relayRouter == nil {
 		// Alone, this node held every connection, and has none now: users
 		// left online by a crash are offline.
