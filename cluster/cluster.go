@@ -161,19 +161,34 @@ type Router struct {
 	subs      []*nats.Subscription
 	closed    atomic.Bool
 
-	gone atomic.Pointer[func(context.Context, phonebook.MSISDN)] // OnGone
+	goneMu      sync.Mutex
+	gone        func(context.Context, phonebook.MSISDN) // OnGone
+	goneWaiting []phonebook.MSISDN                      // reported before OnGone was set
 }
 
 // OnGone sets a function called when a crashed node's session is removed
-// from the registry (PurgeAfter after its node stopped heartbeating) and
-// its number has no session anywhere else: a user who was online there,
-// and whom nobody marked offline, because the node died. The survivor
-// whose delete wins calls it; when the entry aged out of the bucket first,
-// every survivor may. The caller marks the user offline (the relay would
+// from the registry and its number has no session anywhere else: a user
+// who was online there, and whom nobody marked offline, because the node
+// died. Either the crashed node's next process removes it (at its start),
+// or a survivor does, PurgeAfter after the node stopped heartbeating: the
+// one whose delete wins, or, when the entry aged out of the bucket first,
+// every survivor. The caller marks the user offline (the relay would
 // have, at the node's logout), which must be idempotent, and should check
 // Locate again, as the user may reconnect at any time.
+//
+// Users found gone before OnGone is called (at start, before the relay is
+// up) are reported to fn when it is set.
 func (r *Router) OnGone(fn func(ctx context.Context, number phonebook.MSISDN)) {
-	r.gone.Store(&fn)
+	r.goneMu.Lock()
+	r.gone = fn
+	waiting := r.goneWaiting
+	r.goneWaiting = nil
+	r.goneMu.Unlock()
+	for _, n := range waiting {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		r.reportGone(ctx, n)
+		cancel()
+	}
 }
 
 type localEntry struct {
@@ -185,6 +200,10 @@ type localEntry struct {
 type tomb struct {
 	sessionID string
 	rev       uint64
+	// orphan: left by this node's previous process, which cannot have
+	// marked the user offline; number is whose it was.
+	orphan bool
+	number phonebook.MSISDN
 }
 
 type pendingWake struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -398,5 +399,38 @@ func TestDeadNodeUsersAreReportedGone(t *testing.T) {
 			}
 			return true
 		})
+	}
+}
+
+// A crashed node that comes back (same node id, new process) removes its
+// previous process's sessions at once and reports their users, even those
+// found before the relay was ready to hear of them.
+func TestRestartedNodeReportsItsOldUsers(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start("a"), c.start("b")
+	bob, carol := c.user(2), c.user(3)
+	dial(t, b, bob, client.Options{})
+	dial(t, b, carol, client.Options{})
+	waitFor(t, "a to see bob and carol on b", func() bool { return locatedOn(a, bob, "b") && locatedOn(a, carol, "b") })
+	b.kill()
+	dial(t, a, carol, client.Options{}) // carol is back, on a
+	waitFor(t, "carol on a", func() bool { return locatedOn(a, carol, "a") })
+	b2 := c.start("b")
+	var mu sync.Mutex
+	var reported []phonebook.MSISDN
+	b2.router.OnGone(func(ctx context.Context, n phonebook.MSISDN) {
+		mu.Lock()
+		reported = append(reported, n)
+		mu.Unlock()
+	})
+	has := func(n phonebook.MSISDN) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(reported, n)
+	}
+	waitFor(t, "bob reported by b's new process", func() bool { return has(bob) })
+	time.Sleep(500 * time.Millisecond)
+	if has(carol) {
+		t.Fatalf("carol, connected on a, was reported gone: %v", reported)
 	}
 }

@@ -183,7 +183,7 @@ func (r *Router) applySession(e jetstream.KeyValueEntry) {
 			// Left by this node's previous process: its sessions are gone.
 			r.lmu.Lock()
 			if r.locals[k] == nil {
-				r.tombs[k] = tomb{sessionID: ent.SessionID, rev: rev}
+				r.tombs[k] = tomb{sessionID: ent.SessionID, rev: rev, orphan: true, number: ent.Number}
 				r.dirty[k] = opWrite
 			}
 			r.lmu.Unlock()
@@ -438,11 +438,33 @@ func (r *Router) reconcile(k string, op pubOp) error {
 		rev = cur.Revision()
 	}
 	// Only if it is still ours: a newer registration must survive.
-	if err := sess.Delete(ctx, k, jetstream.LastRevision(rev)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+	err := sess.Delete(ctx, k, jetstream.LastRevision(rev))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
 		return err
 	}
 	r.buryTomb(k, tb)
+	if err == nil && tb.orphan {
+		r.reportGone(ctx, tb.number)
+	}
 	return nil
+}
+
+// reportGone calls OnGone's function for number unless it is connected
+// somewhere.
+func (r *Router) reportGone(ctx context.Context, number phonebook.MSISDN) {
+	r.goneMu.Lock()
+	fn := r.gone
+	if fn == nil {
+		if len(r.goneWaiting) < 1<<20 {
+			r.goneWaiting = append(r.goneWaiting, number)
+		}
+		r.goneMu.Unlock()
+		return
+	}
+	r.goneMu.Unlock()
+	if r.Locate(number) == nil {
+		fn(ctx, number)
+	}
 }
 
 func (r *Router) buryTomb(k string, tb tomb) {
@@ -670,7 +692,6 @@ func (r *Router) purgeDead(now time.Time) {
 		return
 	}
 	sess, _ := r.buckets()
-	fn := r.gone.Load()
 	for _, g := range gone {
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
 		err := sess.Delete(ctx, g.key, jetstream.LastRevision(g.rev))
@@ -687,9 +708,7 @@ func (r *Router) purgeDead(now time.Time) {
 			// The dead node cannot mark its users offline; this node does,
 			// unless the user is connected elsewhere by now. (Usually one
 			// survivor's delete wins; after an age-out each may report.)
-			if fn != nil && *fn != nil && r.Locate(g.number) == nil {
-				(*fn)(ctx, g.number)
-			}
+			r.reportGone(ctx, g.number)
 		}
 		cancel()
 	}
