@@ -171,6 +171,11 @@ type Contacts struct {
 
 type Cluster struct {
 	NATSURL string `mapstructure:"nats_url"`
+	// A node silent for DeadAfter counts as gone (its users offline to
+	// routing); its sessions are removed, and their users marked offline,
+	// PurgeAfter later.
+	DeadAfter  time.Duration `mapstructure:"dead_after"`
+	PurgeAfter time.Duration `mapstructure:"purge_after"`
 }
 
 // Default returns the embedded default: SQLite under ./data, the built-in
@@ -216,6 +221,7 @@ func Default() Config {
 			ReauthInterval:   time.Minute,
 			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
 		},
+		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}
 }
@@ -408,6 +414,10 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxies(); err != nil {
 		return err
+	}
+	if c.Cluster.DeadAfter < 2*time.Second || c.Cluster.PurgeAfter < c.Cluster.DeadAfter {
+		return fmt.Errorf("cluster.dead_after (%s) must be at least 2s (nodes heartbeat every second), and cluster.purge_after (%s) at least as long",
+			c.Cluster.DeadAfter, c.Cluster.PurgeAfter)
 	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)

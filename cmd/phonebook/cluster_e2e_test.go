@@ -10,9 +10,9 @@ import (
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
-// twoNodes starts two full servers in cluster mode sharing a fresh MariaDB
-// database and the test NATS.
-func twoNodes(t *testing.T) (*Main, *Main) {
+// testNATS is the test NATS (with JetStream); the test is skipped without
+// one, except in CI.
+func testNATS(t *testing.T) string {
 	t.Helper()
 	nats := os.Getenv("PHONEBOOK_TEST_NATS_URL")
 	if nats == "" {
@@ -21,6 +21,14 @@ func twoNodes(t *testing.T) (*Main, *Main) {
 		}
 		t.Skip("PHONEBOOK_TEST_NATS_URL not set")
 	}
+	return nats
+}
+
+// twoNodes starts two full servers in cluster mode sharing a fresh MariaDB
+// database and the test NATS.
+func twoNodes(t *testing.T) (*Main, *Main) {
+	t.Helper()
+	nats := testNATS(t)
 	dsn := storetest.MySQLDSN(t)
 	node := func(name string) *Main {
 		cfg := testConfig(t)

@@ -15,7 +15,8 @@ func (m *Main) startCluster(ctx context.Context) error {
 	if m.cfg.Cluster.NATSURL == "" {
 		return nil
 	}
-	r, err := cluster.New(ctx, cluster.Config{URL: m.cfg.Cluster.NATSURL, Node: nodeID(m.cfg.Node)}, m.log, m.reg)
+	r, err := cluster.New(ctx, cluster.Config{URL: m.cfg.Cluster.NATSURL, Node: nodeID(m.cfg.Node),
+		DeadAfter: m.cfg.Cluster.DeadAfter, PurgeAfter: m.cfg.Cluster.PurgeAfter}, m.log, m.reg)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}

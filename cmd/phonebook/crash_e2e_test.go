@@ -43,11 +43,12 @@ func splitArgs(s string) []string {
 
 // child is a phonebook server running as a separate process.
 type child struct {
-	cmd  *exec.Cmd
-	http string
+	cmd   *exec.Cmd
+	http  string
+	relay string
 }
 
-var servingRE = regexp.MustCompile(`msg="phonebook serving" http=(\S+)`)
+var servingRE = regexp.MustCompile(`msg="phonebook serving" http=(\S+) relay=(\S*)`)
 
 func startChild(t *testing.T, configPath string) *child {
 	t.Helper()
@@ -60,19 +61,20 @@ func startChild(t *testing.T, configPath string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	addr := make(chan string, 1)
+	addr := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
+				addr <- m
 			}
 		}
 	}()
 	c := &child{cmd: cmd}
 	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
 	select {
-	case c.http = <-addr:
+	case m := <-addr:
+		c.http, c.relay = m[1], m[2]
 	case <-time.After(30 * time.Second):
 		t.Fatal("child server did not start")
 	}

@@ -229,6 +229,20 @@ func TestPhoneChatPresenceCommands(t *testing.T) {
 	}
 }
 
+// mutualContacts puts each phone's number in the other's book.
+func mutualContacts(t *testing.T, ctx context.Context, a *client.Client, aNumber string, b *client.Client, bNumber string) {
+	t.Helper()
+	for _, s := range []struct {
+		c     *client.Client
+		other string
+	}{{a, bNumber}, {b, aNumber}} {
+		if _, err := s.c.SyncContacts(ctx, &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
+			{Id: "1", Name: "x", Phones: []*relaypb.ContactPhone{{Number: s.other}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Presence crosses nodes: Alice on node A sees Bob on node B change his
 // status and go offline.
 func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
@@ -238,15 +252,7 @@ func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
 	alice := phone(t, a, "13800138000")
 	bob := phone(t, b, "13900139000")
 	<-alice.PresenceLists() // alice is online: pushes reach her
-	for _, s := range []struct {
-		c     *client.Client
-		other string
-	}{{alice, "13900139000"}, {bob, "13800138000"}} {
-		if _, err := s.c.SyncContacts(ctx, &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
-			{Id: "1", Name: "x", Phones: []*relaypb.ContactPhone{{Number: s.other}}}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mutualContacts(t, ctx, alice, "13800138000", bob, "13900139000")
 	// The connection table travels through NATS: set the text again until
 	// node B's push finds Alice on node A.
 	for i := 0; ; i++ {

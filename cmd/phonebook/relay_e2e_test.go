@@ -13,8 +13,14 @@ import (
 // phone registers number by method D, logs in and opens a relay connection.
 func phone(t *testing.T, m *Main, number string) *client.Client {
 	t.Helper()
+	return phoneAt(t, m.HTTPAddr(), m.RelayAddr(), number)
+}
+
+// phoneAt is phone for a server at these addresses (another process).
+func phoneAt(t *testing.T, httpAddr, relayAddr, number string) *client.Client {
+	t.Helper()
 	ctx := context.Background()
-	api := &client.API{BaseURL: "http://" + m.HTTPAddr()}
+	api := &client.API{BaseURL: "http://" + httpAddr}
 	id := client.Identity{DeviceID: "imei-" + number, SIMID: "sim-" + number}
 	creds, err := api.RegisterHeader(ctx, "X-Up-Calling-Line-Id", number, id)
 	if err != nil {
@@ -24,7 +30,7 @@ func phone(t *testing.T, m *Main, number string) *client.Client {
 	if err != nil {
 		t.Fatalf("login %s: %v", number, err)
 	}
-	c, err := client.Dial(ctx, m.RelayAddr(), client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
+	c, err := client.Dial(ctx, relayAddr, client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
 	if err != nil {
 		t.Fatalf("dial %s: %v", number, err)
 	}

@@ -168,7 +168,11 @@ func (m *Main) Run(ctx context.Context) error {
 			m.log.Error("http server stopped", "err", err)
 		}
 	}()
-	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "database", cfg.Database.Driver, "node", cfg.Node)
+	relayAddr := ""
+	if m.relayLn != nil {
+		relayAddr = m.relayLn.Addr().String()
+	}
+	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "relay", relayAddr, "database", cfg.Database.Driver, "node", cfg.Node)
 	return nil
 }
 

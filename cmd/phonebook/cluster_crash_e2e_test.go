@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/store/storetest"
+)
+
+// A node is SIGKILLed while Bob is online on it: the surviving node marks
+// him offline once it removes the dead node's sessions, and Alice, his
+// mutual contact on the survivor, sees it.
+func TestCrashedNodesUsersGoOffline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a server")
+	}
+	nats := testNATS(t)
+	dsn := storetest.MySQLDSN(t)
+	suffix := storetest.Name("")
+	cfg := testConfig(t)
+	cfg.Node = "a-" + suffix
+	cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
+	cfg.Cluster.NATSURL = nats
+	cfg.Cluster.DeadAfter, cfg.Cluster.PurgeAfter = 2*time.Second, 2*time.Second
+	a := startMain(t, cfg)
+
+	cfgPath := filepath.Join(t.TempDir(), "b.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+node: %q
+http: {addr: "127.0.0.1:0"}
+relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
+database: {driver: mysql, dsn: %q}
+registration: {header: {trusted_proxies: ["127.0.0.0/8"]}}
+cluster: {nats_url: %q, dead_after: 2s, purge_after: 2s}
+`, "b-"+suffix, dsn, nats)), 0o600)
+	b := startChild(t, cfgPath)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := phone(t, a, "13800138000")
+	<-alice.PresenceLists()
+	bob := phoneAt(t, b.http, b.relay, "13900139000")
+	mutualContacts(t, ctx, alice, "13800138000", bob, "13900139000")
+	if st, err := a.DB.UserStatus(ctx, "+8613900139000"); err != nil || st.IMStatus != "online" {
+		t.Fatalf("bob before the crash: %+v %v", st, err)
+	}
+	b.kill()
+	for {
+		select {
+		case pc := <-alice.PresenceChanges():
+			if pc.Presence.Number == "+8613900139000" && pc.Presence.ImStatus == "offline" {
+				if st, err := a.DB.UserStatus(ctx, "+8613900139000"); err != nil || st.IMStatus != store.StatusOffline {
+					t.Fatalf("bob after the crash: %+v %v", st, err)
+				}
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("bob, on the crashed node, never went offline for alice")
+		}
+	}
+}
