@@ -147,14 +147,15 @@ func Dial(ctx context.Context, addr string, o Options) (*Client, error) {
 	return c, nil
 }
 
-// ioBufSize is the read buffer, and the write buffer while one is in use: a
-// client's memory is mostly its buffers, and programs that hold thousands
+// A client's memory is mostly its buffers, and programs that hold thousands
 // of connections (the load generator) need them small.
-// A full out queue makes callers of write wait for the writer, the
-// back-pressure they should see.
 const (
+	// ioBufSize is the read buffer, and the write buffer while one is in
+	// use.
 	ioBufSize = 4 << 10
-	outQueue  = 256
+	// outQueue bounds the frames waiting for writeLoop: a full queue makes
+	// callers of write wait, the back-pressure they should see.
+	outQueue = 256
 )
 
 // Handshake authenticates over an established connection and starts the
@@ -453,8 +454,8 @@ func (c *Client) readLoop(fr *relay.FrameReader) {
 }
 
 // appendFrame encodes f into the write buffer; the caller holds wmu. A
-// frame too large to encode is an error for its caller, and the connection
-// goes on.
+// frame that cannot be encoded (over the maximum size) is left out and the
+// connection goes on.
 func (c *Client) appendFrame(f *relaypb.Frame) error {
 	if c.wbuf == nil {
 		c.wbuf = writeBufs.Get().(*[]byte)

@@ -469,9 +469,3 @@ func (s *Service) Contacts(ctx context.Context, owner phonebook.MSISDN) ([]Conta
 func (s *Service) UserRegistered(ctx context.Context, number phonebook.MSISDN) {
 	s.push.joined(number)
 }
-
-// Forget deletes the user's book, contact list and status when their
-// account is deleted; others keep the number in their books (flag 1).
-func (s *Service) Forget(ctx context.Context, number phonebook.MSISDN) error {
-	return s.db.ForgetContacts(ctx, number)
-}

@@ -106,11 +106,17 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 			t.Fatalf("bad login %d: %v", i+1, f)
 		}
 	}
-	if !refused(t, idleConn(t, e.addr)) {
-		t.Fatal("a fourth connection after three failed logins was not refused")
-	}
 	// A minute's allowance is 3, so a token comes back every 20 s; the
 	// refusal says when.
+	nc := idleConn(t, e.addr)
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var f relaypb.Frame
+	if err := relay.NewFrameReader(nc, 0).Read(&f); err != nil || f.GetError().GetCode() != string(phonebook.ERateLimited) {
+		t.Fatalf("a fourth connection after three failed logins: %v %v", &f, err)
+	}
+	if s := f.GetError().GetRetryAfterSecs(); s < 19 || s > 21 {
+		t.Fatalf("retry_after_secs = %d, want about 20", s)
+	}
 	if got := e.counter("phonebook_relay_pending_auth_refused_total"); got != 1 {
 		t.Fatalf("phonebook_relay_pending_auth_refused_total = %v, want 1", got)
 	}

@@ -57,6 +57,11 @@ func (q *keyedLimiter[K]) empty(k K, now time.Time) bool {
 	return l != nil && l.TokensAt(now) < 1
 }
 
+// refill is how long a bucket takes to earn one token back.
+func (q *keyedLimiter[K]) refill() time.Duration {
+	return time.Duration(float64(time.Second) / float64(q.limit))
+}
+
 // prune forgets keys whose bucket has refilled: a new bucket is the same.
 func (q *keyedLimiter[K]) prune(now time.Time) {
 	q.mu.Lock()

@@ -246,9 +246,9 @@ func (srv *Server) authDoneLocked(nc net.Conn) {
 // frame: connections that have not authenticated yet are bounded in all
 // and per client address, so that a flood of idle connections cannot use
 // up the process's file descriptors, and an address whose logins keep
-// failing (each costs a store lookup) waits for its bucket to refill. The per-address bound is generous:
-// thousands of phones share an address behind carrier NAT, and they all
-// reconnect at once after a restart.
+// failing (each costs a store lookup) waits for its bucket to refill. The
+// per-address bound is generous: thousands of phones share an address
+// behind carrier NAT, and they all reconnect at once after a restart.
 func (srv *Server) admitLocked(ip netip.Addr) error {
 	retry := time.Now().Add(time.Second)
 	if len(srv.preAuth) >= srv.cfg.MaxPendingAuth {
@@ -256,7 +256,7 @@ func (srv *Server) admitLocked(ip netip.Addr) error {
 			Message: fmt.Sprintf("%d connections are waiting to authenticate; try again shortly", len(srv.preAuth))}
 	}
 	if srv.authFails.empty(ip, time.Now()) {
-		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: retry,
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: time.Now().Add(max(time.Second, srv.authFails.refill())),
 			Message: fmt.Sprintf("too many failed logins from %s; try again later", ip)}
 	}
 	if srv.preAuthIP[ip] >= srv.cfg.MaxPendingAuthPerIP {

@@ -233,8 +233,10 @@ func (d *DB) updateUser(ctx context.Context, number phonebook.MSISDN, set string
 	return nil
 }
 
-// DeleteUser removes the user and their sessions (ForgetContacts removes
-// their address book, contact list and status).
+// DeleteUser removes the user, their sessions, and, in the same
+// transaction, their address book, contact list and status (as
+// ForgetContacts does), so that whoever gets the number next cannot
+// restore them.
 func (d *DB) DeleteUser(ctx context.Context, number phonebook.MSISDN) error {
 	return d.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE number = ?", number); err != nil {
@@ -247,7 +249,7 @@ func (d *DB) DeleteUser(ctx context.Context, number phonebook.MSISDN) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return phonebook.Errorf(phonebook.ENotFound, "no user with number %s", number)
 		}
-		return nil
+		return forgetContacts(ctx, tx, number)
 	})
 }
 

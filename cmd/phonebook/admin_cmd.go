@@ -79,11 +79,9 @@ func newAdminCmd() *cobra.Command {
 			return nil
 		}),
 		withUser("delete", "Delete the user, their sessions, address book, contact list and status", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+			// The book goes too: whoever gets the number next must not
+			// restore it.
 			if err := db.DeleteUser(cmd.Context(), n); err != nil {
-				return err
-			}
-			// Whoever gets the number next must not restore this book.
-			if err := db.ForgetContacts(cmd.Context(), n); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", n)
