@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -231,6 +232,7 @@ func Default() Config {
 			FallbackTemplate: "[Phonebook] {from}: {text}",
 			ReauthInterval:   time.Minute,
 			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
+			MaxAuthFailuresPerMinute: 120,
 		},
 		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
 		Admin:    Admin{Addr: "127.0.0.1:8090"},
@@ -308,9 +310,28 @@ var flagKeys = map[string]string{
 	"smsc-simulator":  "smsc.simulator",
 }
 
-var knownKeys = map[string]bool{}
+// knownKeys are the keys of Config, "http.addr" and so on.
+var knownKeys = sync.OnceValue(func() map[string]bool {
+	keys := map[string]bool{}
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			key := t.Field(i).Tag.Get("mapstructure")
+			if prefix != "" {
+				key = prefix + "." + key
+			}
+			if ft := t.Field(i).Type; ft.Kind() == reflect.Struct {
+				walk(key, ft)
+			} else {
+				keys[key] = true
+			}
+		}
+	}
+	walk("", reflect.TypeOf(Config{}))
+	return keys
+})
 
-func isKnownKey(k string) bool { return knownKeys[k] }
+func isKnownKey(k string) bool { return knownKeys()[k] }
 
 // setDefaults registers every leaf key with its default so that environment
 // variables reach every key (viper only consults the environment for keys
@@ -328,7 +349,6 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 			setDefaults(v, key, fv)
 			continue
 		}
-		knownKeys[key] = true
 		v.SetDefault(key, fv.Interface())
 	}
 }
