@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+
+	"github.com/phonebook/phonebook"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -163,9 +165,18 @@ type Relay struct {
 	Fallback         string        `mapstructure:"fallback"` // never, unregistered, offline
 	FallbackAfter    time.Duration `mapstructure:"fallback_after"`
 	FallbackTemplate string        `mapstructure:"fallback_template"`
-	TLSCert          string        `mapstructure:"tls_cert"`
-	TLSKey           string        `mapstructure:"tls_key"`
-	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
+	// SMS fallbacks queued per sender per clock hour (counted in the
+	// store: across connections, restarts and nodes), and how long a
+	// fallback may keep failing before its sender gets FAILED, expired.
+	FallbackPerHour int           `mapstructure:"fallback_per_hour"`
+	FallbackExpiry  time.Duration `mapstructure:"fallback_expiry"`
+	// The offline store's bounds.
+	MaxOfflinePerRecipient int           `mapstructure:"max_offline_per_recipient"`
+	MaxOfflinePerSender    int           `mapstructure:"max_offline_per_sender"`
+	OfflineTTL             time.Duration `mapstructure:"offline_ttl"`
+	TLSCert                string        `mapstructure:"tls_cert"`
+	TLSKey                 string        `mapstructure:"tls_key"`
+	ReauthInterval         time.Duration `mapstructure:"reauth_interval"`
 	// TCP connections not yet authenticated, in all and per client address.
 	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
@@ -230,8 +241,10 @@ func Default() Config {
 			SendQueue: 256, MaxMsgsPerSecond: 100,
 			Fallback: "unregistered", FallbackAfter: 5 * time.Minute,
 			FallbackTemplate: "[Phonebook] {from}: {text}",
-			ReauthInterval:   time.Minute,
-			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
+			FallbackPerHour:  60, FallbackExpiry: 24 * time.Hour,
+			MaxOfflinePerRecipient: 10000, MaxOfflinePerSender: 10000, OfflineTTL: 30 * 24 * time.Hour,
+			ReauthInterval: time.Minute,
+			MaxPendingAuth: 4096, MaxPendingAuthPerIP: 256,
 			MaxAuthFailuresPerMinute: 120,
 		},
 		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
@@ -452,6 +465,14 @@ func (c *Config) Validate() error {
 	if c.Cluster.DeadAfter < 2*time.Second || c.Cluster.PurgeAfter < c.Cluster.DeadAfter {
 		return fmt.Errorf("cluster.dead_after (%s) must be at least 2s (nodes heartbeat every second), and cluster.purge_after (%s) at least as long",
 			c.Cluster.DeadAfter, c.Cluster.PurgeAfter)
+	}
+	if c.Relay.MaxTextBytes <= 0 || c.Relay.MaxTextBytes+phonebook.DeliverOverhead > c.Relay.MaxFrameBytes {
+		return fmt.Errorf("relay.max_text_bytes (%d) must be positive and at most relay.max_frame_bytes (%d) less %d, what a Deliver frame carries besides the text",
+			c.Relay.MaxTextBytes, c.Relay.MaxFrameBytes, phonebook.DeliverOverhead)
+	}
+	if c.Relay.FallbackPerHour <= 0 || c.Relay.FallbackExpiry <= 0 || c.Relay.MaxOfflinePerRecipient <= 0 ||
+		c.Relay.MaxOfflinePerSender <= 0 || c.Relay.OfflineTTL <= 0 {
+		return fmt.Errorf("relay.fallback_per_hour, fallback_expiry, max_offline_per_recipient, max_offline_per_sender and offline_ttl must be positive")
 	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)

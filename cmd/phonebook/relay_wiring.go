@@ -20,8 +20,16 @@ import (
 type outboxFallback struct{ ob *smsc.Outbox }
 
 func (f outboxFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
-	_, err := f.ob.Enqueue(ctx, smsc.SMS{To: s.To, Text: s.Text, Kind: "fallback", Ref: s.MessageID})
+	_, err := f.ob.Enqueue(ctx, fallbackSMS(s))
 	return err
+}
+
+// CheckSMS implements relay.FallbackChecker: a text over the outbox's
+// parts limit is refused at Send when only an SMS could carry it.
+func (f outboxFallback) CheckSMS(s relay.FallbackSMS) error { return f.ob.Check(fallbackSMS(s)) }
+
+func fallbackSMS(s relay.FallbackSMS) smsc.SMS {
+	return smsc.SMS{To: s.To, Text: s.Text, Kind: "fallback", Ref: s.MessageID}
 }
 
 // smsStates maps outbox states to the relay protocol's message states.
@@ -31,6 +39,17 @@ var smsStates = map[string]relaypb.MessageState{
 	"undeliverable": relaypb.MessageState_FAILED,
 	"expired":       relaypb.MessageState_FAILED,
 	"failed":        relaypb.MessageState_FAILED,
+}
+
+// smsFailureCode is the error code a sender reads for an outbox failure.
+func smsFailureCode(state string) phonebook.Code {
+	switch state {
+	case "expired":
+		return phonebook.EExpired
+	case "undeliverable":
+		return phonebook.EUndeliverable
+	}
+	return phonebook.EUnavailable
 }
 
 // accountsAuth authenticates relay logins with the accounts service and
@@ -69,6 +88,11 @@ func (m *Main) startRelay(ctx context.Context) error {
 		Fallback:                 relay.FallbackPolicy(cfg.Relay.Fallback),
 		FallbackGrace:            cfg.Relay.FallbackAfter,
 		SMSTemplate:              cfg.Relay.FallbackTemplate,
+		FallbackPerHour:          cfg.Relay.FallbackPerHour,
+		FallbackExpiry:           cfg.Relay.FallbackExpiry,
+		MaxOfflinePerRecipient:   cfg.Relay.MaxOfflinePerRecipient,
+		MaxOfflinePerSender:      cfg.Relay.MaxOfflinePerSender,
+		OfflineTTL:               cfg.Relay.OfflineTTL,
 		ReauthInterval:           cfg.Relay.ReauthInterval,
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
@@ -118,7 +142,11 @@ func (m *Main) startRelay(ctx context.Context) error {
 			return
 		}
 		if st, ok := smsStates[ev.State]; ok {
-			if err := srv.SMSStateChanged(ctx, ev.Ref, st); err != nil {
+			var reason error
+			if st == relaypb.MessageState_FAILED {
+				reason = phonebook.Errorf(smsFailureCode(ev.State), "%s: %s", ev.State, ev.Error)
+			}
+			if err := srv.SMSStateChanged(ctx, ev.Ref, st, reason); err != nil {
 				m.log.Warn("relay: sms state not recorded", "message", ev.Ref, "state", ev.State, "err", err)
 			}
 		}
