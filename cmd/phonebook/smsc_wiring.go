@@ -38,6 +38,18 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 	return out
 }
 
+// verifyConfig is number verification's part of the configuration.
+func verifyConfig(cfg config.Config) verify.Config {
+	return verify.Config{
+		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
+		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
+		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
+		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
+		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
+		SecretKey: cfg.Verify.SecretKey,
+	}
+}
+
 // startSMSC starts the SMS side: the links (or, with none configured, the
 // built-in simulator on loopback and one link to it over TCP), the durable
 // outbox, and number verification by SMS.
@@ -112,14 +124,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		return nil
 	})
 
-	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verify.Config{
-		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
-		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
-		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
-		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
-		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
-		SecretKey: cfg.Verify.SecretKey,
-	}, cfg.Phone.DefaultRegion, m.log, m.reg)
+	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verifyConfig(cfg), cfg.Phone.DefaultRegion, m.log, m.reg)
 	if err != nil {
 		return err
 	}
