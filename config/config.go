@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -50,6 +51,16 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	Admin        Admin        `mapstructure:"admin"`
+}
+
+// Admin configures the operators' HTTP listener: /admin/*, /metrics and,
+// when Pprof is set, /debug/pprof/. The public listener (http.addr) answers
+// 404 for those paths.
+type Admin struct {
+	Addr  string `mapstructure:"addr"`  // empty: no admin listener
+	Token string `mapstructure:"token"` // bearer token; required when Addr is not loopback
+	Pprof bool   `mapstructure:"pprof"`
 }
 
 type Log struct {
@@ -114,12 +125,15 @@ type Verify struct {
 	MaxTokensPerIPHour int             `mapstructure:"max_tokens_per_ip_hour"`
 }
 
-// SMSC configures the links to operator SMSCs. With no links, serve starts
-// the built-in simulator on loopback and binds to it.
+// SMSC configures the links to operator SMSCs. With no links, serve runs
+// the built-in simulator on loopback only when Simulator is set, and
+// refuses to start otherwise.
 type SMSC struct {
-	Links     []Link    `mapstructure:"links"`
-	Simulator Simulator `mapstructure:"simulator"`
-	Outbox    Outbox    `mapstructure:"outbox"`
+	Links                 []Link        `mapstructure:"links"`
+	Simulator             bool          `mapstructure:"simulator"`
+	SimulatorAddr         string        `mapstructure:"simulator_addr"` // a loopback address
+	SimulatorReceiptDelay time.Duration `mapstructure:"simulator_receipt_delay"`
+	Outbox                Outbox        `mapstructure:"outbox"`
 }
 
 type Link struct {
@@ -167,11 +181,6 @@ func (l *Link) fill() {
 	}
 }
 
-type Simulator struct {
-	Addr         string        `mapstructure:"addr"`
-	ReceiptDelay time.Duration `mapstructure:"receipt_delay"`
-}
-
 type Outbox struct {
 	Validity    time.Duration `mapstructure:"validity"`
 	MaxAttempts int           `mapstructure:"max_attempts"`
@@ -214,11 +223,12 @@ type Cluster struct {
 	PurgeAfter time.Duration `mapstructure:"purge_after"`
 }
 
-// Default returns the embedded default: SQLite under ./data, the built-in
-// SMSC simulator, everything on loopback. A key that a package also
-// defaults (relay.send_queue: relay.Config.SendQueue) takes the package's
-// default, so that the two cannot differ; the keys only serve reads are
-// defaulted here.
+// Default returns the embedded default: SQLite under ./data, everything on
+// loopback. It has no SMSC link and the simulator off, so serve needs
+// smsc.links or smsc.simulator (scripts/run sets the latter). A key that a
+// package also defaults (relay.send_queue: relay.Config.SendQueue) takes
+// the package's default, so that the two cannot differ; the keys only
+// serve reads are defaulted here.
 func Default() Config {
 	host, _ := os.Hostname()
 	acc, web, ver := accounts.DefaultConfig(), api.DefaultConfig(), verify.DefaultConfig()
@@ -253,8 +263,9 @@ func Default() Config {
 			MaxTokensPerIPHour: ver.MaxTokensPerIPHour,
 		},
 		SMSC: SMSC{
-			Simulator: Simulator{Addr: "127.0.0.1:0", ReceiptDelay: 500 * time.Millisecond},
-			Outbox:    Outbox{Validity: out.DefaultValidity, MaxAttempts: 50}, // smsc: 0 = until validity ends
+			SimulatorAddr:         "127.0.0.1:0",
+			SimulatorReceiptDelay: 500 * time.Millisecond,
+			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50}, // smsc: 0 = until validity ends
 		},
 		Relay: Relay{
 			TCPAddr: rel.Addr, UDPAddr: rel.Addr,
@@ -274,6 +285,7 @@ func Default() Config {
 			LookupCapacity:   int(con.LookupCapacity),
 			LookupRefillPerS: con.LookupRefillPerSecond,
 		},
+		Admin: Admin{Addr: "127.0.0.1:8090"},
 	}
 }
 
@@ -351,6 +363,8 @@ var flagKeys = map[string]string{
 	"default-region":  "phone.default_region",
 	"node":            "node",
 	"nats-url":        "cluster.nats_url",
+	"admin-addr":      "admin.addr",
+	"smsc-simulator":  "smsc.simulator",
 }
 
 // knownKeys are the keys of Config, "http.addr" and so on.
@@ -638,7 +652,46 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
 		}
 	}
+	if err := c.validateAdmin(); err != nil {
+		return err
+	}
+	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
+		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
+	}
 	return nil
+}
+
+// validateAdmin refuses an admin listener reachable from other hosts
+// without a token.
+func (c *Config) validateAdmin() error {
+	a := c.Admin
+	if a.Addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(a.Addr); err != nil {
+		return fmt.Errorf("admin.addr: %q is not host:port: %v", a.Addr, err)
+	}
+	if !isLoopbackAddr(a.Addr) && a.Token == "" {
+		return fmt.Errorf("admin.addr: %q is not a loopback address, so admin.token is required (clients send Authorization: Bearer <token>)", a.Addr)
+	}
+	if a.Token != "" && len(a.Token) < 16 {
+		return fmt.Errorf("admin.token: at least 16 characters")
+	}
+	return nil
+}
+
+// isLoopbackAddr reports whether host:port names a loopback host
+// ("localhost", 127.0.0.0/8, ::1). An empty host means every interface.
+func isLoopbackAddr(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single
@@ -671,6 +724,9 @@ func (c Config) Redacted() Config {
 	}
 	if r.Verify.SecretKey != "" {
 		r.Verify.SecretKey = "REDACTED"
+	}
+	if r.Admin.Token != "" {
+		r.Admin.Token = "REDACTED"
 	}
 	r.SMSC.Links = append([]Link(nil), c.SMSC.Links...)
 	for i := range r.SMSC.Links {

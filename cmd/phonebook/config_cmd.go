@@ -116,6 +116,9 @@ func checkConfig(cfg config.Config) error {
 			errs = append(errs, err)
 		}
 	}
+	if len(cfg.SMSC.Links) == 0 && !cfg.SMSC.Simulator {
+		add(errNoSMSC)
+	}
 	add(relayConfig(cfg).Validate())
 	_, err := relayTLS(cfg)
 	add(err)
