@@ -37,6 +37,7 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 }
 
 type Log struct {
@@ -163,6 +164,23 @@ type Relay struct {
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
+// SMSReply configures two-way SMS: how replies to fallback SMS find their
+// IM user, opt-outs, and the per-recipient daily cap (smsreply/).
+type SMSReply struct {
+	Mode               string        `mapstructure:"mode"`         // extension or sticky
+	ShortNumber        string        `mapstructure:"short_number"` // "" = verify.short_number
+	ExtensionDigits    int           `mapstructure:"extension_digits"`
+	ExtensionIdle      time.Duration `mapstructure:"extension_idle"`
+	StickyWindow       time.Duration `mapstructure:"sticky_window"`
+	StickyRule         string        `mapstructure:"sticky_rule"` // most_recent or ask
+	OptOutKeywords     []string      `mapstructure:"optout_keywords"`
+	OptInKeywords      []string      `mapstructure:"optin_keywords"`
+	OptOutText         string        `mapstructure:"optout_text"`
+	OptInText          string        `mapstructure:"optin_text"`
+	AskText            string        `mapstructure:"ask_text"`
+	MaxPerRecipientDay int           `mapstructure:"max_per_recipient_day"`
+}
+
 type Contacts struct {
 	Visibility       string  `mapstructure:"visibility"`
 	LookupCapacity   int     `mapstructure:"lookup_capacity"`
@@ -221,7 +239,17 @@ func Default() Config {
 			ReauthInterval:   time.Minute,
 			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
 		},
-		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
+		Cluster: Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
+		SMSReply: SMSReply{
+			Mode: "sticky", ExtensionDigits: 4, ExtensionIdle: 7 * 24 * time.Hour,
+			StickyWindow: 24 * time.Hour, StickyRule: "most_recent",
+			OptOutKeywords:     []string{"TD", "STOP", "退订", "UNSUBSCRIBE"},
+			OptInKeywords:      []string{"START", "恢复"},
+			OptOutText:         "Phonebook: you will get no more SMS from {who}. Reply START to get them again. 回复恢复可重新接收",
+			OptInText:          "Phonebook: SMS from {who} are on again. Reply TD to stop them. 回复TD退订",
+			AskText:            "Phonebook: several people wrote to you ({senders}). Start your reply with the number you answer, e.g. \"{example} hello\".",
+			MaxPerRecipientDay: 20,
+		},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}
 }
@@ -429,6 +457,22 @@ func (c *Config) Validate() error {
 	case "never", "unregistered", "offline":
 	default:
 		return fmt.Errorf("relay.fallback: %q is not never, unregistered or offline", c.Relay.Fallback)
+	}
+	switch c.SMSReply.Mode {
+	case "extension", "sticky":
+	default:
+		return fmt.Errorf("sms_reply.mode: %q is not extension or sticky", c.SMSReply.Mode)
+	}
+	switch c.SMSReply.StickyRule {
+	case "most_recent", "ask":
+	default:
+		return fmt.Errorf("sms_reply.sticky_rule: %q is not most_recent or ask", c.SMSReply.StickyRule)
+	}
+	if c.SMSReply.ExtensionDigits < 1 || c.SMSReply.ExtensionDigits > 8 {
+		return fmt.Errorf("sms_reply.extension_digits: %d is not 1 to 8", c.SMSReply.ExtensionDigits)
+	}
+	if c.SMSReply.MaxPerRecipientDay < 0 {
+		return fmt.Errorf("sms_reply.max_per_recipient_day: %d is negative (0 = no cap)", c.SMSReply.MaxPerRecipientDay)
 	}
 	switch c.Contacts.Visibility {
 	case "mutual", "contacts":

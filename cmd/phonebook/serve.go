@@ -22,6 +22,7 @@ import (
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -67,6 +68,7 @@ type Main struct {
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator, when no link is configured
 	Verify   *verify.Service
+	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
 
