@@ -41,8 +41,8 @@ const (
 	RuleAsk        = "ask"         // an SMS back explains how to address a reply
 )
 
-// Config is the two-way SMS configuration (config key sms_reply). Every
-// field is required except where noted; config.Default holds the defaults.
+// Config is the two-way SMS configuration (config key sms_reply). Zero
+// values mean the defaults of DefaultConfig.
 type Config struct {
 	Mode            string
 	ShortNumber     string        // the SP short number replies are sent to; fallback sources start with it
@@ -56,9 +56,83 @@ type Config struct {
 	OptInText       string
 	AskText         string // sticky rule ask; {senders}: the numbers, {example}: the first
 	// MaxPerRecipientDay caps fallback SMS to one number per UTC day, from
-	// all senders together; 0 = no cap.
+	// all senders together; negative = no cap.
 	MaxPerRecipientDay int
 	Region             string // for numbers written in national form in a reply
+}
+
+// DefaultConfig returns the values a zero Config stands for. The default
+// mode is sticky: it works with every operator, while extension needs one
+// that lets an SP append digits to its short number.
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	str := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	str(&c.Mode, ModeSticky)
+	str(&c.ShortNumber, "10690")
+	str(&c.StickyRule, RuleMostRecent)
+	str(&c.Region, phonebook.DefaultRegion)
+	str(&c.OptOutText, "Phonebook: you will get no more SMS from {who}. Reply START to get them again. 回复恢复可重新接收")
+	str(&c.OptInText, "Phonebook: SMS from {who} are on again. Reply TD to stop them. 回复TD退订")
+	str(&c.AskText, `Phonebook: several people wrote to you ({senders}). Start your reply with the number you answer, e.g. "{example} hello".`)
+	if c.ExtensionDigits == 0 {
+		c.ExtensionDigits = 4
+	}
+	if c.ExtensionIdle == 0 {
+		c.ExtensionIdle = 7 * 24 * time.Hour
+	}
+	if c.StickyWindow == 0 {
+		c.StickyWindow = 24 * time.Hour
+	}
+	if c.OptOutKeywords == nil {
+		c.OptOutKeywords = []string{"TD", "STOP", "退订", "UNSUBSCRIBE"}
+	}
+	if c.OptInKeywords == nil {
+		c.OptInKeywords = []string{"START", "恢复"}
+	}
+	if c.MaxPerRecipientDay == 0 {
+		c.MaxPerRecipientDay = 20
+	}
+}
+
+// Validate reports what New refuses.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch c.Mode {
+	case ModeExtension, ModeSticky:
+	default:
+		return fmt.Errorf("smsreply: mode %q is not %s or %s", c.Mode, ModeExtension, ModeSticky)
+	}
+	if c.ExtensionDigits < 1 || c.ExtensionDigits > 8 {
+		return fmt.Errorf("smsreply: extension_digits %d: want 1 to 8", c.ExtensionDigits)
+	}
+	if c.ExtensionIdle < 0 || c.StickyWindow < 0 {
+		return fmt.Errorf("smsreply: extension_idle and sticky_window must not be negative")
+	}
+	if c.Mode == ModeExtension && len(c.ShortNumber)+c.ExtensionDigits > 21 {
+		return fmt.Errorf("smsreply: short number %q and %d digits make a source longer than 21 characters", c.ShortNumber, c.ExtensionDigits)
+	}
+	if c.StickyRule != RuleMostRecent && c.StickyRule != RuleAsk {
+		return fmt.Errorf("smsreply: sticky_rule %q is not %s or %s", c.StickyRule, RuleMostRecent, RuleAsk)
+	}
+	if strings.Trim(strings.TrimPrefix(c.ShortNumber, "+"), "0123456789") != "" {
+		return fmt.Errorf("smsreply: short number %q is not digits", c.ShortNumber)
+	}
+	in := keywords(c.OptInKeywords)
+	for k := range keywords(c.OptOutKeywords) {
+		if in[k] {
+			return fmt.Errorf("smsreply: %q is both an opt-out and an opt-in keyword", k)
+		}
+	}
+	return nil
 }
 
 // Store is what the service needs from persistence; *store.DB has it.
@@ -108,37 +182,15 @@ type Service struct {
 
 // New checks cfg and returns the service. reg may be nil.
 func New(cfg Config, db Store, outbox Outbox, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
-	switch cfg.Mode {
-	case ModeExtension:
-		if cfg.ExtensionDigits < 1 || cfg.ExtensionDigits > 8 {
-			return nil, fmt.Errorf("smsreply: extension_digits %d: want 1 to 8", cfg.ExtensionDigits)
-		}
-		if cfg.ExtensionIdle <= 0 {
-			return nil, fmt.Errorf("smsreply: extension_idle must be positive")
-		}
-		if len(cfg.ShortNumber)+cfg.ExtensionDigits > 21 {
-			return nil, fmt.Errorf("smsreply: short number %q and %d digits make a source longer than 21 characters", cfg.ShortNumber, cfg.ExtensionDigits)
-		}
-	case ModeSticky:
-	default:
-		return nil, fmt.Errorf("smsreply: mode %q is not %s or %s", cfg.Mode, ModeExtension, ModeSticky)
-	}
-	if cfg.StickyRule != RuleMostRecent && cfg.StickyRule != RuleAsk {
-		return nil, fmt.Errorf("smsreply: sticky_rule %q is not %s or %s", cfg.StickyRule, RuleMostRecent, RuleAsk)
-	}
-	if cfg.ShortNumber == "" || strings.Trim(strings.TrimPrefix(cfg.ShortNumber, "+"), "0123456789") != "" {
-		return nil, fmt.Errorf("smsreply: short number %q is not digits", cfg.ShortNumber)
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, db: db, outbox: outbox, log: log.With("component", "sms-reply"), now: time.Now,
 		optOut: keywords(cfg.OptOutKeywords), optIn: keywords(cfg.OptInKeywords)}
-	for k := range s.optOut {
-		if s.optIn[k] {
-			return nil, fmt.Errorf("smsreply: %q is both an opt-out and an opt-in keyword", k)
-		}
-	}
 	s.inbound = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_reply_inbound_total",
 		Help: "Inbound SMS by what became of them: token, opt_out, opt_in, reply, ask, unknown_extension, no_conversation, empty, non_numeric_sender, unknown."},
 		[]string{"result"})
