@@ -19,3 +19,9 @@ const (
 // relay.max_text_bytes may be at most relay.max_frame_bytes less this, so
 // that every accepted message fits the frame that delivers it.
 const DeliverOverhead = 1536
+
+// Why an SMS fallback was refused for good; a FAILED Receipt carries them.
+const (
+	EOptedOut       Code = "opted_out"             // the recipient texted an opt-out keyword (TD, STOP...)
+	ERecipientLimit Code = "recipient_daily_limit" // the recipient had as many fallback SMS today as allowed
+)

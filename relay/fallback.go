@@ -7,6 +7,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/store"
 )
 
 // SMS fallback: a stored message goes to the SMS outbox at once (recipient
@@ -46,7 +47,8 @@ func smsBackoff(attempts int) time.Duration {
 // message or its destination, not about the moment.
 func PermanentSMSError(err error) bool {
 	switch phonebook.ErrorCode(err) {
-	case phonebook.ETooLarge, phonebook.EInvalid, phonebook.EInvalidNumber, phonebook.ENumberNotAllowed, phonebook.EBlocked:
+	case phonebook.ETooLarge, phonebook.EInvalid, phonebook.EInvalidNumber, phonebook.ENumberNotAllowed, phonebook.EBlocked,
+		phonebook.EOptedOut, phonebook.ERecipientLimit:
 		return true
 	}
 	return false
@@ -157,21 +159,27 @@ func (srv *Server) unhit(ctx context.Context, key string) {
 	}
 }
 
-// endFallback gives up m's SMS for good and tells its sender why.
+// endFallback gives up m's SMS for good: nothing more is due, its record
+// is FAILED (unless its recipient acknowledged it meanwhile) and its
+// sender gets a FAILED receipt with the reason. The message stays stored
+// for the recipient's client.
 func (srv *Server) endFallback(ctx context.Context, m *Message, reason error) {
-	rec, changed, err := srv.store.EndFallback(ctx, m.ID)
+	rec, err := srv.store.FailFallback(ctx, m.ID)
 	if err != nil {
+		// The due time stays: the sweeper comes back to it.
 		srv.log.Warn("relay: end SMS fallback", "id", m.ID, "err", err)
 		return
 	}
 	srv.metrics.smsFailed.WithLabelValues(string(phonebook.ErrorCode(reason))).Inc()
 	srv.log.Info("relay: SMS fallback failed for good", "id", m.ID, "from", m.From, "to", m.To, "reason", reason)
-	if changed {
+	if rec.State == store.MsgFailed {
 		srv.receipt(rec.Sender, rec.ID, rec.ClientMsgID, relaypb.MessageState_FAILED, smsFailure(reason))
 	}
 }
 
-// smsFailure is the reason a sender reads in a FAILED receipt.
+// smsFailure is the reason a sender reads in a FAILED receipt: the code
+// stays (opted_out, request_too_large, expired...), the message says it
+// was the SMS that failed.
 func smsFailure(err error) error {
 	return phonebook.Errorf(phonebook.ErrorCode(err), "the SMS fallback failed: %s", phonebook.ErrorMessage(err))
 }

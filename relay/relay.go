@@ -67,8 +67,10 @@ type FallbackSMS struct {
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
 // survive a crash. It reports progress back through Server.SMSStateChanged
 // (SMSState maps the outbox's state names). An error whose code says the
-// SMS can never be sent (PermanentSMSError) ends the fallback with a FAILED
-// receipt; any other is retried with backoff until Config.FallbackExpiry.
+// SMS can never be sent (PermanentSMSError: too long, invalid destination,
+// the recipient opted out or had their daily allowance) ends the fallback
+// with a FAILED receipt carrying that reason; any other is retried with
+// backoff until Config.FallbackExpiry.
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
@@ -90,12 +92,12 @@ type Store interface {
 	DueSMS(ctx context.Context, now time.Time, perSender, limit int) ([]store.Message, error)
 	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	RescheduleFallback(ctx context.Context, id string, at time.Time) error
-	EndFallback(ctx context.Context, id string) (store.ChatRecord, bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
 	OfflineCounts(ctx context.Context, senders, recipients []phonebook.MSISDN) (bySender, byRecipient map[phonebook.MSISDN]int, err error)
 	ExpireMessages(ctx context.Context, before time.Time, limit int) ([]store.ExpiredMessage, error)
 	FailStored(ctx context.Context, id string) (store.ChatRecord, error)
+	FailFallback(ctx context.Context, id string) (store.ChatRecord, error)
 	// Per-user counters shared by every node (the SMS quota).
 	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
 	Unhit(ctx context.Context, name string, window time.Duration) error

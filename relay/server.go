@@ -614,6 +614,48 @@ func (srv *Server) FormatSMS(from phonebook.MSISDN, text string) string {
 	return strings.NewReplacer("{from}", string(from), "{text}", text).Replace(srv.cfg.SMSTemplate)
 }
 
+// InjectSMS accepts a message that came by SMS from a number without the
+// app (a reply to a fallback SMS) for the IM user to, with type SMS in the
+// chat record. Like a Send, it is offered to the recipient's live session
+// (on any node of a cluster) and stored for their next login when that
+// session does not acknowledge it; either way it is delivered or durably
+// stored when InjectSMS returns nil. It returns the server_msg_id.
+func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, text string) (string, error) {
+	if srv.stopping.Load() {
+		return "", phonebook.Errorf(phonebook.EShuttingDown, "the relay is stopping")
+	}
+	now := time.Now()
+	m := &Message{ID: srv.newID(), From: from, To: to, Type: relaypb.MessageType_SMS, Text: text, SentAt: now, accepted: now}
+	m.ClientMsgID = m.ID
+	if ep := srv.router.Locate(to); ep != nil {
+		acked := make(chan bool, 1)
+		ep.Offer(m, func(ok bool) { acked <- ok })
+		select {
+		case ok := <-acked:
+			if ok {
+				srv.metrics.outcome(outcomeDelivered)
+				srv.recorder.record(store.ChatRecord{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID, Receiver: to, Content: text,
+					Type: int(m.Type), SentAt: now, ReceivedAt: time.Now(), State: store.MsgDelivered})
+				return m.ID, nil
+			}
+		case <-ctx.Done():
+			// Stored below under the same id: should the offer still
+			// succeed, the client drops the second copy by its id.
+		}
+	}
+	_, err := srv.store.StoreMessages(context.WithoutCancel(ctx), []store.Message{{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID,
+		Recipient: to, Type: int(m.Type), Text: text, SentAt: now}})
+	if err != nil {
+		return "", err
+	}
+	srv.metrics.outcome(outcomeStored)
+	// Logged in meanwhile: the drain delivers it.
+	if ep := srv.router.Locate(to); ep != nil {
+		ep.Wake()
+	}
+	return m.ID, nil
+}
+
 // janitor fails deliveries that were not acknowledged in time (so they are
 // stored) and forgets idle senders' dedup windows.
 func (srv *Server) janitor() {

@@ -63,33 +63,6 @@ func (d *DB) RescheduleFallback(ctx context.Context, id string, at time.Time) er
 	return err
 }
 
-// EndFallback gives up a stored message's SMS fallback for good: nothing
-// more is due, and its chat record is FAILED unless its recipient already
-// acknowledged it. The message stays stored for its recipient's next
-// login. It returns the record (for the sender's receipt) and whether it
-// changed to FAILED now.
-func (d *DB) EndFallback(ctx context.Context, id string) (ChatRecord, bool, error) {
-	var changed bool
-	err := d.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = NULL WHERE id = ?", id); err != nil {
-			return err
-		}
-		r, err := tx.ExecContext(ctx, "UPDATE chat_records SET state = ? WHERE id = ? AND state NOT IN (?, ?)",
-			MsgFailed, id, MsgDelivered, MsgFailed)
-		if err != nil {
-			return err
-		}
-		n, _ := r.RowsAffected()
-		changed = n == 1
-		return nil
-	})
-	if err != nil {
-		return ChatRecord{}, false, err
-	}
-	rec, err := d.ChatRecord(ctx, id)
-	return rec, changed, err
-}
-
 // ExpiredMessage is a stored message removed by ExpireMessages.
 type ExpiredMessage struct {
 	ID          string

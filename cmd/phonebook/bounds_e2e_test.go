@@ -66,21 +66,6 @@ func sendWait(t *testing.T, ctx context.Context, c *client.Client, to, text stri
 	return r
 }
 
-// receiptFor waits for the receipt of message id in state.
-func receiptFor(t *testing.T, ctx context.Context, c *client.Client, id string, state relaypb.MessageState) *relaypb.Receipt {
-	t.Helper()
-	for {
-		select {
-		case r := <-c.Receipts():
-			if r.ServerMsgId == id && r.State == state {
-				return r
-			}
-		case <-ctx.Done():
-			t.Fatalf("no %s receipt for %s", state, id)
-		}
-	}
-}
-
 func quotaUsed(t *testing.T, db *store.DB, sender phonebook.MSISDN) int64 {
 	t.Helper()
 	n, _, err := db.Count(context.Background(), "relay_sms:"+string(sender), time.Hour)
