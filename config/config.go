@@ -123,6 +123,7 @@ type Link struct {
 	TLSServerName         string        `mapstructure:"tls_server_name"`
 	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
 	Window                int           `mapstructure:"window"`
+	Binds                 int           `mapstructure:"binds"`
 	MaxTPS                float64       `mapstructure:"max_tps"`
 	EnquireLink           time.Duration `mapstructure:"enquire_link"`
 	RespTimeout           time.Duration `mapstructure:"resp_timeout"`
