@@ -47,4 +47,3 @@ func TestRunRefusesUnknownStore(t *testing.T) {
 		t.Fatalf("driver oracle: %v", err)
 	}
 }
-
