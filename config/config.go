@@ -169,6 +169,9 @@ func (l *Link) fill() {
 	if l.Window <= 0 {
 		l.Window = d.Window
 	}
+	if l.Binds <= 0 {
+		l.Binds = d.Binds
+	}
 	for _, p := range []struct {
 		v *time.Duration
 		d time.Duration
