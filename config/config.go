@@ -135,6 +135,7 @@ type SMSC struct {
 	Simulator             bool          `mapstructure:"simulator"`
 	SimulatorAddr         string        `mapstructure:"simulator_addr"` // a loopback address
 	SimulatorReceiptDelay time.Duration `mapstructure:"simulator_receipt_delay"`
+	SimulatorHTTP         string        `mapstructure:"simulator_http"` // the simulator's HTTP control (POST /mo, /reply); "" = off; loopback
 	Outbox                Outbox        `mapstructure:"outbox"`
 }
 
@@ -700,6 +701,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
 		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
+	}
+	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
+		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
 	}
 	return nil
 }

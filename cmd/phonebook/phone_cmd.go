@@ -265,6 +265,9 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 					return // the connection ended
 				}
 				tag := ""
+				if d.Type == relaypb.MessageType_SMS {
+					tag += " [SMS reply]" // from someone without the app, answering by SMS
+				}
 				if d.Offline {
 					tag += " [stored]"
 				}
@@ -276,7 +279,11 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 				if !ok {
 					return
 				}
-				say(fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State)))
+				line := fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+				if r.Error != nil {
+					line += fmt.Sprintf(" (%s: %s)", r.Error.Code, r.Error.Message)
+				}
+				say(line)
 			case list := <-c.PresenceLists():
 				say(fmt.Sprintf("%d contact(s) visible", len(list)))
 				for _, p := range list {
