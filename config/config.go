@@ -19,6 +19,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/phonebook/phonebook"
 )
 
 // Config is the whole configuration. docs/configuration.md documents every
@@ -37,6 +39,15 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	Limits       Limits       `mapstructure:"limits"`
+}
+
+// Limits says how client addresses are grouped by every per-address limit
+// (HTTP, relay TCP before Auth, relay UDP): all addresses in one IPv4
+// /IPv4Prefix or IPv6 /IPv6Prefix count as one client.
+type Limits struct {
+	IPv4Prefix int `mapstructure:"ipv4_prefix"`
+	IPv6Prefix int `mapstructure:"ipv6_prefix"`
 }
 
 type Log struct {
@@ -67,6 +78,13 @@ type Login struct {
 	MaxFailuresPerHour       int `mapstructure:"max_failures_per_hour"`
 	MaxRescueFailuresPerDay  int `mapstructure:"max_rescue_failures_per_day"`
 	MaxRegistrationsPerIPDay int `mapstructure:"max_registrations_per_ip_day"`
+	// Per client network (limits.ipv4_prefix / ipv6_prefix).
+	MaxFailuresPerAddressHour      int `mapstructure:"max_failures_per_address_hour"`
+	MaxRescueFailuresPerAddressDay int `mapstructure:"max_rescue_failures_per_address_day"`
+	// Rescue-password hashes (argon2id, 19 MiB each) at once, and checks
+	// waiting for one.
+	RescueHashSlots int `mapstructure:"rescue_hash_slots"`
+	RescueHashQueue int `mapstructure:"rescue_hash_queue"`
 }
 
 type Registration struct {
@@ -80,6 +98,10 @@ type Registration struct {
 type Header struct {
 	Name           string   `mapstructure:"name"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// From a trusted gateway: registrations per number and per identity
+	// per day (its address is every subscriber's).
+	MaxPerNumberDay   int `mapstructure:"max_per_number_day"`
+	MaxPerIdentityDay int `mapstructure:"max_per_identity_day"`
 }
 
 // Verify configures number verification by SMS code (method A) and by
@@ -189,9 +211,10 @@ func Default() Config {
 		Database: Database{Driver: "sqlite", DSN: "data/phonebook.db", MaxOpenConns: 64},
 		Phone:    Phone{DefaultRegion: "CN"},
 		Session:  Session{TTL: 30 * 24 * time.Hour},
-		Login:    Login{MaxFailuresPerHour: 20, MaxRescueFailuresPerDay: 10, MaxRegistrationsPerIPDay: 1000},
+		Login: Login{MaxFailuresPerHour: 20, MaxRescueFailuresPerDay: 10, MaxRegistrationsPerIPDay: 1000,
+			MaxFailuresPerAddressHour: 100, MaxRescueFailuresPerAddressDay: 30, RescueHashSlots: 2, RescueHashQueue: 32},
 		Registration: Registration{
-			Header:       Header{Name: "X-Up-Calling-Line-Id"},
+			Header:       Header{Name: "X-Up-Calling-Line-Id", MaxPerNumberDay: 10, MaxPerIdentityDay: 10},
 			RecycleAfter: 90 * 24 * time.Hour,
 		},
 		Verify: Verify{
@@ -222,6 +245,7 @@ func Default() Config {
 			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
 		},
 		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
+		Limits:   Limits{IPv4Prefix: 32, IPv6Prefix: 64},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}
 }
@@ -445,10 +469,21 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
 		}
 	}
+	if c.Limits.IPv4Prefix < 8 || c.Limits.IPv4Prefix > 32 {
+		return fmt.Errorf("limits.ipv4_prefix: %d is not a prefix length from 8 to 32", c.Limits.IPv4Prefix)
+	}
+	if c.Limits.IPv6Prefix < 16 || c.Limits.IPv6Prefix > 128 {
+		return fmt.Errorf("limits.ipv6_prefix: %d is not a prefix length from 16 to 128", c.Limits.IPv6Prefix)
+	}
 	if !strings.Contains(c.Verify.Template, "{code}") {
 		return fmt.Errorf("verify.template: must contain {code}")
 	}
 	return nil
+}
+
+// AddrPrefixes is limits.ipv4_prefix and limits.ipv6_prefix.
+func (c *Config) AddrPrefixes() phonebook.AddrPrefixes {
+	return phonebook.AddrPrefixes{V4: c.Limits.IPv4Prefix, V6: c.Limits.IPv6Prefix}
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single

@@ -225,6 +225,9 @@ type Config struct {
 	// (120). Beyond it the address's new connections get rate_limited
 	// until its bucket refills.
 	MaxAuthFailuresPerMinute int
+	// AddrPrefixes groups client addresses for the per-address limits
+	// (TCP before Auth, UDP): an IPv4 /32 and an IPv6 /64 by default.
+	AddrPrefixes phonebook.AddrPrefixes
 }
 
 func (c *Config) setDefaults() {

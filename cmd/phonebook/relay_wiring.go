@@ -75,6 +75,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
 		MaxAuthFailuresPerMinute: cfg.Relay.MaxAuthFailuresPerMinute,
+		AddrPrefixes:             cfg.AddrPrefixes(),
 	}, relay.Deps{
 		Auth:      accountsAuth{m.Accounts},
 		Store:     m.DB,
