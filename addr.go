@@ -49,3 +49,14 @@ func (p AddrPrefixes) KeyString(addr netip.Addr) string {
 	}
 	return k.String()
 }
+
+// WithDefaults fills in the zero prefix lengths.
+func (p AddrPrefixes) WithDefaults() AddrPrefixes {
+	if p.V4 <= 0 {
+		p.V4 = DefaultIPv4Prefix
+	}
+	if p.V6 <= 0 {
+		p.V6 = DefaultIPv6Prefix
+	}
+	return p
+}
