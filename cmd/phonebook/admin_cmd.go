@@ -16,9 +16,9 @@ import (
 )
 
 func newAdminCmd() *cobra.Command {
-	c := &cobra.Command{Use: "admin", Short: "Operator tools working directly on the store"}
-	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user"}
-	addServerFlags(c.PersistentFlags())
+	c := &cobra.Command{Use: "admin", Short: "Operator tools: accounts in the store, the running server's connection table"}
+	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user (works on the store: --database-driver, --database-dsn)"}
+	addStoreFlags(c.PersistentFlags())
 
 	withUser := func(use, short string, fn func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error) *cobra.Command {
 		return &cobra.Command{
@@ -135,7 +135,7 @@ func newAdminCmd() *cobra.Command {
 			return w.Flush()
 		},
 	}
-	conns.Flags().String("admin-addr", "", "the server's admin listener (admin.addr)")
+	conns.Flags().String("admin-addr", "", "address of the running server's admin listener to ask (admin.addr; default 127.0.0.1:8090)")
 	c.AddCommand(user, conns)
 	return c
 }
