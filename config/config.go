@@ -31,6 +31,7 @@ import (
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -51,7 +52,17 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	Limits       Limits       `mapstructure:"limits"`
+	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
+}
+
+// Limits says how client addresses are grouped by every per-address limit
+// (HTTP, relay TCP before Auth, relay UDP): all addresses in one IPv4
+// /IPv4Prefix or IPv6 /IPv6Prefix count as one client.
+type Limits struct {
+	IPv4Prefix int `mapstructure:"ipv4_prefix"`
+	IPv6Prefix int `mapstructure:"ipv6_prefix"`
 }
 
 // Admin configures the operators' HTTP listener: /admin/*, /metrics and,
@@ -91,6 +102,13 @@ type Login struct {
 	MaxFailuresPerHour       int `mapstructure:"max_failures_per_hour"`
 	MaxRescueFailuresPerDay  int `mapstructure:"max_rescue_failures_per_day"`
 	MaxRegistrationsPerIPDay int `mapstructure:"max_registrations_per_ip_day"`
+	// Per client network (limits.ipv4_prefix / ipv6_prefix).
+	MaxFailuresPerAddressHour      int `mapstructure:"max_failures_per_address_hour"`
+	MaxRescueFailuresPerAddressDay int `mapstructure:"max_rescue_failures_per_address_day"`
+	// Rescue-password hashes (argon2id, 19 MiB each) at once, and checks
+	// waiting for one.
+	RescueHashSlots int `mapstructure:"rescue_hash_slots"`
+	RescueHashQueue int `mapstructure:"rescue_hash_queue"`
 }
 
 type Registration struct {
@@ -104,6 +122,10 @@ type Registration struct {
 type Header struct {
 	Name           string   `mapstructure:"name"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// From a trusted gateway: registrations per number and per identity
+	// per day (its address is every subscriber's).
+	MaxPerNumberDay   int `mapstructure:"max_per_number_day"`
+	MaxPerIdentityDay int `mapstructure:"max_per_identity_day"`
 }
 
 // Verify configures number verification by SMS code (method A) and by
@@ -133,6 +155,7 @@ type SMSC struct {
 	Simulator             bool          `mapstructure:"simulator"`
 	SimulatorAddr         string        `mapstructure:"simulator_addr"` // a loopback address
 	SimulatorReceiptDelay time.Duration `mapstructure:"simulator_receipt_delay"`
+	SimulatorHTTP         string        `mapstructure:"simulator_http"` // the simulator's HTTP control (POST /mo, /reply); "" = off; loopback
 	Outbox                Outbox        `mapstructure:"outbox"`
 }
 
@@ -212,6 +235,23 @@ type Relay struct {
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
+// SMSReply configures two-way SMS: how replies to fallback SMS find their
+// IM user, opt-outs, and the per-recipient daily cap (smsreply/).
+type SMSReply struct {
+	Mode               string        `mapstructure:"mode"`         // extension or sticky
+	ShortNumber        string        `mapstructure:"short_number"` // "" = verify.short_number
+	ExtensionDigits    int           `mapstructure:"extension_digits"`
+	ExtensionIdle      time.Duration `mapstructure:"extension_idle"`
+	StickyWindow       time.Duration `mapstructure:"sticky_window"`
+	StickyRule         string        `mapstructure:"sticky_rule"` // most_recent or ask
+	OptOutKeywords     []string      `mapstructure:"optout_keywords"`
+	OptInKeywords      []string      `mapstructure:"optin_keywords"`
+	OptOutText         string        `mapstructure:"optout_text"`
+	OptInText          string        `mapstructure:"optin_text"`
+	AskText            string        `mapstructure:"ask_text"`
+	MaxPerRecipientDay int           `mapstructure:"max_per_recipient_day"`
+}
+
 type Contacts struct {
 	Visibility       string  `mapstructure:"visibility"`
 	LookupCapacity   int     `mapstructure:"lookup_capacity"`
@@ -237,6 +277,7 @@ func Default() Config {
 	host, _ := os.Hostname()
 	acc, web, ver := accounts.DefaultConfig(), api.DefaultConfig(), verify.DefaultConfig()
 	out, rel, con, clu := smsc.DefaultOutboxConfig(), relay.DefaultConfig(), contacts.DefaultConfig(), cluster.DefaultConfig()
+	rep := smsreply.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
@@ -248,9 +289,15 @@ func Default() Config {
 			MaxFailuresPerHour:       acc.LoginFailuresPerHour,
 			MaxRescueFailuresPerDay:  acc.RescueFailuresPerDay,
 			MaxRegistrationsPerIPDay: web.MaxRegistrationsPerIP,
+
+			MaxFailuresPerAddressHour:      web.MaxLoginFailuresPerAddressHour,
+			MaxRescueFailuresPerAddressDay: web.MaxRescueFailuresPerAddressDay,
+			RescueHashSlots:                acc.RescueHashSlots,
+			RescueHashQueue:                acc.RescueHashQueue,
 		},
 		Registration: Registration{
-			Header:       Header{Name: web.NumberHeader},
+			Header: Header{Name: web.NumberHeader,
+				MaxPerNumberDay: web.MaxHeaderPerNumberDay, MaxPerIdentityDay: web.MaxHeaderPerIdentityDay},
 			RecycleAfter: 90 * 24 * time.Hour, // accounts: 0 = never
 		},
 		Verify: Verify{
@@ -290,6 +337,14 @@ func Default() Config {
 			LookupRefillPerS: con.LookupRefillPerSecond,
 		},
 		Admin: Admin{Addr: "127.0.0.1:8090"},
+		SMSReply: SMSReply{
+			Mode: rep.Mode, ExtensionDigits: rep.ExtensionDigits, ExtensionIdle: rep.ExtensionIdle,
+			StickyWindow: rep.StickyWindow, StickyRule: rep.StickyRule,
+			OptOutKeywords: rep.OptOutKeywords, OptInKeywords: rep.OptInKeywords,
+			OptOutText: rep.OptOutText, OptInText: rep.OptInText, AskText: rep.AskText,
+			MaxPerRecipientDay: rep.MaxPerRecipientDay,
+		},
+		Limits: Limits{IPv4Prefix: web.AddrPrefixes.V4, IPv6Prefix: web.AddrPrefixes.V6},
 	}
 }
 
@@ -641,6 +696,22 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("relay.fallback: %q is not never, unregistered or offline", c.Relay.Fallback)
 	}
+	switch c.SMSReply.Mode {
+	case "extension", "sticky":
+	default:
+		return fmt.Errorf("sms_reply.mode: %q is not extension or sticky", c.SMSReply.Mode)
+	}
+	switch c.SMSReply.StickyRule {
+	case "most_recent", "ask":
+	default:
+		return fmt.Errorf("sms_reply.sticky_rule: %q is not most_recent or ask", c.SMSReply.StickyRule)
+	}
+	if c.SMSReply.ExtensionDigits < 1 || c.SMSReply.ExtensionDigits > 8 {
+		return fmt.Errorf("sms_reply.extension_digits: %d is not 1 to 8", c.SMSReply.ExtensionDigits)
+	}
+	if c.SMSReply.MaxPerRecipientDay < 0 {
+		return fmt.Errorf("sms_reply.max_per_recipient_day: %d is negative (0 = no cap)", c.SMSReply.MaxPerRecipientDay)
+	}
 	switch c.Contacts.Visibility {
 	case "mutual", "contacts":
 	default:
@@ -656,13 +727,27 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
 		}
 	}
+	if c.Limits.IPv4Prefix < 8 || c.Limits.IPv4Prefix > 32 {
+		return fmt.Errorf("limits.ipv4_prefix: %d is not a prefix length from 8 to 32", c.Limits.IPv4Prefix)
+	}
+	if c.Limits.IPv6Prefix < 16 || c.Limits.IPv6Prefix > 128 {
+		return fmt.Errorf("limits.ipv6_prefix: %d is not a prefix length from 16 to 128", c.Limits.IPv6Prefix)
+	}
 	if err := c.validateAdmin(); err != nil {
 		return err
 	}
 	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
 		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
 	}
+	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
+		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
+	}
 	return nil
+}
+
+// AddrPrefixes is limits.ipv4_prefix and limits.ipv6_prefix.
+func (c *Config) AddrPrefixes() phonebook.AddrPrefixes {
+	return phonebook.AddrPrefixes{V4: c.Limits.IPv4Prefix, V6: c.Limits.IPv6Prefix}
 }
 
 // validateAdmin refuses an admin listener reachable from other hosts

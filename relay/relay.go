@@ -66,7 +66,10 @@ type FallbackSMS struct {
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
 // survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names).
+// (SMSState maps the outbox's state names). An error with code
+// phonebook.EOptedOut or ERecipientLimit refuses the SMS for good: the
+// message is FAILED with that reason and never tried again; other errors
+// are retried.
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
@@ -81,6 +84,7 @@ type Store interface {
 	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
+	FailFallback(ctx context.Context, id string) (store.ChatRecord, error)
 }
 
 var _ Store = (*store.DB)(nil)
@@ -226,6 +230,9 @@ type Config struct {
 	// (120). Beyond it the address's new connections get rate_limited
 	// until its bucket refills.
 	MaxAuthFailuresPerMinute int
+	// AddrPrefixes groups client addresses for the per-address limits
+	// (TCP before Auth, UDP): an IPv4 /32 and an IPv6 /64 by default.
+	AddrPrefixes phonebook.AddrPrefixes
 }
 
 // DefaultAddr is where the relay listens, on TCP and UDP, unless
@@ -255,6 +262,7 @@ func (c Config) Validate() error {
 }
 
 func (c *Config) setDefaults() {
+	c.AddrPrefixes = c.AddrPrefixes.WithDefaults()
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v

@@ -22,6 +22,7 @@ import (
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -69,6 +70,7 @@ type Main struct {
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator (smsc.simulator with no links)
 	Verify   *verify.Service
+	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
 
@@ -130,6 +132,8 @@ func (m *Main) Run(ctx context.Context) error {
 		SessionTTL:           cfg.Session.TTL,
 		LoginFailuresPerHour: cfg.Login.MaxFailuresPerHour,
 		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
+		RescueHashSlots:      cfg.Login.RescueHashSlots,
+		RescueHashQueue:      cfg.Login.RescueHashQueue,
 		TrustClientNumber:    cfg.Registration.TrustClientNumber,
 		TrustedProxies:       proxies,
 		RecycleAfter:         cfg.Registration.RecycleAfter,
@@ -138,6 +142,12 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxBodyBytes:          cfg.HTTP.MaxBodyBytes,
 		NumberHeader:          cfg.Registration.Header.Name,
 		MaxRegistrationsPerIP: cfg.Login.MaxRegistrationsPerIPDay,
+		AddrPrefixes:          cfg.AddrPrefixes(),
+
+		MaxLoginFailuresPerAddressHour: cfg.Login.MaxFailuresPerAddressHour,
+		MaxRescueFailuresPerAddressDay: cfg.Login.MaxRescueFailuresPerAddressDay,
+		MaxHeaderPerNumberDay:          cfg.Registration.Header.MaxPerNumberDay,
+		MaxHeaderPerIdentityDay:        cfg.Registration.Header.MaxPerIdentityDay,
 	}, m.Accounts, db, m.log, m.reg, nil) // /metrics is on the admin listener
 	m.API.AddCheck("database", db.Ping)
 
