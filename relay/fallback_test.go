@@ -174,22 +174,24 @@ func TestSMSFallbackFailures(t *testing.T) {
 	if state != "STORED" {
 		t.Fatalf("state %s", state)
 	}
-	start := time.Now()
 	r := next(t, a.Receipts(), "FAILED receipt")
 	if r.ServerMsgId != id || r.State != relaypb.MessageState_FAILED || r.Error.GetCode() != string(phonebook.EExpired) {
 		t.Fatalf("receipt %v", r)
 	}
-	if waited := time.Since(start); waited > 10*time.Second {
-		t.Fatalf("expired after %s; fallback_expiry is %s", waited, cfg.FallbackExpiry)
-	}
-	if e.fallback.tries() != 1 {
-		t.Fatalf("%d attempts; the retry (a minute later) is past the expiry", e.fallback.tries())
+	if n := e.fallback.tries(); n > 1 {
+		t.Fatalf("%d attempts; the first retry (a minute later) is past the expiry", n)
 	}
 	rec, err := e.db.ChatRecord(context.Background(), id)
 	if err != nil || rec.State != store.MsgFailed {
 		t.Fatalf("record %+v %v", rec, err)
 	}
 
+	// A permanent failure, with an expiry far away (the time the immediate
+	// attempt takes on a loaded machine does not matter).
+	cfg.FallbackExpiry = time.Hour
+	e2 := start(t, cfg, e.db)
+	e2.fallback.setFail(e.fallback.fail)
+	a = e2.alice(client.Options{})
 	p, _ = a.Send(string(carol), "bad number")
 	id, _ = wait(t, p)
 	r = next(t, a.Receipts(), "FAILED receipt")
