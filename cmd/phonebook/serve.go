@@ -18,6 +18,7 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/console"
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -71,6 +72,7 @@ type Main struct {
 	Verify   *verify.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
+	Console  *console.Console // on the admin listener; nil without one
 
 	relayLn     net.Listener
 	relayUDP    net.PacketConn
@@ -83,6 +85,10 @@ type Main struct {
 	httpLn  net.Listener
 
 	adminMux *http.ServeMux // admin_http.go
+	// adminOwnAuth are path prefixes whose handlers check admin.token
+	// themselves; adminOnShutdown run when the admin server shuts down.
+	adminOwnAuth    []string
+	adminOnShutdown []func()
 	adminSrv *http.Server
 	adminLn  net.Listener
 
@@ -154,6 +160,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := m.startRelay(ctx); err != nil {
+		return err
+	}
+	if err := m.startConsole(ctx); err != nil {
 		return err
 	}
 	if err := m.startAdmin(); err != nil {
