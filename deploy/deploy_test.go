@@ -219,8 +219,16 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	}
 }
 
-// The configuration the unit reads is valid.
+// The configuration the unit reads is valid once the operator has named
+// an SMSC: until then serve refuses it, and config check (serve's own
+// validation) says so and nothing else.
 func TestEtcConfigIsValid(t *testing.T) {
+	out, err := run(t, ".", binary(t), "config", "check", "phonebook.yaml")
+	if err == nil || !strings.Contains(out, "no smsc.links configured") {
+		t.Fatalf("config check deploy/phonebook.yaml without an SMSC: %v\n%s", err, out)
+	}
+	t.Setenv("PHONEBOOK_SMSC_LINKS", "") // the environment must not supply one
+	t.Setenv("PHONEBOOK_SMSC_SIMULATOR", "true")
 	if out, err := run(t, ".", binary(t), "config", "check", "phonebook.yaml"); err != nil {
 		t.Fatalf("config check deploy/phonebook.yaml: %v\n%s", err, out)
 	}

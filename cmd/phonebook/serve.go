@@ -23,6 +23,7 @@ import (
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -70,6 +71,7 @@ type Main struct {
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator (smsc.simulator with no links)
 	Verify   *verify.Service
+	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
 	Console  *console.Console // on the admin listener; nil without one
@@ -106,11 +108,11 @@ func NewMain(cfg config.Config, log *slog.Logger) *Main {
 // Run opens the store, migrates it, and starts every component. It returns
 // once the server is listening; Close stops it.
 func (m *Main) Run(ctx context.Context) error {
-	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	cfg := m.cfg
-	if len(cfg.SMSC.Links) == 0 && !cfg.SMSC.Simulator {
-		return errNoSMSC // before anything is created
+	if err := checkConfig(cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.reg = prometheus.NewRegistry()
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
