@@ -87,12 +87,13 @@ type Main struct {
 	httpLn  net.Listener
 
 	adminMux *http.ServeMux // admin_http.go
+	adminSrv *http.Server
+	adminLn  net.Listener
+
 	// adminOwnAuth are path prefixes whose handlers check admin.token
 	// themselves; adminOnShutdown run when the admin server shuts down.
 	adminOwnAuth    []string
 	adminOnShutdown []func()
-	adminSrv *http.Server
-	adminLn  net.Listener
 
 	closers []func(context.Context) error // run in reverse order at Close
 	wg      sync.WaitGroup
