@@ -41,6 +41,7 @@ type Store interface {
 	RecentSMS(ctx context.Context, n phonebook.MSISDN, limit int) ([]store.SMSWithParts, error)
 	GetSMS(ctx context.Context, id int64) (store.SMS, []store.SMSPart, error)
 	SMSOverview(ctx context.Context, since time.Time) (store.OutboxOverview, error)
+	SMSOptOuts(ctx context.Context, n phonebook.MSISDN, limit int) ([]store.SMSOptOut, error)
 	AddAudit(ctx context.Context, e store.AuditEntry) error
 	Audit(ctx context.Context, target string, limit int) ([]store.AuditEntry, error)
 }

@@ -235,6 +235,7 @@ type numberData struct {
 	Sessions []store.Session
 	Conns    []relay.ConnInfo
 	SMS      []store.SMSWithParts
+	OptOuts  []store.SMSOptOut
 	Audit    []store.AuditEntry
 	Done     string
 }
@@ -277,6 +278,10 @@ func (c *Console) numberPage(w http.ResponseWriter, r *http.Request, op *operato
 		}
 	}
 	if d.SMS, err = c.svc.Store.RecentSMS(ctx, n, 20); err != nil {
+		c.failErr(w, r, op, err)
+		return
+	}
+	if d.OptOuts, err = c.svc.Store.SMSOptOuts(ctx, n, 50); err != nil {
 		c.failErr(w, r, op, err)
 		return
 	}

@@ -323,8 +323,16 @@ func TestConsoleActions(t *testing.T) {
 	})
 	carolURL := base + "/console/numbers/" + url.PathEscape(string(carol))
 	page = send(t, c, "GET", carolURL, nil)
-	if page.code != 200 || !strings.Contains(page.body, "No account") || !strings.Contains(page.body, "resend-") {
+	if page.code != 200 || !strings.Contains(page.body, "No account") || !strings.Contains(page.body, "resend-") ||
+		!strings.Contains(page.body, "Not opted out") {
 		t.Fatalf("number page of a non-user: %d %.1500s", page.code, page.body)
+	}
+	// An opt-out shows.
+	if _, err := m.DB.AddSMSOptOut(ctx, carol, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if p := send(t, c, "GET", carolURL, nil); !strings.Contains(p.body, "Takes no SMS fallbacks from anyone") {
+		t.Errorf("opt-out not shown: %.2000s", p.body)
 	}
 	// The code in a verification SMS is not shown.
 	code := regexp.MustCompile(`[0-9]{6}`).FindString(failed.Text)
