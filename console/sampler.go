@@ -21,6 +21,14 @@ const (
 	linkPrefix    = "link:"         // + link name: submit_sm attempts
 )
 
+// SampledMetrics are the metrics the overview reads from the registry (a
+// test checks that the server exports each).
+func SampledMetrics() []string {
+	return []string{"phonebook_logins_total", "phonebook_verify_starts_total", "phonebook_verify_checks_total",
+		"phonebook_registrations_total", "phonebook_relay_pending_auth_refused_total", "phonebook_contacts_lookup_limited_total",
+		"phonebook_relay_sms_fallback_refused_total", "phonebook_relay_messages_total", "phonebook_smsc_submits_total"}
+}
+
 // snapshot is the counters' values at one time.
 type snapshot struct {
 	at time.Time

@@ -51,3 +51,22 @@ func TestSamplerRates(t *testing.T) {
 		t.Errorf("%d samples kept, want 4", len(s.snaps))
 	}
 }
+
+// Every metric SampledMetrics names (the list a server test checks against
+// the registry) is one countersOf reads.
+func TestSampledMetricsAreRead(t *testing.T) {
+	for _, name := range SampledMetrics() {
+		reg := prometheus.NewRegistry()
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name}, []string{"outcome", "link"})
+		reg.MustRegister(c)
+		c.WithLabelValues("ok", "a").Inc()
+		c.WithLabelValues("rate_limited", "a").Inc()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := countersOf(mfs); len(v) == 0 {
+			t.Errorf("%s is listed but not read", name)
+		}
+	}
+}
