@@ -437,7 +437,11 @@ func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
 			if !ok {
 				return
 			}
-			say(fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State)))
+			line := fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+			if r.GetError() != nil {
+				line += " (" + reason(r.GetError()) + ")"
+			}
+			say(line)
 		case list := <-c.PresenceLists():
 			say(fmt.Sprintf("%d contact(s) visible", len(list)))
 			for _, p := range list {
