@@ -426,6 +426,9 @@ func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
 				return // the connection ended
 			}
 			tag := ""
+			if d.Type == relaypb.MessageType_SMS {
+				tag += " [SMS reply]" // from someone without the app, answering by SMS
+			}
 			if d.Offline {
 				tag += " [stored]"
 			}
@@ -438,8 +441,8 @@ func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
 				return
 			}
 			line := fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
-			if r.GetError() != nil {
-				line += " (" + reason(r.GetError()) + ")"
+			if r.Error != nil {
+				line += " (" + reason(r.Error) + ")"
 			}
 			say(line)
 		case list := <-c.PresenceLists():
