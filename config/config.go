@@ -173,6 +173,7 @@ type Link struct {
 	TLSServerName         string        `mapstructure:"tls_server_name"`
 	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
 	Window                int           `mapstructure:"window"`
+	Binds                 int           `mapstructure:"binds"`
 	MaxTPS                float64       `mapstructure:"max_tps"`
 	EnquireLink           time.Duration `mapstructure:"enquire_link"`
 	RespTimeout           time.Duration `mapstructure:"resp_timeout"`
@@ -190,6 +191,9 @@ func (l *Link) fill() {
 	}
 	if l.Window <= 0 {
 		l.Window = d.Window
+	}
+	if l.Binds <= 0 {
+		l.Binds = d.Binds
 	}
 	for _, p := range []struct {
 		v *time.Duration
