@@ -62,8 +62,9 @@ type Counter interface {
 	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
 }
 
-// New builds the API. reg registers the API's own metrics; gatherer serves
-// /metrics (usually the same *prometheus.Registry).
+// New builds the API. reg registers the API's own metrics; gatherer, when
+// not nil, serves /metrics (usually the same *prometheus.Registry). The
+// server passes nil and serves /metrics on its admin listener instead.
 func New(cfg Config, acc *accounts.Service, counter Counter, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 64 << 10
@@ -125,10 +126,12 @@ func (s *Server) routes() {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.handle("GET", "/readyz", s.readyz)
-	s.mux.handle("GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
-		promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
-		return nil
-	})
+	if s.gatherer != nil {
+		s.mux.handle("GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
+			promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+			return nil
+		})
+	}
 	s.mux.handle("POST", "/v1/register/header", s.registerHeader)
 	s.mux.handle("POST", "/v1/register/client", s.registerClient)
 	s.mux.handle("POST", "/v1/login", s.login)

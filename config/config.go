@@ -8,11 +8,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -37,6 +39,16 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	Admin        Admin        `mapstructure:"admin"`
+}
+
+// Admin configures the operators' HTTP listener: /admin/*, /metrics and,
+// when Pprof is set, /debug/pprof/. The public listener (http.addr) answers
+// 404 for those paths.
+type Admin struct {
+	Addr  string `mapstructure:"addr"`  // empty: no admin listener
+	Token string `mapstructure:"token"` // bearer token; required when Addr is not loopback
+	Pprof bool   `mapstructure:"pprof"`
 }
 
 type Log struct {
@@ -101,12 +113,15 @@ type Verify struct {
 	MaxTokensPerIPHour int             `mapstructure:"max_tokens_per_ip_hour"`
 }
 
-// SMSC configures the links to operator SMSCs. With no links, serve starts
-// the built-in simulator on loopback and binds to it.
+// SMSC configures the links to operator SMSCs. With no links, serve runs
+// the built-in simulator on loopback only when Simulator is set, and
+// refuses to start otherwise.
 type SMSC struct {
-	Links     []Link    `mapstructure:"links"`
-	Simulator Simulator `mapstructure:"simulator"`
-	Outbox    Outbox    `mapstructure:"outbox"`
+	Links                 []Link        `mapstructure:"links"`
+	Simulator             bool          `mapstructure:"simulator"`
+	SimulatorAddr         string        `mapstructure:"simulator_addr"` // a loopback address
+	SimulatorReceiptDelay time.Duration `mapstructure:"simulator_receipt_delay"`
+	Outbox                Outbox        `mapstructure:"outbox"`
 }
 
 type Link struct {
@@ -129,11 +144,6 @@ type Link struct {
 	ReconnectMin          time.Duration `mapstructure:"reconnect_min"`
 	ReconnectMax          time.Duration `mapstructure:"reconnect_max"`
 	Prefixes              []string      `mapstructure:"prefixes"`
-}
-
-type Simulator struct {
-	Addr         string        `mapstructure:"addr"`
-	ReceiptDelay time.Duration `mapstructure:"receipt_delay"`
 }
 
 type Outbox struct {
@@ -178,8 +188,9 @@ type Cluster struct {
 	PurgeAfter time.Duration `mapstructure:"purge_after"`
 }
 
-// Default returns the embedded default: SQLite under ./data, the built-in
-// SMSC simulator, everything on loopback.
+// Default returns the embedded default: SQLite under ./data, everything on
+// loopback. It has no SMSC link and the simulator off, so serve needs
+// smsc.links or smsc.simulator (scripts/run sets the latter).
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
@@ -208,8 +219,9 @@ func Default() Config {
 			MaxTokensPerIPHour: 100,
 		},
 		SMSC: SMSC{
-			Simulator: Simulator{Addr: "127.0.0.1:0", ReceiptDelay: 500 * time.Millisecond},
-			Outbox:    Outbox{Validity: 24 * time.Hour, MaxAttempts: 50},
+			SimulatorAddr:         "127.0.0.1:0",
+			SimulatorReceiptDelay: 500 * time.Millisecond,
+			Outbox:                Outbox{Validity: 24 * time.Hour, MaxAttempts: 50},
 		},
 		Relay: Relay{
 			TCPAddr: "127.0.0.1:5222", UDPAddr: "127.0.0.1:5222",
@@ -220,8 +232,10 @@ func Default() Config {
 			FallbackTemplate: "[Phonebook] {from}: {text}",
 			ReauthInterval:   time.Minute,
 			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
+			MaxAuthFailuresPerMinute: 120,
 		},
 		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
+		Admin:    Admin{Addr: "127.0.0.1:8090"},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}
 }
@@ -292,11 +306,32 @@ var flagKeys = map[string]string{
 	"default-region":  "phone.default_region",
 	"node":            "node",
 	"nats-url":        "cluster.nats_url",
+	"admin-addr":      "admin.addr",
+	"smsc-simulator":  "smsc.simulator",
 }
 
-var knownKeys = map[string]bool{}
+// knownKeys are the keys of Config, "http.addr" and so on.
+var knownKeys = sync.OnceValue(func() map[string]bool {
+	keys := map[string]bool{}
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			key := t.Field(i).Tag.Get("mapstructure")
+			if prefix != "" {
+				key = prefix + "." + key
+			}
+			if ft := t.Field(i).Type; ft.Kind() == reflect.Struct {
+				walk(key, ft)
+			} else {
+				keys[key] = true
+			}
+		}
+	}
+	walk("", reflect.TypeOf(Config{}))
+	return keys
+})
 
-func isKnownKey(k string) bool { return knownKeys[k] }
+func isKnownKey(k string) bool { return knownKeys()[k] }
 
 // setDefaults registers every leaf key with its default so that environment
 // variables reach every key (viper only consults the environment for keys
@@ -314,7 +349,6 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 			setDefaults(v, key, fv)
 			continue
 		}
-		knownKeys[key] = true
 		v.SetDefault(key, fv.Interface())
 	}
 }
@@ -445,10 +479,49 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
 		}
 	}
+	if err := c.validateAdmin(); err != nil {
+		return err
+	}
+	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
+		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
+	}
 	if !strings.Contains(c.Verify.Template, "{code}") {
 		return fmt.Errorf("verify.template: must contain {code}")
 	}
 	return nil
+}
+
+// validateAdmin refuses an admin listener reachable from other hosts
+// without a token.
+func (c *Config) validateAdmin() error {
+	a := c.Admin
+	if a.Addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(a.Addr); err != nil {
+		return fmt.Errorf("admin.addr: %q is not host:port: %v", a.Addr, err)
+	}
+	if !isLoopbackAddr(a.Addr) && a.Token == "" {
+		return fmt.Errorf("admin.addr: %q is not a loopback address, so admin.token is required (clients send Authorization: Bearer <token>)", a.Addr)
+	}
+	if a.Token != "" && len(a.Token) < 16 {
+		return fmt.Errorf("admin.token: at least 16 characters")
+	}
+	return nil
+}
+
+// isLoopbackAddr reports whether host:port names a loopback host
+// ("localhost", 127.0.0.0/8, ::1). An empty host means every interface.
+func isLoopbackAddr(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single
@@ -481,6 +554,9 @@ func (c Config) Redacted() Config {
 	}
 	if r.Verify.SecretKey != "" {
 		r.Verify.SecretKey = "REDACTED"
+	}
+	if r.Admin.Token != "" {
+		r.Admin.Token = "REDACTED"
 	}
 	r.SMSC.Links = append([]Link(nil), c.SMSC.Links...)
 	for i := range r.SMSC.Links {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"text/tabwriter"
 	"time"
@@ -97,9 +98,23 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := http.Get("http://" + cfg.HTTP.Addr + "/admin/connections")
+			if cfg.Admin.Addr == "" {
+				return fmt.Errorf("admin.addr is empty: the server has no admin listener")
+			}
+			addr := cfg.Admin.Addr
+			if host, port, err := net.SplitHostPort(addr); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+				addr = net.JoinHostPort("127.0.0.1", port)
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), "GET", "http://"+addr+"/admin/connections", nil)
 			if err != nil {
-				return fmt.Errorf("is the server running on %s? %w", cfg.HTTP.Addr, err)
+				return err
+			}
+			if cfg.Admin.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("is the server's admin listener (admin.addr) on %s? %w", addr, err)
 			}
 			defer res.Body.Close()
 			var body struct {
@@ -120,6 +135,7 @@ func newAdminCmd() *cobra.Command {
 			return w.Flush()
 		},
 	}
+	conns.Flags().String("admin-addr", "", "the server's admin listener (admin.addr)")
 	c.AddCommand(user, conns)
 	return c
 }

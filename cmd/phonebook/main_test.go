@@ -26,7 +26,9 @@ func testConfigTB(t testing.TB) config.Config {
 	cfg.Relay.UDPAddr = "127.0.0.1:0"
 	cfg.Database.DSN = filepath.Join(t.TempDir(), "phonebook.db")
 	cfg.Registration.Header.TrustedProxies = []string{"127.0.0.0/8"}
-	cfg.SMSC.Simulator.ReceiptDelay = 10 * time.Millisecond
+	cfg.Admin.Addr = "127.0.0.1:0"
+	cfg.SMSC.Simulator = true
+	cfg.SMSC.SimulatorReceiptDelay = 10 * time.Millisecond
 	return cfg
 }
 

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
-	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
@@ -167,15 +165,8 @@ func (m *Main) startRelay(ctx context.Context) error {
 		m.log.Info("relay listening", "udp", pc.LocalAddr().String())
 	}
 
-	// The connection table for `phonebook admin connections`, from loopback only.
-	conns := srv.ConnectionsHandler()
-	m.API.Handle("GET", "/admin/connections", func(w http.ResponseWriter, r *http.Request) error {
-		if !api.PeerAddr(r).IsLoopback() {
-			return phonebook.Errorf(phonebook.EUntrustedSource, "the admin endpoints answer loopback only")
-		}
-		conns.ServeHTTP(w, r)
-		return nil
-	})
+	// The connection table for `phonebook admin connections`.
+	m.AdminHandle("GET /admin/connections", srv.ConnectionsHandler())
 	m.log.Info("relay listening", "tcp", ln.Addr().String())
 	return nil
 }

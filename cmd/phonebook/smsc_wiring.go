@@ -38,26 +38,42 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 	return out
 }
 
-// startSMSC starts the SMS side: the links (or, with none configured, the
-// built-in simulator on loopback and one link to it over TCP), the durable
-// outbox, and number verification by SMS.
+// errNoSMSC is serve's refusal to start with nowhere to send SMS.
+var errNoSMSC = errors.New("smsc: no smsc.links configured and smsc.simulator is not true: " +
+	"set smsc.links to your operator's SMSC, or smsc.simulator: true (PHONEBOOK_SMSC_SIMULATOR=true, --smsc-simulator) " +
+	"to run the built-in simulator, which prints every SMS, verification codes included (testing only)")
+
+// startSMSC starts the SMS side: the links (or, with none configured and
+// smsc.simulator set, the built-in simulator on loopback and one link to it
+// over TCP), the durable outbox, and number verification by SMS.
 func (m *Main) startSMSC(ctx context.Context) error {
 	cfg := m.cfg
 	links := linkConfigs(cfg.SMSC.Links)
 	if len(links) == 0 {
+		if !cfg.SMSC.Simulator {
+			return errNoSMSC // Run checked already
+		}
 		out := m.SimOutput
 		if out == nil {
 			out = os.Stdout
 		}
-		sim := smscsim.New(smscsim.Config{ReceiptDelay: cfg.SMSC.Simulator.ReceiptDelay, Output: out})
-		if err := sim.Start(cfg.SMSC.Simulator.Addr); err != nil {
+		sim := smscsim.New(smscsim.Config{ReceiptDelay: cfg.SMSC.SimulatorReceiptDelay, Output: out})
+		if err := sim.Start(cfg.SMSC.SimulatorAddr); err != nil {
 			return fmt.Errorf("smsc simulator: %w", err)
 		}
 		m.Sim = sim
 		m.closers = append(m.closers, func(context.Context) error { sim.Close(); return nil })
 		links = []smsc.LinkConfig{{Name: "simulator", Addr: sim.Addr(), SystemID: "phonebook", SourceAddr: cfg.Verify.ShortNumber, Window: 100}}
-		m.log.Info("no SMSC configured: built-in simulator started; every SMS is printed", "addr", sim.Addr())
+		m.log.Warn("smsc.simulator: the built-in SMSC simulator is running instead of an operator's SMSC; every SMS, verification codes included, is printed",
+			"addr", sim.Addr())
+	} else if cfg.SMSC.Simulator {
+		m.log.Info("smsc.simulator is ignored: smsc.links are configured")
 	}
+	mode := "links"
+	if m.Sim != nil {
+		mode = "simulator" // /readyz says so: nothing reaches real phones
+	}
+	m.API.AddInfo("smsc", func() any { return mode })
 	// The router hands every deliver_sm to the outbox, which exists only
 	// once the router does: the closure breaks the cycle.
 	var outbox *smsc.Outbox
