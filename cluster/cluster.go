@@ -515,6 +515,9 @@ func (r *Router) buckets() (sess, nodes jetstream.KeyValue) {
 	return r.sessKV, r.nodeKV
 }
 
+// URL returns the configured NATS URL(s), passwords and tokens hidden.
+func (r *Router) URL() string { return redactURL(r.cfg.URL) }
+
 // Node returns this node's id.
 func (r *Router) Node() string { return r.cfg.Node }
 

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -186,6 +187,22 @@ type Cluster struct {
 	// PurgeAfter later.
 	DeadAfter  time.Duration `mapstructure:"dead_after"`
 	PurgeAfter time.Duration `mapstructure:"purge_after"`
+	// Namespace lets several clusters share one NATS system: it goes into
+	// every subject and bucket name ("" = pb.*, pb_sessions, pb_nodes).
+	Namespace string `mapstructure:"namespace"`
+	Replicas  int    `mapstructure:"replicas"` // KV bucket replicas (3 on a 3-server NATS cluster)
+	Storage   string `mapstructure:"storage"`  // file or memory
+	// NATS TLS (a CA to verify the servers; a client certificate) and
+	// credentials (a .creds file, or an nkey seed file).
+	TLSCA     string `mapstructure:"tls_ca"`
+	TLSCert   string `mapstructure:"tls_cert"`
+	TLSKey    string `mapstructure:"tls_key"`
+	CredsFile string `mapstructure:"creds_file"`
+	NKeyFile  string `mapstructure:"nkey_file"`
+	// /readyz fails once the node has been cut off from NATS this long.
+	ReadyGrace time.Duration `mapstructure:"ready_grace"`
+	// At start, how long to keep trying to reach NATS before exiting.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 }
 
 // Default returns the embedded default: SQLite under ./data, everything on
@@ -234,7 +251,8 @@ func Default() Config {
 			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
 			MaxAuthFailuresPerMinute: 120,
 		},
-		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
+		Cluster: Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute, Replicas: 1, Storage: "file",
+			ReadyGrace: 10 * time.Second, ConnectTimeout: 30 * time.Second},
 		Admin:    Admin{Addr: "127.0.0.1:8090"},
 		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
 	}
@@ -453,6 +471,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cluster.dead_after (%s) must be at least 2s (nodes heartbeat every second), and cluster.purge_after (%s) at least as long",
 			c.Cluster.DeadAfter, c.Cluster.PurgeAfter)
 	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
+	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)
 	}
@@ -522,6 +543,35 @@ func isLoopbackAddr(hostport string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.Unmap().IsLoopback()
+}
+
+var natsTokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (c *Cluster) validate() error {
+	if c.Namespace != "" && !natsTokenRE.MatchString(c.Namespace) {
+		return fmt.Errorf("cluster.namespace: %q must be 1 to 64 letters, digits, '-' or '_' (it goes into NATS subjects and bucket names)", c.Namespace)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("cluster.replicas: %d is not between 1 and 5 (JetStream's limit); use 3 on a 3-server NATS cluster", c.Replicas)
+	}
+	switch c.Storage {
+	case "file", "memory":
+	default:
+		return fmt.Errorf("cluster.storage: %q is not file or memory", c.Storage)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("cluster.tls_cert and cluster.tls_key: set both or neither")
+	}
+	if c.CredsFile != "" && c.NKeyFile != "" {
+		return fmt.Errorf("cluster.creds_file and cluster.nkey_file: set one, not both")
+	}
+	if c.ReadyGrace < 0 {
+		return fmt.Errorf("cluster.ready_grace: %s is negative", c.ReadyGrace)
+	}
+	if c.ConnectTimeout < time.Second {
+		return fmt.Errorf("cluster.connect_timeout: %s is less than 1s", c.ConnectTimeout)
+	}
+	return nil
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single

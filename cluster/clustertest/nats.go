@@ -55,8 +55,16 @@ func FreePort(t testing.TB) int {
 // test ends.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	n := &NATS{t: t, Port: FreePort(t), Dir: t.TempDir()}
+	n := NewNATS(t)
 	n.Start()
+	return n
+}
+
+// NewNATS is StartNATS without the start: its port is chosen, so that a
+// test can point nodes at a server that is not up yet.
+func NewNATS(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{t: t, Port: FreePort(t), Dir: t.TempDir()}
 	t.Cleanup(n.Kill)
 	return n
 }
