@@ -480,7 +480,9 @@ func (r *Router) openBuckets(ctx context.Context) error {
 	if r.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// An attempt that JetStream does not answer (a NATS cluster electing
+	// a leader) is given up soon, and tried again.
+	ctx, cancel := context.WithTimeout(ctx, min(max(2*r.cfg.DeadAfter, 2*time.Second), 10*time.Second))
 	defer cancel()
 	sess, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: r.cfg.SessionsBucket, Description: "Phonebook relay sessions: number.device -> node",

@@ -59,7 +59,14 @@ type node struct {
 
 func newCluster(t testing.TB) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, nats: clustertest.StartNATS(t), auth: newTokenAuth(), nodes: map[string]*node{}}
+	return newClusterOn(t, clustertest.StartNATS(t))
+}
+
+// newClusterOn is newCluster on a NATS server that is already running
+// (shared with another cluster, or one of a NATS cluster).
+func newClusterOn(t testing.TB, ns *clustertest.NATS) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nats: ns, auth: newTokenAuth(), nodes: map[string]*node{}}
 	ctx := context.Background()
 	if os.Getenv(storetest.EnvDSN) != "" {
 		dsn := storetest.MySQLDSN(t)
