@@ -51,9 +51,16 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
 func (c *Config) fill() {
 	if c.DefaultRegion == "" {
-		c.DefaultRegion = "CN"
+		c.DefaultRegion = phonebook.DefaultRegion
 	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 30 * 24 * time.Hour

@@ -62,19 +62,30 @@ type Counter interface {
 	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
 }
 
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.NumberHeader == "" {
+		c.NumberHeader = "X-Up-Calling-Line-Id"
+	}
+	if c.MaxRegistrationsPerIP <= 0 {
+		c.MaxRegistrationsPerIP = 1000
+	}
+}
+
 // New builds the API. reg registers the API's own metrics; gatherer, when
 // not nil, serves /metrics (usually the same *prometheus.Registry). The
 // server passes nil and serves /metrics on its admin listener instead.
 func New(cfg Config, acc *accounts.Service, counter Counter, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) *Server {
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 64 << 10
-	}
-	if cfg.NumberHeader == "" {
-		cfg.NumberHeader = "X-Up-Calling-Line-Id"
-	}
-	if cfg.MaxRegistrationsPerIP <= 0 {
-		cfg.MaxRegistrationsPerIP = 1000
-	}
+	cfg.fill()
 	if log == nil {
 		log = slog.Default()
 	}

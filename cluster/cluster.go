@@ -88,15 +88,39 @@ type Config struct {
 
 var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-func (c *Config) setDefaults() error {
-	if c.URL == "" {
-		c.URL = nats.DefaultURL
-	}
+// DefaultConfig returns the values a zero Config stands for (but Node,
+// which has no default).
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
+// Validate reports what New refuses.
+func (c Config) Validate() error {
 	if !nodeIDRe.MatchString(c.Node) {
 		return phonebook.Errorf(phonebook.EInvalid, "cluster node id %q must be 1 to 64 letters, digits, '-' or '_'", c.Node)
 	}
 	if c.Namespace != "" && !nodeIDRe.MatchString(c.Namespace) {
-		return phonebook.Errorf(phonebook.EInvalid, "cluster namespace %q must be 1 to 64 letters, digits, '-' or '_'", c.Namespace)
+		return phonebook.Errorf(phonebook.EInvalid, "cluster namespace %q must be 1 to 64 letters, digits, '-' or '_' (it goes into NATS subjects and bucket names)", c.Namespace)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return phonebook.Errorf(phonebook.EInvalid, "cluster replicas %d is not between 1 and 5 (JetStream's limit); use 3 on a 3-server NATS cluster", c.Replicas)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c.fill()
+	return nil
+}
+
+func (c *Config) fill() {
+	if c.URL == "" {
+		c.URL = nats.DefaultURL
 	}
 	subj, bucket := "pb", "pb_"
 	if c.Namespace != "" {
@@ -126,7 +150,6 @@ func (c *Config) setDefaults() error {
 	def(&c.DeliverTimeout, 7*time.Second)
 	def(&c.ReconnectWait, 250*time.Millisecond)
 	def(&c.ConnectTimeout, 30*time.Second)
-	return nil
 }
 
 // Router is the cluster-wide relay.Router. Its locks (lmu, mu, omu, kvMu)

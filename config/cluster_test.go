@@ -9,9 +9,6 @@ func TestClusterKeysAreChecked(t *testing.T) {
 	for _, tc := range []struct {
 		yaml, want string
 	}{
-		{"cluster: {namespace: 'eu.1'}", "cluster.namespace"},
-		{"cluster: {replicas: 0}", "cluster.replicas"},
-		{"cluster: {replicas: 7}", "cluster.replicas"},
 		{"cluster: {storage: disk}", "cluster.storage"},
 		{"cluster: {tls_cert: c.pem}", "cluster.tls_cert and cluster.tls_key"},
 		{"cluster: {creds_file: a.creds, nkey_file: a.nk}", "cluster.creds_file and cluster.nkey_file"},

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -22,6 +23,16 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/accounts"
+	"github.com/phonebook/phonebook/api"
+	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/verify"
 )
 
 // Config is the whole configuration. docs/configuration.md documents every
@@ -147,6 +158,29 @@ type Link struct {
 	Prefixes              []string      `mapstructure:"prefixes"`
 }
 
+// fill sets the settings left out to the smsc package's defaults, so that
+// `config print` shows what is in force.
+func (l *Link) fill() {
+	d := smsc.DefaultLinkConfig()
+	if l.Bind == "" {
+		l.Bind = d.Bind
+	}
+	if l.Window <= 0 {
+		l.Window = d.Window
+	}
+	for _, p := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{
+		{&l.EnquireLink, d.EnquireLink}, {&l.RespTimeout, d.RespTimeout},
+		{&l.ReconnectMin, d.ReconnectMin}, {&l.ReconnectMax, d.ReconnectMax},
+	} {
+		if *p.v <= 0 {
+			*p.v = p.d
+		}
+	}
+}
+
 type Outbox struct {
 	Validity    time.Duration `mapstructure:"validity"`
 	MaxAttempts int           `mapstructure:"max_attempts"`
@@ -207,54 +241,72 @@ type Cluster struct {
 
 // Default returns the embedded default: SQLite under ./data, everything on
 // loopback. It has no SMSC link and the simulator off, so serve needs
-// smsc.links or smsc.simulator (scripts/run sets the latter).
+// smsc.links or smsc.simulator (scripts/run sets the latter). A key that a
+// package also defaults (relay.send_queue: relay.Config.SendQueue) takes
+// the package's default, so that the two cannot differ; the keys only
+// serve reads are defaulted here.
 func Default() Config {
 	host, _ := os.Hostname()
+	acc, web, ver := accounts.DefaultConfig(), api.DefaultConfig(), verify.DefaultConfig()
+	out, rel, con, clu := smsc.DefaultOutboxConfig(), relay.DefaultConfig(), contacts.DefaultConfig(), cluster.DefaultConfig()
+	storage := "file"
+	if clu.MemoryStorage {
+		storage = "memory"
+	}
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
-		HTTP:     HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: 64 << 10},
-		Database: Database{Driver: "sqlite", DSN: "data/phonebook.db", MaxOpenConns: 64},
-		Phone:    Phone{DefaultRegion: "CN"},
-		Session:  Session{TTL: 30 * 24 * time.Hour},
-		Login:    Login{MaxFailuresPerHour: 20, MaxRescueFailuresPerDay: 10, MaxRegistrationsPerIPDay: 1000},
+		HTTP:     HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: web.MaxBodyBytes},
+		Database: Database{Driver: "sqlite", DSN: "data/phonebook.db", MaxOpenConns: store.DefaultMaxOpenConns},
+		Phone:    Phone{DefaultRegion: phonebook.DefaultRegion},
+		Session:  Session{TTL: acc.SessionTTL},
+		Login: Login{
+			MaxFailuresPerHour:       acc.LoginFailuresPerHour,
+			MaxRescueFailuresPerDay:  acc.RescueFailuresPerDay,
+			MaxRegistrationsPerIPDay: web.MaxRegistrationsPerIP,
+		},
 		Registration: Registration{
-			Header:       Header{Name: "X-Up-Calling-Line-Id"},
-			RecycleAfter: 90 * 24 * time.Hour,
+			Header:       Header{Name: web.NumberHeader},
+			RecycleAfter: 90 * 24 * time.Hour, // accounts: 0 = never
 		},
 		Verify: Verify{
-			CodeTTL:            10 * time.Minute,
-			MaxChecks:          5,
-			ResendWaits:        []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute},
-			Template:           "Your Phonebook code is {code}. It expires in 10 minutes.",
-			MaxPerNumberDay:    10,
-			MaxPerIPHour:       100,
-			MaxPerPrefixHour:   1000,
+			CodeTTL:            ver.CodeTTL,
+			MaxChecks:          ver.MaxChecks,
+			ResendWaits:        ver.ResendWaits,
+			Template:           ver.Template,
+			MaxPerNumberDay:    ver.MaxPerNumberDay,
+			MaxPerIPHour:       ver.MaxPerIPHour,
+			MaxPerPrefixHour:   ver.MaxPerPrefixHour,
 			ShortNumber:        "10690",
-			TokenTTL:           10 * time.Minute,
-			TokenPrefix:        "PB",
-			MaxTokensPerIPHour: 100,
+			TokenTTL:           ver.TokenTTL,
+			TokenPrefix:        ver.TokenPrefix,
+			MaxTokensPerIPHour: ver.MaxTokensPerIPHour,
 		},
 		SMSC: SMSC{
 			SimulatorAddr:         "127.0.0.1:0",
 			SimulatorReceiptDelay: 500 * time.Millisecond,
-			Outbox:                Outbox{Validity: 24 * time.Hour, MaxAttempts: 50},
+			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50}, // smsc: 0 = until validity ends
 		},
 		Relay: Relay{
-			TCPAddr: "127.0.0.1:5222", UDPAddr: "127.0.0.1:5222",
-			MaxFrameBytes: 64 << 10, MaxTextBytes: 16 << 10,
-			Heartbeat: 20 * time.Second, IdleTimeout: 45 * time.Second,
-			SendQueue: 256, MaxMsgsPerSecond: 100,
-			Fallback: "unregistered", FallbackAfter: 5 * time.Minute,
-			FallbackTemplate: "[Phonebook] {from}: {text}",
-			ReauthInterval:   time.Minute,
-			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
-			MaxAuthFailuresPerMinute: 120,
+			TCPAddr: rel.Addr, UDPAddr: rel.Addr,
+			MaxFrameBytes: rel.MaxFrameSize, MaxTextBytes: rel.MaxTextBytes,
+			Heartbeat: rel.HeartbeatInterval, IdleTimeout: rel.IdleTimeout,
+			SendQueue: rel.SendQueue, MaxMsgsPerSecond: rel.SendRate,
+			Fallback: string(rel.Fallback), FallbackAfter: rel.FallbackGrace,
+			FallbackTemplate:         rel.SMSTemplate,
+			ReauthInterval:           rel.ReauthInterval,
+			MaxPendingAuth:           rel.MaxPendingAuth,
+			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
+			MaxAuthFailuresPerMinute: rel.MaxAuthFailuresPerMinute,
 		},
-		Cluster: Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute, Replicas: 1, Storage: "file",
-			ReadyGrace: 10 * time.Second, ConnectTimeout: 30 * time.Second},
-		Admin:    Admin{Addr: "127.0.0.1:8090"},
-		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
+		Cluster: Cluster{DeadAfter: clu.DeadAfter, PurgeAfter: clu.PurgeAfter, Replicas: clu.Replicas, Storage: storage,
+			ReadyGrace: 10 * time.Second, ConnectTimeout: clu.ConnectTimeout},
+		Contacts: Contacts{
+			Visibility:       string(con.Visibility),
+			LookupCapacity:   int(con.LookupCapacity),
+			LookupRefillPerS: con.LookupRefillPerSecond,
+		},
+		Admin: Admin{Addr: "127.0.0.1:8090"},
 	}
 }
 
@@ -273,6 +325,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		raw = b
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+				return Config{}, fmt.Errorf("%s:%s: %s", path, m[1], m[2])
+			}
 			return Config{}, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
@@ -305,6 +360,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	if err != nil {
 		return Config{}, explain(path, raw, err)
 	}
+	for i := range c.SMSC.Links {
+		c.SMSC.Links[i].fill()
+	}
 	if err := c.Validate(); err != nil {
 		if path != "" {
 			return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -313,6 +371,8 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	}
 	return c, nil
 }
+
+var yamlLineRE = regexp.MustCompile(`yaml: line (\d+): (.*)`)
 
 // flagKeys maps command-line flags to keys where the name is not derived.
 var flagKeys = map[string]string{
@@ -371,41 +431,123 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 	}
 }
 
-// explain turns mapstructure's "invalid keys" error into one that names each
-// key with its file and line.
+// explain turns the decoder's errors into one line per bad key, each with
+// file and line: unknown keys, and values of the wrong type.
 func explain(path string, raw []byte, err error) error {
-	msg := err.Error()
-	where := "config"
-	if path != "" {
-		where = "config " + path
+	var leaves []*mapstructure.DecodeError
+	decodeLeaves(err, &leaves)
+	where := func(key string) string {
+		if line := lineOf(raw, key); line > 0 {
+			return fmt.Sprintf("%s:%d", path, line)
+		}
+		if env := envName(key); os.Getenv(env) != "" {
+			return env
+		}
+		if path != "" {
+			return "config " + path
+		}
+		return "config"
 	}
 	var lines []string
-	for _, part := range strings.Split(msg, "\n") {
-		i := strings.Index(part, "has invalid keys: ")
-		if i < 0 {
+	for _, de := range leaves {
+		name := de.Name()
+		if strings.HasPrefix(name, "config.") {
+			name = "" // mapstructure names the top level by its type
+		}
+		cause := de.Unwrap()
+		if keys, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
+			for _, k := range strings.Split(keys, ", ") {
+				if name != "" {
+					k = name + "." + k
+				}
+				lines = append(lines, fmt.Sprintf("%s: unknown key %q", where(k), k))
+			}
 			continue
 		}
-		for _, k := range strings.Split(part[i+len("has invalid keys: "):], ", ") {
-			k = strings.TrimSpace(k)
-			full := k
-			if j := strings.Index(part, "'"); j >= 0 {
-				if e := strings.Index(part[j+1:], "'"); e > 0 && part[j+1:j+1+e] != "" {
-					full = part[j+1:j+1+e] + "." + k
-				}
+		msg := describe(cause)
+		if strings.HasPrefix(cause.Error(), "time: ") {
+			val := os.Getenv(envName(name))
+			if n := nodeOf(raw, name); n != nil && n.Kind == yaml.ScalarNode {
+				val = n.Value
 			}
-			line := lineOf(raw, full)
-			if line > 0 {
-				lines = append(lines, fmt.Sprintf("%s:%d: unknown key %q", pathOr(path), line, full))
-			} else {
-				lines = append(lines, fmt.Sprintf("%s: unknown key %q", where, full))
-			}
+			msg = fmt.Sprintf("%q is not a duration (write 90s, 10m, 720h)", val)
 		}
+		lines = append(lines, fmt.Sprintf("%s: %s: %s", where(name), name, msg))
 	}
 	if len(lines) == 0 {
-		return fmt.Errorf("%s: %v", where, strings.ReplaceAll(msg, "\n", "; "))
+		if path != "" {
+			return fmt.Errorf("config %s: %v", path, err)
+		}
+		return fmt.Errorf("config: %v", err)
 	}
 	sort.Strings(lines)
 	return errors.New(strings.Join(lines, "\n"))
+}
+
+// envName is the environment variable of a key (PHONEBOOK_SESSION_TTL).
+func envName(key string) string {
+	return "PHONEBOOK_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// decodeLeaves collects the decoder's errors that name one key.
+func decodeLeaves(err error, out *[]*mapstructure.DecodeError) {
+	switch x := err.(type) {
+	case nil:
+		return
+	case interface{ Unwrap() []error }:
+		for _, e := range x.Unwrap() {
+			decodeLeaves(e, out)
+		}
+		return
+	case *mapstructure.DecodeError:
+		inner := x.Unwrap()
+		var de *mapstructure.DecodeError
+		if _, multi := inner.(interface{ Unwrap() []error }); multi || errors.As(inner, &de) {
+			decodeLeaves(inner, out)
+			return
+		}
+		*out = append(*out, x)
+		return
+	}
+	decodeLeaves(errors.Unwrap(err), out)
+}
+
+// describe says what is wrong with a value, in words a user reads.
+func describe(err error) string {
+	var pe *mapstructure.ParseError
+	var ue *mapstructure.UnconvertibleTypeError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Sprintf("%q is not %s", fmt.Sprint(pe.Value), typeWords(pe.Expected.Type()))
+	case errors.As(err, &ue):
+		return fmt.Sprintf("expected %s, found %s", typeWords(ue.Expected.Type()), typeWords(reflect.TypeOf(ue.Value)))
+	}
+	return err.Error()
+}
+
+func typeWords(t reflect.Type) string {
+	if t == nil {
+		return "nothing"
+	}
+	if t == reflect.TypeOf(time.Duration(0)) {
+		return "a duration (90s, 10m, 720h)"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping of keys"
+	}
+	return "a " + t.String()
 }
 
 func pathOr(p string) string {
@@ -415,17 +557,15 @@ func pathOr(p string) string {
 	return p
 }
 
-// lineOf finds the line of a dotted key ("smsc.links[0].nmae") in YAML.
-func lineOf(raw []byte, key string) int {
-	if len(raw) == 0 {
-		return 0
-	}
+// findKey walks YAML to a dotted key ("smsc.links[0].nmae"): its value,
+// nil when the key is not there, and the line of the key or, when it is
+// not there, of its nearest parent.
+func findKey(raw []byte, key string) (*yaml.Node, int) {
 	var doc yaml.Node
-	if yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
-		return 0
+	if len(raw) == 0 || yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
+		return nil, 0
 	}
-	node := doc.Content[0]
-	line := 0
+	node, line := doc.Content[0], 0
 	for _, seg := range strings.Split(key, ".") {
 		name, idx := seg, -1
 		if b := strings.Index(seg, "["); b >= 0 && strings.HasSuffix(seg, "]") {
@@ -436,26 +576,62 @@ func lineOf(raw []byte, key string) int {
 		if node.Kind == yaml.MappingNode {
 			for i := 0; i+1 < len(node.Content); i += 2 {
 				if strings.EqualFold(node.Content[i].Value, name) {
-					line = node.Content[i].Line
-					node = node.Content[i+1]
-					found = true
+					line, node, found = node.Content[i].Line, node.Content[i+1], true
 					break
 				}
 			}
 		}
 		if !found {
-			return line
+			return nil, line
 		}
-		if idx >= 0 && node.Kind == yaml.SequenceNode && idx < len(node.Content) {
+		if idx >= 0 {
+			if node.Kind != yaml.SequenceNode || idx >= len(node.Content) {
+				return nil, line
+			}
 			node = node.Content[idx]
 			line = node.Line
 		}
 	}
+	return node, line
+}
+
+func nodeOf(raw []byte, key string) *yaml.Node {
+	n, _ := findKey(raw, key)
+	return n
+}
+
+func lineOf(raw []byte, key string) int {
+	_, line := findKey(raw, key)
 	return line
 }
 
-// Validate checks values that decode fine but make no sense.
+// SlogLevel is log.level as a slog level.
+func (l Log) SlogLevel() (slog.Level, error) {
+	switch strings.ToLower(l.Level) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log.level: %q is not debug, info, warn or error", l.Level)
+}
+
+// Validate checks values that decode fine but make no sense. The
+// components' own checks (verify.secret_key's length...) are made by
+// whoever builds their configurations: serve, and `config check`.
 func (c *Config) Validate() error {
+	if _, err := c.Log.SlogLevel(); err != nil {
+		return err
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
 	switch c.Database.Driver {
 	case "sqlite", "mysql":
 	default:
@@ -506,9 +682,6 @@ func (c *Config) Validate() error {
 	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
 		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
 	}
-	if !strings.Contains(c.Verify.Template, "{code}") {
-		return fmt.Errorf("verify.template: must contain {code}")
-	}
 	return nil
 }
 
@@ -545,15 +718,9 @@ func isLoopbackAddr(hostport string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
-var natsTokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
+// validate checks the cluster keys the cluster package does not see as
+// such (cluster.Config.Validate checks the rest when serve starts).
 func (c *Cluster) validate() error {
-	if c.Namespace != "" && !natsTokenRE.MatchString(c.Namespace) {
-		return fmt.Errorf("cluster.namespace: %q must be 1 to 64 letters, digits, '-' or '_' (it goes into NATS subjects and bucket names)", c.Namespace)
-	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		return fmt.Errorf("cluster.replicas: %d is not between 1 and 5 (JetStream's limit); use 3 on a 3-server NATS cluster", c.Replicas)
-	}
 	switch c.Storage {
 	case "file", "memory":
 	default:

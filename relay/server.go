@@ -78,18 +78,12 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Auth == nil || deps.Store == nil {
 		return nil, errors.New("relay: Deps.Auth and Deps.Store are required")
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
 	if cfg.Fallback == "offline" {
 		cfg.Fallback = FallbackOfflineAfter
-	}
-	switch cfg.Fallback {
-	case FallbackNever, FallbackUnregistered, FallbackOfflineAfter:
-	default:
-		return nil, fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline_after)", cfg.Fallback)
-	}
-	if cfg.IdleTimeout <= cfg.HeartbeatInterval {
-		return nil, fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
-			cfg.IdleTimeout, cfg.HeartbeatInterval)
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()

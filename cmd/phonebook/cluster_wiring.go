@@ -26,9 +26,9 @@ func (m *Main) startCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := cluster.New(ctx, cluster.Config{URL: cc.NATSURL, Node: nodeID(m.cfg.Node),
-		DeadAfter: cc.DeadAfter, PurgeAfter: cc.PurgeAfter, Namespace: cc.Namespace, Replicas: cc.Replicas,
-		MemoryStorage: cc.Storage == "memory", ConnectTimeout: cc.ConnectTimeout, NATSOptions: opts}, m.log, m.reg)
+	ccfg := clusterConfig(m.cfg)
+	ccfg.NATSOptions = opts
+	r, err := cluster.New(ctx, ccfg, m.log, m.reg)
 	if err != nil {
 		return err
 	}
@@ -45,6 +45,15 @@ func (m *Main) startCluster(ctx context.Context) error {
 	})
 	m.log.Info("cluster mode", "nats", r.URL(), "node", nodeID(m.cfg.Node), "namespace", cc.Namespace)
 	return nil
+}
+
+// clusterConfig is the cluster router's part of the configuration (but
+// the NATS options, see natsOptions).
+func clusterConfig(cfg config.Config) cluster.Config {
+	cc := cfg.Cluster
+	return cluster.Config{URL: cc.NATSURL, Node: nodeID(cfg.Node),
+		DeadAfter: cc.DeadAfter, PurgeAfter: cc.PurgeAfter, Namespace: cc.Namespace, Replicas: cc.Replicas,
+		MemoryStorage: cc.Storage == "memory", ConnectTimeout: cc.ConnectTimeout}
 }
 
 // natsOptions turns the TLS and credential keys into NATS options. Files

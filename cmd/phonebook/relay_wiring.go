@@ -10,6 +10,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -46,18 +47,9 @@ func (a accountsAuth) InvalidTokens(ctx context.Context, tokens []string) ([]str
 	return a.acc.InvalidTokens(ctx, tokens)
 }
 
-// startRelay starts the IM relay on its TCP listener, authenticating with
-// the accounts service and falling back to SMS through the outbox.
-func (m *Main) startRelay(ctx context.Context) error {
-	cfg := m.cfg
-	if cfg.Relay.TCPAddr == "" {
-		return nil
-	}
-	var fb relay.Fallback
-	if cfg.Relay.Fallback != "never" {
-		fb = outboxFallback{m.Outbox}
-	}
-	srv, err := relay.NewServer(relay.Config{
+// relayConfig is the relay's part of the configuration.
+func relayConfig(cfg config.Config) relay.Config {
+	return relay.Config{
 		NodeID:                   nodeID(cfg.Node),
 		DefaultRegion:            cfg.Phone.DefaultRegion,
 		MaxFrameSize:             cfg.Relay.MaxFrameBytes,
@@ -73,7 +65,33 @@ func (m *Main) startRelay(ctx context.Context) error {
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
 		MaxAuthFailuresPerMinute: cfg.Relay.MaxAuthFailuresPerMinute,
-	}, relay.Deps{
+	}
+}
+
+// relayTLS loads relay.tls_cert and relay.tls_key; nil when neither is set.
+func relayTLS(cfg config.Config) (*tls.Config, error) {
+	if cfg.Relay.TLSCert == "" && cfg.Relay.TLSKey == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("relay: tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// startRelay starts the IM relay on its TCP listener, authenticating with
+// the accounts service and falling back to SMS through the outbox.
+func (m *Main) startRelay(ctx context.Context) error {
+	cfg := m.cfg
+	if cfg.Relay.TCPAddr == "" {
+		return nil
+	}
+	var fb relay.Fallback
+	if cfg.Relay.Fallback != "never" {
+		fb = outboxFallback{m.Outbox}
+	}
+	srv, err := relay.NewServer(relayConfig(cfg), relay.Deps{
 		Auth:      accountsAuth{m.Accounts},
 		Store:     m.DB,
 		Directory: m.Accounts,
@@ -131,13 +149,11 @@ func (m *Main) startRelay(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: listen %s: %w", cfg.Relay.TCPAddr, err)
 	}
-	if cfg.Relay.TLSCert != "" || cfg.Relay.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("relay: tls: %w", err)
-		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if tc, err := relayTLS(cfg); err != nil {
+		ln.Close()
+		return err
+	} else if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	m.relayLn = ln
 	m.wg.Add(1)

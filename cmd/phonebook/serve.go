@@ -100,11 +100,11 @@ func NewMain(cfg config.Config, log *slog.Logger) *Main {
 // Run opens the store, migrates it, and starts every component. It returns
 // once the server is listening; Close stops it.
 func (m *Main) Run(ctx context.Context) error {
-	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	cfg := m.cfg
-	if len(cfg.SMSC.Links) == 0 && !cfg.SMSC.Simulator {
-		return errNoSMSC // before anything is created
+	if err := checkConfig(cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.reg = prometheus.NewRegistry()
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

@@ -38,6 +38,18 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 	return out
 }
 
+// verifyConfig is number verification's part of the configuration.
+func verifyConfig(cfg config.Config) verify.Config {
+	return verify.Config{
+		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
+		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
+		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
+		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
+		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
+		SecretKey: cfg.Verify.SecretKey,
+	}
+}
+
 // errNoSMSC is serve's refusal to start with nowhere to send SMS.
 var errNoSMSC = errors.New("smsc: no smsc.links configured and smsc.simulator is not true: " +
 	"set smsc.links to your operator's SMSC, or smsc.simulator: true (PHONEBOOK_SMSC_SIMULATOR=true, --smsc-simulator) " +
@@ -128,14 +140,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		return nil
 	})
 
-	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verify.Config{
-		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
-		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
-		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
-		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
-		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
-		SecretKey: cfg.Verify.SecretKey,
-	}, cfg.Phone.DefaultRegion, m.log, m.reg)
+	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verifyConfig(cfg), cfg.Phone.DefaultRegion, m.log, m.reg)
 	if err != nil {
 		return err
 	}
