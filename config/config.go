@@ -31,6 +31,7 @@ import (
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -51,6 +52,7 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
 }
 
@@ -208,6 +210,23 @@ type Relay struct {
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
+// SMSReply configures two-way SMS: how replies to fallback SMS find their
+// IM user, opt-outs, and the per-recipient daily cap (smsreply/).
+type SMSReply struct {
+	Mode               string        `mapstructure:"mode"`         // extension or sticky
+	ShortNumber        string        `mapstructure:"short_number"` // "" = verify.short_number
+	ExtensionDigits    int           `mapstructure:"extension_digits"`
+	ExtensionIdle      time.Duration `mapstructure:"extension_idle"`
+	StickyWindow       time.Duration `mapstructure:"sticky_window"`
+	StickyRule         string        `mapstructure:"sticky_rule"` // most_recent or ask
+	OptOutKeywords     []string      `mapstructure:"optout_keywords"`
+	OptInKeywords      []string      `mapstructure:"optin_keywords"`
+	OptOutText         string        `mapstructure:"optout_text"`
+	OptInText          string        `mapstructure:"optin_text"`
+	AskText            string        `mapstructure:"ask_text"`
+	MaxPerRecipientDay int           `mapstructure:"max_per_recipient_day"`
+}
+
 type Contacts struct {
 	Visibility       string  `mapstructure:"visibility"`
 	LookupCapacity   int     `mapstructure:"lookup_capacity"`
@@ -253,6 +272,7 @@ func Default() Config {
 	if clu.MemoryStorage {
 		storage = "memory"
 	}
+	rep := smsreply.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
@@ -307,6 +327,13 @@ func Default() Config {
 			LookupRefillPerS: con.LookupRefillPerSecond,
 		},
 		Admin: Admin{Addr: "127.0.0.1:8090"},
+		SMSReply: SMSReply{
+			Mode: rep.Mode, ExtensionDigits: rep.ExtensionDigits, ExtensionIdle: rep.ExtensionIdle,
+			StickyWindow: rep.StickyWindow, StickyRule: rep.StickyRule,
+			OptOutKeywords: rep.OptOutKeywords, OptInKeywords: rep.OptInKeywords,
+			OptOutText: rep.OptOutText, OptInText: rep.OptInText, AskText: rep.AskText,
+			MaxPerRecipientDay: rep.MaxPerRecipientDay,
+		},
 	}
 }
 
@@ -660,6 +687,22 @@ func (c *Config) Validate() error {
 	case "never", "unregistered", "offline":
 	default:
 		return fmt.Errorf("relay.fallback: %q is not never, unregistered or offline", c.Relay.Fallback)
+	}
+	switch c.SMSReply.Mode {
+	case "extension", "sticky":
+	default:
+		return fmt.Errorf("sms_reply.mode: %q is not extension or sticky", c.SMSReply.Mode)
+	}
+	switch c.SMSReply.StickyRule {
+	case "most_recent", "ask":
+	default:
+		return fmt.Errorf("sms_reply.sticky_rule: %q is not most_recent or ask", c.SMSReply.StickyRule)
+	}
+	if c.SMSReply.ExtensionDigits < 1 || c.SMSReply.ExtensionDigits > 8 {
+		return fmt.Errorf("sms_reply.extension_digits: %d is not 1 to 8", c.SMSReply.ExtensionDigits)
+	}
+	if c.SMSReply.MaxPerRecipientDay < 0 {
+		return fmt.Errorf("sms_reply.max_per_recipient_day: %d is negative (0 = no cap)", c.SMSReply.MaxPerRecipientDay)
 	}
 	switch c.Contacts.Visibility {
 	case "mutual", "contacts":

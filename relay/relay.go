@@ -66,7 +66,10 @@ type FallbackSMS struct {
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
 // survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names).
+// (SMSState maps the outbox's state names). An error with code
+// phonebook.EOptedOut or ERecipientLimit refuses the SMS for good: the
+// message is FAILED with that reason and never tried again; other errors
+// are retried.
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
@@ -81,6 +84,7 @@ type Store interface {
 	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
+	FailFallback(ctx context.Context, id string) (store.ChatRecord, error)
 }
 
 var _ Store = (*store.DB)(nil)

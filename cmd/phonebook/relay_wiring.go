@@ -14,15 +14,17 @@ import (
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsreply"
 )
 
-// outboxFallback sends relay messages through the durable SMS outbox; the
-// outbox's state changes come back to the relay as receipts.
-type outboxFallback struct{ ob *smsc.Outbox }
+// replyFallback sends relay messages through the durable SMS outbox, from
+// the address that routes a reply back (smsreply), unless the recipient
+// opted out or had enough today; the outbox's state changes come back to
+// the relay as receipts.
+type replyFallback struct{ r *smsreply.Service }
 
-func (f outboxFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
-	_, err := f.ob.Enqueue(ctx, smsc.SMS{To: s.To, Text: s.Text, Kind: "fallback", Ref: s.MessageID})
-	return err
+func (f replyFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
+	return f.r.SendFallback(ctx, s.MessageID, s.From, s.To, s.Text)
 }
 
 // smsStates maps outbox states to the relay protocol's message states.
@@ -89,7 +91,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	}
 	var fb relay.Fallback
 	if cfg.Relay.Fallback != "never" {
-		fb = outboxFallback{m.Outbox}
+		fb = replyFallback{m.Replies}
 	}
 	srv, err := relay.NewServer(relayConfig(cfg), relay.Deps{
 		Auth:      accountsAuth{m.Accounts},
@@ -105,6 +107,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		return err
 	}
 	m.Relay = srv
+	m.Replies.SetRelay(srv)
 	// Sessions revoked by this process's API close their connections at
 	// once; the relay's periodic check finds the rest.
 	m.Accounts.OnSessionsRevoked(func(ctx context.Context, n phonebook.MSISDN) { srv.Recheck(ctx, n) })

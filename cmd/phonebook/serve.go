@@ -22,6 +22,7 @@ import (
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -69,6 +70,7 @@ type Main struct {
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator (smsc.simulator with no links)
 	Verify   *verify.Service
+	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
 

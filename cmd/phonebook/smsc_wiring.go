@@ -10,6 +10,7 @@ import (
 	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/verify"
 )
 
@@ -146,18 +147,29 @@ func (m *Main) startSMSC(ctx context.Context) error {
 	}
 	m.Verify = v
 	m.API.SetVerify(v)
-	// Method C tokens may stand anywhere in the text, so verification takes
-	// every inbound SMS that no more specific handler claims.
-	outbox.HandleMO("", func(ctx context.Context, mo smsc.MO) error {
-		if mo.From == "" {
-			m.log.Info("inbound SMS from a non-numeric sender ignored", "source", mo.Source)
-			return nil
-		}
-		handled, err := v.HandleMO(ctx, mo.From, mo.To, mo.Text)
-		if err == nil && !handled {
-			m.log.Info("unknown inbound SMS", "from", mo.From, "to", mo.To, "parts", mo.Parts)
-		}
+	shortNumber := cfg.SMSReply.ShortNumber
+	if shortNumber == "" {
+		shortNumber = cfg.Verify.ShortNumber
+	}
+	perDay := cfg.SMSReply.MaxPerRecipientDay
+	if perDay == 0 {
+		perDay = -1 // the file's 0 is "no cap"; smsreply's is "the default"
+	}
+	replies, err := smsreply.New(smsreply.Config{
+		Mode: cfg.SMSReply.Mode, ShortNumber: shortNumber,
+		ExtensionDigits: cfg.SMSReply.ExtensionDigits, ExtensionIdle: cfg.SMSReply.ExtensionIdle,
+		StickyWindow: cfg.SMSReply.StickyWindow, StickyRule: cfg.SMSReply.StickyRule,
+		OptOutKeywords: cfg.SMSReply.OptOutKeywords, OptInKeywords: cfg.SMSReply.OptInKeywords,
+		OptOutText: cfg.SMSReply.OptOutText, OptInText: cfg.SMSReply.OptInText, AskText: cfg.SMSReply.AskText,
+		MaxPerRecipientDay: perDay, Region: cfg.Phone.DefaultRegion,
+	}, m.DB, outbox, m.log, m.reg)
+	if err != nil {
 		return err
-	})
+	}
+	m.Replies = replies
+	// Every inbound SMS that no more specific handler claims, in the
+	// documented order: method C tokens (which may stand anywhere in the
+	// text), opt-out keywords, conversation replies, unknown.
+	outbox.HandleMO("", replies.MOHandler(v.HandleMO))
 	return nil
 }
