@@ -73,6 +73,22 @@ func testPartition(t *testing.T, cut, purgeAfter time.Duration, purged bool) {
 		lost[ep.Info().Number] = lost[ep.Info().Number] || wasLost
 		mu.Unlock()
 	})
+	// The cut-off node must not take the others for dead: no purge of
+	// their sessions, so no users of theirs reported gone, and no entry
+	// of theirs re-published.
+	var wrong []string
+	x.router.OnGone(func(_ context.Context, num phonebook.MSISDN) {
+		mu.Lock()
+		wrong = append(wrong, "c reported "+string(num)+" gone")
+		mu.Unlock()
+	})
+	for _, n := range []*node{a, b} {
+		n.router.OnResync(func(ep relay.Endpoint, _ bool) {
+			mu.Lock()
+			wrong = append(wrong, n.id+" had to re-publish "+string(ep.Info().Number))
+			mu.Unlock()
+		})
+	}
 
 	gina, ivy, bob := c.user(1), c.user(2), c.user(3)
 	ginaIn, ivyIn, bobIn := newInbox(t, gina, x), newInbox(t, ivy, a), newInbox(t, bob, b)
@@ -144,6 +160,7 @@ func testPartition(t *testing.T, cut, purgeAfter time.Duration, purged bool) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	t.Logf("every stored message delivered %s after the heal", time.Since(deadline.Add(-healBound(cfg))).Round(time.Millisecond))
 	for _, in := range []*inbox{ginaIn, ivyIn, bobIn} {
 		if n := in.logins.Load(); n != 1 {
 			t.Fatalf("%s logged in %d times; stored messages must reach the open session", in.who, n)
@@ -168,5 +185,10 @@ func testPartition(t *testing.T, cut, purgeAfter time.Duration, purged bool) {
 	p, _ = ci.Send(string(gina), "after the heal")
 	if _, state := result(t, p); state != "DELIVERED" {
 		t.Fatalf("after the heal: %s", state)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(wrong) > 0 {
+		t.Fatalf("the healthy side was disturbed: %v", wrong)
 	}
 }

@@ -744,9 +744,17 @@ type purgeItem struct {
 }
 
 func (r *Router) purgeDead(now time.Time) {
+	// A node cut off from NATS, or still rebuilding its replica after,
+	// sees every other node as silent: it must not purge them (nor mark
+	// their users offline). They count as dead from when it is healthy.
+	blind := r.Outage() > 0 || r.resyncPending()
 	var gone []purgeItem
 	r.mu.Lock()
 	for k, re := range r.remote {
+		if blind {
+			re.deadSince = time.Time{}
+			continue
+		}
 		if r.aliveLocked(re.info.Node, re.instance, now) {
 			re.deadSince = time.Time{}
 			continue
