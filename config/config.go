@@ -52,8 +52,17 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	Limits       Limits       `mapstructure:"limits"`
 	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
+}
+
+// Limits says how client addresses are grouped by every per-address limit
+// (HTTP, relay TCP before Auth, relay UDP): all addresses in one IPv4
+// /IPv4Prefix or IPv6 /IPv6Prefix count as one client.
+type Limits struct {
+	IPv4Prefix int `mapstructure:"ipv4_prefix"`
+	IPv6Prefix int `mapstructure:"ipv6_prefix"`
 }
 
 // Admin configures the operators' HTTP listener: /admin/*, /metrics and,
@@ -93,6 +102,13 @@ type Login struct {
 	MaxFailuresPerHour       int `mapstructure:"max_failures_per_hour"`
 	MaxRescueFailuresPerDay  int `mapstructure:"max_rescue_failures_per_day"`
 	MaxRegistrationsPerIPDay int `mapstructure:"max_registrations_per_ip_day"`
+	// Per client network (limits.ipv4_prefix / ipv6_prefix).
+	MaxFailuresPerAddressHour      int `mapstructure:"max_failures_per_address_hour"`
+	MaxRescueFailuresPerAddressDay int `mapstructure:"max_rescue_failures_per_address_day"`
+	// Rescue-password hashes (argon2id, 19 MiB each) at once, and checks
+	// waiting for one.
+	RescueHashSlots int `mapstructure:"rescue_hash_slots"`
+	RescueHashQueue int `mapstructure:"rescue_hash_queue"`
 }
 
 type Registration struct {
@@ -106,6 +122,10 @@ type Registration struct {
 type Header struct {
 	Name           string   `mapstructure:"name"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// From a trusted gateway: registrations per number and per identity
+	// per day (its address is every subscriber's).
+	MaxPerNumberDay   int `mapstructure:"max_per_number_day"`
+	MaxPerIdentityDay int `mapstructure:"max_per_identity_day"`
 }
 
 // Verify configures number verification by SMS code (method A) and by
@@ -135,6 +155,7 @@ type SMSC struct {
 	Simulator             bool          `mapstructure:"simulator"`
 	SimulatorAddr         string        `mapstructure:"simulator_addr"` // a loopback address
 	SimulatorReceiptDelay time.Duration `mapstructure:"simulator_receipt_delay"`
+	SimulatorHTTP         string        `mapstructure:"simulator_http"` // the simulator's HTTP control (POST /mo, /reply); "" = off; loopback
 	Outbox                Outbox        `mapstructure:"outbox"`
 }
 
@@ -152,6 +173,7 @@ type Link struct {
 	TLSServerName         string        `mapstructure:"tls_server_name"`
 	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
 	Window                int           `mapstructure:"window"`
+	Binds                 int           `mapstructure:"binds"`
 	MaxTPS                float64       `mapstructure:"max_tps"`
 	EnquireLink           time.Duration `mapstructure:"enquire_link"`
 	RespTimeout           time.Duration `mapstructure:"resp_timeout"`
@@ -169,6 +191,9 @@ func (l *Link) fill() {
 	}
 	if l.Window <= 0 {
 		l.Window = d.Window
+	}
+	if l.Binds <= 0 {
+		l.Binds = d.Binds
 	}
 	for _, p := range []struct {
 		v *time.Duration
@@ -284,9 +309,15 @@ func Default() Config {
 			MaxFailuresPerHour:       acc.LoginFailuresPerHour,
 			MaxRescueFailuresPerDay:  acc.RescueFailuresPerDay,
 			MaxRegistrationsPerIPDay: web.MaxRegistrationsPerIP,
+
+			MaxFailuresPerAddressHour:      web.MaxLoginFailuresPerAddressHour,
+			MaxRescueFailuresPerAddressDay: web.MaxRescueFailuresPerAddressDay,
+			RescueHashSlots:                acc.RescueHashSlots,
+			RescueHashQueue:                acc.RescueHashQueue,
 		},
 		Registration: Registration{
-			Header:       Header{Name: web.NumberHeader},
+			Header: Header{Name: web.NumberHeader,
+				MaxPerNumberDay: web.MaxHeaderPerNumberDay, MaxPerIdentityDay: web.MaxHeaderPerIdentityDay},
 			RecycleAfter: 90 * 24 * time.Hour, // accounts: 0 = never
 		},
 		Verify: Verify{
@@ -334,6 +365,7 @@ func Default() Config {
 			OptOutText: rep.OptOutText, OptInText: rep.OptInText, AskText: rep.AskText,
 			MaxPerRecipientDay: rep.MaxPerRecipientDay,
 		},
+		Limits: Limits{IPv4Prefix: web.AddrPrefixes.V4, IPv6Prefix: web.AddrPrefixes.V6},
 	}
 }
 
@@ -719,13 +751,27 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
 		}
 	}
+	if c.Limits.IPv4Prefix < 8 || c.Limits.IPv4Prefix > 32 {
+		return fmt.Errorf("limits.ipv4_prefix: %d is not a prefix length from 8 to 32", c.Limits.IPv4Prefix)
+	}
+	if c.Limits.IPv6Prefix < 16 || c.Limits.IPv6Prefix > 128 {
+		return fmt.Errorf("limits.ipv6_prefix: %d is not a prefix length from 16 to 128", c.Limits.IPv6Prefix)
+	}
 	if err := c.validateAdmin(); err != nil {
 		return err
 	}
 	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
 		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
 	}
+	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
+		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
+	}
 	return nil
+}
+
+// AddrPrefixes is limits.ipv4_prefix and limits.ipv6_prefix.
+func (c *Config) AddrPrefixes() phonebook.AddrPrefixes {
+	return phonebook.AddrPrefixes{V4: c.Limits.IPv4Prefix, V6: c.Limits.IPv6Prefix}
 }
 
 // validateAdmin refuses an admin listener reachable from other hosts

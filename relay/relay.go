@@ -238,6 +238,9 @@ type Config struct {
 	// (120). Beyond it the address's new connections get rate_limited
 	// until its bucket refills.
 	MaxAuthFailuresPerMinute int
+	// AddrPrefixes groups client addresses for the per-address limits
+	// (TCP before Auth, UDP): an IPv4 /32 and an IPv6 /64 by default.
+	AddrPrefixes phonebook.AddrPrefixes
 }
 
 // DefaultAddr is where the relay listens, on TCP and UDP, unless
@@ -267,6 +270,7 @@ func (c Config) Validate() error {
 }
 
 func (c *Config) setDefaults() {
+	c.AddrPrefixes = c.AddrPrefixes.WithDefaults()
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v

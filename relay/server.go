@@ -184,7 +184,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return ErrServerClosed
 		}
-		ip := remoteIP(nc)
+		ip := srv.clientNet(nc)
 		if err := srv.admitLocked(ip); err != nil {
 			srv.mu.Unlock()
 			srv.metrics.authRefused.Inc()
@@ -260,11 +260,13 @@ func (srv *Server) admitLocked(ip netip.Addr) error {
 	return nil
 }
 
-// remoteIP is the client's address (the zero Addr when it has none).
-func remoteIP(nc net.Conn) netip.Addr {
+// clientNet is the network a connection counts in for the per-address
+// limits: the client's address masked to Config.AddrPrefixes (the zero
+// Addr when it has none).
+func (srv *Server) clientNet(nc net.Conn) netip.Addr {
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			return a.Unmap()
+			return srv.cfg.AddrPrefixes.Key(a).Addr()
 		}
 	}
 	return netip.Addr{}

@@ -11,14 +11,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
 )
 
 func newAdminCmd() *cobra.Command {
-	c := &cobra.Command{Use: "admin", Short: "Operator tools working directly on the store"}
-	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user"}
-	addServerFlags(c.PersistentFlags())
+	c := &cobra.Command{Use: "admin", Short: "Operator tools: accounts in the store, the running server's connection table"}
+	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user (works on the store: --database-driver, --database-dsn)"}
+	addStoreFlags(c.PersistentFlags())
 
 	withUser := func(use, short string, fn func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error) *cobra.Command {
 		return &cobra.Command{
@@ -26,23 +27,13 @@ func newAdminCmd() *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cfg, err := loadConfig(cmd)
-				if err != nil {
-					return err
-				}
-				n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
-				if err != nil {
-					return err
-				}
-				db, err := openStore(cmd.Context(), cfg)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				if _, err := db.Migrate(cmd.Context()); err != nil {
-					return err
-				}
-				return fn(cmd, db, n)
+				return withStore(cmd, func(cfg config.Config, db *store.DB) error {
+					n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
+					if err != nil {
+						return err
+					}
+					return fn(cmd, db, n)
+				})
 			},
 		}
 	}
@@ -135,7 +126,7 @@ func newAdminCmd() *cobra.Command {
 			return w.Flush()
 		},
 	}
-	conns.Flags().String("admin-addr", "", "the server's admin listener (admin.addr)")
-	c.AddCommand(user, conns)
+	conns.Flags().String("admin-addr", "", "address of the running server's admin listener to ask (admin.addr; default 127.0.0.1:8090)")
+	c.AddCommand(user, conns, newOptOutCmd())
 	return c
 }

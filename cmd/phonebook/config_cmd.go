@@ -22,11 +22,17 @@ func loadConfig(cmd *cobra.Command) (config.Config, error) {
 
 // addServerFlags adds the flags that override the most used keys.
 func addServerFlags(fs *pflag.FlagSet) {
-	fs.String("http-addr", "", "HTTP API listen address (http.addr)")
+	fs.String("http-addr", "", "address the HTTP API listens on (http.addr)")
+	addStoreFlags(fs)
+	fs.String("node", "", "this node's name in a cluster (node)")
+}
+
+// addStoreFlags adds the flags of the commands that work on the store
+// directly, without a running server (admin user).
+func addStoreFlags(fs *pflag.FlagSet) {
 	fs.String("database-driver", "", "sqlite or mysql (database.driver)")
 	fs.String("database-dsn", "", "database file (sqlite) or DSN (mysql) (database.dsn)")
 	fs.String("default-region", "", "region for national-format numbers, e.g. CN (phone.default_region)")
-	fs.String("node", "", "this node's name in a cluster (node)")
 }
 
 func newConfigCmd() *cobra.Command {

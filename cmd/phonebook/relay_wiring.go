@@ -67,6 +67,7 @@ func relayConfig(cfg config.Config) relay.Config {
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
 		MaxAuthFailuresPerMinute: cfg.Relay.MaxAuthFailuresPerMinute,
+		AddrPrefixes:             cfg.AddrPrefixes(),
 	}
 }
 

@@ -132,6 +132,8 @@ func (m *Main) Run(ctx context.Context) error {
 		SessionTTL:           cfg.Session.TTL,
 		LoginFailuresPerHour: cfg.Login.MaxFailuresPerHour,
 		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
+		RescueHashSlots:      cfg.Login.RescueHashSlots,
+		RescueHashQueue:      cfg.Login.RescueHashQueue,
 		TrustClientNumber:    cfg.Registration.TrustClientNumber,
 		TrustedProxies:       proxies,
 		RecycleAfter:         cfg.Registration.RecycleAfter,
@@ -140,6 +142,12 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxBodyBytes:          cfg.HTTP.MaxBodyBytes,
 		NumberHeader:          cfg.Registration.Header.Name,
 		MaxRegistrationsPerIP: cfg.Login.MaxRegistrationsPerIPDay,
+		AddrPrefixes:          cfg.AddrPrefixes(),
+
+		MaxLoginFailuresPerAddressHour: cfg.Login.MaxFailuresPerAddressHour,
+		MaxRescueFailuresPerAddressDay: cfg.Login.MaxRescueFailuresPerAddressDay,
+		MaxHeaderPerNumberDay:          cfg.Registration.Header.MaxPerNumberDay,
+		MaxHeaderPerIdentityDay:        cfg.Registration.Header.MaxPerIdentityDay,
 	}, m.Accounts, db, m.log, m.reg, nil) // /metrics is on the admin listener
 	m.API.AddCheck("database", db.Ping)
 
