@@ -225,6 +225,7 @@ type Relay struct {
 	Fallback         string        `mapstructure:"fallback"` // never, unregistered, offline
 	FallbackAfter    time.Duration `mapstructure:"fallback_after"`
 	FallbackTemplate string        `mapstructure:"fallback_template"`
+	FallbackPerHour  int           `mapstructure:"fallback_per_hour"`
 	TLSCert          string        `mapstructure:"tls_cert"`
 	TLSKey           string        `mapstructure:"tls_key"`
 	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
@@ -345,6 +346,7 @@ func Default() Config {
 			SendQueue: rel.SendQueue, MaxMsgsPerSecond: rel.SendRate,
 			Fallback: string(rel.Fallback), FallbackAfter: rel.FallbackGrace,
 			FallbackTemplate:         rel.SMSTemplate,
+			FallbackPerHour:          rel.FallbackPerHour,
 			ReauthInterval:           rel.ReauthInterval,
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
