@@ -173,6 +173,7 @@ type Link struct {
 	TLSServerName         string        `mapstructure:"tls_server_name"`
 	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
 	Window                int           `mapstructure:"window"`
+	Binds                 int           `mapstructure:"binds"`
 	MaxTPS                float64       `mapstructure:"max_tps"`
 	EnquireLink           time.Duration `mapstructure:"enquire_link"`
 	RespTimeout           time.Duration `mapstructure:"resp_timeout"`
@@ -190,6 +191,9 @@ func (l *Link) fill() {
 	}
 	if l.Window <= 0 {
 		l.Window = d.Window
+	}
+	if l.Binds <= 0 {
+		l.Binds = d.Binds
 	}
 	for _, p := range []struct {
 		v *time.Duration
@@ -221,6 +225,7 @@ type Relay struct {
 	Fallback         string        `mapstructure:"fallback"` // never, unregistered, offline
 	FallbackAfter    time.Duration `mapstructure:"fallback_after"`
 	FallbackTemplate string        `mapstructure:"fallback_template"`
+	FallbackPerHour  int           `mapstructure:"fallback_per_hour"`
 	TLSCert          string        `mapstructure:"tls_cert"`
 	TLSKey           string        `mapstructure:"tls_key"`
 	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
@@ -321,6 +326,7 @@ func Default() Config {
 			SendQueue: rel.SendQueue, MaxMsgsPerSecond: rel.SendRate,
 			Fallback: string(rel.Fallback), FallbackAfter: rel.FallbackGrace,
 			FallbackTemplate:         rel.SMSTemplate,
+			FallbackPerHour:          rel.FallbackPerHour,
 			ReauthInterval:           rel.ReauthInterval,
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,

@@ -105,7 +105,7 @@ func TestConfigPrintShowsEffectiveValues(t *testing.T) {
 	}
 	for _, want := range []string{
 		"max_auth_failures_per_minute: 120", "send_queue: 256", "max_text_bytes: 16384",
-		"tcp_addr: 127.0.0.1:5222", "addr: 127.0.0.1:9999", "window: 10", "enquire_link: 30s", "password: REDACTED",
+		"tcp_addr: 127.0.0.1:5222", "addr: 127.0.0.1:9999", "window: 10", "binds: 1", "enquire_link: 30s", "password: REDACTED",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config print lacks %q:\n%s", want, out)

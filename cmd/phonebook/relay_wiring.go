@@ -63,6 +63,7 @@ func relayConfig(cfg config.Config) relay.Config {
 		Fallback:                 relay.FallbackPolicy(cfg.Relay.Fallback),
 		FallbackGrace:            cfg.Relay.FallbackAfter,
 		SMSTemplate:              cfg.Relay.FallbackTemplate,
+		FallbackPerHour:          cfg.Relay.FallbackPerHour,
 		ReauthInterval:           cfg.Relay.ReauthInterval,
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
