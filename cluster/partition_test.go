@@ -27,6 +27,8 @@ func healBound(cfg cluster.Config) time.Duration { return cfg.DeadAfter + 5*time
 // node dead but do not purge it; "longer than purge_after": they purge its
 // sessions and report its users gone, and after the heal the node writes
 // its entries again and reports them for their presence to be re-asserted.
+// "silent": the link drops everything without closing, so the node learns
+// of the cut from unanswered heartbeats and pings.
 func TestPartitionHeals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cuts a link for several seconds")
@@ -36,15 +38,17 @@ func TestPartitionHeals(t *testing.T) {
 		cut        time.Duration
 		purgeAfter time.Duration
 		purged     bool
+		silent     bool
 	}{
-		{"15s", 15 * time.Second, time.Minute, false},
-		{"longer than purge_after", 5 * time.Second, 2 * time.Second, true},
+		{"15s", 15 * time.Second, time.Minute, false, false},
+		{"longer than purge_after", 5 * time.Second, 2 * time.Second, true, false},
+		{"silent", 8 * time.Second, time.Minute, false, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testPartition(t, tc.cut, tc.purgeAfter, tc.purged) })
+		t.Run(tc.name, func(t *testing.T) { testPartition(t, tc.cut, tc.purgeAfter, tc.purged, tc.silent) })
 	}
 }
 
-func testPartition(t *testing.T, cut, purgeAfter time.Duration, purged bool) {
+func testPartition(t *testing.T, cut, purgeAfter time.Duration, purged, silent bool) {
 	c := newCluster(t)
 	var cfg cluster.Config
 	timings := func(cc *cluster.Config) {
@@ -109,7 +113,11 @@ func testPartition(t *testing.T, cut, purgeAfter time.Duration, purged bool) {
 		t.Fatalf("before the cut: %s", state)
 	}
 
-	proxy.Cut()
+	if silent {
+		proxy.Silence()
+	} else {
+		proxy.Cut()
+	}
 	cutAt := time.Now()
 	waitFor(t, "c to notice the cut", func() bool { return x.router.Outage() > 0 })
 	waitFor(t, "a to count c dead", func() bool { return locatedOn(a, gina, "") })

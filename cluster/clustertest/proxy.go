@@ -4,7 +4,6 @@
 package clustertest
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -12,16 +11,22 @@ import (
 
 // Proxy forwards TCP connections from a loopback port to a target address
 // until Cut, which closes every forwarded connection and refuses new ones
-// (they are accepted and closed at once, as a broken link would), until
-// Heal.
+// (they are accepted and closed at once, as a broken link would), or
+// Silence, which keeps connections open but carries no more bytes (as a
+// link that drops every packet would), until Heal. Connections that lived
+// through a silence are closed at Heal, what they held dropped: their ends
+// would have given up on them by then (tests silence a link for longer
+// than the NATS client's ping timeout).
 type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cut    bool
+	closed bool
+	silent chan struct{} // non-nil while silenced; closed by Heal
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
 // NewProxy starts a proxy to target; it stops when the test ends.
@@ -54,16 +59,43 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// Silence stops carrying bytes on every connection, old and new.
+func (p *Proxy) Silence() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.silent == nil {
+		p.silent = make(chan struct{})
+	}
+}
+
 // Heal lets connections through again.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	p.cut = false
+	if p.silent != nil {
+		for c := range p.conns {
+			c.Close()
+		}
+		close(p.silent)
+		p.silent = nil
+	}
 	p.mu.Unlock()
+}
+
+// gate returns a channel to wait on before carrying bytes (nil: go on).
+func (p *Proxy) gate() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.silent
 }
 
 // Close stops the proxy and drops its connections.
 func (p *Proxy) Close() {
 	p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.Heal()
 	p.Cut()
 	p.wg.Wait()
 }
@@ -71,7 +103,7 @@ func (p *Proxy) Close() {
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cut {
+	if p.cut || p.closed {
 		c.Close()
 		return false
 	}
@@ -96,6 +128,9 @@ func (p *Proxy) accept() {
 		if !p.track(in) {
 			continue
 		}
+		if g := p.gate(); g != nil {
+			<-g // a silent link: the dial hangs as a SYN would
+		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
 			p.untrack(in)
@@ -111,10 +146,25 @@ func (p *Proxy) accept() {
 	}
 }
 
-// pipe copies one direction; when it ends, both sides close.
+// pipe copies one direction, holding bytes back while the link is
+// silent; when it ends, both sides close.
 func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	io.Copy(dst, src)
-	p.untrack(dst)
-	p.untrack(src)
+	defer p.untrack(src)
+	defer p.untrack(dst)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if g := p.gate(); g != nil {
+				<-g
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
