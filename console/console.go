@@ -117,6 +117,10 @@ type Console struct {
 	sampler *sampler
 	streams chan struct{} // one token per open live-update stream
 
+	outboxMu sync.Mutex // guards the last outbox overview and its time
+	outbox   store.OutboxOverview
+	outboxAt time.Time
+
 	done     chan struct{}
 	stopOnce sync.Once
 }
