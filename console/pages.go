@@ -116,6 +116,7 @@ type overviewData struct {
 	Links      []linkView
 	Outbox     store.OutboxOverview
 	OutboxErr  string
+	InFlight   int // submits waiting for submit_sm_resp on this node's links
 	Conns      []connGroup
 	TotalConns int
 	Live       map[string]string
@@ -128,6 +129,7 @@ func (c *Console) collectOverview(r *http.Request) overviewData {
 	if c.svc.Links != nil {
 		for _, l := range c.svc.Links() {
 			d.Links = append(d.Links, linkView{LinkState: l, TPS: c.sampler.perSecond(linkPrefix+l.Name, time.Minute)})
+			d.InFlight += l.InFlight
 		}
 	}
 	o, err := c.outboxOverview(r.Context())
@@ -145,13 +147,14 @@ func (c *Console) collectOverview(r *http.Request) overviewData {
 	return d
 }
 
-// outboxOverview counts the outbox at most once an Interval, however many
-// pages and streams ask: the counts read index ranges that grow with the
-// traffic, and every open console would otherwise repeat them.
+// outboxOverview counts the outbox at most once every OutboxEvery, however
+// many pages and streams ask: the counts read index ranges that grow with
+// the traffic (about 0.3 s on MariaDB for 200,000 messages,
+// BenchmarkSMSOverview), and every open console would repeat them.
 func (c *Console) outboxOverview(ctx context.Context) (store.OutboxOverview, error) {
 	c.outboxMu.Lock()
 	defer c.outboxMu.Unlock()
-	if time.Since(c.outboxAt) < c.cfg.Interval {
+	if time.Since(c.outboxAt) < c.cfg.OutboxEvery {
 		return c.outbox, nil
 	}
 	o, err := c.svc.Store.SMSOverview(ctx, time.Now().Add(-time.Hour))
@@ -189,7 +192,7 @@ func (c *Console) liveValues(d overviewData) map[string]string {
 	s := c.sampler
 	v := map[string]string{
 		"outbox.queued":     strconv.FormatInt(d.Outbox.Queued, 10),
-		"outbox.submitting": strconv.FormatInt(d.Outbox.Submitting, 10),
+		"outbox.inflight":   strconv.Itoa(d.InFlight),
 		"outbox.submitted":  strconv.FormatInt(d.Outbox.Submitted, 10),
 		"outbox.failed":     strconv.FormatInt(d.Outbox.Failed, 10),
 		"outbox.oldest":     "none",
