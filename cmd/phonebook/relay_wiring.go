@@ -126,6 +126,9 @@ func (m *Main) startRelay(ctx context.Context) error {
 				m.Contacts.Online(ctx, n) // reconnected meanwhile
 			}
 		})
+		// After a NATS outage: presence lists again, and users whose
+		// sessions the others purged are recorded online again.
+		cr.OnResync(srv.Resynced)
 	}
 	if m.relayRouter == nil {
 		// Alone, this node held every connection, and has none now: users

@@ -158,11 +158,13 @@ func (m *Main) Run(ctx context.Context) error {
 	}, m.Accounts, db, m.log, m.reg, nil) // /metrics is on the admin listener
 	m.API.AddCheck("database", db.Ping)
 
-	m.startJanitor(ctx)
-	if err := m.startSMSC(ctx); err != nil {
+	// The cluster first: it may wait for NATS, and a node that cannot
+	// join must exit before anything else has started.
+	if err := m.startCluster(ctx); err != nil {
 		return err
 	}
-	if err := m.startCluster(ctx); err != nil {
+	m.startJanitor(ctx)
+	if err := m.startSMSC(ctx); err != nil {
 		return err
 	}
 	// Contacts before the relay: the relay serves contacts and presence
