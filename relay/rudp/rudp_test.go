@@ -14,7 +14,7 @@ func ackFrame(id string) *relaypb.Frame {
 }
 
 func TestSealOpen(t *testing.T) {
-	key := DeriveKey("token", make([]byte, NonceLen), 42)
+	key := DeriveKey([]byte("token"), make([]byte, NonceLen), make([]byte, ChallengeLen), 42)
 	env := &relaypb.UdpEnvelope{Seq: 7, Ack: 3, Sack: []uint32{5}, Frame: ackFrame("m1"), Pn: 9}
 	b, err := Seal(nil, 42, key, env)
 	if err != nil {
@@ -27,7 +27,7 @@ func TestSealOpen(t *testing.T) {
 	if err := Open(b, key, &got); err != nil || got.Seq != 7 || got.Frame.GetDeliverAck().GetServerMsgId() != "m1" {
 		t.Fatalf("open: %v %v", &got, err)
 	}
-	other := DeriveKey("token", make([]byte, NonceLen), 43)
+	other := DeriveKey([]byte("token"), make([]byte, NonceLen), make([]byte, ChallengeLen), 43)
 	tampered := append([]byte(nil), b...)
 	tampered[HeaderLen] ^= 1
 	for name, tc := range map[string]struct {
@@ -45,7 +45,7 @@ func TestSealOpen(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, err, tc.err)
 		}
 	}
-	if DeriveKey("token", make([]byte, NonceLen), 42)[0] != key[0] || string(DeriveKey("other", make([]byte, NonceLen), 42)) == string(key) {
+	if DeriveKey([]byte("token"), make([]byte, NonceLen), make([]byte, ChallengeLen), 42)[0] != key[0] || string(DeriveKey([]byte("other"), make([]byte, NonceLen), make([]byte, ChallengeLen), 42)) == string(key) {
 		t.Fatal("key derivation is not a function of the token")
 	}
 }
