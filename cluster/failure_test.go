@@ -268,7 +268,7 @@ func testNATSRestart(t *testing.T, lose bool) {
 		t.Fatalf("before the restart: %s", state)
 	}
 
-	c.nats.kill()
+	c.nats.Kill()
 	// Nothing acknowledged is lost while NATS is down: messages for bob
 	// are stored, and reach him once the cluster recovers.
 	var during []string
@@ -284,9 +284,9 @@ func testNATSRestart(t *testing.T, lose bool) {
 	cc := dial(t, b, carol, client.Options{AutoAck: true})
 
 	if lose {
-		c.nats.dir = t.TempDir()
+		c.nats.Dir = t.TempDir()
 	}
-	c.nats.start()
+	c.nats.Start()
 	waitFor(t, "a to route to carol on b", func() bool { return locatedOn(a, carol, "b") && locatedOn(a, bob, "b") })
 	for _, text := range during {
 		waitFor(t, "bob to get "+text, func() bool { return bobIn.has(text) })
@@ -326,7 +326,7 @@ func TestDeadNodeEntriesAreOffline(t *testing.T) {
 		t.Fatalf("state %s", state)
 	}
 	// After PurgeAfter the survivors delete the dead node's entries.
-	nc, err := nats.Connect(c.nats.url())
+	nc, err := nats.Connect(c.nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,6 +196,14 @@ type Router interface {
 	Connections() []ConnInfo
 }
 
+// StoredWaker is a Router that wakes a recipient itself after a message
+// for them was stored: the cluster router, which must make sure the
+// wake-up reaches the recipient's node even across a NATS outage. Other
+// routers get Locate(n).Wake().
+type StoredWaker interface {
+	WakeStored(number phonebook.MSISDN)
+}
+
 // FallbackPolicy says when a message goes out as SMS.
 type FallbackPolicy string
 

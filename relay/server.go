@@ -500,7 +500,9 @@ func (srv *Server) commit(batch []storeReq) {
 		// The recipient may be online: logged in while this was being
 		// stored, after its drain had looked, or too slow to acknowledge
 		// it live. Its drain delivers it (with a backoff for the slow).
-		if ep := srv.router.Locate(m.To); ep != nil {
+		if w, ok := srv.router.(StoredWaker); ok {
+			w.WakeStored(m.To)
+		} else if ep := srv.router.Locate(m.To); ep != nil {
 			ep.Wake()
 		}
 	}

@@ -250,7 +250,7 @@ func (s *Service) SendFallback(ctx context.Context, ref string, from, to phonebo
 	}
 	if out {
 		s.refused.WithLabelValues(string(phonebook.EOptedOut)).Inc()
-		return phonebook.Errorf(phonebook.EOptedOut, "%s asked for no more SMS from Phonebook users", to)
+		return phonebook.Errorf(phonebook.EOptedOut, "%s asked for no more SMS through Phonebook", to)
 	}
 	if s.cfg.MaxPerRecipientDay > 0 {
 		n, _, err := s.db.Hit(ctx, "sms_fallback_to:"+string(to), 24*time.Hour)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
 )
@@ -26,23 +27,13 @@ func newAdminCmd() *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cfg, err := loadConfig(cmd)
-				if err != nil {
-					return err
-				}
-				n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
-				if err != nil {
-					return err
-				}
-				db, err := openStore(cmd.Context(), cfg)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				if _, err := db.Migrate(cmd.Context()); err != nil {
-					return err
-				}
-				return fn(cmd, db, n)
+				return withStore(cmd, func(cfg config.Config, db *store.DB) error {
+					n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
+					if err != nil {
+						return err
+					}
+					return fn(cmd, db, n)
+				})
 			},
 		}
 	}
@@ -136,6 +127,6 @@ func newAdminCmd() *cobra.Command {
 		},
 	}
 	conns.Flags().String("admin-addr", "", "address of the running server's admin listener to ask (admin.addr; default 127.0.0.1:8090)")
-	c.AddCommand(user, conns)
+	c.AddCommand(user, conns, newOptOutCmd())
 	return c
 }

@@ -426,6 +426,9 @@ func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
 				return // the connection ended
 			}
 			tag := ""
+			if d.Type == relaypb.MessageType_SMS {
+				tag += " [SMS reply]" // from someone without the app, answering by SMS
+			}
 			if d.Offline {
 				tag += " [stored]"
 			}
@@ -437,7 +440,11 @@ func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
 			if !ok {
 				return
 			}
-			say(fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State)))
+			line := fmt.Sprintf("receipt %s: %s", r.ClientMsgId, stateName(r.State))
+			if r.Error != nil {
+				line += " (" + reason(r.Error) + ")"
+			}
+			say(line)
 		case list := <-c.PresenceLists():
 			say(fmt.Sprintf("%d contact(s) visible", len(list)))
 			for _, p := range list {

@@ -68,6 +68,7 @@ func relayConfig(cfg config.Config) relay.Config {
 		Fallback:                 relay.FallbackPolicy(cfg.Relay.Fallback),
 		FallbackGrace:            cfg.Relay.FallbackAfter,
 		SMSTemplate:              cfg.Relay.FallbackTemplate,
+		FallbackPerHour:          cfg.Relay.FallbackPerHour,
 		ReauthInterval:           cfg.Relay.ReauthInterval,
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
@@ -130,6 +131,9 @@ func (m *Main) startRelay(ctx context.Context) error {
 				m.Contacts.Online(ctx, n) // reconnected meanwhile
 			}
 		})
+		// After a NATS outage: presence lists again, and users whose
+		// sessions the others purged are recorded online again.
+		cr.OnResync(srv.Resynced)
 	}
 	if m.relayRouter == nil {
 		// Alone, this node held every connection, and has none now: users

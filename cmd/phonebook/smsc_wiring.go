@@ -22,7 +22,7 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 			Name: l.Name, Addr: l.Addr, SystemID: l.SystemID, Password: l.Password, SystemType: l.SystemType,
 			Bind: l.Bind, SourceAddr: l.SourceAddr,
 			TLS: l.TLS, TLSServerName: l.TLSServerName, TLSInsecureSkipVerify: l.TLSInsecureSkipVerify,
-			Window: l.Window, MaxTPS: l.MaxTPS, EnquireLink: l.EnquireLink, RespTimeout: l.RespTimeout,
+			Window: l.Window, Binds: l.Binds, MaxTPS: l.MaxTPS, EnquireLink: l.EnquireLink, RespTimeout: l.RespTimeout,
 			ReconnectMin: l.ReconnectMin, ReconnectMax: l.ReconnectMax, Prefixes: l.Prefixes,
 		}
 		if l.SourceTON != nil || l.SourceNPI != nil {
@@ -77,6 +77,13 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		}
 		m.Sim = sim
 		m.closers = append(m.closers, func(context.Context) error { sim.Close(); return nil })
+		if cfg.SMSC.SimulatorHTTP != "" {
+			a, err := sim.StartHTTP(cfg.SMSC.SimulatorHTTP)
+			if err != nil {
+				return fmt.Errorf("smsc simulator: %w", err)
+			}
+			m.log.Info("smsc simulator: HTTP control (phonebook smsc-sim mo --http ...)", "addr", a)
+		}
 		links = []smsc.LinkConfig{{Name: "simulator", Addr: sim.Addr(), SystemID: "phonebook", SourceAddr: cfg.Verify.ShortNumber, Window: 100}}
 		m.log.Warn("smsc.simulator: the built-in SMSC simulator is running instead of an operator's SMSC; every SMS, verification codes included, is printed",
 			"addr", sim.Addr())

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -348,4 +350,83 @@ func inboundCounts(t *testing.T, m *Main) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// The README tour "Bob answers by SMS", through the commands: Alice's
+// `phone send` to Bob (no app) leaves from an extension; `smsc-sim mo
+// --reply` on the built-in simulator's HTTP control (smsc.simulator_http)
+// answers it; Alice's `phone listen` shows the reply; `admin optout`
+// lists, adds and removes opt-outs, and Alice's next message then fails
+// with opted_out.
+func TestSMSReplyTourEndToEnd(t *testing.T) {
+	cfg := extensionConfig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SMSC.SimulatorHTTP = ln.Addr().String()
+	ln.Close()
+	m := startMain(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := filepath.Join(t.TempDir(), "alice.json")
+	run := func(args ...string) string {
+		t.Helper()
+		var out lockedBuffer
+		if err := runPhone(t, ctx, m, alice, &out, args...); err != nil {
+			t.Fatalf("phone %v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	cli := func(args ...string) (string, error) {
+		c := newRootCmd()
+		var out lockedBuffer
+		c.SetOut(&out)
+		c.SetErr(&out)
+		c.SetArgs(args)
+		err := c.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	run("register", "13600136000", "--method", "header")
+	if out := run("send", "13700137000", "dinner tonight?", "--wait", "3s"); !strings.Contains(out, "sms_delivered") {
+		t.Fatalf("send:\n%s", out)
+	}
+
+	var listen lockedBuffer
+	lctx, stopListen := context.WithCancel(ctx)
+	listenDone := make(chan error, 1)
+	go func() { listenDone <- runPhone(t, lctx, m, alice, &listen, "listen", "--wait", "1m") }()
+	waitOutput(t, ctx, &listen, "contact(s) visible")
+
+	out, err := cli("smsc-sim", "mo", "--http", cfg.SMSC.SimulatorHTTP, "--from", bobNumber, "--reply", "好的", "七点见", "👍")
+	if err != nil || !strings.Contains(out, "MO +8613700137000 -> 10690") || !strings.Contains(out, "delivered") {
+		t.Fatalf("smsc-sim mo: %q %v", out, err)
+	}
+	waitOutput(t, ctx, &listen, "+8613700137000: 好的 七点见 👍 [SMS reply]")
+	stopListen()
+	<-listenDone
+
+	if out, err := cli("smsc-sim", "mo", "--http", cfg.SMSC.SimulatorHTTP, "--from", "+8613900139000", "--reply", "hi"); err == nil || !strings.Contains(err.Error(), "no SMS to reply to") {
+		t.Fatalf("reply from a phone that got nothing: %q %v", out, err)
+	}
+
+	db := []string{"--database-dsn", cfg.Database.DSN}
+	if out, err := cli(append([]string{"admin", "optout", "add", "137 0013 7000", "--from", "13600136000"}, db...)...); err != nil || !strings.Contains(out, "+8613700137000 takes no SMS from +8613600136000") {
+		t.Fatalf("optout add: %q %v", out, err)
+	}
+	if out, err := cli(append([]string{"admin", "optout", "list"}, db...)...); err != nil || !strings.Contains(out, "+8613700137000  +8613600136000") {
+		t.Fatalf("optout list: %q %v", out, err)
+	}
+	if out := run("send", "13700137000", "still there?", "--wait", "2s"); !strings.Contains(out, "failed (opted_out: ") {
+		t.Fatalf("send to an opted-out number:\n%s", out)
+	}
+	if out, err := cli(append([]string{"admin", "optout", "remove", "13700137000"}, db...)...); err == nil || !strings.Contains(err.Error(), "no such opt-out") {
+		t.Fatalf("remove the (absent) opt-out from anyone: %q %v", out, err)
+	}
+	if out, err := cli(append([]string{"admin", "optout", "remove", "13700137000", "--all"}, db...)...); err != nil || !strings.Contains(out, "1 opt-out(s) removed") {
+		t.Fatalf("optout remove --all: %q %v", out, err)
+	}
+	if out := run("send", "13700137000", "back again", "--wait", "3s"); !strings.Contains(out, "sms_delivered") {
+		t.Fatalf("send after the opt-out went:\n%s", out)
+	}
 }

@@ -22,6 +22,7 @@ func Command() *cobra.Command {
 		addr     string
 		httpAddr string
 		reject   []string
+		delay    string
 	)
 	cmd := &cobra.Command{
 		Use:   "smsc-sim",
@@ -30,12 +31,18 @@ func Command() *cobra.Command {
 (addr, system_id, password) and every SMS the server sends is printed here,
 verification codes included. Send an SMS from a "phone" by typing
   MO <from> <to> <text>
-or with POST /mo on the --http address. See docs/smsc.md.`,
+  REPLY <from> <text>     (to the source of the last SMS <from> received)
+with POST /mo or /reply on the --http address, or with
+"phonebook smsc-sim mo". See docs/smsc.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			cfg.Output = out
 			cfg.RejectPrefixes = reject
+			var err error
+			if cfg.RespDelay, cfg.RespDelayMax, err = ParseDelayRange(delay); err != nil {
+				return fmt.Errorf("--resp-delay: %w", err)
+			}
 			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -53,7 +60,7 @@ or with POST /mo on the --http address. See docs/smsc.md.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /drop, POST /throttle, GET /submits)\n", a)
+				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats)\n", a)
 			}
 			go readMO(ctx, sim, cmd.InOrStdin(), out)
 			<-ctx.Done()
@@ -74,14 +81,16 @@ or with POST /mo on the --http address. See docs/smsc.md.`,
 	f.IntVar(&cfg.ThrottleEvery, "throttle-every", 0, "answer every Nth submit_sm with ESME_RTHROTTLED (0 = never)")
 	f.StringSliceVar(&reject, "reject-prefix", nil, "refuse destinations with this prefix (repeatable), e.g. +999")
 	f.Uint32Var(&cfg.RejectStatus, "reject-status", 0x0B, "command_status for refused destinations")
-	f.DurationVar(&cfg.RespDelay, "resp-delay", 0, "delay every submit_sm_resp")
+	f.StringVar(&delay, "resp-delay", "0s", "delay every submit_sm_resp by this long (5ms), or by a random time in a range (1ms-20ms)")
 	f.BoolVar(&cfg.CollideSeq, "collide-seq", false, "send deliver_sm with the sequence numbers of outstanding submits")
 	f.BoolVar(&cfg.MOAsDataSM, "mo-data-sm", false, "send MO as data_sm instead of deliver_sm")
 	f.DurationVar(&cfg.RedeliverAfter, "redeliver-after", time.Second, "wait before redelivering a refused deliver_sm")
+	cmd.AddCommand(moCommand())
 	return cmd
 }
 
-// readMO reads "MO <from> <to> <text>" lines until EOF.
+// readMO reads "MO <from> <to> <text>" and "REPLY <from> <text>" lines
+// until EOF.
 func readMO(ctx context.Context, sim *Sim, in io.Reader, out io.Writer) {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
@@ -90,12 +99,17 @@ func readMO(ctx context.Context, sim *Sim, in io.Reader, out io.Writer) {
 			continue
 		}
 		fields := strings.SplitN(line, " ", 4)
-		if len(fields) != 4 || !strings.EqualFold(fields[0], "MO") {
-			fmt.Fprintln(out, "smscsim: want: MO <from> <to> <text>")
-			continue
-		}
+		var err error
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := sim.InjectMO(mctx, fields[1], fields[2], fields[3])
+		switch {
+		case len(fields) == 4 && strings.EqualFold(fields[0], "MO"):
+			err = sim.InjectMO(mctx, fields[1], fields[2], fields[3])
+		case len(fields) >= 3 && strings.EqualFold(fields[0], "REPLY"):
+			_, text, _ := strings.Cut(line[len(fields[0])+1:], " ")
+			_, err = sim.Reply(mctx, fields[1], text)
+		default:
+			fmt.Fprintln(out, "smscsim: want: MO <from> <to> <text>, or REPLY <from> <text>")
+		}
 		cancel()
 		if err != nil {
 			fmt.Fprintln(out, "smscsim:", err)
