@@ -214,23 +214,32 @@ func (o *Outbox) notify(ctx context.Context, in <-chan store.SMSChange) {
 	}
 }
 
-// Enqueue checks and stores a message; once it returns the message survives
-// a crash and will be sent. It wakes the worker at once.
-func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
+// Check tells whether Enqueue would accept s, without storing it: a
+// destination that is not E.164, or a text longer than MaxParts parts, is
+// refused with the error Enqueue would return (invalid_number,
+// request_too_large...).
+func (o *Outbox) Check(s SMS) error {
 	if !strings.HasPrefix(string(s.To), "+") || len(s.To) < 4 || len(s.To) > 16 {
-		return 0, phonebook.Errorf(phonebook.EInvalidNumber, "sms destination %q is not an E.164 number", s.To)
+		return phonebook.Errorf(phonebook.EInvalidNumber, "sms destination %q is not an E.164 number", s.To)
 	}
 	if len(s.From) > 21 {
-		return 0, phonebook.Errorf(phonebook.EInvalid, "sms source address is longer than 21 characters")
+		return phonebook.Errorf(phonebook.EInvalid, "sms source address is longer than 21 characters")
 	}
 	if len(s.Kind) > 32 || len(s.Ref) > 191 {
-		return 0, phonebook.Errorf(phonebook.EInvalid, "sms kind (32) or ref (191 characters) too long")
+		return phonebook.Errorf(phonebook.EInvalid, "sms kind (32) or ref (191 characters) too long")
 	}
 	e, err := Encode(s.Text)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if _, err := e.Parts(0, o.cfg.MaxParts); err != nil {
+	_, err = e.Parts(0, o.cfg.MaxParts)
+	return err
+}
+
+// Enqueue checks and stores a message; once it returns the message survives
+// a crash and will be sent. It wakes the worker at once.
+func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
+	if err := o.Check(s); err != nil {
 		return 0, err
 	}
 	v := s.Validity
