@@ -145,6 +145,7 @@ type Verify struct {
 	TokenPrefix        string          `mapstructure:"token_prefix"`
 	SecretKey          string          `mapstructure:"secret_key"`
 	MaxTokensPerIPHour int             `mapstructure:"max_tokens_per_ip_hour"`
+	MaxPollers         int             `mapstructure:"max_pollers"`
 }
 
 // SMSC configures the links to operator SMSCs. With no links, serve runs
@@ -225,10 +226,18 @@ type Relay struct {
 	Fallback         string        `mapstructure:"fallback"` // never, unregistered, offline
 	FallbackAfter    time.Duration `mapstructure:"fallback_after"`
 	FallbackTemplate string        `mapstructure:"fallback_template"`
-	FallbackPerHour  int           `mapstructure:"fallback_per_hour"`
-	TLSCert          string        `mapstructure:"tls_cert"`
-	TLSKey           string        `mapstructure:"tls_key"`
-	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
+	// SMS fallbacks queued per sender per clock hour (counted in the
+	// store: across connections, restarts and nodes), and how long a
+	// fallback may keep failing before its sender gets FAILED, expired.
+	FallbackPerHour int           `mapstructure:"fallback_per_hour"`
+	FallbackExpiry  time.Duration `mapstructure:"fallback_expiry"`
+	// The offline store's bounds.
+	MaxOfflinePerRecipient int           `mapstructure:"max_offline_per_recipient"`
+	MaxOfflinePerSender    int           `mapstructure:"max_offline_per_sender"`
+	OfflineTTL             time.Duration `mapstructure:"offline_ttl"`
+	TLSCert                string        `mapstructure:"tls_cert"`
+	TLSKey                 string        `mapstructure:"tls_key"`
+	ReauthInterval         time.Duration `mapstructure:"reauth_interval"`
 	// TCP connections not yet authenticated, in all and per client address.
 	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
@@ -333,6 +342,7 @@ func Default() Config {
 			TokenTTL:           ver.TokenTTL,
 			TokenPrefix:        ver.TokenPrefix,
 			MaxTokensPerIPHour: ver.MaxTokensPerIPHour,
+			MaxPollers:         ver.MaxPollers,
 		},
 		SMSC: SMSC{
 			SimulatorAddr:         "127.0.0.1:0",
@@ -347,6 +357,10 @@ func Default() Config {
 			Fallback: string(rel.Fallback), FallbackAfter: rel.FallbackGrace,
 			FallbackTemplate:         rel.SMSTemplate,
 			FallbackPerHour:          rel.FallbackPerHour,
+			FallbackExpiry:           rel.FallbackExpiry,
+			MaxOfflinePerRecipient:   rel.MaxOfflinePerRecipient,
+			MaxOfflinePerSender:      rel.MaxOfflinePerSender,
+			OfflineTTL:               rel.OfflineTTL,
 			ReauthInterval:           rel.ReauthInterval,
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
@@ -710,6 +724,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Cluster.validate(); err != nil {
 		return err
+	}
+	if c.Relay.MaxTextBytes <= 0 || c.Relay.MaxTextBytes+phonebook.DeliverOverhead > c.Relay.MaxFrameBytes {
+		return fmt.Errorf("relay.max_text_bytes (%d) must be positive and at most relay.max_frame_bytes (%d) less %d, what a Deliver frame carries besides the text",
+			c.Relay.MaxTextBytes, c.Relay.MaxFrameBytes, phonebook.DeliverOverhead)
+	}
+	if c.Relay.FallbackPerHour <= 0 || c.Relay.FallbackExpiry <= 0 || c.Relay.MaxOfflinePerRecipient <= 0 ||
+		c.Relay.MaxOfflinePerSender <= 0 || c.Relay.OfflineTTL <= 0 {
+		return fmt.Errorf("relay.fallback_per_hour, fallback_expiry, max_offline_per_recipient, max_offline_per_sender and offline_ttl must be positive")
 	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)

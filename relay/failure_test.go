@@ -97,7 +97,7 @@ func (c *rawConn) auth(token, device string) {
 
 func TestMalformedFramesOverTCP(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxFrameSize = 1024
+	cfg.MaxFrameSize = 2048
 	cfg.MaxTextBytes = 500
 	e := start(t, cfg, nil)
 	bigLen := binary.BigEndian.AppendUint32(nil, 1<<30)

@@ -274,11 +274,13 @@ func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 	sim.wg.Add(1)
 	go func() {
 		defer sim.wg.Done()
-		sleepOrClosed(ss.done, delay)
+		answer := sleepOrClosed(ss.done, delay)
 		ss.mu.Lock()
 		delete(ss.outstanding, seq)
 		ss.mu.Unlock()
-		ss.write(wire.Resp(pdu.SubmitSMRespID, st, seq, id))
+		if answer { // a dropped link answers nothing (the socket may close a moment after done)
+			ss.write(wire.Resp(pdu.SubmitSMRespID, st, seq, id))
+		}
 	}()
 }
 
