@@ -51,6 +51,14 @@ cluster: {nats_url: %q, dead_after: 2s, purge_after: 2s}
 	if st, err := a.DB.UserStatus(ctx, "+8613900139000"); err != nil || st.IMStatus != "online" {
 		t.Fatalf("bob before the crash: %+v %v", st, err)
 	}
+	// B registers bob's session asynchronously: A must have it before the
+	// crash to remove it after.
+	for a.relayRouter.Locate("+8613900139000") == nil {
+		if ctx.Err() != nil {
+			t.Fatal("A never saw bob's session on B")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	b.kill()
 	for {
 		select {
