@@ -25,6 +25,13 @@ import (
 // contacts service on db, wired as cmd/phonebook wires them.
 func startPresence(t *testing.T, cfg relay.Config, db *store.DB) (*env, *contacts.Service) {
 	t.Helper()
+	return startPresenceWith(t, cfg, db, nil)
+}
+
+// startPresenceWith is startPresence with the relay's router given (nil:
+// its own).
+func startPresenceWith(t *testing.T, cfg relay.Config, db *store.DB, router relay.Router) (*env, *contacts.Service) {
+	t.Helper()
 	svc, err := contacts.New(db, nil, contacts.Config{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +40,7 @@ func startPresence(t *testing.T, cfg relay.Config, db *store.DB) (*env, *contact
 	e.auth.add("tok-carol", carol, "dev-carol")
 	e.auth.add("tok-bob2", bob, "dev-bob2")
 	srv, err := relay.NewServer(cfg, relay.Deps{Auth: e.auth, Store: db, Directory: e.auth, Contacts: svc,
-		Metrics: prometheus.NewRegistry()})
+		Router: router, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
