@@ -14,18 +14,19 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // session is one authenticated client connection, independent of the
 // transport: the transport feeds it decoded frames (handle) and writes what
 // it queues (out). It implements Endpoint.
 type session struct {
-	srv    *Server
-	number phonebook.MSISDN
-	device string
-	token  string // the session token it logged in with, checked again later (reauth.go)
-	info   ConnInfo
-	conn   net.Conn // the transport's connection, if it has one
+	srv       *Server
+	number    phonebook.MSISDN
+	device    string
+	tokenHash string // the SHA-256 of the session token it logged in with, checked again later (reauth.go)
+	info      ConnInfo
+	conn      net.Conn // the transport's connection, if it has one
 
 	// out is the bounded send queue; the transport's writer owns the socket
 	// and drains it. closing is closed once; closeErr is then the Error
@@ -237,7 +238,7 @@ func (s *session) handle(f *relaypb.Frame, now time.Time) error {
 		if handled, err := s.srv.handleContactsFrame(s, f, now); handled {
 			return err
 		}
-		return phonebook.Errorf(phonebook.EProtocol, "a client may not send %s frames", FrameKind(f))
+		return phonebook.Errorf(phonebook.EProtocol, "a client may not send %s frames", wire.FrameKind(f))
 	}
 	return nil
 }

@@ -60,6 +60,20 @@ func StartNATS(t testing.TB) *NATS {
 	return n
 }
 
+// StartNATSWith starts one nats-server with JetStream and conf added to
+// its configuration file (authorization, TLS ...).
+func StartNATSWith(t testing.TB, conf string) *NATS {
+	t.Helper()
+	n := NewNATS(t)
+	n.conf = filepath.Join(n.Dir, "nats.conf")
+	body := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q }\n%s\n", n.Port, filepath.Join(n.Dir, "js"), conf)
+	if err := os.WriteFile(n.conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	return n
+}
+
 // NewNATS is StartNATS without the start: its port is chosen, so that a
 // test can point nodes at a server that is not up yet.
 func NewNATS(t testing.TB) *NATS {

@@ -47,7 +47,8 @@ func verifyConfig(cfg config.Config) verify.Config {
 		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
 		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
 		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
-		SecretKey: cfg.Verify.SecretKey,
+		MaxPollers: cfg.Verify.MaxPollers,
+		SecretKey:  cfg.Verify.SecretKey,
 	}
 }
 
@@ -105,6 +106,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 	}
 	outbox, err = smsc.NewOutbox(m.DB, router, smsc.OutboxConfig{
 		NodeID:          nodeID(cfg.Node),
+		Workers:         max(router.Capacity(), 100),
 		DefaultValidity: cfg.SMSC.Outbox.Validity,
 		MaxAttempts:     cfg.SMSC.Outbox.MaxAttempts,
 		Region:          cfg.Phone.DefaultRegion,
