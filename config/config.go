@@ -238,6 +238,8 @@ type Relay struct {
 	TLSCert                string        `mapstructure:"tls_cert"`
 	TLSKey                 string        `mapstructure:"tls_key"`
 	ReauthInterval         time.Duration `mapstructure:"reauth_interval"`
+	// How often live sessions' waiting messages are looked for in the store.
+	StoredRecheck time.Duration `mapstructure:"stored_recheck"`
 	// TCP connections not yet authenticated, in all and per client address.
 	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
@@ -362,6 +364,7 @@ func Default() Config {
 			MaxOfflinePerSender:      rel.MaxOfflinePerSender,
 			OfflineTTL:               rel.OfflineTTL,
 			ReauthInterval:           rel.ReauthInterval,
+			StoredRecheck:            rel.StoredRecheck,
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
 			MaxAuthFailuresPerMinute: rel.MaxAuthFailuresPerMinute,
@@ -732,6 +735,9 @@ func (c *Config) Validate() error {
 	if c.Relay.FallbackPerHour <= 0 || c.Relay.FallbackExpiry <= 0 || c.Relay.MaxOfflinePerRecipient <= 0 ||
 		c.Relay.MaxOfflinePerSender <= 0 || c.Relay.OfflineTTL <= 0 {
 		return fmt.Errorf("relay.fallback_per_hour, fallback_expiry, max_offline_per_recipient, max_offline_per_sender and offline_ttl must be positive")
+	}
+	if c.Relay.StoredRecheck < 0 {
+		return fmt.Errorf("relay.stored_recheck: %s is negative", c.Relay.StoredRecheck)
 	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)
