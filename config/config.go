@@ -129,6 +129,7 @@ type Link struct {
 	ReconnectMin          time.Duration `mapstructure:"reconnect_min"`
 	ReconnectMax          time.Duration `mapstructure:"reconnect_max"`
 	Prefixes              []string      `mapstructure:"prefixes"`
+	ReceiptIDs            string        `mapstructure:"receipt_ids"`
 }
 
 type Simulator struct {
@@ -137,8 +138,9 @@ type Simulator struct {
 }
 
 type Outbox struct {
-	Validity    time.Duration `mapstructure:"validity"`
-	MaxAttempts int           `mapstructure:"max_attempts"`
+	Validity        time.Duration `mapstructure:"validity"`
+	MaxAttempts     int           `mapstructure:"max_attempts"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
 
 type Relay struct {
@@ -209,7 +211,7 @@ func Default() Config {
 		},
 		SMSC: SMSC{
 			Simulator: Simulator{Addr: "127.0.0.1:0", ReceiptDelay: 500 * time.Millisecond},
-			Outbox:    Outbox{Validity: 24 * time.Hour, MaxAttempts: 50},
+			Outbox:    Outbox{Validity: 24 * time.Hour, MaxAttempts: 50, ShutdownTimeout: 30 * time.Second},
 		},
 		Relay: Relay{
 			TCPAddr: "127.0.0.1:5222", UDPAddr: "127.0.0.1:5222",
