@@ -582,8 +582,19 @@ func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, recor
 		// The claim is about to lapse: another node may take the message, so
 		// sending now could send it twice.
 		a.fail(errLeaseEnding, true)
+	case !o.awaitLink(stopping):
+		// Still no link after linkWait: give the part back unsent.
+		a.fail(&SubmitError{Temporary: true, Err: ErrNoLinkBound}, true)
 	default:
 		res, err := o.sub.Submit(ctx, j.part)
+		// A part that never left because the link dropped just then is
+		// tried again here once a link is bound (within linkWait), rather
+		// than sent round the queue with its whole message.
+		for start := time.Now(); err != nil && retryHere(err) && !stopping.Load() &&
+			time.Since(start) < linkWait && time.Until(a.leaseEnd) >= o.cfg.Lease/10 && o.awaitLink(stopping); {
+			o.m.submits.WithLabelValues("not_sent").Inc()
+			res, err = o.sub.Submit(ctx, j.part)
+		}
 		if err == nil {
 			o.m.submits.WithLabelValues("ok").Inc()
 			id := NormalizeMessageID(res.MessageID)
@@ -605,6 +616,34 @@ func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, recor
 		a.fail(err, temporary)
 	}
 	o.partDone(a, records)
+}
+
+// linkWait bounds how long a worker holds a part while no link is bound.
+// A link that drops comes back within a reconnect delay or two; failing
+// every part in hand at once would only send them round the queue.
+const linkWait = 5 * time.Second
+
+// awaitLink waits until a link is bound (if the submitter tells), at most
+// linkWait and not once shutting down; it reports whether one is.
+func (o *Outbox) awaitLink(stopping *atomic.Bool) bool {
+	av, ok := o.sub.(interface{ Available() bool })
+	if !ok {
+		return true
+	}
+	for deadline := time.Now().Add(linkWait); !av.Available(); time.Sleep(10 * time.Millisecond) {
+		if stopping.Load() || time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// retryHere reports whether a failed submit is one a worker tries again at
+// once: temporary, never sent, for want of a bound link.
+func retryHere(err error) bool {
+	var se *SubmitError
+	return errors.As(err, &se) && se.Temporary && notSent(err) &&
+		(errors.Is(err, ErrNotBound) || errors.Is(err, ErrNoLinkBound) || errors.Is(err, ErrNotWritten))
 }
 
 // Reasons the outbox itself does not send a part; like every error for
