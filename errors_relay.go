@@ -10,3 +10,9 @@ const (
 	ETimeout         Code = "timeout"          // no Auth, heartbeat or acknowledgement in time
 	EShuttingDown    Code = "shutting_down"    // the server is stopping; reconnect to another node
 )
+
+// Why an SMS fallback was refused for good; a FAILED Receipt carries them.
+const (
+	EOptedOut       Code = "opted_out"             // the recipient texted an opt-out keyword (TD, STOP...)
+	ERecipientLimit Code = "recipient_daily_limit" // the recipient had as many fallback SMS today as allowed
+)

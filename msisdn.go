@@ -39,6 +39,10 @@ func NormalizeMSISDN(raw, region string) (MSISDN, error) {
 	return MSISDN(phonenumbers.Format(num, phonenumbers.E164)), nil
 }
 
+// DefaultRegion is the region national-format numbers are read in unless
+// configured (phone.default_region).
+const DefaultRegion = "CN"
+
 // RegionOf returns the ISO region of a normalised number ("CN"), or "" when
 // it has none.
 func RegionOf(m MSISDN) string {

@@ -39,18 +39,34 @@ type Config struct {
 	DefaultRegion        string        // region for national-format numbers; default "CN"
 	SessionTTL           time.Duration // default 30 days
 	LoginFailuresPerHour int           // wrong device keys per number per hour; default 20
-	RescueFailuresPerDay int           // wrong rescue passwords per number per day; default 10
-	TrustClientNumber    bool          // method B
-	TrustedProxies       []netip.Prefix
+	RescueFailuresPerDay int           // wrong rescue passwords per number per day, per budget; default 10
+	// RescueHashSlots bounds the rescue-password hashes (argon2id, 19 MiB
+	// each) computed at once; RescueHashQueue the checks waiting for a
+	// slot, beyond which a check is refused with rate_limited. Defaults 2
+	// and 32: at most 2 x 19 MiB however many guesses arrive together.
+	RescueHashSlots   int
+	RescueHashQueue   int
+	TrustClientNumber bool // method B
+	TrustedProxies    []netip.Prefix
 	// RecycleAfter: a number proven with a new SIM after its user has
 	// been inactive this long is taken to belong to a new subscriber (see
 	// store.DB.BindIdentity). 0: never.
 	RecycleAfter time.Duration
+	// Now is the clock the recycling decision reads (nil: time.Now);
+	// tests move it instead of sleeping.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
 }
 
 func (c *Config) fill() {
 	if c.DefaultRegion == "" {
-		c.DefaultRegion = "CN"
+		c.DefaultRegion = phonebook.DefaultRegion
 	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 30 * 24 * time.Hour
@@ -60,6 +76,12 @@ func (c *Config) fill() {
 	}
 	if c.RescueFailuresPerDay <= 0 {
 		c.RescueFailuresPerDay = 10
+	}
+	if c.RescueHashSlots <= 0 {
+		c.RescueHashSlots = 2
+	}
+	if c.RescueHashQueue <= 0 {
+		c.RescueHashQueue = 32
 	}
 }
 
@@ -72,6 +94,7 @@ type Service struct {
 	proofs   *prometheus.CounterVec
 	recycled prometheus.Counter
 	storeMs  *prometheus.HistogramVec
+	hashes   *hashGate
 
 	registered atomic.Pointer[func(context.Context, phonebook.MSISDN)]
 	revoked    atomic.Pointer[func(context.Context, phonebook.MSISDN)]
@@ -146,8 +169,9 @@ func New(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Registerer) 
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"op"}),
 	}
+	s.hashes = newHashGate(cfg.RescueHashSlots, cfg.RescueHashQueue)
 	if reg != nil {
-		reg.MustRegister(s.logins, s.proofs, s.recycled, s.storeMs)
+		reg.MustRegister(s.logins, s.proofs, s.recycled, s.storeMs, s.hashes.checks, s.hashes.refused)
 	}
 	return s
 }
@@ -199,7 +223,11 @@ func (s *Service) Prove(ctx context.Context, number phonebook.MSISDN, id phonebo
 	key, hash := newSecret()
 	var recycleBefore time.Time
 	if s.cfg.RecycleAfter > 0 && m != MethodRescue { // the rescue password proves the same person
-		recycleBefore = time.Now().Add(-s.cfg.RecycleAfter)
+		now := time.Now
+		if s.cfg.Now != nil {
+			now = s.cfg.Now
+		}
+		recycleBefore = now().Add(-s.cfg.RecycleAfter)
 	}
 	created, recycled, err := s.db.BindIdentity(ctx, number, id, hash, string(m), recycleBefore)
 	if err != nil {
@@ -306,10 +334,8 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (sess Session, err 
 	if !u.Valid {
 		return Session{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", number)
 	}
-	if u.DeviceID != r.Identity.DeviceID || u.SIMID != r.Identity.SIMID {
-		return Session{}, phonebook.Errorf(phonebook.EIdentityChanged,
-			"%s is registered with another phone or SIM; give the rescue password or prove the number again", number)
-	}
+	// The key before the identity: without the number's device key a caller
+	// learns nothing about the phone or SIM it is registered with.
 	if !matchSecret(r.DeviceKey, u.DeviceKeyHash) {
 		// Device keys are 256-bit random values, so guessing is hopeless; the
 		// limit bounds the load a client sending wrong keys can cause, and
@@ -324,11 +350,17 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (sess Session, err 
 		}
 		return Session{}, phonebook.Errorf(phonebook.ECredentials, "the device key is wrong")
 	}
+	if u.DeviceID != r.Identity.DeviceID || u.SIMID != r.Identity.SIMID {
+		return Session{}, phonebook.Errorf(phonebook.EIdentityChanged,
+			"%s is registered with another phone or SIM; give the rescue password or prove the number again", number)
+	}
 	if u.SecureMode {
 		if r.RescuePassword == "" {
 			return Session{}, phonebook.Errorf(phonebook.ERescueRequired, "secure login mode is on: give the rescue password")
 		}
-		if err := s.checkRescue(ctx, u, r.RescuePassword); err != nil {
+		// The device key proved the registered device: its guesses have
+		// their own budget, which guesses from elsewhere cannot spend.
+		if err := s.checkRescue(ctx, u, r.RescuePassword, budgetOwner); err != nil {
 			return Session{}, err
 		}
 	}
@@ -359,7 +391,7 @@ func (s *Service) Rescue(ctx context.Context, raw string, id phonebook.Identity,
 	if !u.Valid {
 		return Credentials{}, Session{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", number)
 	}
-	if err := s.checkRescue(ctx, u, password); err != nil {
+	if err := s.checkRescue(ctx, u, password, budgetAnyone); err != nil {
 		return Credentials{}, Session{}, err
 	}
 	creds, err := s.Prove(ctx, number, id, MethodRescue)
@@ -370,37 +402,51 @@ func (s *Service) Rescue(ctx context.Context, raw string, id phonebook.Identity,
 	return creds, sess, err
 }
 
-// checkRescue verifies a rescue password under the daily failure limit.
-func (s *Service) checkRescue(ctx context.Context, u *store.User, password string) error {
+// rescueBudget names whose daily allowance of wrong rescue passwords a
+// check spends.
+type rescueBudget string
+
+const (
+	// budgetAnyone: /v1/login/rescue, from a phone or SIM the number is not
+	// registered with: anyone who knows the number can try.
+	budgetAnyone rescueBudget = "rescue_fail:"
+	// budgetOwner: the registered device, proven by its device key (secure
+	// login mode), or a logged-in session changing the password.
+	budgetOwner rescueBudget = "rescue_fail_owner:"
+)
+
+// checkRescue verifies a rescue password under the daily failure limit of
+// the budget. The attempt is counted before the hash is computed and given
+// back when the password is right, so concurrent guesses cannot exceed the
+// limit; the hash itself waits for one of a few slots (hashGate).
+func (s *Service) checkRescue(ctx context.Context, u *store.User, password string, b rescueBudget) error {
 	if u.RescueHash == "" {
 		return phonebook.Errorf(phonebook.ENoRescue, "no rescue password is set for %s; prove the number by SMS instead", u.Number)
 	}
-	key := "rescue_fail:" + string(u.Number)
-	if err := s.checkLimit(ctx, key, 24*time.Hour, s.cfg.RescueFailuresPerDay, "wrong rescue passwords"); err != nil {
-		return err
-	}
-	if !checkPassword(password, u.RescueHash) {
-		n, reset, _ := s.db.Hit(ctx, key, 24*time.Hour)
-		left := int64(s.cfg.RescueFailuresPerDay) - n
-		if left <= 0 {
-			return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
-				Message: fmt.Sprintf("the rescue password is wrong; no attempts left until %s", reset.Format(time.RFC3339))}
-		}
-		return phonebook.Errorf(phonebook.ECredentials, "the rescue password is wrong; %d attempts left today", left)
-	}
-	return nil
-}
-
-func (s *Service) checkLimit(ctx context.Context, key string, window time.Duration, limit int, what string) error {
-	n, reset, err := s.db.Count(ctx, key, window)
+	limit := int64(s.cfg.RescueFailuresPerDay)
+	res, err := s.db.Reserve(ctx, string(b)+string(u.Number), 24*time.Hour)
 	if err != nil {
 		return err
 	}
-	if n >= int64(limit) {
-		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
-			Message: fmt.Sprintf("too many %s for this number; retry after %s", what, reset.Format(time.RFC3339))}
+	if res.Count > limit {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: res.ResetAt,
+			Message: fmt.Sprintf("too many wrong rescue passwords for this number; retry after %s", res.ResetAt.Format(time.RFC3339))}
 	}
-	return nil
+	ok, err := s.hashes.check(ctx, password, u.RescueHash)
+	if err != nil || ok {
+		// Not a wrong password (the right one, or not checked at all):
+		// give the attempt back. A failed release costs the owner one
+		// attempt, nothing more.
+		if rerr := s.db.Release(context.WithoutCancel(ctx), res); rerr != nil {
+			s.log.Warn("release a rescue-password attempt", "number", u.Number, "err", rerr)
+		}
+		return err
+	}
+	if left := limit - res.Count; left > 0 {
+		return phonebook.Errorf(phonebook.ECredentials, "the rescue password is wrong; %d attempts left today", left)
+	}
+	return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: res.ResetAt,
+		Message: fmt.Sprintf("the rescue password is wrong; no attempts left until %s", res.ResetAt.Format(time.RFC3339))}
 }
 
 func (s *Service) issue(ctx context.Context, number phonebook.MSISDN, deviceID string) (Session, error) {
@@ -471,7 +517,7 @@ func (s *Service) SetRescue(ctx context.Context, p Principal, password, current 
 		if current == "" {
 			return phonebook.Errorf(phonebook.EInvalid, "current_password is required to change the rescue password")
 		}
-		if err := s.checkRescue(ctx, u, current); err != nil {
+		if err := s.checkRescue(ctx, u, current, budgetOwner); err != nil {
 			return err
 		}
 	}

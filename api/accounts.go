@@ -26,7 +26,7 @@ func (s *Server) registerHeader(w http.ResponseWriter, r *http.Request) error {
 	if err := body.identity().Validate(); err != nil {
 		return err
 	}
-	if err := s.limitIP(r, "register", s.cfg.MaxRegistrationsPerIP); err != nil {
+	if err := s.limitHeader(r, body.identity()); err != nil {
 		return err
 	}
 	creds, err := s.accounts.RegisterHeader(r.Context(), PeerAddr(r), r.Header.Get(s.cfg.NumberHeader), body.identity())
@@ -34,6 +34,25 @@ func (s *Server) registerHeader(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, creds)
+}
+
+// limitHeader limits method D. Behind the operator's gateway every
+// subscriber arrives from the gateway's few addresses, so a per-address
+// limit would soon refuse them all: a trusted gateway's requests are
+// limited per number and per identity instead. Anyone else is limited per
+// address (and then refused as untrusted).
+func (s *Server) limitHeader(r *http.Request, id phonebook.Identity) error {
+	if !s.accounts.TrustedPeer(PeerAddr(r)) {
+		return s.limitIP(r, "register", s.cfg.MaxRegistrationsPerIP)
+	}
+	n, err := s.accounts.Normalize(r.Header.Get(s.cfg.NumberHeader))
+	if err != nil {
+		return nil // RegisterHeader answers a missing or bad header
+	}
+	return s.limit(r, []limitSpec{
+		{"register_num:" + string(n), 24 * time.Hour, s.cfg.MaxHeaderPerNumberDay, "too many registrations of this number today"},
+		{"register_id:" + id.DeviceID + "/" + id.SIMID, 24 * time.Hour, s.cfg.MaxHeaderPerIdentityDay, "too many registrations from this phone and SIM today"},
+	})
 }
 
 type clientNumberBody struct {
@@ -76,11 +95,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := DecodeJSON(r, &body); err != nil {
 		return err
 	}
-	sess, err := s.accounts.Login(r.Context(), accounts.LoginRequest{
-		Number:         body.Number,
-		Identity:       phonebook.Identity{DeviceID: body.DeviceID, SIMID: body.SIMID},
-		DeviceKey:      body.DeviceKey,
-		RescuePassword: body.RescuePassword,
+	var sess accounts.Session
+	err := s.attempt(r, "login", time.Hour, s.cfg.MaxLoginFailuresPerAddressHour, func() (err error) {
+		sess, err = s.accounts.Login(r.Context(), accounts.LoginRequest{
+			Number:         body.Number,
+			Identity:       phonebook.Identity{DeviceID: body.DeviceID, SIMID: body.SIMID},
+			DeviceKey:      body.DeviceKey,
+			RescuePassword: body.RescuePassword,
+		})
+		return err
 	})
 	if err != nil {
 		return err
@@ -101,8 +124,13 @@ func (s *Server) rescue(w http.ResponseWriter, r *http.Request) error {
 	if err := DecodeJSON(r, &body); err != nil {
 		return err
 	}
-	creds, sess, err := s.accounts.Rescue(r.Context(), body.Number,
-		phonebook.Identity{DeviceID: body.DeviceID, SIMID: body.SIMID}, body.RescuePassword)
+	var creds accounts.Credentials
+	var sess accounts.Session
+	err := s.attempt(r, "rescue", 24*time.Hour, s.cfg.MaxRescueFailuresPerAddressDay, func() (err error) {
+		creds, sess, err = s.accounts.Rescue(r.Context(), body.Number,
+			phonebook.Identity{DeviceID: body.DeviceID, SIMID: body.SIMID}, body.RescuePassword)
+		return err
+	})
 	if err != nil {
 		return err
 	}

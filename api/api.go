@@ -25,6 +25,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
+	"github.com/phonebook/phonebook/store"
 )
 
 // Check is a readiness check: nil means ready.
@@ -34,7 +35,20 @@ type Check func(ctx context.Context) error
 type Config struct {
 	MaxBodyBytes          int64  // default 64 KiB
 	NumberHeader          string // method D header, default X-Up-Calling-Line-Id
-	MaxRegistrationsPerIP int    // per IP per day; default 1000
+	MaxRegistrationsPerIP int    // per address (network, see AddrPrefixes) per day; default 1000
+	// Per-address limits count every client address in one network
+	// (an IPv4 /32, an IPv6 /64 by default) as one.
+	AddrPrefixes phonebook.AddrPrefixes
+	// Failed /v1/login attempts (unknown number, wrong key, other phone...)
+	// per address per hour; default 100.
+	MaxLoginFailuresPerAddressHour int
+	// Failed /v1/login/rescue attempts per address per day; default 30.
+	MaxRescueFailuresPerAddressDay int
+	// Method D from a trusted gateway, whose one address carries every
+	// subscriber behind it: registrations per number and per identity
+	// (device id + SIM id) per day instead; defaults 10 and 10.
+	MaxHeaderPerNumberDay   int
+	MaxHeaderPerIdentityDay int
 }
 
 // Server is the HTTP API.
@@ -59,21 +73,47 @@ type Server struct {
 
 // Counter is a cluster-wide fixed-window counter (the store implements it).
 type Counter interface {
-	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
+	Hits(ctx context.Context, hits []store.CounterHit) ([]int64, []time.Time, error)
+	Count(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
 }
 
-// New builds the API. reg registers the API's own metrics; gatherer serves
-// /metrics (usually the same *prometheus.Registry).
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.NumberHeader == "" {
+		c.NumberHeader = "X-Up-Calling-Line-Id"
+	}
+	if c.MaxRegistrationsPerIP <= 0 {
+		c.MaxRegistrationsPerIP = 1000
+	}
+	if c.MaxLoginFailuresPerAddressHour <= 0 {
+		c.MaxLoginFailuresPerAddressHour = 100
+	}
+	if c.MaxRescueFailuresPerAddressDay <= 0 {
+		c.MaxRescueFailuresPerAddressDay = 30
+	}
+	if c.MaxHeaderPerNumberDay <= 0 {
+		c.MaxHeaderPerNumberDay = 10
+	}
+	if c.MaxHeaderPerIdentityDay <= 0 {
+		c.MaxHeaderPerIdentityDay = 10
+	}
+	c.AddrPrefixes = c.AddrPrefixes.WithDefaults()
+}
+
+// New builds the API. reg registers the API's own metrics; gatherer, when
+// not nil, serves /metrics (usually the same *prometheus.Registry). The
+// server passes nil and serves /metrics on its admin listener instead.
 func New(cfg Config, acc *accounts.Service, counter Counter, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) *Server {
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 64 << 10
-	}
-	if cfg.NumberHeader == "" {
-		cfg.NumberHeader = "X-Up-Calling-Line-Id"
-	}
-	if cfg.MaxRegistrationsPerIP <= 0 {
-		cfg.MaxRegistrationsPerIP = 1000
-	}
+	cfg.fill()
 	if log == nil {
 		log = slog.Default()
 	}
@@ -125,10 +165,12 @@ func (s *Server) routes() {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.handle("GET", "/readyz", s.readyz)
-	s.mux.handle("GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
-		promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
-		return nil
-	})
+	if s.gatherer != nil {
+		s.mux.handle("GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
+			promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+			return nil
+		})
+	}
 	s.mux.handle("POST", "/v1/register/header", s.registerHeader)
 	s.mux.handle("POST", "/v1/register/client", s.registerClient)
 	s.mux.handle("POST", "/v1/login", s.login)
@@ -454,18 +496,84 @@ func PathParam(r *http.Request) string {
 	return r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
 }
 
-// limitIP counts a request from the peer against a daily per-IP limit.
+// AddrKey is the network the request's peer counts as in per-address
+// limits (Config.AddrPrefixes).
+func (s *Server) AddrKey(r *http.Request) string {
+	return s.cfg.AddrPrefixes.KeyString(PeerAddr(r))
+}
+
+// limitIP counts a request from the peer's network against a daily limit.
 func (s *Server) limitIP(r *http.Request, what string, limit int) error {
-	if s.counter == nil || limit <= 0 {
+	return s.limit(r, []limitSpec{{"ip:" + what + ":" + s.AddrKey(r), 24 * time.Hour, limit,
+		fmt.Sprintf("too many %s requests from your network today", what)}})
+}
+
+// limitSpec is one counter a request is counted on.
+type limitSpec struct {
+	key    string
+	window time.Duration
+	max    int
+	what   string // "too many ... "
+}
+
+// limit counts the request on every counter (in one store write) and
+// refuses it when any is over its limit.
+func (s *Server) limit(r *http.Request, specs []limitSpec) error {
+	if s.counter == nil {
 		return nil
 	}
-	n, reset, err := s.counter.Hit(r.Context(), fmt.Sprintf("ip:%s:%s", what, PeerAddr(r)), 24*time.Hour)
+	hits := make([]store.CounterHit, len(specs))
+	for i, l := range specs {
+		hits[i] = store.CounterHit{Name: l.key, Window: l.window}
+	}
+	counts, resets, err := s.counter.Hits(r.Context(), hits)
 	if err != nil {
 		return err
 	}
-	if n > int64(limit) {
-		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
-			Message: fmt.Sprintf("too many %s requests from this address today", what)}
+	for i, l := range specs {
+		if counts[i] > int64(l.max) {
+			return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: resets[i],
+				Message: fmt.Sprintf("%s; retry after %s", l.what, resets[i].Format(time.RFC3339))}
+		}
 	}
 	return nil
+}
+
+// attempt runs fn as one attempt on the peer network's budget of failed
+// attempts. A network already over its budget is refused without running
+// fn. A failure is counted after fn, and a failure counted past the limit
+// is answered rate_limited instead of with fn's own error: concurrent
+// attempts may all run, but at most limit of them get an informative answer
+// (not_registered versus invalid_credentials...), and a burst of good
+// logins from one carrier NAT is never refused for others' attempts still
+// in flight.
+func (s *Server) attempt(r *http.Request, what string, window time.Duration, limit int, fn func() error) error {
+	if s.counter == nil {
+		return fn()
+	}
+	key := "fail:" + what + ":" + s.AddrKey(r)
+	refuse := func(reset time.Time) error {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: reset,
+			Message: fmt.Sprintf("too many failed %s attempts from your network; retry after %s", what, reset.Format(time.RFC3339))}
+	}
+	n, reset, err := s.counter.Count(r.Context(), key, window)
+	if err != nil {
+		return err
+	}
+	if n >= int64(limit) {
+		return refuse(reset)
+	}
+	err = fn()
+	switch phonebook.ErrorCode(err) {
+	case "", phonebook.EInternal, phonebook.EUnavailable: // succeeded, or not the caller's failure
+		return err
+	}
+	counts, resets, herr := s.counter.Hits(context.WithoutCancel(r.Context()), []store.CounterHit{{Name: key, Window: window}})
+	if herr != nil {
+		return herr
+	}
+	if counts[0] > int64(limit) {
+		return refuse(resets[0])
+	}
+	return err
 }

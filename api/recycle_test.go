@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -16,8 +17,14 @@ import (
 // user is active, the rescue password, or the same SIM keep everything.
 func TestRecycledNumber(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
-		const inactive = 300 * time.Millisecond
-		e := newContactsEnvAccounts(t, db, contacts.Config{}, accounts.Config{RecycleAfter: inactive})
+		// The accounts service's clock moves past the inactivity period;
+		// last logins are recorded at real time.
+		const inactive = 90 * 24 * time.Hour
+		var mu sync.Mutex
+		offset := time.Duration(0)
+		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+		sleep := func(d time.Duration) { mu.Lock(); offset += d; mu.Unlock() }
+		e := newContactsEnvAccounts(t, db, contacts.Config{}, accounts.Config{RecycleAfter: inactive, Now: clock})
 		const a, b = "+8613800138001", "+8613800138002"
 		alice, bob := e.user(a), e.user(b)
 		if r := e.do("POST", "/v1/contacts/sync", `{"full": true, "entries": [{"id": "b", "name": "Bob", "phones": [{"number": "`+b+`"}]}]}`, alice); r.Status != 200 {
@@ -67,7 +74,7 @@ func TestRecycledNumber(t *testing.T) {
 		}
 
 		// Inactive, but the rescue password: still Alice.
-		time.Sleep(inactive + 50*time.Millisecond)
+		sleep(inactive + time.Hour)
 		r = e.do("POST", "/v1/login/rescue", js(map[string]string{"number": a, "device_id": "imei-x", "sim_id": "sim-rescue",
 			"rescue_password": "correct horse"}), nil)
 		if r.Status != 200 || r.Body["recycled"] != nil {
@@ -75,7 +82,7 @@ func TestRecycledNumber(t *testing.T) {
 		}
 
 		// Inactive, new SIM, proven by the operator: a new subscriber.
-		time.Sleep(inactive + 50*time.Millisecond)
+		sleep(inactive + time.Hour)
 		r = prove("sim-stranger")
 		if r.Body["created"] != true || r.Body["recycled"] != true {
 			t.Fatalf("recycled number: %v", r.Body)
@@ -105,7 +112,7 @@ func TestRecycledNumber(t *testing.T) {
 		}
 
 		// Inactive again, the same SIM: the same subscriber.
-		time.Sleep(inactive + 50*time.Millisecond)
+		sleep(inactive + time.Hour)
 		if r := prove("sim-stranger"); r.Body["created"] != false || r.Body["recycled"] != nil {
 			t.Fatalf("same SIM after inactivity: %v", r.Body)
 		}

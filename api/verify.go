@@ -15,7 +15,7 @@ func (s *Server) SetVerify(v *verify.Service) {
 		if err := DecodeJSON(r, &body); err != nil {
 			return err
 		}
-		st, err := v.StartSMS(r.Context(), body.Number, phonebook.Identity{DeviceID: body.DeviceID, SIMID: body.SIMID}, PeerAddr(r).String())
+		st, err := v.StartSMS(r.Context(), body.Number, phonebook.Identity{DeviceID: body.DeviceID, SIMID: body.SIMID}, s.AddrKey(r))
 		if err != nil {
 			return err
 		}
@@ -42,7 +42,7 @@ func (s *Server) SetVerify(v *verify.Service) {
 		if err := DecodeJSON(r, &body); err != nil {
 			return err
 		}
-		st, err := v.StartMO(r.Context(), body.identity(), PeerAddr(r).String())
+		st, err := v.StartMO(r.Context(), body.identity(), s.AddrKey(r))
 		if err != nil {
 			return err
 		}

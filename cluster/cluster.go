@@ -78,12 +78,33 @@ type Config struct {
 
 var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-func (c *Config) setDefaults() error {
-	if c.URL == "" {
-		c.URL = nats.DefaultURL
-	}
+// DefaultConfig returns the values a zero Config stands for (but Node,
+// which has no default).
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
+// Validate reports what New refuses.
+func (c Config) Validate() error {
 	if !nodeIDRe.MatchString(c.Node) {
 		return phonebook.Errorf(phonebook.EInvalid, "cluster node id %q must be 1 to 64 letters, digits, '-' or '_'", c.Node)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c.fill()
+	return nil
+}
+
+func (c *Config) fill() {
+	if c.URL == "" {
+		c.URL = nats.DefaultURL
 	}
 	if c.SubjectPrefix == "" {
 		c.SubjectPrefix = "pb"
@@ -108,7 +129,6 @@ func (c *Config) setDefaults() error {
 	def(&c.EntryTTL, time.Hour)
 	def(&c.DeliverTimeout, 7*time.Second)
 	def(&c.ReconnectWait, 250*time.Millisecond)
-	return nil
 }
 
 // Router is the cluster-wide relay.Router. Its locks (lmu, mu, omu, kvMu)

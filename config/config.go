@@ -8,17 +8,32 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/accounts"
+	"github.com/phonebook/phonebook/api"
+	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsreply"
+	"github.com/phonebook/phonebook/store"
+	"github.com/phonebook/phonebook/verify"
 )
 
 // Config is the whole configuration. docs/configuration.md documents every
@@ -37,6 +52,26 @@ type Config struct {
 	Relay        Relay        `mapstructure:"relay"`
 	Contacts     Contacts     `mapstructure:"contacts"`
 	Cluster      Cluster      `mapstructure:"cluster"`
+	Limits       Limits       `mapstructure:"limits"`
+	SMSReply     SMSReply     `mapstructure:"sms_reply"`
+	Admin        Admin        `mapstructure:"admin"`
+}
+
+// Limits says how client addresses are grouped by every per-address limit
+// (HTTP, relay TCP before Auth, relay UDP): all addresses in one IPv4
+// /IPv4Prefix or IPv6 /IPv6Prefix count as one client.
+type Limits struct {
+	IPv4Prefix int `mapstructure:"ipv4_prefix"`
+	IPv6Prefix int `mapstructure:"ipv6_prefix"`
+}
+
+// Admin configures the operators' HTTP listener: /admin/*, /metrics and,
+// when Pprof is set, /debug/pprof/. The public listener (http.addr) answers
+// 404 for those paths.
+type Admin struct {
+	Addr  string `mapstructure:"addr"`  // empty: no admin listener
+	Token string `mapstructure:"token"` // bearer token; required when Addr is not loopback
+	Pprof bool   `mapstructure:"pprof"`
 }
 
 type Log struct {
@@ -67,6 +102,13 @@ type Login struct {
 	MaxFailuresPerHour       int `mapstructure:"max_failures_per_hour"`
 	MaxRescueFailuresPerDay  int `mapstructure:"max_rescue_failures_per_day"`
 	MaxRegistrationsPerIPDay int `mapstructure:"max_registrations_per_ip_day"`
+	// Per client network (limits.ipv4_prefix / ipv6_prefix).
+	MaxFailuresPerAddressHour      int `mapstructure:"max_failures_per_address_hour"`
+	MaxRescueFailuresPerAddressDay int `mapstructure:"max_rescue_failures_per_address_day"`
+	// Rescue-password hashes (argon2id, 19 MiB each) at once, and checks
+	// waiting for one.
+	RescueHashSlots int `mapstructure:"rescue_hash_slots"`
+	RescueHashQueue int `mapstructure:"rescue_hash_queue"`
 }
 
 type Registration struct {
@@ -80,6 +122,10 @@ type Registration struct {
 type Header struct {
 	Name           string   `mapstructure:"name"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// From a trusted gateway: registrations per number and per identity
+	// per day (its address is every subscriber's).
+	MaxPerNumberDay   int `mapstructure:"max_per_number_day"`
+	MaxPerIdentityDay int `mapstructure:"max_per_identity_day"`
 }
 
 // Verify configures number verification by SMS code (method A) and by
@@ -101,12 +147,16 @@ type Verify struct {
 	MaxTokensPerIPHour int             `mapstructure:"max_tokens_per_ip_hour"`
 }
 
-// SMSC configures the links to operator SMSCs. With no links, serve starts
-// the built-in simulator on loopback and binds to it.
+// SMSC configures the links to operator SMSCs. With no links, serve runs
+// the built-in simulator on loopback only when Simulator is set, and
+// refuses to start otherwise.
 type SMSC struct {
-	Links     []Link    `mapstructure:"links"`
-	Simulator Simulator `mapstructure:"simulator"`
-	Outbox    Outbox    `mapstructure:"outbox"`
+	Links                 []Link        `mapstructure:"links"`
+	Simulator             bool          `mapstructure:"simulator"`
+	SimulatorAddr         string        `mapstructure:"simulator_addr"` // a loopback address
+	SimulatorReceiptDelay time.Duration `mapstructure:"simulator_receipt_delay"`
+	SimulatorHTTP         string        `mapstructure:"simulator_http"` // the simulator's HTTP control (POST /mo, /reply); "" = off; loopback
+	Outbox                Outbox        `mapstructure:"outbox"`
 }
 
 type Link struct {
@@ -132,9 +182,30 @@ type Link struct {
 	ReceiptIDs            string        `mapstructure:"receipt_ids"`
 }
 
-type Simulator struct {
-	Addr         string        `mapstructure:"addr"`
-	ReceiptDelay time.Duration `mapstructure:"receipt_delay"`
+// fill sets the settings left out to the smsc package's defaults, so that
+// `config print` shows what is in force.
+func (l *Link) fill() {
+	d := smsc.DefaultLinkConfig()
+	if l.Bind == "" {
+		l.Bind = d.Bind
+	}
+	if l.Window <= 0 {
+		l.Window = d.Window
+	}
+	if l.ReceiptIDs == "" {
+		l.ReceiptIDs = d.ReceiptIDs
+	}
+	for _, p := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{
+		{&l.EnquireLink, d.EnquireLink}, {&l.RespTimeout, d.RespTimeout},
+		{&l.ReconnectMin, d.ReconnectMin}, {&l.ReconnectMax, d.ReconnectMax},
+	} {
+		if *p.v <= 0 {
+			*p.v = p.d
+		}
+	}
 }
 
 type Outbox struct {
@@ -165,6 +236,23 @@ type Relay struct {
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
+// SMSReply configures two-way SMS: how replies to fallback SMS find their
+// IM user, opt-outs, and the per-recipient daily cap (smsreply/).
+type SMSReply struct {
+	Mode               string        `mapstructure:"mode"`         // extension or sticky
+	ShortNumber        string        `mapstructure:"short_number"` // "" = verify.short_number
+	ExtensionDigits    int           `mapstructure:"extension_digits"`
+	ExtensionIdle      time.Duration `mapstructure:"extension_idle"`
+	StickyWindow       time.Duration `mapstructure:"sticky_window"`
+	StickyRule         string        `mapstructure:"sticky_rule"` // most_recent or ask
+	OptOutKeywords     []string      `mapstructure:"optout_keywords"`
+	OptInKeywords      []string      `mapstructure:"optin_keywords"`
+	OptOutText         string        `mapstructure:"optout_text"`
+	OptInText          string        `mapstructure:"optin_text"`
+	AskText            string        `mapstructure:"ask_text"`
+	MaxPerRecipientDay int           `mapstructure:"max_per_recipient_day"`
+}
+
 type Contacts struct {
 	Visibility       string  `mapstructure:"visibility"`
 	LookupCapacity   int     `mapstructure:"lookup_capacity"`
@@ -180,51 +268,84 @@ type Cluster struct {
 	PurgeAfter time.Duration `mapstructure:"purge_after"`
 }
 
-// Default returns the embedded default: SQLite under ./data, the built-in
-// SMSC simulator, everything on loopback.
+// Default returns the embedded default: SQLite under ./data, everything on
+// loopback. It has no SMSC link and the simulator off, so serve needs
+// smsc.links or smsc.simulator (scripts/run sets the latter). A key that a
+// package also defaults (relay.send_queue: relay.Config.SendQueue) takes
+// the package's default, so that the two cannot differ; the keys only
+// serve reads are defaulted here.
 func Default() Config {
 	host, _ := os.Hostname()
+	acc, web, ver := accounts.DefaultConfig(), api.DefaultConfig(), verify.DefaultConfig()
+	out, rel, con, clu := smsc.DefaultOutboxConfig(), relay.DefaultConfig(), contacts.DefaultConfig(), cluster.DefaultConfig()
+	rep := smsreply.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
-		HTTP:     HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: 64 << 10},
-		Database: Database{Driver: "sqlite", DSN: "data/phonebook.db", MaxOpenConns: 64},
-		Phone:    Phone{DefaultRegion: "CN"},
-		Session:  Session{TTL: 30 * 24 * time.Hour},
-		Login:    Login{MaxFailuresPerHour: 20, MaxRescueFailuresPerDay: 10, MaxRegistrationsPerIPDay: 1000},
+		HTTP:     HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: web.MaxBodyBytes},
+		Database: Database{Driver: "sqlite", DSN: "data/phonebook.db", MaxOpenConns: store.DefaultMaxOpenConns},
+		Phone:    Phone{DefaultRegion: phonebook.DefaultRegion},
+		Session:  Session{TTL: acc.SessionTTL},
+		Login: Login{
+			MaxFailuresPerHour:       acc.LoginFailuresPerHour,
+			MaxRescueFailuresPerDay:  acc.RescueFailuresPerDay,
+			MaxRegistrationsPerIPDay: web.MaxRegistrationsPerIP,
+
+			MaxFailuresPerAddressHour:      web.MaxLoginFailuresPerAddressHour,
+			MaxRescueFailuresPerAddressDay: web.MaxRescueFailuresPerAddressDay,
+			RescueHashSlots:                acc.RescueHashSlots,
+			RescueHashQueue:                acc.RescueHashQueue,
+		},
 		Registration: Registration{
-			Header:       Header{Name: "X-Up-Calling-Line-Id"},
-			RecycleAfter: 90 * 24 * time.Hour,
+			Header: Header{Name: web.NumberHeader,
+				MaxPerNumberDay: web.MaxHeaderPerNumberDay, MaxPerIdentityDay: web.MaxHeaderPerIdentityDay},
+			RecycleAfter: 90 * 24 * time.Hour, // accounts: 0 = never
 		},
 		Verify: Verify{
-			CodeTTL:            10 * time.Minute,
-			MaxChecks:          5,
-			ResendWaits:        []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute},
-			Template:           "Your Phonebook code is {code}. It expires in 10 minutes.",
-			MaxPerNumberDay:    10,
-			MaxPerIPHour:       100,
-			MaxPerPrefixHour:   1000,
+			CodeTTL:            ver.CodeTTL,
+			MaxChecks:          ver.MaxChecks,
+			ResendWaits:        ver.ResendWaits,
+			Template:           ver.Template,
+			MaxPerNumberDay:    ver.MaxPerNumberDay,
+			MaxPerIPHour:       ver.MaxPerIPHour,
+			MaxPerPrefixHour:   ver.MaxPerPrefixHour,
 			ShortNumber:        "10690",
-			TokenTTL:           10 * time.Minute,
-			TokenPrefix:        "PB",
-			MaxTokensPerIPHour: 100,
+			TokenTTL:           ver.TokenTTL,
+			TokenPrefix:        ver.TokenPrefix,
+			MaxTokensPerIPHour: ver.MaxTokensPerIPHour,
 		},
 		SMSC: SMSC{
-			Simulator: Simulator{Addr: "127.0.0.1:0", ReceiptDelay: 500 * time.Millisecond},
-			Outbox:    Outbox{Validity: 24 * time.Hour, MaxAttempts: 50, ShutdownTimeout: 30 * time.Second},
+			SimulatorAddr:         "127.0.0.1:0",
+			SimulatorReceiptDelay: 500 * time.Millisecond,
+			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50, ShutdownTimeout: out.DrainTimeout}, // smsc: 0 = until validity ends
 		},
 		Relay: Relay{
-			TCPAddr: "127.0.0.1:5222", UDPAddr: "127.0.0.1:5222",
-			MaxFrameBytes: 64 << 10, MaxTextBytes: 16 << 10,
-			Heartbeat: 20 * time.Second, IdleTimeout: 45 * time.Second,
-			SendQueue: 256, MaxMsgsPerSecond: 100,
-			Fallback: "unregistered", FallbackAfter: 5 * time.Minute,
-			FallbackTemplate: "[Phonebook] {from}: {text}",
-			ReauthInterval:   time.Minute,
-			MaxPendingAuth:   4096, MaxPendingAuthPerIP: 256,
+			TCPAddr: rel.Addr, UDPAddr: rel.Addr,
+			MaxFrameBytes: rel.MaxFrameSize, MaxTextBytes: rel.MaxTextBytes,
+			Heartbeat: rel.HeartbeatInterval, IdleTimeout: rel.IdleTimeout,
+			SendQueue: rel.SendQueue, MaxMsgsPerSecond: rel.SendRate,
+			Fallback: string(rel.Fallback), FallbackAfter: rel.FallbackGrace,
+			FallbackTemplate:         rel.SMSTemplate,
+			ReauthInterval:           rel.ReauthInterval,
+			MaxPendingAuth:           rel.MaxPendingAuth,
+			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
+			MaxAuthFailuresPerMinute: rel.MaxAuthFailuresPerMinute,
 		},
-		Cluster:  Cluster{DeadAfter: 5 * time.Second, PurgeAfter: time.Minute},
-		Contacts: Contacts{Visibility: "mutual", LookupCapacity: 50000, LookupRefillPerS: 50000.0 / 86400},
+		Cluster: Cluster{DeadAfter: clu.DeadAfter, PurgeAfter: clu.PurgeAfter},
+		Contacts: Contacts{
+			Visibility:       string(con.Visibility),
+			LookupCapacity:   int(con.LookupCapacity),
+			LookupRefillPerS: con.LookupRefillPerSecond,
+		},
+		Admin: Admin{Addr: "127.0.0.1:8090"},
+		SMSReply: SMSReply{
+			Mode: rep.Mode, ExtensionDigits: rep.ExtensionDigits, ExtensionIdle: rep.ExtensionIdle,
+			StickyWindow: rep.StickyWindow, StickyRule: rep.StickyRule,
+			OptOutKeywords: rep.OptOutKeywords, OptInKeywords: rep.OptInKeywords,
+			OptOutText: rep.OptOutText, OptInText: rep.OptInText, AskText: rep.AskText,
+			MaxPerRecipientDay: rep.MaxPerRecipientDay,
+		},
+		Limits: Limits{IPv4Prefix: web.AddrPrefixes.V4, IPv6Prefix: web.AddrPrefixes.V6},
 	}
 }
 
@@ -243,6 +364,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		raw = b
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+				return Config{}, fmt.Errorf("%s:%s: %s", path, m[1], m[2])
+			}
 			return Config{}, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
@@ -275,6 +399,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	if err != nil {
 		return Config{}, explain(path, raw, err)
 	}
+	for i := range c.SMSC.Links {
+		c.SMSC.Links[i].fill()
+	}
 	if err := c.Validate(); err != nil {
 		if path != "" {
 			return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -283,6 +410,8 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	}
 	return c, nil
 }
+
+var yamlLineRE = regexp.MustCompile(`yaml: line (\d+): (.*)`)
 
 // flagKeys maps command-line flags to keys where the name is not derived.
 var flagKeys = map[string]string{
@@ -294,11 +423,32 @@ var flagKeys = map[string]string{
 	"default-region":  "phone.default_region",
 	"node":            "node",
 	"nats-url":        "cluster.nats_url",
+	"admin-addr":      "admin.addr",
+	"smsc-simulator":  "smsc.simulator",
 }
 
-var knownKeys = map[string]bool{}
+// knownKeys are the keys of Config, "http.addr" and so on.
+var knownKeys = sync.OnceValue(func() map[string]bool {
+	keys := map[string]bool{}
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			key := t.Field(i).Tag.Get("mapstructure")
+			if prefix != "" {
+				key = prefix + "." + key
+			}
+			if ft := t.Field(i).Type; ft.Kind() == reflect.Struct {
+				walk(key, ft)
+			} else {
+				keys[key] = true
+			}
+		}
+	}
+	walk("", reflect.TypeOf(Config{}))
+	return keys
+})
 
-func isKnownKey(k string) bool { return knownKeys[k] }
+func isKnownKey(k string) bool { return knownKeys()[k] }
 
 // setDefaults registers every leaf key with its default so that environment
 // variables reach every key (viper only consults the environment for keys
@@ -316,46 +466,127 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 			setDefaults(v, key, fv)
 			continue
 		}
-		knownKeys[key] = true
 		v.SetDefault(key, fv.Interface())
 	}
 }
 
-// explain turns mapstructure's "invalid keys" error into one that names each
-// key with its file and line.
+// explain turns the decoder's errors into one line per bad key, each with
+// file and line: unknown keys, and values of the wrong type.
 func explain(path string, raw []byte, err error) error {
-	msg := err.Error()
-	where := "config"
-	if path != "" {
-		where = "config " + path
+	var leaves []*mapstructure.DecodeError
+	decodeLeaves(err, &leaves)
+	where := func(key string) string {
+		if line := lineOf(raw, key); line > 0 {
+			return fmt.Sprintf("%s:%d", path, line)
+		}
+		if env := envName(key); os.Getenv(env) != "" {
+			return env
+		}
+		if path != "" {
+			return "config " + path
+		}
+		return "config"
 	}
 	var lines []string
-	for _, part := range strings.Split(msg, "\n") {
-		i := strings.Index(part, "has invalid keys: ")
-		if i < 0 {
+	for _, de := range leaves {
+		name := de.Name()
+		if strings.HasPrefix(name, "config.") {
+			name = "" // mapstructure names the top level by its type
+		}
+		cause := de.Unwrap()
+		if keys, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
+			for _, k := range strings.Split(keys, ", ") {
+				if name != "" {
+					k = name + "." + k
+				}
+				lines = append(lines, fmt.Sprintf("%s: unknown key %q", where(k), k))
+			}
 			continue
 		}
-		for _, k := range strings.Split(part[i+len("has invalid keys: "):], ", ") {
-			k = strings.TrimSpace(k)
-			full := k
-			if j := strings.Index(part, "'"); j >= 0 {
-				if e := strings.Index(part[j+1:], "'"); e > 0 && part[j+1:j+1+e] != "" {
-					full = part[j+1:j+1+e] + "." + k
-				}
+		msg := describe(cause)
+		if strings.HasPrefix(cause.Error(), "time: ") {
+			val := os.Getenv(envName(name))
+			if n := nodeOf(raw, name); n != nil && n.Kind == yaml.ScalarNode {
+				val = n.Value
 			}
-			line := lineOf(raw, full)
-			if line > 0 {
-				lines = append(lines, fmt.Sprintf("%s:%d: unknown key %q", pathOr(path), line, full))
-			} else {
-				lines = append(lines, fmt.Sprintf("%s: unknown key %q", where, full))
-			}
+			msg = fmt.Sprintf("%q is not a duration (write 90s, 10m, 720h)", val)
 		}
+		lines = append(lines, fmt.Sprintf("%s: %s: %s", where(name), name, msg))
 	}
 	if len(lines) == 0 {
-		return fmt.Errorf("%s: %v", where, strings.ReplaceAll(msg, "\n", "; "))
+		if path != "" {
+			return fmt.Errorf("config %s: %v", path, err)
+		}
+		return fmt.Errorf("config: %v", err)
 	}
 	sort.Strings(lines)
 	return errors.New(strings.Join(lines, "\n"))
+}
+
+// envName is the environment variable of a key (PHONEBOOK_SESSION_TTL).
+func envName(key string) string {
+	return "PHONEBOOK_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// decodeLeaves collects the decoder's errors that name one key.
+func decodeLeaves(err error, out *[]*mapstructure.DecodeError) {
+	switch x := err.(type) {
+	case nil:
+		return
+	case interface{ Unwrap() []error }:
+		for _, e := range x.Unwrap() {
+			decodeLeaves(e, out)
+		}
+		return
+	case *mapstructure.DecodeError:
+		inner := x.Unwrap()
+		var de *mapstructure.DecodeError
+		if _, multi := inner.(interface{ Unwrap() []error }); multi || errors.As(inner, &de) {
+			decodeLeaves(inner, out)
+			return
+		}
+		*out = append(*out, x)
+		return
+	}
+	decodeLeaves(errors.Unwrap(err), out)
+}
+
+// describe says what is wrong with a value, in words a user reads.
+func describe(err error) string {
+	var pe *mapstructure.ParseError
+	var ue *mapstructure.UnconvertibleTypeError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Sprintf("%q is not %s", fmt.Sprint(pe.Value), typeWords(pe.Expected.Type()))
+	case errors.As(err, &ue):
+		return fmt.Sprintf("expected %s, found %s", typeWords(ue.Expected.Type()), typeWords(reflect.TypeOf(ue.Value)))
+	}
+	return err.Error()
+}
+
+func typeWords(t reflect.Type) string {
+	if t == nil {
+		return "nothing"
+	}
+	if t == reflect.TypeOf(time.Duration(0)) {
+		return "a duration (90s, 10m, 720h)"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping of keys"
+	}
+	return "a " + t.String()
 }
 
 func pathOr(p string) string {
@@ -365,17 +596,15 @@ func pathOr(p string) string {
 	return p
 }
 
-// lineOf finds the line of a dotted key ("smsc.links[0].nmae") in YAML.
-func lineOf(raw []byte, key string) int {
-	if len(raw) == 0 {
-		return 0
-	}
+// findKey walks YAML to a dotted key ("smsc.links[0].nmae"): its value,
+// nil when the key is not there, and the line of the key or, when it is
+// not there, of its nearest parent.
+func findKey(raw []byte, key string) (*yaml.Node, int) {
 	var doc yaml.Node
-	if yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
-		return 0
+	if len(raw) == 0 || yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
+		return nil, 0
 	}
-	node := doc.Content[0]
-	line := 0
+	node, line := doc.Content[0], 0
 	for _, seg := range strings.Split(key, ".") {
 		name, idx := seg, -1
 		if b := strings.Index(seg, "["); b >= 0 && strings.HasSuffix(seg, "]") {
@@ -386,26 +615,62 @@ func lineOf(raw []byte, key string) int {
 		if node.Kind == yaml.MappingNode {
 			for i := 0; i+1 < len(node.Content); i += 2 {
 				if strings.EqualFold(node.Content[i].Value, name) {
-					line = node.Content[i].Line
-					node = node.Content[i+1]
-					found = true
+					line, node, found = node.Content[i].Line, node.Content[i+1], true
 					break
 				}
 			}
 		}
 		if !found {
-			return line
+			return nil, line
 		}
-		if idx >= 0 && node.Kind == yaml.SequenceNode && idx < len(node.Content) {
+		if idx >= 0 {
+			if node.Kind != yaml.SequenceNode || idx >= len(node.Content) {
+				return nil, line
+			}
 			node = node.Content[idx]
 			line = node.Line
 		}
 	}
+	return node, line
+}
+
+func nodeOf(raw []byte, key string) *yaml.Node {
+	n, _ := findKey(raw, key)
+	return n
+}
+
+func lineOf(raw []byte, key string) int {
+	_, line := findKey(raw, key)
 	return line
 }
 
-// Validate checks values that decode fine but make no sense.
+// SlogLevel is log.level as a slog level.
+func (l Log) SlogLevel() (slog.Level, error) {
+	switch strings.ToLower(l.Level) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log.level: %q is not debug, info, warn or error", l.Level)
+}
+
+// Validate checks values that decode fine but make no sense. The
+// components' own checks (verify.secret_key's length...) are made by
+// whoever builds their configurations: serve, and `config check`.
 func (c *Config) Validate() error {
+	if _, err := c.Log.SlogLevel(); err != nil {
+		return err
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
 	switch c.Database.Driver {
 	case "sqlite", "mysql":
 	default:
@@ -432,6 +697,22 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("relay.fallback: %q is not never, unregistered or offline", c.Relay.Fallback)
 	}
+	switch c.SMSReply.Mode {
+	case "extension", "sticky":
+	default:
+		return fmt.Errorf("sms_reply.mode: %q is not extension or sticky", c.SMSReply.Mode)
+	}
+	switch c.SMSReply.StickyRule {
+	case "most_recent", "ask":
+	default:
+		return fmt.Errorf("sms_reply.sticky_rule: %q is not most_recent or ask", c.SMSReply.StickyRule)
+	}
+	if c.SMSReply.ExtensionDigits < 1 || c.SMSReply.ExtensionDigits > 8 {
+		return fmt.Errorf("sms_reply.extension_digits: %d is not 1 to 8", c.SMSReply.ExtensionDigits)
+	}
+	if c.SMSReply.MaxPerRecipientDay < 0 {
+		return fmt.Errorf("sms_reply.max_per_recipient_day: %d is negative (0 = no cap)", c.SMSReply.MaxPerRecipientDay)
+	}
 	switch c.Contacts.Visibility {
 	case "mutual", "contacts":
 	default:
@@ -447,10 +728,60 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
 		}
 	}
-	if !strings.Contains(c.Verify.Template, "{code}") {
-		return fmt.Errorf("verify.template: must contain {code}")
+	if c.Limits.IPv4Prefix < 8 || c.Limits.IPv4Prefix > 32 {
+		return fmt.Errorf("limits.ipv4_prefix: %d is not a prefix length from 8 to 32", c.Limits.IPv4Prefix)
+	}
+	if c.Limits.IPv6Prefix < 16 || c.Limits.IPv6Prefix > 128 {
+		return fmt.Errorf("limits.ipv6_prefix: %d is not a prefix length from 16 to 128", c.Limits.IPv6Prefix)
+	}
+	if err := c.validateAdmin(); err != nil {
+		return err
+	}
+	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
+		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
+	}
+	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
+		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
 	}
 	return nil
+}
+
+// AddrPrefixes is limits.ipv4_prefix and limits.ipv6_prefix.
+func (c *Config) AddrPrefixes() phonebook.AddrPrefixes {
+	return phonebook.AddrPrefixes{V4: c.Limits.IPv4Prefix, V6: c.Limits.IPv6Prefix}
+}
+
+// validateAdmin refuses an admin listener reachable from other hosts
+// without a token.
+func (c *Config) validateAdmin() error {
+	a := c.Admin
+	if a.Addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(a.Addr); err != nil {
+		return fmt.Errorf("admin.addr: %q is not host:port: %v", a.Addr, err)
+	}
+	if !isLoopbackAddr(a.Addr) && a.Token == "" {
+		return fmt.Errorf("admin.addr: %q is not a loopback address, so admin.token is required (clients send Authorization: Bearer <token>)", a.Addr)
+	}
+	if a.Token != "" && len(a.Token) < 16 {
+		return fmt.Errorf("admin.token: at least 16 characters")
+	}
+	return nil
+}
+
+// isLoopbackAddr reports whether host:port names a loopback host
+// ("localhost", 127.0.0.0/8, ::1). An empty host means every interface.
+func isLoopbackAddr(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single
@@ -483,6 +814,9 @@ func (c Config) Redacted() Config {
 	}
 	if r.Verify.SecretKey != "" {
 		r.Verify.SecretKey = "REDACTED"
+	}
+	if r.Admin.Token != "" {
+		r.Admin.Token = "REDACTED"
 	}
 	r.SMSC.Links = append([]Link(nil), c.SMSC.Links...)
 	for i := range r.SMSC.Links {

@@ -62,13 +62,17 @@ func TestFileThenEnvThenFlags(t *testing.T) {
 }
 
 func TestUnknownKeysNameFileAndLine(t *testing.T) {
-	p := write(t, "http:\n  addr: 127.0.0.1:9000\n  adr: x\nsmsc:\n  links:\n    - name: a\n      addr: 127.0.0.1:2775\n      pasword: s\n")
+	p := write(t, "http:\n  addr: 127.0.0.1:9000\n  adr: x\nsmsc:\n  links:\n    - name: a\n      addr: 127.0.0.1:2775\n      pasword: s\nfoo: 1\n")
 	_, err := Load(p, nil)
 	if err == nil {
 		t.Fatal("unknown keys accepted")
 	}
 	msg := err.Error()
-	for _, want := range []string{p + ":3: unknown key \"http.adr\"", "pasword"} {
+	for _, want := range []string{
+		p + ":3: unknown key \"http.adr\"",
+		p + ":8: unknown key \"smsc.links[0].pasword\"",
+		p + ":9: unknown key \"foo\"",
+	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not contain %q", msg, want)
 		}
@@ -80,7 +84,8 @@ func TestInvalidValues(t *testing.T) {
 		"driver":   "database:\n  driver: postgres\n",
 		"proxies":  "registration:\n  header:\n    trusted_proxies: [\"not-an-ip\"]\n",
 		"duration": "session:\n  ttl: forever\n",
-		"template": "verify:\n  template: no code here\n",
+		"level":    "log:\n  level: verbose\n",
+		"format":   "log:\n  format: xml\n",
 		"yaml":     "http: [\n",
 		"recycle":  "registration:\n  recycle_after: -24h\n",
 		"reauth":   "relay:\n  reauth_interval: -1s\n",
@@ -90,5 +95,75 @@ func TestInvalidValues(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// A value of the wrong type is reported with its file, line and key, and
+// says what was expected; from the environment, with the variable's name.
+func TestTypeErrorsNameFileAndLine(t *testing.T) {
+	p := write(t, "session:\n  ttl: forever\nlogin:\n  max_failures_per_hour: lots\nverify:\n  resend_waits: [1m, soon]\n")
+	_, err := Load(p, nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		p + `:2: session.ttl: "forever" is not a duration`,
+		p + `:4: login.max_failures_per_hour: "lots" is not a whole number`,
+		p + `:6: verify.resend_waits[1]: "soon" is not a duration`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not contain %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "decoding failed") || strings.Contains(msg, "; ;") {
+		t.Errorf("the decoder's wording leaks out: %q", msg)
+	}
+
+	t.Setenv("PHONEBOOK_RELAY_HEARTBEAT", "often")
+	if _, err := Load("", nil); err == nil || !strings.Contains(err.Error(), `PHONEBOOK_RELAY_HEARTBEAT: relay.heartbeat: "often" is not a duration`) {
+		t.Errorf("environment: %v", err)
+	}
+}
+
+func TestYAMLSyntaxErrorNamesFileAndLine(t *testing.T) {
+	p := write(t, "http:\n  addr: x\nlog: [\n")
+	_, err := Load(p, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), p+":") {
+		t.Fatalf("error %v does not start with %s:LINE", err, p)
+	}
+}
+
+// config print writes what Load read: printed and loaded again, the
+// configuration is the same, with every default as in force.
+func TestPrintedConfigLoadsBack(t *testing.T) {
+	t.Setenv("PHONEBOOK_RELAY_SEND_QUEUE", "99")
+	c, err := Load(write(t, "verify:\n  resend_waits: [30s]\nsmsc:\n  links:\n    - {name: a, addr: \"127.0.0.1:2775\", source_ton: 5}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"max_auth_failures_per_minute: 120", "send_queue: 99", "max_text_bytes: 16384"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("printed configuration lacks %q:\n%s", want, b)
+		}
+	}
+	os.Unsetenv("PHONEBOOK_RELAY_SEND_QUEUE")
+	again, err := Load(write(t, string(b)), nil)
+	if err != nil {
+		t.Fatalf("printed configuration does not load: %v\n%s", err, b)
+	}
+	b2, err := again.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b2) != string(b) {
+		t.Errorf("loaded back, it prints:\n%s\nfirst printed:\n%s", b2, b)
+	}
+	if again.Relay.SendQueue != 99 || *again.SMSC.Links[0].SourceTON != 5 || again.Verify.ResendWaits[0] != 30*time.Second {
+		t.Errorf("values lost in the round trip: %+v", again)
 	}
 }

@@ -56,6 +56,17 @@ type Config struct {
 	NotifyTimeout  time.Duration // per Notify call [5s]
 }
 
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
+// Validate reports what New refuses.
+func (c Config) Validate() error {
+	if c = c.withDefaults(); !c.Visibility.valid() {
+		return phonebook.Errorf(phonebook.EInvalid, "contacts: visibility %q is not one of mutual, contacts, nobody", c.Visibility)
+	}
+	return nil
+}
+
 func (c Config) withDefaults() Config {
 	if c.Visibility == "" {
 		c.Visibility = VisibleMutual
@@ -111,10 +122,10 @@ type Service struct {
 // New starts a service. notifier carries pushes to connected clients (the
 // relay implements it); nil drops them.
 func New(db *store.DB, notifier Notifier, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
-	cfg = cfg.withDefaults()
-	if !cfg.Visibility.valid() {
-		return nil, phonebook.Errorf(phonebook.EInvalid, "contacts: visibility %q is not one of mutual, contacts, nobody", cfg.Visibility)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

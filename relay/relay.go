@@ -15,6 +15,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -65,7 +66,10 @@ type FallbackSMS struct {
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
 // survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names).
+// (SMSState maps the outbox's state names). An error with code
+// phonebook.EOptedOut or ERecipientLimit refuses the SMS for good: the
+// message is FAILED with that reason and never tried again; other errors
+// are retried.
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
@@ -80,6 +84,7 @@ type Store interface {
 	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
+	FailFallback(ctx context.Context, id string) (store.ChatRecord, error)
 }
 
 var _ Store = (*store.DB)(nil)
@@ -193,7 +198,7 @@ const (
 
 // Config tunes the relay. Zero values mean the defaults in parentheses.
 type Config struct {
-	Addr              string        // listen address for ListenAndServe (":7400")
+	Addr              string        // listen address for ListenAndServe (DefaultAddr)
 	NodeID            string        // this node's name in the connection table (hostname)
 	DefaultRegion     string        // region for national-format recipient numbers ("CN")
 	MaxFrameSize      int           // (64 KiB)
@@ -202,9 +207,9 @@ type Config struct {
 	IdleTimeout       time.Duration // close a connection silent this long (2×HeartbeatInterval + 5s)
 	AckTimeout        time.Duration // online delivery waits this long for DeliverAck before storing (5s)
 	WriteTimeout      time.Duration // one socket write may block this long (10s)
-	SendQueue         int           // frames queued per connection before it counts as slow (1024)
+	SendQueue         int           // frames queued per connection before it counts as slow (256)
 	SocketWriteBuffer int           // SO_SNDBUF per connection in bytes (0: the OS's autotuning)
-	MaxTextBytes      int           // UTF-8 bytes per message text (4096)
+	MaxTextBytes      int           // UTF-8 bytes per message text (16384)
 	SendRate          float64       // Send frames per second per connection (100)
 	SendBurst         int           // (2×SendRate)
 	DedupWindow       int           // recent client_msg_ids remembered per sender (64); stored ones are always recognised
@@ -225,9 +230,39 @@ type Config struct {
 	// (120). Beyond it the address's new connections get rate_limited
 	// until its bucket refills.
 	MaxAuthFailuresPerMinute int
+	// AddrPrefixes groups client addresses for the per-address limits
+	// (TCP before Auth, UDP): an IPv4 /32 and an IPv6 /64 by default.
+	AddrPrefixes phonebook.AddrPrefixes
+}
+
+// DefaultAddr is where the relay listens, on TCP and UDP, unless
+// configured: loopback, port 5222.
+const DefaultAddr = "127.0.0.1:5222"
+
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	return c
+}
+
+// Validate reports settings NewServer refuses.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch c.Fallback {
+	case FallbackNever, FallbackUnregistered, FallbackOfflineAfter, "offline":
+	default:
+		return fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline)", c.Fallback)
+	}
+	if c.IdleTimeout <= c.HeartbeatInterval {
+		return fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
+			c.IdleTimeout, c.HeartbeatInterval)
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {
+	c.AddrPrefixes = c.AddrPrefixes.WithDefaults()
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -239,10 +274,10 @@ func (c *Config) setDefaults() {
 		}
 	}
 	if c.Addr == "" {
-		c.Addr = ":7400"
+		c.Addr = DefaultAddr
 	}
 	if c.DefaultRegion == "" {
-		c.DefaultRegion = "CN"
+		c.DefaultRegion = phonebook.DefaultRegion
 	}
 	defInt(&c.MaxFrameSize, DefaultMaxFrameSize)
 	def(&c.AuthTimeout, 10*time.Second)
@@ -250,8 +285,8 @@ func (c *Config) setDefaults() {
 	def(&c.IdleTimeout, 2*c.HeartbeatInterval+5*time.Second)
 	def(&c.AckTimeout, 5*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
-	defInt(&c.SendQueue, 1024)
-	defInt(&c.MaxTextBytes, 4096)
+	defInt(&c.SendQueue, 256)
+	defInt(&c.MaxTextBytes, 16<<10)
 	if c.SendRate <= 0 {
 		c.SendRate = 100
 	}

@@ -78,18 +78,12 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Auth == nil || deps.Store == nil {
 		return nil, errors.New("relay: Deps.Auth and Deps.Store are required")
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg.setDefaults()
 	if cfg.Fallback == "offline" {
 		cfg.Fallback = FallbackOfflineAfter
-	}
-	switch cfg.Fallback {
-	case FallbackNever, FallbackUnregistered, FallbackOfflineAfter:
-	default:
-		return nil, fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline_after)", cfg.Fallback)
-	}
-	if cfg.IdleTimeout <= cfg.HeartbeatInterval {
-		return nil, fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
-			cfg.IdleTimeout, cfg.HeartbeatInterval)
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
@@ -190,7 +184,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return ErrServerClosed
 		}
-		ip := remoteIP(nc)
+		ip := srv.clientNet(nc)
 		if err := srv.admitLocked(ip); err != nil {
 			srv.mu.Unlock()
 			srv.metrics.authRefused.Inc()
@@ -266,11 +260,13 @@ func (srv *Server) admitLocked(ip netip.Addr) error {
 	return nil
 }
 
-// remoteIP is the client's address (the zero Addr when it has none).
-func remoteIP(nc net.Conn) netip.Addr {
+// clientNet is the network a connection counts in for the per-address
+// limits: the client's address masked to Config.AddrPrefixes (the zero
+// Addr when it has none).
+func (srv *Server) clientNet(nc net.Conn) netip.Addr {
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			return a.Unmap()
+			return srv.cfg.AddrPrefixes.Key(a).Addr()
 		}
 	}
 	return netip.Addr{}
@@ -565,6 +561,10 @@ func (srv *Server) sendSMS(m *Message) bool {
 	ctx, cancel := context.WithTimeout(srv.ctx, 10*time.Second)
 	defer cancel()
 	err := srv.fallback.SendSMS(ctx, FallbackSMS{MessageID: m.ID, From: m.From, To: m.To, Text: srv.FormatSMS(m.From, m.Text)})
+	if refused(err) {
+		srv.refuseSMS(ctx, m, err)
+		return false
+	}
 	if err != nil {
 		srv.log.Warn("relay: SMS fallback", "id", m.ID, "err", err)
 		return false
@@ -578,6 +578,75 @@ func (srv *Server) sendSMS(m *Message) bool {
 	srv.metrics.outcome(outcomeSMS)
 	srv.receipt(m.From, m.ID, m.ClientMsgID, relaypb.MessageState_SMS_QUEUED)
 	return true
+}
+
+// refused reports whether a Fallback error refuses the SMS for good.
+func refused(err error) bool {
+	switch phonebook.ErrorCode(err) {
+	case phonebook.EOptedOut, phonebook.ERecipientLimit:
+		return true
+	}
+	return false
+}
+
+// refuseSMS ends a message's SMS fallback: it stays stored for the
+// recipient's client, and its sender gets FAILED with the reason.
+func (srv *Server) refuseSMS(ctx context.Context, m *Message, why error) {
+	srv.log.Info("relay: SMS fallback refused", "id", m.ID, "from", m.From, "to", m.To, "reason", phonebook.ErrorCode(why))
+	rec, err := srv.store.FailFallback(ctx, m.ID)
+	if err != nil {
+		// The due time stays: the sweeper asks again and is refused again.
+		srv.log.Warn("relay: recording a refused SMS fallback", "id", m.ID, "err", err)
+		return
+	}
+	if ep := srv.router.Locate(rec.Sender); ep != nil {
+		ep.Push(&relaypb.Frame{Body: &relaypb.Frame_Receipt{Receipt: &relaypb.Receipt{
+			ServerMsgId: rec.ID, ClientMsgId: rec.ClientMsgID, State: relaypb.MessageState_FAILED, At: time.Now().UnixMicro(),
+			Error: &relaypb.Error{Code: string(phonebook.ErrorCode(why)), Message: phonebook.ErrorMessage(why)},
+		}}})
+	}
+}
+
+// InjectSMS accepts a message that came by SMS from a number without the
+// app (a reply to a fallback SMS) for the IM user to, with type SMS in the
+// chat record. Like a Send, it is offered to the recipient's live session
+// (on any node of a cluster) and stored for their next login when that
+// session does not acknowledge it; either way it is delivered or durably
+// stored when InjectSMS returns nil. It returns the server_msg_id.
+func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, text string) (string, error) {
+	if srv.stopping.Load() {
+		return "", phonebook.Errorf(phonebook.EShuttingDown, "the relay is stopping")
+	}
+	now := time.Now()
+	m := &Message{ID: srv.newID(), From: from, To: to, Type: relaypb.MessageType_SMS, Text: text, SentAt: now, accepted: now}
+	m.ClientMsgID = m.ID
+	if ep := srv.router.Locate(to); ep != nil {
+		acked := make(chan bool, 1)
+		ep.Offer(m, func(ok bool) { acked <- ok })
+		select {
+		case ok := <-acked:
+			if ok {
+				srv.metrics.outcome(outcomeDelivered)
+				srv.recorder.record(store.ChatRecord{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID, Receiver: to, Content: text,
+					Type: int(m.Type), SentAt: now, ReceivedAt: time.Now(), State: store.MsgDelivered})
+				return m.ID, nil
+			}
+		case <-ctx.Done():
+			// Stored below under the same id: should the offer still
+			// succeed, the client drops the second copy by its id.
+		}
+	}
+	_, err := srv.store.StoreMessages(context.WithoutCancel(ctx), []store.Message{{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID,
+		Recipient: to, Type: int(m.Type), Text: text, SentAt: now}})
+	if err != nil {
+		return "", err
+	}
+	srv.metrics.outcome(outcomeStored)
+	// Logged in meanwhile: the drain delivers it.
+	if ep := srv.router.Locate(to); ep != nil {
+		ep.Wake()
+	}
+	return m.ID, nil
 }
 
 // SMSState maps an SMS outbox state (smsc.OutboxEvent.State: "submitted",

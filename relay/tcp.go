@@ -45,7 +45,7 @@ func (srv *Server) serveTCP(nc net.Conn) {
 		case phonebook.EInternal, phonebook.EShuttingDown, phonebook.EUnavailable:
 			// The server's trouble, not the client's.
 		default:
-			srv.authFails.allow(remoteIP(nc), time.Now())
+			srv.authFails.allow(srv.clientNet(nc), time.Now())
 		}
 		srv.refuse(nc, err)
 		return

@@ -30,6 +30,9 @@ type UDPConfig struct {
 	UnauthRate  float64     // unauthenticated datagrams per second per source IP (10)
 	UnauthBurst int         // (20)
 	AuthSlots   int         // logins being authenticated at once (64)
+	// LimiterTable bounds the networks whose unauthenticated datagrams
+	// are rate-limited (8192); past it the least recently used is dropped.
+	LimiterTable int
 }
 
 func (c *UDPConfig) setDefaults(frameMax int) {
@@ -52,6 +55,9 @@ func (c *UDPConfig) setDefaults(frameMax int) {
 	}
 	if c.AuthSlots <= 0 {
 		c.AuthSlots = 64
+	}
+	if c.LimiterTable <= 0 {
+		c.LimiterTable = 8192
 	}
 }
 
@@ -83,7 +89,7 @@ type UDPServer struct {
 	wg       sync.WaitGroup                      // session goroutines
 
 	authSlots chan struct{}
-	limits    map[netip.Addr]*rate.Limiter // reader goroutine only
+	limits    *limiterLRU // reader goroutine only
 
 	stats struct {
 		rebinds, unknown, badTag, malformed, tooLarge, rateLimited, refused counter
@@ -117,7 +123,7 @@ func (srv *Server) NewUDP(pc net.PacketConn, cfg UDPConfig) *UDPServer {
 		sessions:  make(map[uint64]*udpSession),
 		byNonce:   make(map[[rudp.NonceLen]byte]*udpSession),
 		authSlots: make(chan struct{}, cfg.AuthSlots),
-		limits:    make(map[netip.Addr]*rate.Limiter),
+		limits:    newLimiterLRU(cfg.LimiterTable, rate.Limit(cfg.UnauthRate), cfg.UnauthBurst),
 	}
 	st, m := &u.stats, srv.metrics
 	st.rebinds.c = m.udpRebinds
@@ -211,23 +217,15 @@ func (u *UDPServer) closeAll() {
 	u.wg.Wait()
 }
 
-// allow applies the per-address limit on datagrams that are not (yet)
-// authenticated. The table is bounded: when full it starts over, which at
-// worst gives addresses a fresh burst.
+// allow applies the per-network limit (Config.AddrPrefixes) on datagrams
+// that are not (yet) authenticated. The table of limiters is bounded and
+// drops the least recently used network when full.
 func (u *UDPServer) allow(addr net.Addr, now time.Time) bool {
 	var ip netip.Addr
 	if ua, ok := addr.(*net.UDPAddr); ok {
-		ip = ua.AddrPort().Addr().Unmap()
+		ip = ua.AddrPort().Addr()
 	}
-	l := u.limits[ip]
-	if l == nil {
-		if len(u.limits) >= 8192 {
-			clear(u.limits)
-		}
-		l = rate.NewLimiter(rate.Limit(u.cfg.UnauthRate), u.cfg.UnauthBurst)
-		u.limits[ip] = l
-	}
-	if !l.AllowN(now, 1) {
+	if !u.limits.allow(u.srv.cfg.AddrPrefixes.Key(ip), now) {
 		u.stats.rateLimited.Add(1)
 		return false
 	}

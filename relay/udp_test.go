@@ -497,7 +497,9 @@ func TestUDPRefusalDoesNotAmplify(t *testing.T) {
 }
 
 func TestUDPLargeMessages(t *testing.T) {
-	e := start(t, testConfig(), nil)
+	cfg := testConfig()
+	cfg.MaxTextBytes = 4096 // big (3900 bytes) fits, big+big does not
+	e := start(t, cfg, nil)
 	_, addr := e.startUDP(relay.UDPConfig{}, nil)
 	a := e.dialUDP(addr, "tok-alice", "dev-alice", client.Options{})
 	b := e.dialUDP(addr, "tok-bob", "dev-bob", client.Options{AutoAck: true})

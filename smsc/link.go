@@ -73,6 +73,19 @@ type LinkConfig struct {
 	DeliverQueue   int
 }
 
+// DefaultLinkConfig returns the defaults of a link's optional settings.
+func DefaultLinkConfig() LinkConfig {
+	c, _ := LinkConfig{Name: "default", Addr: "localhost:2775"}.withDefaults()
+	c.Name, c.Addr = "", ""
+	return c
+}
+
+// Validate reports what NewRouter refuses in a link's configuration.
+func (c LinkConfig) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults fills in defaults and validates; it is the one place that
 // knows them.
 func (c LinkConfig) withDefaults() (LinkConfig, error) {

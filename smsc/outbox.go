@@ -48,6 +48,13 @@ type OutboxConfig struct {
 	ReceiptIDWait time.Duration
 }
 
+// DefaultOutboxConfig returns the values a zero OutboxConfig stands for.
+func DefaultOutboxConfig() OutboxConfig {
+	var c OutboxConfig
+	c.defaults()
+	return c
+}
+
 func (c *OutboxConfig) defaults() {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -80,7 +87,7 @@ func (c *OutboxConfig) defaults() {
 		c.Claimers = 2
 	}
 	if c.Region == "" {
-		c.Region = "CN"
+		c.Region = phonebook.DefaultRegion
 	}
 	def(&c.Lease, 5*time.Minute)
 	def(&c.Poll, time.Second)
@@ -325,7 +332,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	// Claims this node id still holds are from its previous run (killed,
 	// or its database went away): take them back now rather than after
 	// their lease.
-	if n, err := o.db.ReleaseSMSClaims(ctx, o.cfg.NodeID); err != nil {
+	if n, err := o.db.ReleaseSMSClaims(ctx, o.cfg.NodeID); err != nil && ctx.Err() == nil {
 		o.log.Error("sms outbox: releasing the claims of a previous run", "err", err)
 	} else if n > 0 {
 		o.log.Info("sms outbox: took back messages claimed by this node's previous run", "count", n)

@@ -28,9 +28,27 @@ type Router struct {
 
 var _ Submitter = (*Router)(nil)
 
+// ValidateLinks reports what NewRouter refuses in a set of links.
+func ValidateLinks(cfgs []LinkConfig) error {
+	names := make(map[string]bool)
+	for _, c := range cfgs {
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		if names[c.Name] {
+			return fmt.Errorf("smsc %s: two links have this name", c.Name)
+		}
+		names[c.Name] = true
+	}
+	return nil
+}
+
 // NewRouter validates the link configurations and builds the router; Start
 // connects. reg may be nil (no metrics registered).
 func NewRouter(cfgs []LinkConfig, h DeliverHandler, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
+	if err := ValidateLinks(cfgs); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -39,16 +57,11 @@ func NewRouter(cfgs []LinkConfig, h DeliverHandler, log *slog.Logger, reg promet
 		return nil, err
 	}
 	r := &Router{log: log, m: m}
-	names := make(map[string]bool)
 	for _, c := range cfgs {
 		l, err := newLink(c, h, log, m)
 		if err != nil {
 			return nil, err
 		}
-		if names[l.cfg.Name] {
-			return nil, fmt.Errorf("smsc %s: two links have this name", l.cfg.Name)
-		}
-		names[l.cfg.Name] = true
 		r.links = append(r.links, l)
 	}
 	return r, nil

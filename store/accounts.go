@@ -306,7 +306,46 @@ func (d *DB) Hit(ctx context.Context, name string, window time.Duration) (count 
 }
 
 // Hits counts one event on each counter, in one write and one read.
+//
+// Counting first and deciding after is what makes a limit hold under
+// concurrency: each caller's read follows its own increment, so of the
+// callers that see a count of at most limit there are at most limit (the
+// last of them to increment sees all of them). Check-then-count (Count,
+// then Hit after the work) lets every concurrent caller through.
 func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, resets []time.Time, err error) {
+	counts, resets, _, err = d.hits(ctx, hits)
+	return counts, resets, err
+}
+
+// Reservation is one event counted by Reserve, which Release can take back.
+type Reservation struct {
+	Count   int64     // the counter's value with this event, as Hit returns it
+	ResetAt time.Time // end of the window
+	shard   string
+	start   int64
+}
+
+// Reserve counts one attempt before the work it guards is done, like Hit,
+// and remembers where, so that Release can give it back when the attempt
+// turns out not to count (a right password, a successful login).
+func (d *DB) Reserve(ctx context.Context, name string, window time.Duration) (Reservation, error) {
+	counts, resets, shards, err := d.hits(ctx, []CounterHit{{name, window}})
+	if err != nil {
+		return Reservation{}, err
+	}
+	return Reservation{Count: counts[0], ResetAt: resets[0], shard: shards[0], start: us(resets[0].Add(-window))}, nil
+}
+
+// Release takes back a reservation. In a window that has ended since, it
+// does nothing.
+func (d *DB) Release(ctx context.Context, r Reservation) error {
+	if r.shard == "" {
+		return nil
+	}
+	return d.execRetry(ctx, "UPDATE counters SET count = count - 1 WHERE name = ? AND window_start = ? AND count > 0", r.shard, r.start)
+}
+
+func (d *DB) hits(ctx context.Context, hits []CounterHit) (counts []int64, resets []time.Time, shards []string, err error) {
 	t := now()
 	// Rows are written in name order so that concurrent multi-row upserts
 	// take their row locks in one order and cannot deadlock each other.
@@ -319,6 +358,7 @@ func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, reset
 	args := make([]any, 0, 3*len(hits))
 	b.WriteString("INSERT INTO counters (name, window_start, count) VALUES ")
 	starts := make([]int64, len(hits))
+	shards = make([]string, len(hits))
 	for k, i := range order {
 		h := hits[i]
 		if k > 0 {
@@ -326,7 +366,8 @@ func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, reset
 		}
 		b.WriteString("(?, ?, 1)")
 		starts[i] = us(t.Truncate(h.Window))
-		args = append(args, fmt.Sprintf("%s#%d", h.Name, mrand.IntN(counterShards)), starts[i])
+		shards[i] = fmt.Sprintf("%s#%d", h.Name, mrand.IntN(counterShards))
+		args = append(args, shards[i], starts[i])
 	}
 	if d.dialect == MySQL {
 		// window_start is assigned after count, so count still sees the old one.
@@ -338,7 +379,7 @@ func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, reset
 			window_start = excluded.window_start`)
 	}
 	if err := d.execRetry(ctx, b.String(), args...); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// One read for every counter's shards.
 	names := make([]any, 0, counterShards*len(hits))
@@ -348,7 +389,7 @@ func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, reset
 	rows, err := d.db.QueryContext(ctx, "SELECT name, window_start, count FROM counters WHERE name IN ("+
 		strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ")+")", names...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer rows.Close()
 	type key struct {
@@ -360,21 +401,21 @@ func (d *DB) Hits(ctx context.Context, hits []CounterHit) (counts []int64, reset
 		var name string
 		var start, c int64
 		if err := rows.Scan(&name, &start, &c); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if i := strings.LastIndexByte(name, '#'); i >= 0 {
 			sums[key{name[:i], start}] += c
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	counts = make([]int64, len(hits))
 	resets = make([]time.Time, len(hits))
 	for i, h := range hits {
 		counts[i], resets[i] = sums[key{h.Name, starts[i]}], fromUS(starts[i]).Add(h.Window)
 	}
-	return counts, resets, nil
+	return counts, resets, shards, nil
 }
 
 func shardNames(name string) []any {

@@ -356,3 +356,21 @@ func (d *DB) CountOfflineMessages(ctx context.Context, recipient phonebook.MSISD
 	err := d.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM offline_messages WHERE recipient = ?", string(recipient)).Scan(&n)
 	return n, err
 }
+
+// FailFallback ends a stored message's SMS fallback for good (it was
+// refused: the recipient opted out, or had enough SMS today): no more
+// fallback is due and the record says FAILED, unless the recipient already
+// acknowledged it over IM. It returns the updated record.
+func (d *DB) FailFallback(ctx context.Context, id string) (ChatRecord, error) {
+	err := d.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = NULL WHERE id = ?", id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE chat_records SET state = ? WHERE id = ? AND state <> ?", MsgFailed, id, MsgDelivered)
+		return err
+	})
+	if err != nil {
+		return ChatRecord{}, err
+	}
+	return d.ChatRecord(ctx, id)
+}

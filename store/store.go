@@ -34,11 +34,14 @@ type DB struct {
 	dialect Dialect
 }
 
+// DefaultMaxOpenConns is the MySQL connection pool's size unless configured.
+const DefaultMaxOpenConns = 64
+
 // Options configures Open. Zero values mean defaults.
 type Options struct {
 	Driver       string // "sqlite" (default) or "mysql"
 	DSN          string // sqlite: file path; mysql: go-sql-driver DSN
-	MaxOpenConns int    // mysql only; default 64
+	MaxOpenConns int    // mysql only; default DefaultMaxOpenConns
 }
 
 // DefaultSQLitePath is where the embedded default keeps its data.
@@ -144,7 +147,7 @@ func openMySQL(ctx context.Context, o Options) (*DB, error) {
 	db := sql.OpenDB(connector)
 	n := o.MaxOpenConns
 	if n <= 0 {
-		n = 64
+		n = DefaultMaxOpenConns
 	}
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)

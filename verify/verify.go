@@ -56,6 +56,24 @@ type Config struct {
 	SecretKey string
 }
 
+// DefaultConfig returns the values a zero Config stands for.
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
+// Validate reports what New refuses.
+func (c Config) Validate() error {
+	if c.SecretKey != "" && len(c.SecretKey) < 16 {
+		return fmt.Errorf("verify: secret_key must be at least 16 characters (or empty: a key is generated and kept in the store)")
+	}
+	if c.Template != "" && !strings.Contains(c.Template, "{code}") {
+		return fmt.Errorf("verify: template must contain {code}")
+	}
+	return nil
+}
+
 func (c *Config) fill() {
 	if c.CodeTTL <= 0 {
 		c.CodeTTL = 10 * time.Minute
@@ -113,6 +131,9 @@ type Service struct {
 // New returns the service. The HMAC key is read from (or created in) the
 // store so every node agrees on it.
 func New(ctx context.Context, db *store.DB, prover Prover, sms SMSSender, cfg Config, region string, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg.fill()
 	if log == nil {
 		log = slog.Default()
@@ -123,8 +144,6 @@ func New(ctx context.Context, db *store.DB, prover Prover, sms SMSSender, cfg Co
 		if key, err = db.Secret(ctx, "verify_hmac"); err != nil {
 			return nil, fmt.Errorf("verify: hmac key: %w", err)
 		}
-	} else if len(key) < 16 {
-		return nil, fmt.Errorf("verify: secret_key must be at least 16 characters")
 	}
 	s := &Service{db: db, prover: prover, sms: sms, cfg: cfg, region: region, log: log, key: key,
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"text/tabwriter"
 	"time"
@@ -10,14 +11,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
 )
 
 func newAdminCmd() *cobra.Command {
-	c := &cobra.Command{Use: "admin", Short: "Operator tools working directly on the store"}
-	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user"}
-	addServerFlags(c.PersistentFlags())
+	c := &cobra.Command{Use: "admin", Short: "Operator tools: accounts in the store, the running server's connection table"}
+	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user (works on the store: --database-driver, --database-dsn)"}
+	addStoreFlags(c.PersistentFlags())
 
 	withUser := func(use, short string, fn func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error) *cobra.Command {
 		return &cobra.Command{
@@ -25,23 +27,13 @@ func newAdminCmd() *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cfg, err := loadConfig(cmd)
-				if err != nil {
-					return err
-				}
-				n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
-				if err != nil {
-					return err
-				}
-				db, err := openStore(cmd.Context(), cfg)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				if _, err := db.Migrate(cmd.Context()); err != nil {
-					return err
-				}
-				return fn(cmd, db, n)
+				return withStore(cmd, func(cfg config.Config, db *store.DB) error {
+					n, err := phonebook.NormalizeMSISDN(args[0], cfg.Phone.DefaultRegion)
+					if err != nil {
+						return err
+					}
+					return fn(cmd, db, n)
+				})
 			},
 		}
 	}
@@ -97,9 +89,23 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := http.Get("http://" + cfg.HTTP.Addr + "/admin/connections")
+			if cfg.Admin.Addr == "" {
+				return fmt.Errorf("admin.addr is empty: the server has no admin listener")
+			}
+			addr := cfg.Admin.Addr
+			if host, port, err := net.SplitHostPort(addr); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+				addr = net.JoinHostPort("127.0.0.1", port)
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), "GET", "http://"+addr+"/admin/connections", nil)
 			if err != nil {
-				return fmt.Errorf("is the server running on %s? %w", cfg.HTTP.Addr, err)
+				return err
+			}
+			if cfg.Admin.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("is the server's admin listener (admin.addr) on %s? %w", addr, err)
 			}
 			defer res.Body.Close()
 			var body struct {
@@ -120,6 +126,7 @@ func newAdminCmd() *cobra.Command {
 			return w.Flush()
 		},
 	}
-	c.AddCommand(user, conns)
+	conns.Flags().String("admin-addr", "", "address of the running server's admin listener to ask (admin.addr; default 127.0.0.1:8090)")
+	c.AddCommand(user, conns, newOptOutCmd())
 	return c
 }

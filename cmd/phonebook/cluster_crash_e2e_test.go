@@ -34,6 +34,8 @@ func TestCrashedNodesUsersGoOffline(t *testing.T) {
 node: %q
 http: {addr: "127.0.0.1:0"}
 relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
+admin: {addr: "127.0.0.1:0"}
+smsc: {simulator: true}
 database: {driver: mysql, dsn: %q}
 registration: {header: {trusted_proxies: ["127.0.0.0/8"]}}
 cluster: {nats_url: %q, dead_after: 2s, purge_after: 2s}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -25,8 +26,8 @@ func testNATS(t *testing.T) string {
 }
 
 // twoNodes starts two full servers in cluster mode sharing a fresh MariaDB
-// database and the test NATS.
-func twoNodes(t *testing.T) (*Main, *Main) {
+// database and the test NATS; opts adjust both configurations.
+func twoNodes(t *testing.T, opts ...func(*config.Config)) (*Main, *Main) {
 	t.Helper()
 	nats := testNATS(t)
 	dsn := storetest.MySQLDSN(t)
@@ -35,6 +36,9 @@ func twoNodes(t *testing.T) (*Main, *Main) {
 		cfg.Node = name + "-" + storetest.Name("")
 		cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
 		cfg.Cluster.NATSURL = nats
+		for _, o := range opts {
+			o(&cfg)
+		}
 		return startMain(t, cfg)
 	}
 	return node("a"), node("b")

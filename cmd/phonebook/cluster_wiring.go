@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/config"
 )
 
 // startCluster joins the cluster when cluster.nats_url is set: the relay then
@@ -15,8 +16,7 @@ func (m *Main) startCluster(ctx context.Context) error {
 	if m.cfg.Cluster.NATSURL == "" {
 		return nil
 	}
-	r, err := cluster.New(ctx, cluster.Config{URL: m.cfg.Cluster.NATSURL, Node: nodeID(m.cfg.Node),
-		DeadAfter: m.cfg.Cluster.DeadAfter, PurgeAfter: m.cfg.Cluster.PurgeAfter}, m.log, m.reg)
+	r, err := cluster.New(ctx, clusterConfig(m.cfg), m.log, m.reg)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -24,6 +24,12 @@ func (m *Main) startCluster(ctx context.Context) error {
 	m.closers = append(m.closers, func(ctx context.Context) error { return r.Close(ctx) })
 	m.log.Info("cluster mode", "nats", m.cfg.Cluster.NATSURL, "node", nodeID(m.cfg.Node))
 	return nil
+}
+
+// clusterConfig is the cluster router's part of the configuration.
+func clusterConfig(cfg config.Config) cluster.Config {
+	return cluster.Config{URL: cfg.Cluster.NATSURL, Node: nodeID(cfg.Node),
+		DeadAfter: cfg.Cluster.DeadAfter, PurgeAfter: cfg.Cluster.PurgeAfter}
 }
 
 // nodeID makes a node name usable as a NATS subject token: letters, digits,

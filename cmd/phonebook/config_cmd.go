@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -21,22 +22,32 @@ func loadConfig(cmd *cobra.Command) (config.Config, error) {
 
 // addServerFlags adds the flags that override the most used keys.
 func addServerFlags(fs *pflag.FlagSet) {
-	fs.String("http-addr", "", "HTTP API listen address (http.addr)")
+	fs.String("http-addr", "", "address the HTTP API listens on (http.addr)")
+	addStoreFlags(fs)
+	fs.String("node", "", "this node's name in a cluster (node)")
+}
+
+// addStoreFlags adds the flags of the commands that work on the store
+// directly, without a running server (admin user).
+func addStoreFlags(fs *pflag.FlagSet) {
 	fs.String("database-driver", "", "sqlite or mysql (database.driver)")
 	fs.String("database-dsn", "", "database file (sqlite) or DSN (mysql) (database.dsn)")
 	fs.String("default-region", "", "region for national-format numbers, e.g. CN (phone.default_region)")
-	fs.String("node", "", "this node's name in a cluster (node)")
 }
 
 func newConfigCmd() *cobra.Command {
 	c := &cobra.Command{Use: "config", Short: "Check or print the configuration"}
 	check := &cobra.Command{
 		Use:   "check FILE",
-		Short: "Validate a configuration file; names each bad key with file and line",
+		Short: "Validate a configuration file as serve does; names each bad key with file and line",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := config.Load(args[0], nil); err != nil {
+			cfg, err := config.Load(args[0], nil)
+			if err != nil {
 				return err
+			}
+			if err := checkConfig(cfg); err != nil {
+				return fmt.Errorf("config %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", args[0])
 			return nil
@@ -100,16 +111,34 @@ func openStore(ctx context.Context, cfg config.Config) (*store.DB, error) {
 	return store.Open(ctx, store.Options{Driver: cfg.Database.Driver, DSN: cfg.Database.DSN, MaxOpenConns: cfg.Database.MaxOpenConns})
 }
 
-func newLogger(cfg config.Config) *slog.Logger {
-	var lvl slog.Level
-	switch strings.ToLower(cfg.Log.Level) {
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
+// checkConfig makes the checks of the configuration that serve makes
+// before it opens anything (config.Load made the rest): each component
+// validates its own part. `config check` runs it too, so that a file it
+// passes is one serve accepts.
+func checkConfig(cfg config.Config) error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
+	if len(cfg.SMSC.Links) == 0 && !cfg.SMSC.Simulator {
+		add(errNoSMSC)
+	}
+	add(relayConfig(cfg).Validate())
+	_, err := relayTLS(cfg)
+	add(err)
+	add(verifyConfig(cfg).Validate())
+	add(smsc.ValidateLinks(linkConfigs(cfg.SMSC.Links)))
+	add(contactsConfig(cfg).Validate())
+	if cfg.Cluster.NATSURL != "" {
+		add(clusterConfig(cfg).Validate())
+	}
+	return errors.Join(errs...)
+}
+
+func newLogger(cfg config.Config) *slog.Logger {
+	lvl, _ := cfg.Log.SlogLevel() // config.Load refuses other levels
 	opts := &slog.HandlerOptions{Level: lvl}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))

@@ -106,7 +106,8 @@ func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	cfgPath := filepath.Join(dir, "phonebook.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 http: {addr: "127.0.0.1:0"}
-relay: {tcp_addr: "127.0.0.1:0"}
+relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
+admin: {addr: "127.0.0.1:0"}
 database: {dsn: %q}
 verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
 smsc:

@@ -26,7 +26,9 @@ func testConfigTB(t testing.TB) config.Config {
 	cfg.Relay.UDPAddr = "127.0.0.1:0"
 	cfg.Database.DSN = filepath.Join(t.TempDir(), "phonebook.db")
 	cfg.Registration.Header.TrustedProxies = []string{"127.0.0.0/8"}
-	cfg.SMSC.Simulator.ReceiptDelay = 10 * time.Millisecond
+	cfg.Admin.Addr = "127.0.0.1:0"
+	cfg.SMSC.Simulator = true
+	cfg.SMSC.SimulatorReceiptDelay = 10 * time.Millisecond
 	return cfg
 }
 
@@ -80,18 +82,10 @@ func TestConfigCheckCommand(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(good, []byte("http:\n  addr: 127.0.0.1:9000\n"), 0o600)
+	os.WriteFile(good, []byte("http:\n  addr: 127.0.0.1:9000\nsmsc:\n  simulator: true\n"), 0o600)
 	os.WriteFile(bad, []byte("http:\n  addr: 127.0.0.1:9000\ndatabase:\n  drivr: mysql\n"), 0o600)
 
-	run := func(args ...string) (string, error) {
-		cmd := newRootCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.Execute()
-		return out.String(), err
-	}
+	run := func(args ...string) (string, error) { return runCLI(t, args...) }
 	if out, err := run("config", "check", good); err != nil || !strings.Contains(out, "ok") {
 		t.Fatalf("good file: %q %v", out, err)
 	}

@@ -247,8 +247,8 @@ func phoneStatus(cmd *cobra.Command, args []string) error {
 }
 
 // phoneChatCommand runs a chat line starting with "/" on the open
-// connection and returns what to print.
-func phoneChatCommand(ctx context.Context, c *client.Client, line string) string {
+// connection and returns what to print, and the server's refusal.
+func phoneChatCommand(ctx context.Context, c *client.Client, line string) (string, error) {
 	name, arg, _ := strings.Cut(line, " ")
 	arg = strings.TrimSpace(arg)
 	u := &relaypb.PresenceSet{}
@@ -256,13 +256,13 @@ func phoneChatCommand(ctx context.Context, c *client.Client, line string) string
 	case "/who":
 		list, err := c.QueryPresence(ctx)
 		if err != nil {
-			return "who: " + err.Error()
+			return "who: " + err.Error(), err
 		}
 		lines := []string{fmt.Sprintf("%d contact(s) visible", len(list))}
 		for _, p := range list {
 			lines = append(lines, "  "+formatPresence(p))
 		}
-		return strings.Join(lines, "\n")
+		return strings.Join(lines, "\n"), nil
 	case "/status":
 		u.StatusText = &arg
 	case "/im":
@@ -270,13 +270,14 @@ func phoneChatCommand(ctx context.Context, c *client.Client, line string) string
 	case "/activity":
 		u.Activity = &arg
 	default:
-		return "commands: /status TEXT, /im busy|away|online, /activity WORD (empty clears), /who"
+		return "commands: /status TEXT, /im busy|away|online, /activity WORD (empty clears), /who",
+			fmt.Errorf("unknown command %q", name)
 	}
 	p, err := c.SetPresence(ctx, u)
 	if err != nil {
-		return "status: " + err.Error()
+		return "status: " + err.Error(), err
 	}
-	return "you are " + formatStatus(p)
+	return "you are " + formatStatus(p), nil
 }
 
 // formatPresence renders a contact's presence on one line.

@@ -19,6 +19,13 @@ func phone(t *testing.T, m *Main, number string) *client.Client {
 // phoneAt is phone for a server at these addresses (another process).
 func phoneAt(t *testing.T, httpAddr, relayAddr, number string) *client.Client {
 	t.Helper()
+	return loginAt(t, httpAddr, relayAddr, number)()
+}
+
+// loginAt registers number by method D and logs in; the function it
+// returns opens a relay connection with that session, again each call.
+func loginAt(t *testing.T, httpAddr, relayAddr, number string) func() *client.Client {
+	t.Helper()
 	ctx := context.Background()
 	api := &client.API{BaseURL: "http://" + httpAddr}
 	id := client.Identity{DeviceID: "imei-" + number, SIMID: "sim-" + number}
@@ -30,12 +37,14 @@ func phoneAt(t *testing.T, httpAddr, relayAddr, number string) *client.Client {
 	if err != nil {
 		t.Fatalf("login %s: %v", number, err)
 	}
-	c, err := client.Dial(ctx, relayAddr, client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
-	if err != nil {
-		t.Fatalf("dial %s: %v", number, err)
+	return func() *client.Client {
+		c, err := client.Dial(ctx, relayAddr, client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
+		if err != nil {
+			t.Fatalf("dial %s: %v", number, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
 	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // Two phones chat through the whole server; a message to a number with no

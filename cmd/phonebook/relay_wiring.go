@@ -6,24 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
-	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
+	"github.com/phonebook/phonebook/smsreply"
 )
 
-// outboxFallback sends relay messages through the durable SMS outbox; the
-// outbox's state changes come back to the relay as receipts.
-type outboxFallback struct{ ob *smsc.Outbox }
+// replyFallback sends relay messages through the durable SMS outbox, from
+// the address that routes a reply back (smsreply), unless the recipient
+// opted out or had enough today; the outbox's state changes come back to
+// the relay as receipts.
+type replyFallback struct{ r *smsreply.Service }
 
-func (f outboxFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
-	_, err := f.ob.Enqueue(ctx, smsc.SMS{To: s.To, Text: s.Text, Kind: "fallback", Ref: s.MessageID})
-	return err
+func (f replyFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
+	return f.r.SendFallback(ctx, s.MessageID, s.From, s.To, s.Text)
 }
 
 // smsStates maps outbox states to the relay protocol's message states.
@@ -48,18 +49,9 @@ func (a accountsAuth) InvalidTokens(ctx context.Context, tokens []string) ([]str
 	return a.acc.InvalidTokens(ctx, tokens)
 }
 
-// startRelay starts the IM relay on its TCP listener, authenticating with
-// the accounts service and falling back to SMS through the outbox.
-func (m *Main) startRelay(ctx context.Context) error {
-	cfg := m.cfg
-	if cfg.Relay.TCPAddr == "" {
-		return nil
-	}
-	var fb relay.Fallback
-	if cfg.Relay.Fallback != "never" {
-		fb = outboxFallback{m.Outbox}
-	}
-	srv, err := relay.NewServer(relay.Config{
+// relayConfig is the relay's part of the configuration.
+func relayConfig(cfg config.Config) relay.Config {
+	return relay.Config{
 		NodeID:                   nodeID(cfg.Node),
 		DefaultRegion:            cfg.Phone.DefaultRegion,
 		MaxFrameSize:             cfg.Relay.MaxFrameBytes,
@@ -75,7 +67,34 @@ func (m *Main) startRelay(ctx context.Context) error {
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
 		MaxAuthFailuresPerMinute: cfg.Relay.MaxAuthFailuresPerMinute,
-	}, relay.Deps{
+		AddrPrefixes:             cfg.AddrPrefixes(),
+	}
+}
+
+// relayTLS loads relay.tls_cert and relay.tls_key; nil when neither is set.
+func relayTLS(cfg config.Config) (*tls.Config, error) {
+	if cfg.Relay.TLSCert == "" && cfg.Relay.TLSKey == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("relay: tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// startRelay starts the IM relay on its TCP listener, authenticating with
+// the accounts service and falling back to SMS through the outbox.
+func (m *Main) startRelay(ctx context.Context) error {
+	cfg := m.cfg
+	if cfg.Relay.TCPAddr == "" {
+		return nil
+	}
+	var fb relay.Fallback
+	if cfg.Relay.Fallback != "never" {
+		fb = replyFallback{m.Replies}
+	}
+	srv, err := relay.NewServer(relayConfig(cfg), relay.Deps{
 		Auth:      accountsAuth{m.Accounts},
 		Store:     m.DB,
 		Directory: m.Accounts,
@@ -89,6 +108,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		return err
 	}
 	m.Relay = srv
+	m.Replies.SetRelay(srv)
 	// Sessions revoked by this process's API close their connections at
 	// once; the relay's periodic check finds the rest.
 	m.Accounts.OnSessionsRevoked(func(ctx context.Context, n phonebook.MSISDN) { srv.Recheck(ctx, n) })
@@ -130,13 +150,11 @@ func (m *Main) startRelay(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: listen %s: %w", cfg.Relay.TCPAddr, err)
 	}
-	if cfg.Relay.TLSCert != "" || cfg.Relay.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("relay: tls: %w", err)
-		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if tc, err := relayTLS(cfg); err != nil {
+		ln.Close()
+		return err
+	} else if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	m.relayLn = ln
 	m.wg.Add(1)
@@ -167,15 +185,8 @@ func (m *Main) startRelay(ctx context.Context) error {
 		m.log.Info("relay listening", "udp", pc.LocalAddr().String())
 	}
 
-	// The connection table for `phonebook admin connections`, from loopback only.
-	conns := srv.ConnectionsHandler()
-	m.API.Handle("GET", "/admin/connections", func(w http.ResponseWriter, r *http.Request) error {
-		if !api.PeerAddr(r).IsLoopback() {
-			return phonebook.Errorf(phonebook.EUntrustedSource, "the admin endpoints answer loopback only")
-		}
-		conns.ServeHTTP(w, r)
-		return nil
-	})
+	// The connection table for `phonebook admin connections`.
+	m.AdminHandle("GET /admin/connections", srv.ConnectionsHandler())
 	m.log.Info("relay listening", "tcp", ln.Addr().String())
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/verify"
 )
@@ -29,7 +30,7 @@ import (
 func newServeCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the server (with no configuration: SQLite under ./data and the built-in SMSC simulator)",
+		Short: "Run the server (SQLite under ./data by default; needs smsc.links, or smsc.simulator: true for the built-in simulator)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd)
@@ -50,6 +51,8 @@ func newServeCmd() *cobra.Command {
 	c.Flags().String("relay-tcp-addr", "", "relay TCP listen address (relay.tcp_addr)")
 	c.Flags().String("relay-udp-addr", "", "relay UDP listen address (relay.udp_addr)")
 	c.Flags().String("nats-url", "", "NATS URL for cluster mode (cluster.nats_url)")
+	c.Flags().String("admin-addr", "", "admin listener address: /admin/*, /metrics, pprof (admin.addr)")
+	c.Flags().Bool("smsc-simulator", false, "with no smsc.links, run the built-in SMSC simulator (smsc.simulator)")
 	return c
 }
 
@@ -65,8 +68,9 @@ type Main struct {
 	API      *api.Server
 	SMSC     *smsc.Router
 	Outbox   *smsc.Outbox
-	Sim      *smscsim.Sim // the built-in simulator, when no link is configured
+	Sim      *smscsim.Sim // the built-in simulator (smsc.simulator with no links)
 	Verify   *verify.Service
+	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
 
@@ -79,6 +83,10 @@ type Main struct {
 
 	httpSrv *http.Server
 	httpLn  net.Listener
+
+	adminMux *http.ServeMux // admin_http.go
+	adminSrv *http.Server
+	adminLn  net.Listener
 
 	closers []func(context.Context) error // run in reverse order at Close
 	wg      sync.WaitGroup
@@ -94,8 +102,11 @@ func NewMain(cfg config.Config, log *slog.Logger) *Main {
 // Run opens the store, migrates it, and starts every component. It returns
 // once the server is listening; Close stops it.
 func (m *Main) Run(ctx context.Context) error {
-	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	cfg := m.cfg
+	if err := checkConfig(cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.reg = prometheus.NewRegistry()
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -121,6 +132,8 @@ func (m *Main) Run(ctx context.Context) error {
 		SessionTTL:           cfg.Session.TTL,
 		LoginFailuresPerHour: cfg.Login.MaxFailuresPerHour,
 		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
+		RescueHashSlots:      cfg.Login.RescueHashSlots,
+		RescueHashQueue:      cfg.Login.RescueHashQueue,
 		TrustClientNumber:    cfg.Registration.TrustClientNumber,
 		TrustedProxies:       proxies,
 		RecycleAfter:         cfg.Registration.RecycleAfter,
@@ -129,7 +142,13 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxBodyBytes:          cfg.HTTP.MaxBodyBytes,
 		NumberHeader:          cfg.Registration.Header.Name,
 		MaxRegistrationsPerIP: cfg.Login.MaxRegistrationsPerIPDay,
-	}, m.Accounts, db, m.log, m.reg, m.reg)
+		AddrPrefixes:          cfg.AddrPrefixes(),
+
+		MaxLoginFailuresPerAddressHour: cfg.Login.MaxFailuresPerAddressHour,
+		MaxRescueFailuresPerAddressDay: cfg.Login.MaxRescueFailuresPerAddressDay,
+		MaxHeaderPerNumberDay:          cfg.Registration.Header.MaxPerNumberDay,
+		MaxHeaderPerIdentityDay:        cfg.Registration.Header.MaxPerIdentityDay,
+	}, m.Accounts, db, m.log, m.reg, nil) // /metrics is on the admin listener
 	m.API.AddCheck("database", db.Ping)
 
 	m.startJanitor(ctx)
@@ -145,6 +164,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := m.startRelay(ctx); err != nil {
+		return err
+	}
+	if err := m.startAdmin(); err != nil {
 		return err
 	}
 
@@ -172,7 +194,12 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.relayLn != nil {
 		relayAddr = m.relayLn.Addr().String()
 	}
-	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "relay", relayAddr, "database", cfg.Database.Driver, "node", cfg.Node)
+	smscMode := "links"
+	if m.Sim != nil {
+		smscMode = "simulator"
+	}
+	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "relay", relayAddr, "admin", m.AdminAddr(),
+		"database", cfg.Database.Driver, "smsc", smscMode, "node", cfg.Node)
 	return nil
 }
 
@@ -187,6 +214,11 @@ func (m *Main) Close() error {
 		defer cancel()
 		if m.httpSrv != nil {
 			err = m.httpSrv.Shutdown(ctx)
+		}
+		if m.adminSrv != nil {
+			if e := m.adminSrv.Shutdown(ctx); e != nil && err == nil {
+				err = e
+			}
 		}
 		if m.cancel != nil {
 			m.cancel()

@@ -10,6 +10,7 @@ import (
 	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
+	"github.com/phonebook/phonebook/smsreply"
 	"github.com/phonebook/phonebook/verify"
 )
 
@@ -39,26 +40,61 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 	return out
 }
 
-// startSMSC starts the SMS side: the links (or, with none configured, the
-// built-in simulator on loopback and one link to it over TCP), the durable
-// outbox, and number verification by SMS.
+// verifyConfig is number verification's part of the configuration.
+func verifyConfig(cfg config.Config) verify.Config {
+	return verify.Config{
+		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
+		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
+		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
+		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
+		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
+		SecretKey: cfg.Verify.SecretKey,
+	}
+}
+
+// errNoSMSC is serve's refusal to start with nowhere to send SMS.
+var errNoSMSC = errors.New("smsc: no smsc.links configured and smsc.simulator is not true: " +
+	"set smsc.links to your operator's SMSC, or smsc.simulator: true (PHONEBOOK_SMSC_SIMULATOR=true, --smsc-simulator) " +
+	"to run the built-in simulator, which prints every SMS, verification codes included (testing only)")
+
+// startSMSC starts the SMS side: the links (or, with none configured and
+// smsc.simulator set, the built-in simulator on loopback and one link to it
+// over TCP), the durable outbox, and number verification by SMS.
 func (m *Main) startSMSC(ctx context.Context) error {
 	cfg := m.cfg
 	links := linkConfigs(cfg.SMSC.Links)
 	if len(links) == 0 {
+		if !cfg.SMSC.Simulator {
+			return errNoSMSC // Run checked already
+		}
 		out := m.SimOutput
 		if out == nil {
 			out = os.Stdout
 		}
-		sim := smscsim.New(smscsim.Config{ReceiptDelay: cfg.SMSC.Simulator.ReceiptDelay, Output: out})
-		if err := sim.Start(cfg.SMSC.Simulator.Addr); err != nil {
+		sim := smscsim.New(smscsim.Config{ReceiptDelay: cfg.SMSC.SimulatorReceiptDelay, Output: out})
+		if err := sim.Start(cfg.SMSC.SimulatorAddr); err != nil {
 			return fmt.Errorf("smsc simulator: %w", err)
 		}
 		m.Sim = sim
 		m.closers = append(m.closers, func(context.Context) error { sim.Close(); return nil })
+		if cfg.SMSC.SimulatorHTTP != "" {
+			a, err := sim.StartHTTP(cfg.SMSC.SimulatorHTTP)
+			if err != nil {
+				return fmt.Errorf("smsc simulator: %w", err)
+			}
+			m.log.Info("smsc simulator: HTTP control (phonebook smsc-sim mo --http ...)", "addr", a)
+		}
 		links = []smsc.LinkConfig{{Name: "simulator", Addr: sim.Addr(), SystemID: "phonebook", SourceAddr: cfg.Verify.ShortNumber, Window: 100}}
-		m.log.Info("no SMSC configured: built-in simulator started; every SMS is printed", "addr", sim.Addr())
+		m.log.Warn("smsc.simulator: the built-in SMSC simulator is running instead of an operator's SMSC; every SMS, verification codes included, is printed",
+			"addr", sim.Addr())
+	} else if cfg.SMSC.Simulator {
+		m.log.Info("smsc.simulator is ignored: smsc.links are configured")
 	}
+	mode := "links"
+	if m.Sim != nil {
+		mode = "simulator" // /readyz says so: nothing reaches real phones
+	}
+	m.API.AddInfo("smsc", func() any { return mode })
 	// The router hands every deliver_sm to the outbox, which exists only
 	// once the router does: the closure breaks the cycle.
 	var outbox *smsc.Outbox
@@ -119,31 +155,35 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		return nil
 	})
 
-	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verify.Config{
-		CodeTTL: cfg.Verify.CodeTTL, MaxChecks: cfg.Verify.MaxChecks, ResendWaits: cfg.Verify.ResendWaits,
-		Template: cfg.Verify.Template, MaxPerNumberDay: cfg.Verify.MaxPerNumberDay, MaxPerIPHour: cfg.Verify.MaxPerIPHour,
-		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
-		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
-		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
-		SecretKey: cfg.Verify.SecretKey,
-	}, cfg.Phone.DefaultRegion, m.log, m.reg)
+	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verifyConfig(cfg), cfg.Phone.DefaultRegion, m.log, m.reg)
 	if err != nil {
 		return err
 	}
 	m.Verify = v
 	m.API.SetVerify(v)
-	// Method C tokens may stand anywhere in the text, so verification takes
-	// every inbound SMS that no more specific handler claims.
-	outbox.HandleMO("", func(ctx context.Context, mo smsc.MO) error {
-		if mo.From == "" {
-			m.log.Info("inbound SMS from a non-numeric sender ignored", "source", mo.Source)
-			return nil
-		}
-		handled, err := v.HandleMO(ctx, mo.From, mo.To, mo.Text)
-		if err == nil && !handled {
-			m.log.Info("unknown inbound SMS", "from", mo.From, "to", mo.To, "parts", mo.Parts)
-		}
+	shortNumber := cfg.SMSReply.ShortNumber
+	if shortNumber == "" {
+		shortNumber = cfg.Verify.ShortNumber
+	}
+	perDay := cfg.SMSReply.MaxPerRecipientDay
+	if perDay == 0 {
+		perDay = -1 // the file's 0 is "no cap"; smsreply's is "the default"
+	}
+	replies, err := smsreply.New(smsreply.Config{
+		Mode: cfg.SMSReply.Mode, ShortNumber: shortNumber,
+		ExtensionDigits: cfg.SMSReply.ExtensionDigits, ExtensionIdle: cfg.SMSReply.ExtensionIdle,
+		StickyWindow: cfg.SMSReply.StickyWindow, StickyRule: cfg.SMSReply.StickyRule,
+		OptOutKeywords: cfg.SMSReply.OptOutKeywords, OptInKeywords: cfg.SMSReply.OptInKeywords,
+		OptOutText: cfg.SMSReply.OptOutText, OptInText: cfg.SMSReply.OptInText, AskText: cfg.SMSReply.AskText,
+		MaxPerRecipientDay: perDay, Region: cfg.Phone.DefaultRegion,
+	}, m.DB, outbox, m.log, m.reg)
+	if err != nil {
 		return err
-	})
+	}
+	m.Replies = replies
+	// Every inbound SMS that no more specific handler claims, in the
+	// documented order: method C tokens (which may stand anywhere in the
+	// text), opt-out keywords, conversation replies, unknown.
+	outbox.HandleMO("", replies.MOHandler(v.HandleMO))
 	return nil
 }

@@ -30,7 +30,9 @@ func Command() *cobra.Command {
 (addr, system_id, password) and every SMS the server sends is printed here,
 verification codes included. Send an SMS from a "phone" by typing
   MO <from> <to> <text>
-or with POST /mo on the --http address. See docs/smsc.md.`,
+  REPLY <from> <text>     (to the source of the last SMS <from> received)
+with POST /mo or /reply on the --http address, or with
+"phonebook smsc-sim mo". See docs/smsc.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -53,7 +55,7 @@ or with POST /mo on the --http address. See docs/smsc.md.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /drop, POST /throttle, GET /submits)\n", a)
+				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /reply, POST /drop, POST /throttle, GET /submits)\n", a)
 			}
 			go readMO(ctx, sim, cmd.InOrStdin(), out)
 			<-ctx.Done()
@@ -81,10 +83,12 @@ or with POST /mo on the --http address. See docs/smsc.md.`,
 	f.BoolVar(&cfg.CollideSeq, "collide-seq", false, "send deliver_sm with the sequence numbers of outstanding submits")
 	f.BoolVar(&cfg.MOAsDataSM, "mo-data-sm", false, "send MO as data_sm instead of deliver_sm")
 	f.DurationVar(&cfg.RedeliverAfter, "redeliver-after", time.Second, "wait before redelivering a refused deliver_sm")
+	cmd.AddCommand(moCommand())
 	return cmd
 }
 
-// readMO reads "MO <from> <to> <text>" lines until EOF.
+// readMO reads "MO <from> <to> <text>" and "REPLY <from> <text>" lines
+// until EOF.
 func readMO(ctx context.Context, sim *Sim, in io.Reader, out io.Writer) {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
@@ -93,12 +97,17 @@ func readMO(ctx context.Context, sim *Sim, in io.Reader, out io.Writer) {
 			continue
 		}
 		fields := strings.SplitN(line, " ", 4)
-		if len(fields) != 4 || !strings.EqualFold(fields[0], "MO") {
-			fmt.Fprintln(out, "smscsim: want: MO <from> <to> <text>")
-			continue
-		}
+		var err error
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := sim.InjectMO(mctx, fields[1], fields[2], fields[3])
+		switch {
+		case len(fields) == 4 && strings.EqualFold(fields[0], "MO"):
+			err = sim.InjectMO(mctx, fields[1], fields[2], fields[3])
+		case len(fields) >= 3 && strings.EqualFold(fields[0], "REPLY"):
+			_, text, _ := strings.Cut(line[len(fields[0])+1:], " ")
+			_, err = sim.Reply(mctx, fields[1], text)
+		default:
+			fmt.Fprintln(out, "smscsim: want: MO <from> <to> <text>, or REPLY <from> <text>")
+		}
 		cancel()
 		if err != nil {
 			fmt.Fprintln(out, "smscsim:", err)

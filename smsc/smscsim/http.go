@@ -13,6 +13,7 @@ import (
 // Handler is the HTTP control API:
 //
 //	POST /mo        {"from":"+8613800138000","to":"10690","text":"hi"}
+//	POST /reply     {"from":"+8613800138000","text":"hi"}: to the source of the last SMS to from
 //	POST /drop      drop every SMPP session
 //	POST /throttle  {"every":N}
 //	GET  /submits   every accepted submit_sm, as JSON
@@ -35,6 +36,28 @@ func (s *Sim) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "delivered"})
+	})
+	mux.HandleFunc("POST /reply", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ From, Text string }
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.From == "" || req.Text == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", `"from" and "text" are required`)
+			return
+		}
+		if _, ok := s.LastSource(req.From); !ok {
+			writeError(w, http.StatusNotFound, "not_found", req.From+" received no SMS to reply to")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		to, err := s.Reply(ctx, req.From, req.Text)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "delivered", "to": to})
 	})
 	mux.HandleFunc("POST /drop", func(w http.ResponseWriter, r *http.Request) {
 		s.DropLinks()
@@ -65,7 +88,7 @@ func (s *Sim) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, s.Stats())
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /drop, POST /throttle, GET /submits, GET /stats", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, GET /submits, GET /stats", r.Method, r.URL.Path))
 	})
 	return mux
 }
