@@ -534,6 +534,32 @@ func (s *Service) SetRescue(ctx context.Context, p Principal, password, current 
 	return s.db.SetRescue(ctx, p.Number, hash, secure)
 }
 
+// Block blocks the account and revokes its sessions, so that the relay
+// disconnects it at once (OnSessionsRevoked) and every login is refused
+// with account_blocked. It returns how many sessions were revoked.
+func (s *Service) Block(ctx context.Context, n phonebook.MSISDN) (int64, error) {
+	if err := s.db.SetValid(ctx, n, false); err != nil {
+		return 0, err
+	}
+	return s.RevokeSessions(ctx, n)
+}
+
+// Unblock lets the account log in again (its revoked sessions stay revoked).
+func (s *Service) Unblock(ctx context.Context, n phonebook.MSISDN) error {
+	return s.db.SetValid(ctx, n, true)
+}
+
+// RevokeSessions ends every session of the number: its devices must log in
+// again, and the relay closes their connections.
+func (s *Service) RevokeSessions(ctx context.Context, n phonebook.MSISDN) (int64, error) {
+	revoked, err := s.db.RevokeSessions(ctx, n)
+	if err != nil {
+		return 0, err
+	}
+	s.sessionsRevoked(ctx, n)
+	return revoked, nil
+}
+
 // User returns the account record.
 func (s *Service) User(ctx context.Context, n phonebook.MSISDN) (*store.User, error) {
 	return s.db.User(ctx, n)

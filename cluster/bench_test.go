@@ -19,6 +19,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/cluster/clustertest"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 )
@@ -106,7 +107,7 @@ func benchDelivery(b *testing.B, mode string, pairs int) {
 	var failures atomic.Int64
 	b.SetParallelism(max(1, pairs/runtime.GOMAXPROCS(0))) // about one goroutine per pair
 	b.ResetTimer()
-	cpu0, natsCPU0 := processCPU(), c.nats.cpu()
+	cpu0, natsCPU0 := processCPU(), natsCPU(c.nats)
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(1)-1) % pairs
@@ -131,7 +132,7 @@ func benchDelivery(b *testing.B, mode string, pairs int) {
 		mu.Unlock()
 	})
 	elapsed := time.Since(start)
-	cpu, natsCPU := processCPU()-cpu0, c.nats.cpu()-natsCPU0
+	cpu, natsCPU := processCPU()-cpu0, natsCPU(c.nats)-natsCPU0
 	b.StopTimer()
 	if len(lat) == 0 {
 		return
@@ -164,11 +165,11 @@ func processCPU() time.Duration {
 }
 
 // cpu is the nats-server's user+system CPU time so far (Linux /proc).
-func (ns *natsServer) cpu() time.Duration {
-	if ns.cmd == nil {
+func natsCPU(ns *clustertest.NATS) time.Duration {
+	if ns.PID() == 0 {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", ns.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", ns.PID()))
 	if err != nil {
 		return 0
 	}

@@ -38,8 +38,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,9 +60,14 @@ type Config struct {
 	URL  string // NATS server URL(s), comma-separated ("nats://127.0.0.1:4222")
 	Node string // this node's id, unique in the cluster: letters, digits, '-' and '_' (required)
 
-	SubjectPrefix  string // first token of every subject ("pb")
-	SessionsBucket string // KV bucket of the session registry ("pb_sessions")
-	NodesBucket    string // KV bucket of node heartbeats ("pb_nodes")
+	// Namespace separates clusters that share one NATS system: with
+	// "eu1" the subjects start with "pb.eu1." and the buckets are
+	// pb_eu1_sessions and pb_eu1_nodes. Node ids need only be unique
+	// within a namespace. Letters, digits, '-' and '_'.
+	Namespace      string
+	SubjectPrefix  string // first tokens of every subject ("pb", or "pb.<Namespace>")
+	SessionsBucket string // KV bucket of the session registry ("pb_sessions", or "pb_<Namespace>_sessions")
+	NodesBucket    string // KV bucket of node heartbeats ("pb_nodes", or "pb_<Namespace>_nodes")
 	Replicas       int    // KV replicas in a NATS cluster (1)
 	MemoryStorage  bool   // keep the buckets in memory instead of on disk
 
@@ -70,6 +77,9 @@ type Config struct {
 	EntryTTL          time.Duration // registry records expire after this; nodes rewrite theirs every third of it (1h)
 	DeliverTimeout    time.Duration // a remote Offer waits this long for the ack; keep above the relay's AckTimeout (7s)
 	ReconnectWait     time.Duration // between NATS reconnect attempts (250ms)
+	// ConnectTimeout is how long New keeps trying (with backoff) to reach
+	// NATS and open the buckets before it gives up (30s).
+	ConnectTimeout time.Duration
 
 	// NATSOptions are added to the connection's options (credentials, TLS,
 	// a name). They are applied after the router's own.
@@ -91,6 +101,12 @@ func (c Config) Validate() error {
 	if !nodeIDRe.MatchString(c.Node) {
 		return phonebook.Errorf(phonebook.EInvalid, "cluster node id %q must be 1 to 64 letters, digits, '-' or '_'", c.Node)
 	}
+	if c.Namespace != "" && !nodeIDRe.MatchString(c.Namespace) {
+		return phonebook.Errorf(phonebook.EInvalid, "cluster namespace %q must be 1 to 64 letters, digits, '-' or '_' (it goes into NATS subjects and bucket names)", c.Namespace)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return phonebook.Errorf(phonebook.EInvalid, "cluster replicas %d is not between 1 and 5 (JetStream's limit); use 3 on a 3-server NATS cluster", c.Replicas)
+	}
 	return nil
 }
 
@@ -106,14 +122,18 @@ func (c *Config) fill() {
 	if c.URL == "" {
 		c.URL = nats.DefaultURL
 	}
+	subj, bucket := "pb", "pb_"
+	if c.Namespace != "" {
+		subj, bucket = "pb."+c.Namespace, "pb_"+c.Namespace+"_"
+	}
 	if c.SubjectPrefix == "" {
-		c.SubjectPrefix = "pb"
+		c.SubjectPrefix = subj
 	}
 	if c.SessionsBucket == "" {
-		c.SessionsBucket = "pb_sessions"
+		c.SessionsBucket = bucket + "sessions"
 	}
 	if c.NodesBucket == "" {
-		c.NodesBucket = "pb_nodes"
+		c.NodesBucket = bucket + "nodes"
 	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
@@ -129,6 +149,7 @@ func (c *Config) fill() {
 	def(&c.EntryTTL, time.Hour)
 	def(&c.DeliverTimeout, 7*time.Second)
 	def(&c.ReconnectWait, 250*time.Millisecond)
+	def(&c.ConnectTimeout, 30*time.Second)
 }
 
 // Router is the cluster-wide relay.Router. Its locks (lmu, mu, omu, kvMu)
@@ -149,7 +170,7 @@ type Router struct {
 	nodeKV jetstream.KeyValue
 
 	subjDeliver, subjPush, subjWake, subjClose string
-	replyPrefix                                string
+	subjWakeAll, replyPrefix                   string
 
 	// This node's sessions and what the registry should say about them.
 	lmu        sync.Mutex
@@ -173,18 +194,48 @@ type Router struct {
 	offerSeq atomic.Uint64
 
 	resync    chan struct{}
-	restartMu sync.Mutex
-	restartCh chan struct{} // closed (and replaced) to make the KV watchers rebuild the replica
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	subs      []*nats.Subscription
-	closed    atomic.Bool
+	resyncReq atomic.Uint64 // resyncs asked for
+	resyncFin atomic.Uint64 // the last request a finished resync covered
+	// Initial passes the watchers completed: a resync waits for both to
+	// move before it trusts the replica again.
+	sessSynced, nodesSynced atomic.Uint64
+	restartMu               sync.Mutex
+	restartCh               chan struct{} // closed (and replaced) to make the KV watchers rebuild the replica
+	ctx                     context.Context
+	cancel                  context.CancelFunc
+	wg                      sync.WaitGroup
+	subs                    []*nats.Subscription
+	closed                  atomic.Bool
 
 	goneMu      sync.Mutex
 	gone        func(context.Context, phonebook.MSISDN) // OnGone
 	goneWaiting []phonebook.MSISDN                      // reported before OnGone was set
+
+	resynced atomic.Pointer[func(ep relay.Endpoint, lost bool)] // OnResync
+
+	// The link to NATS: epoch moves on every disconnect and failed
+	// heartbeat; outageSince is when the current outage began (zero: none).
+	epoch       atomic.Uint64
+	outMu       sync.Mutex
+	outageSince time.Time
+
+	// Recipients of messages stored here whose wake-up is not known to
+	// have reached their node (see WakeStored).
+	wmu          sync.Mutex
+	unconfirmed  map[phonebook.MSISDN]wakeNote
+	wakeOverflow bool
+
+	logRate *logLimiter
 }
+
+type wakeNote struct {
+	at    time.Time
+	epoch uint64
+}
+
+// maxUnconfirmed bounds the recipients remembered for a re-wake; past it a
+// resync asks every node to wake all of its sessions instead.
+const maxUnconfirmed = 100000
 
 // OnGone sets a function called when a crashed node's session is removed
 // from the registry and its number has no session anywhere else: a user
@@ -215,6 +266,9 @@ type localEntry struct {
 	ep   relay.Endpoint
 	info relay.ConnInfo
 	rev  uint64 // registry revision of our put; 0 until it succeeded
+	// lost: the registry dropped our entry (another node purged it, or it
+	// aged out), so other nodes may have marked the user offline.
+	lost bool
 }
 
 type tomb struct {
@@ -231,6 +285,8 @@ type pendingWake struct {
 	sessionID string
 	rev       uint64
 	since     time.Time
+	resync    bool // re-published after a NATS outage: OnResync too
+	lost      bool
 }
 
 type nodeState struct {
@@ -295,11 +351,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		nodes:    make(map[string]*nodeState),
 		offers:   make(map[uint64]*offer),
 		resync:   make(chan struct{}, 1),
+
+		unconfirmed: make(map[phonebook.MSISDN]wakeNote),
+		logRate:     newLogLimiter(time.Minute),
 	}
 	r.metrics = newMetrics(reg, r)
 	base := cfg.SubjectPrefix + ".node." + cfg.Node + "."
 	r.subjDeliver, r.subjPush, r.subjWake, r.subjClose = base+"deliver", base+"push", base+"wake", base+"close"
 	r.replyPrefix = cfg.SubjectPrefix + ".reply." + cfg.Node + "." + r.instance + "."
+	r.subjWakeAll = cfg.SubjectPrefix + ".wakeall"
 
 	opts := []nats.Option{
 		nats.Name("phonebook " + cfg.Node),
@@ -309,15 +369,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		// buffered Deliver would reach the client after its sender was
 		// told STORED, and the publisher retries registry writes itself.
 		nats.ReconnectBufSize(-1),
+		// A link that goes silent (no reset, no close) is noticed after a
+		// few unanswered pings, not after the client's default 4 minutes.
+		nats.PingInterval(max(cfg.DeadAfter/2, time.Second)),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {
 				return // closed by us
 			}
 			r.metrics.disconnects.Inc()
-			r.log.Warn("cluster: NATS disconnected", "err", err)
+			r.linkDown()
+			r.logRate.warn(r.log, "disconnected", "cluster: NATS disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			r.metrics.reconnects.Inc()
+			r.epoch.Add(1)
 			r.log.Info("cluster: NATS reconnected", "url", nc.ConnectedUrlRedacted())
 			r.triggerResync()
 		}),
@@ -326,27 +392,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			if sub != nil {
 				subj = sub.Subject
 			}
-			r.log.Warn("cluster: NATS error", "subject", subj, "err", err)
+			r.logRate.warn(r.log, "error "+err.Error(), "cluster: NATS error", "subject", subj, "err", err)
 		}),
 	}
 	opts = append(opts, cfg.NATSOptions...)
-	nc, err := nats.Connect(cfg.URL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: connect to NATS %s: %w", cfg.URL, err)
-	}
-	r.nc = nc
-	r.js, err = jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("cluster: JetStream: %w", err)
-	}
-	if err := r.openBuckets(ctx); err != nil {
-		nc.Close()
+	if err := r.connect(ctx, opts); err != nil {
 		return nil, err
 	}
+	nc := r.nc
 	for subj, h := range map[string]nats.MsgHandler{
 		r.subjDeliver: r.handleDeliver, r.subjPush: r.handlePush, r.subjWake: r.handleWake,
-		r.subjClose: r.handleClose, r.replyPrefix + "*": r.handleReply,
+		r.subjClose: r.handleClose, r.replyPrefix + "*": r.handleReply, r.subjWakeAll: r.handleWakeAll,
 	} {
 		sub, err := nc.Subscribe(subj, h)
 		if err != nil {
@@ -383,12 +439,73 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	return r, nil
 }
 
+// connect reaches NATS and opens the buckets, trying again with backoff
+// for ConnectTimeout: nodes and NATS often start together.
+func (r *Router) connect(ctx context.Context, opts []nats.Option) error {
+	start := time.Now()
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := r.connectOnce(ctx, opts)
+		if err == nil {
+			if attempt > 1 {
+				r.log.Info("cluster: NATS reachable", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("cluster: connecting to NATS %s: %w (last error: %v)", redactURL(r.cfg.URL), ctx.Err(), err)
+		}
+		if time.Since(start)+backoff > r.cfg.ConnectTimeout {
+			return fmt.Errorf("cluster: NATS %s still not usable after %d attempts in %s (cluster.connect_timeout %s); is it running, with JetStream, and are the address and credentials right? last error: %w",
+				redactURL(r.cfg.URL), attempt, time.Since(start).Round(time.Second), r.cfg.ConnectTimeout, err)
+		}
+		r.logRate.warn(r.log, "connect", "cluster: NATS not usable yet; retrying", "url", redactURL(r.cfg.URL), "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (r *Router) connectOnce(ctx context.Context, opts []nats.Option) error {
+	nc, err := nats.Connect(r.cfg.URL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	r.nc = nc
+	r.js, err = jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("JetStream: %w", err)
+	}
+	if err := r.openBuckets(ctx); err != nil {
+		nc.Close()
+		return err
+	}
+	return nil
+}
+
+// redactURL hides passwords and tokens in NATS URLs.
+func redactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 func (r *Router) openBuckets(ctx context.Context) error {
 	storage := jetstream.FileStorage
 	if r.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// An attempt that JetStream does not answer (a NATS cluster electing
+	// a leader) is given up soon, and tried again.
+	ctx, cancel := context.WithTimeout(ctx, min(max(2*r.cfg.DeadAfter, 2*time.Second), 10*time.Second))
 	defer cancel()
 	sess, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: r.cfg.SessionsBucket, Description: "Phonebook relay sessions: number.device -> node",
@@ -422,6 +539,9 @@ func (r *Router) buckets() (sess, nodes jetstream.KeyValue) {
 	defer r.kvMu.Unlock()
 	return r.sessKV, r.nodeKV
 }
+
+// URL returns the configured NATS URL(s), passwords and tokens hidden.
+func (r *Router) URL() string { return redactURL(r.cfg.URL) }
 
 // Node returns this node's id.
 func (r *Router) Node() string { return r.cfg.Node }
@@ -611,6 +731,7 @@ func (r *Router) localEndpoint(n phonebook.MSISDN, device string) relay.Endpoint
 }
 
 func (r *Router) triggerResync() {
+	r.resyncReq.Add(1)
 	select {
 	case r.resync <- struct{}{}:
 	default:

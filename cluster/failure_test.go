@@ -268,7 +268,7 @@ func testNATSRestart(t *testing.T, lose bool) {
 		t.Fatalf("before the restart: %s", state)
 	}
 
-	c.nats.kill()
+	c.nats.Kill()
 	// Nothing acknowledged is lost while NATS is down: messages for bob
 	// are stored, and reach him once the cluster recovers.
 	var during []string
@@ -284,9 +284,9 @@ func testNATSRestart(t *testing.T, lose bool) {
 	cc := dial(t, b, carol, client.Options{AutoAck: true})
 
 	if lose {
-		c.nats.dir = t.TempDir()
+		c.nats.Dir = t.TempDir()
 	}
-	c.nats.start()
+	c.nats.Start()
 	waitFor(t, "a to route to carol on b", func() bool { return locatedOn(a, carol, "b") && locatedOn(a, bob, "b") })
 	for _, text := range during {
 		waitFor(t, "bob to get "+text, func() bool { return bobIn.has(text) })
@@ -326,7 +326,7 @@ func TestDeadNodeEntriesAreOffline(t *testing.T) {
 		t.Fatalf("state %s", state)
 	}
 	// After PurgeAfter the survivors delete the dead node's entries.
-	nc, err := nats.Connect(c.nats.url())
+	nc, err := nats.Connect(c.nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,11 +385,8 @@ func TestDeadNodeUsersAreReportedGone(t *testing.T) {
 	b.kill()
 	dial(t, d, carol, client.Options{}) // carol reconnects to d before the purge
 	waitFor(t, "bob reported gone", func() bool { return count(bob) >= 1 })
-	time.Sleep(time.Second) // every survivor has purged (PurgeAfter 2 s, checked each heartbeat)
-	if count(bob) == 0 || count(bob) > 2 || count(carol) != 0 || count(alice) != 0 {
-		t.Fatalf("reported %v; want bob (by one or both survivors), nobody else", reported)
-	}
-	// The stale entries are gone from the survivors' replicas too.
+	// The purge is over once the stale entries are gone from every
+	// survivor's replica; carol is on d, and the survivors know it.
 	for _, n := range []*node{a, d} {
 		waitFor(t, "no entry left on b", func() bool {
 			for _, ci := range n.router.Connections() {
@@ -399,6 +396,10 @@ func TestDeadNodeUsersAreReportedGone(t *testing.T) {
 			}
 			return true
 		})
+		waitFor(t, "carol on d", func() bool { return locatedOn(n, carol, "d") })
+	}
+	if count(bob) == 0 || count(bob) > 2 || count(carol) != 0 || count(alice) != 0 {
+		t.Fatalf("reported %v; want bob (by one or both survivors), nobody else", reported)
 	}
 }
 
@@ -429,7 +430,10 @@ func TestRestartedNodeReportsItsOldUsers(t *testing.T) {
 		return slices.Contains(reported, n)
 	}
 	waitFor(t, "bob reported by b's new process", func() bool { return has(bob) })
-	time.Sleep(500 * time.Millisecond)
+	// b's new process has read the registry (bob's entry was its own
+	// previous process's), and sees carol's entry as a's: not its orphan.
+	waitFor(t, "b's new process to see carol on a", func() bool { return locatedOn(b2, carol, "a") })
+	waitFor(t, "bob's entry gone from a's replica", func() bool { return !locatedOn(a, bob, "b") })
 	if has(carol) {
 		t.Fatalf("carol, connected on a, was reported gone: %v", reported)
 	}

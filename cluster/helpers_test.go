@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,80 +17,12 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/cluster"
+	"github.com/phonebook/phonebook/cluster/clustertest"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
-
-// natsServer is a nats-server subprocess with JetStream on a fixed port,
-// so it can be killed and started again where the nodes expect it.
-type natsServer struct {
-	t    testing.TB
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func natsBinary(t testing.TB) string {
-	if p := os.Getenv("PHONEBOOK_TEST_NATS_SERVER"); p != "" {
-		return p
-	}
-	for _, p := range []string{"/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("nats-server")
-	if err != nil {
-		t.Skip("nats-server not installed (set PHONEBOOK_TEST_NATS_SERVER)")
-	}
-	return p
-}
-
-func startNATS(t testing.TB) *natsServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	ns := &natsServer{t: t, port: port, dir: t.TempDir()}
-	ns.start()
-	t.Cleanup(ns.kill)
-	return ns
-}
-
-func (ns *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(ns.port) }
-
-func (ns *natsServer) start() {
-	t := ns.t
-	t.Helper()
-	cmd := exec.Command(natsBinary(t), "-a", "127.0.0.1", "-p", strconv.Itoa(ns.port), "-js", "-sd", ns.dir)
-	cmd.Stdout, cmd.Stderr = nil, nil
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nats-server: %v", err)
-	}
-	ns.cmd = cmd
-	waitFor(t, "nats-server to listen", func() bool {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(ns.port), 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
-// kill stops the server as a crash would (SIGKILL).
-func (ns *natsServer) kill() {
-	if ns.cmd == nil {
-		return
-	}
-	ns.cmd.Process.Kill()
-	ns.cmd.Wait()
-	ns.cmd = nil
-}
 
 // tokenAuth is the test's Authenticator and Directory: "tok-<number>"
 // logs in as number on device "dev-<number>".
@@ -107,7 +37,7 @@ func (a *tokenAuth) add(n phonebook.MSISDN) { a.Add("tok-"+string(n), n, "dev-"+
 // file) and one NATS server.
 type testCluster struct {
 	t      testing.TB
-	nats   *natsServer
+	nats   *clustertest.NATS
 	auth   *tokenAuth
 	open   func() *store.DB
 	db     *store.DB // for assertions
@@ -129,7 +59,14 @@ type node struct {
 
 func newCluster(t testing.TB) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, nats: startNATS(t), auth: newTokenAuth(), nodes: map[string]*node{}}
+	return newClusterOn(t, clustertest.StartNATS(t))
+}
+
+// newClusterOn is newCluster on a NATS server that is already running
+// (shared with another cluster, or one of a NATS cluster).
+func newClusterOn(t testing.TB, ns *clustertest.NATS) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nats: ns, auth: newTokenAuth(), nodes: map[string]*node{}}
 	ctx := context.Background()
 	if os.Getenv(storetest.EnvDSN) != "" {
 		dsn := storetest.MySQLDSN(t)
@@ -175,13 +112,24 @@ func relayConfig(id string) relay.Config {
 
 // start starts node id: its own store connections, router and relay server.
 func (c *testCluster) start(id string) *node {
+	c.t.Helper()
+	return c.startWith(id, nil)
+}
+
+// startWith starts node id with its cluster configuration changed by mod
+// (a NATS URL through a proxy, other timings).
+func (c *testCluster) startWith(id string, mod func(*cluster.Config)) *node {
 	t := c.t
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test", t.Name())
 	reg := prometheus.NewRegistry()
-	r, err := cluster.New(ctx, clusterConfig(c.nats.url(), id), log, reg)
+	cfg := clusterConfig(c.nats.URL(), id)
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := cluster.New(ctx, cfg, log, reg)
 	if err != nil {
 		t.Fatalf("node %s: %v", id, err)
 	}

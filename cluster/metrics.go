@@ -25,6 +25,8 @@ type metrics struct {
 	disconnects    prometheus.Counter
 	reconnects     prometheus.Counter
 	idConflicts    prometheus.Counter
+	rewakes        prometheus.Counter
+	resynced       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, r *Router) *metrics {
@@ -52,13 +54,20 @@ func newMetrics(reg prometheus.Registerer, r *Router) *metrics {
 			Help: "Times the NATS connection was re-established."}),
 		idConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_cluster_node_id_conflicts_total",
 			Help: "Heartbeats seen from another process using this node's id (a misconfiguration)."}),
+		rewakes: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_cluster_rewakes_total",
+			Help: "Recipients of messages stored during a NATS outage woken again after it."}),
+		resynced: prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_cluster_resynced_sessions_total",
+			Help: "Local sessions re-announced after a NATS outage (presence re-asserted, presence list sent again)."}),
 	}
 	for i, name := range offerResultNames {
 		m.offers[i] = offers.WithLabelValues(name)
 	}
 	if reg != nil {
 		reg.MustRegister(offers, m.offerLatency, m.served, m.forwards, m.forwardErrors, m.takeovers,
-			m.registryErrors, m.purged, m.disconnects, m.reconnects, m.idConflicts,
+			m.registryErrors, m.purged, m.disconnects, m.reconnects, m.idConflicts, m.rewakes, m.resynced,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "phonebook_cluster_outage_seconds",
+				Help: "How long this node has been cut off from NATS (disconnected or heartbeats failing); 0 when healthy."},
+				func() float64 { return r.Outage().Seconds() }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "phonebook_cluster_nodes_alive",
 				Help: "Nodes whose heartbeat this node saw within DeadAfter (itself included)."},
 				func() float64 { return float64(len(r.aliveNodes())) }),

@@ -15,8 +15,11 @@ import (
 // sessions directly, the others with one message per node. It is best
 // effort like any Push: offline recipients are skipped (they ask for status
 // at login) and it returns how many recipients were online. An error means
-// the frame could not be encoded or some nodes could not be reached; the
-// count still covers the rest.
+// the frame could not be encoded or ctx ended. Pushes that cannot be
+// published because NATS is unreachable are not errors: they are what a
+// partition costs (the node re-sends presence lists after it); they are
+// counted (phonebook_cluster_forward_errors_total) and logged here, at most
+// once a minute.
 func (r *Router) Notify(ctx context.Context, to []phonebook.MSISDN, f *relaypb.Frame) (int, error) {
 	if f == nil || f.Body == nil {
 		return 0, phonebook.Errorf(phonebook.EInvalid, "notify: empty frame")
@@ -43,6 +46,7 @@ func (r *Router) Notify(ctx context.Context, to []phonebook.MSISDN, f *relaypb.F
 		return reached, fmt.Errorf("cluster: notify: %w", err)
 	}
 	var errs []error
+	lost := 0
 	for node, nums := range perNode {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
@@ -55,9 +59,12 @@ func (r *Router) Notify(ctx context.Context, to []phonebook.MSISDN, f *relaypb.F
 			if r.publish(r.cfg.SubjectPrefix+".node."+node+".push", &env) {
 				reached += len(part)
 			} else {
-				errs = append(errs, fmt.Errorf("cluster: notify %d recipients on node %s: NATS unavailable", len(part), node))
+				lost += len(part)
 			}
 		}
+	}
+	if lost > 0 {
+		r.logRate.warn(r.log, "notify", "cluster: pushes to other nodes lost: NATS unavailable", "recipients", lost)
 	}
 	return reached, errors.Join(errs...)
 }

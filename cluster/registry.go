@@ -49,7 +49,7 @@ func (r *Router) watchLoop(watch func(ready func()) error, ready chan struct{}) 
 			backoff = 50 * time.Millisecond
 			continue
 		}
-		r.log.Warn("cluster: KV watcher ended; restarting", "err", err)
+		r.logRate.warn(r.log, "watcher", "cluster: KV watcher ended; restarting", "err", err)
 		select {
 		case <-r.ctx.Done():
 			return
@@ -89,6 +89,7 @@ func (r *Router) watchSessions(ready func()) error {
 				if seen != nil {
 					r.pruneRemote(seen)
 					seen = nil
+					r.sessSynced.Add(1)
 					ready()
 				}
 				continue
@@ -121,6 +122,9 @@ func (r *Router) watchNodes(ready func()) error {
 				return errors.New("nodes watcher closed")
 			}
 			if e == nil {
+				if initial {
+					r.nodesSynced.Add(1)
+				}
 				initial = false
 				ready()
 				continue
@@ -170,6 +174,7 @@ func (r *Router) applySession(e jetstream.KeyValueEntry) {
 	}
 	if e.Operation() != jetstream.KeyValuePut {
 		r.removeRemote(k, 0)
+		r.lostOwn(k)
 		return
 	}
 	var ent registryEntry
@@ -204,6 +209,22 @@ func (r *Router) applySession(e jetstream.KeyValueEntry) {
 	if victim != nil {
 		r.metrics.takeovers.Inc()
 		victim.Close(phonebook.Errorf(phonebook.ESessionReplaced, "a newer login of %s on this device took over on node %s", ent.Number, ent.Node))
+	}
+}
+
+// lostOwn handles the deletion of key k from the registry: if it names a
+// live local session, another node purged it (it counted this node dead),
+// so the entry is written again and the user's presence re-asserted.
+func (r *Router) lostOwn(k string) {
+	r.lmu.Lock()
+	le := r.locals[k]
+	if le != nil && le.rev != 0 {
+		le.rev, le.lost = 0, true
+		r.dirty[k] = opVerify
+	}
+	r.lmu.Unlock()
+	if le != nil {
+		r.kickPublisher()
 	}
 }
 
@@ -373,12 +394,12 @@ func (r *Router) reconcile(k string, op pubOp) error {
 			if err != nil {
 				return err
 			}
-			r.published(k, ep, info.SessionID, rev, true)
+			r.published(k, ep, info.SessionID, rev, true, false)
 			return nil
 		case op == opRefresh && knownRev != 0:
 			rev, err := sess.Update(ctx, k, val, knownRev)
 			if err == nil {
-				r.published(k, ep, info.SessionID, rev, false)
+				r.published(k, ep, info.SessionID, rev, false, false)
 				return nil
 			}
 			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
@@ -393,13 +414,18 @@ func (r *Router) reconcile(k string, op pubOp) error {
 			if rev, err = sess.Create(ctx, k, val); err != nil {
 				return err
 			}
+			if knownRev != 0 || op == opVerify {
+				// Ours was there and is gone: purged by a node that
+				// counted this one dead, or aged out.
+				r.markLost(k, ep)
+			}
 		case err != nil:
 			return err
 		default:
 			var ent registryEntry
 			if json.Unmarshal(cur.Value(), &ent) == nil {
 				if ent.SessionID == info.SessionID && ent.Instance == r.instance {
-					r.published(k, ep, info.SessionID, cur.Revision(), op == opVerify)
+					r.published(k, ep, info.SessionID, cur.Revision(), op == opVerify, op == opVerify)
 					return nil
 				}
 				theirsNewer := ent.Node != r.cfg.Node &&
@@ -414,7 +440,7 @@ func (r *Router) reconcile(k string, op pubOp) error {
 				return err
 			}
 		}
-		r.published(k, ep, info.SessionID, rev, true)
+		r.published(k, ep, info.SessionID, rev, true, op == opVerify)
 		return nil
 	}
 	if !hasTomb {
@@ -477,16 +503,26 @@ func (r *Router) buryTomb(k string, tb tomb) {
 
 // published records the revision of our entry and, with wake, schedules
 // the session's wake-up for when every node has read it (see
-// wakeRegistered).
-func (r *Router) published(k string, ep relay.Endpoint, sessionID string, rev uint64, wake bool) {
+// wakeRegistered); resync marks a re-publication after a NATS outage.
+func (r *Router) published(k string, ep relay.Endpoint, sessionID string, rev uint64, wake, resync bool) {
 	r.lmu.Lock()
 	defer r.lmu.Unlock()
 	if le := r.locals[k]; le != nil && le.ep == ep {
 		le.rev = rev
 		if wake {
-			r.wakes = append(r.wakes, pendingWake{key: k, sessionID: sessionID, rev: rev, since: time.Now()})
+			resync = resync || le.lost
+			r.wakes = append(r.wakes, pendingWake{key: k, sessionID: sessionID, rev: rev, since: time.Now(), resync: resync, lost: le.lost})
+			le.lost = false
 		}
 	}
+}
+
+func (r *Router) markLost(k string, ep relay.Endpoint) {
+	r.lmu.Lock()
+	if le := r.locals[k]; le != nil && le.ep == ep {
+		le.lost = true
+	}
+	r.lmu.Unlock()
 }
 
 // refreshAll rewrites this node's entries before EntryTTL ages them out.
@@ -512,19 +548,26 @@ func (r *Router) heartbeatLoop() {
 	failing := false
 	for {
 		_, nodes := r.buckets()
-		b, _ := json.Marshal(nodeEntry{Instance: r.instance, Rev: r.appliedRev.Load(), At: time.Now().UTC()})
+		epoch, sentAt := r.epoch.Load(), time.Now()
+		b, _ := json.Marshal(nodeEntry{Instance: r.instance, Rev: r.appliedRev.Load(), At: sentAt.UTC()})
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.DeadAfter)
 		_, err := nodes.Put(ctx, r.cfg.Node, b)
 		cancel()
 		switch {
 		case err != nil && r.ctx.Err() == nil:
 			if !failing {
-				r.log.Warn("cluster: heartbeat failed", "err", err)
+				r.linkDown()
 			}
+			r.logRate.warn(r.log, "heartbeat", "cluster: heartbeat failed", "err", err)
 			failing = true
 		case err == nil && failing:
 			failing = false
 			r.triggerResync()
+		case err == nil:
+			if r.nc.IsConnected() && !r.resyncPending() {
+				r.linkUp()
+			}
+			r.confirmWakes(sentAt, epoch)
 		}
 		select {
 		case <-r.ctx.Done():
@@ -545,6 +588,7 @@ func (r *Router) resyncLoop() {
 			return
 		case <-r.resync:
 		}
+		req := r.resyncReq.Load()
 		backoff := 100 * time.Millisecond
 		for {
 			err := r.openBuckets(r.ctx)
@@ -554,7 +598,7 @@ func (r *Router) resyncLoop() {
 			if r.ctx.Err() != nil {
 				return
 			}
-			r.log.Warn("cluster: reopening KV buckets after reconnect", "err", err)
+			r.logRate.warn(r.log, "reopen", "cluster: reopening KV buckets after reconnect", "err", err)
 			select {
 			case <-r.ctx.Done():
 				return
@@ -562,6 +606,7 @@ func (r *Router) resyncLoop() {
 			}
 			backoff = min(2*backoff, 2*time.Second)
 		}
+		sess0, nodes0 := r.sessSynced.Load(), r.nodesSynced.Load()
 		r.restartWatchers()
 		r.lmu.Lock()
 		for k := range r.locals {
@@ -576,6 +621,17 @@ func (r *Router) resyncLoop() {
 		r.lmu.Unlock()
 		r.kickPublisher()
 		r.log.Info("cluster: resynchronising registry", "local_sessions", n)
+		// Once the replica shows the cluster as it is now, wake again
+		// whom this node's wake-ups may have missed.
+		for r.sessSynced.Load() == sess0 || r.nodesSynced.Load() == nodes0 {
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		r.rewake()
+		r.resyncFin.Store(req)
 	}
 }
 
@@ -647,13 +703,17 @@ func (r *Router) wakeRegistered(now time.Time) {
 	}
 	r.mu.RUnlock()
 	const maxPerTick = 2000 // spread the offline-store queries of a mass resync
-	var wake []relay.Endpoint
+	type wakeUp struct {
+		ep           relay.Endpoint
+		resync, lost bool
+	}
+	var wake []wakeUp
 	r.lmu.Lock()
 	keep := r.wakes[:0]
 	for _, w := range r.wakes {
 		if len(wake) < maxPerTick && (w.rev <= minRev || now.Sub(w.since) > r.cfg.DeadAfter) {
 			if le := r.locals[w.key]; le != nil && le.info.SessionID == w.sessionID {
-				wake = append(wake, le.ep)
+				wake = append(wake, wakeUp{le.ep, w.resync, w.lost})
 			}
 			continue
 		}
@@ -662,8 +722,18 @@ func (r *Router) wakeRegistered(now time.Time) {
 	clear(r.wakes[len(keep):])
 	r.wakes = keep
 	r.lmu.Unlock()
-	for _, ep := range wake {
-		ep.Wake()
+	var resynced func(relay.Endpoint, bool)
+	if fn := r.resynced.Load(); fn != nil {
+		resynced = *fn
+	}
+	for _, w := range wake {
+		w.ep.Wake()
+		if w.resync {
+			r.metrics.resynced.Inc()
+			if resynced != nil {
+				resynced(w.ep, w.lost)
+			}
+		}
 	}
 }
 
@@ -674,9 +744,17 @@ type purgeItem struct {
 }
 
 func (r *Router) purgeDead(now time.Time) {
+	// A node cut off from NATS, or still rebuilding its replica after,
+	// sees every other node as silent: it must not purge them (nor mark
+	// their users offline). They count as dead from when it is healthy.
+	blind := r.Outage() > 0 || r.resyncPending()
 	var gone []purgeItem
 	r.mu.Lock()
 	for k, re := range r.remote {
+		if blind {
+			re.deadSince = time.Time{}
+			continue
+		}
 		if r.aliveLocked(re.info.Node, re.instance, now) {
 			re.deadSince = time.Time{}
 			continue

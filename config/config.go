@@ -173,6 +173,7 @@ type Link struct {
 	TLSServerName         string        `mapstructure:"tls_server_name"`
 	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
 	Window                int           `mapstructure:"window"`
+	Binds                 int           `mapstructure:"binds"`
 	MaxTPS                float64       `mapstructure:"max_tps"`
 	EnquireLink           time.Duration `mapstructure:"enquire_link"`
 	RespTimeout           time.Duration `mapstructure:"resp_timeout"`
@@ -194,6 +195,9 @@ func (l *Link) fill() {
 	}
 	if l.ReceiptIDs == "" {
 		l.ReceiptIDs = d.ReceiptIDs
+	}
+	if l.Binds <= 0 {
+		l.Binds = d.Binds
 	}
 	for _, p := range []struct {
 		v *time.Duration
@@ -226,9 +230,18 @@ type Relay struct {
 	Fallback         string        `mapstructure:"fallback"` // never, unregistered, offline
 	FallbackAfter    time.Duration `mapstructure:"fallback_after"`
 	FallbackTemplate string        `mapstructure:"fallback_template"`
-	TLSCert          string        `mapstructure:"tls_cert"`
-	TLSKey           string        `mapstructure:"tls_key"`
-	ReauthInterval   time.Duration `mapstructure:"reauth_interval"`
+	// SMS fallbacks queued per sender per clock hour (counted in the
+	// store: across connections, restarts and nodes), and how long a
+	// fallback may keep failing before its sender gets FAILED, expired.
+	FallbackPerHour int           `mapstructure:"fallback_per_hour"`
+	FallbackExpiry  time.Duration `mapstructure:"fallback_expiry"`
+	// The offline store's bounds.
+	MaxOfflinePerRecipient int           `mapstructure:"max_offline_per_recipient"`
+	MaxOfflinePerSender    int           `mapstructure:"max_offline_per_sender"`
+	OfflineTTL             time.Duration `mapstructure:"offline_ttl"`
+	TLSCert                string        `mapstructure:"tls_cert"`
+	TLSKey                 string        `mapstructure:"tls_key"`
+	ReauthInterval         time.Duration `mapstructure:"reauth_interval"`
 	// TCP connections not yet authenticated, in all and per client address.
 	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
@@ -266,6 +279,22 @@ type Cluster struct {
 	// PurgeAfter later.
 	DeadAfter  time.Duration `mapstructure:"dead_after"`
 	PurgeAfter time.Duration `mapstructure:"purge_after"`
+	// Namespace lets several clusters share one NATS system: it goes into
+	// every subject and bucket name ("" = pb.*, pb_sessions, pb_nodes).
+	Namespace string `mapstructure:"namespace"`
+	Replicas  int    `mapstructure:"replicas"` // KV bucket replicas (3 on a 3-server NATS cluster)
+	Storage   string `mapstructure:"storage"`  // file or memory
+	// NATS TLS (a CA to verify the servers; a client certificate) and
+	// credentials (a .creds file, or an nkey seed file).
+	TLSCA     string `mapstructure:"tls_ca"`
+	TLSCert   string `mapstructure:"tls_cert"`
+	TLSKey    string `mapstructure:"tls_key"`
+	CredsFile string `mapstructure:"creds_file"`
+	NKeyFile  string `mapstructure:"nkey_file"`
+	// /readyz fails once the node has been cut off from NATS this long.
+	ReadyGrace time.Duration `mapstructure:"ready_grace"`
+	// At start, how long to keep trying to reach NATS before exiting.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 }
 
 // Default returns the embedded default: SQLite under ./data, everything on
@@ -278,6 +307,10 @@ func Default() Config {
 	host, _ := os.Hostname()
 	acc, web, ver := accounts.DefaultConfig(), api.DefaultConfig(), verify.DefaultConfig()
 	out, rel, con, clu := smsc.DefaultOutboxConfig(), relay.DefaultConfig(), contacts.DefaultConfig(), cluster.DefaultConfig()
+	storage := "file"
+	if clu.MemoryStorage {
+		storage = "memory"
+	}
 	rep := smsreply.DefaultConfig()
 	return Config{
 		Node:     host,
@@ -326,12 +359,18 @@ func Default() Config {
 			SendQueue: rel.SendQueue, MaxMsgsPerSecond: rel.SendRate,
 			Fallback: string(rel.Fallback), FallbackAfter: rel.FallbackGrace,
 			FallbackTemplate:         rel.SMSTemplate,
+			FallbackPerHour:          rel.FallbackPerHour,
+			FallbackExpiry:           rel.FallbackExpiry,
+			MaxOfflinePerRecipient:   rel.MaxOfflinePerRecipient,
+			MaxOfflinePerSender:      rel.MaxOfflinePerSender,
+			OfflineTTL:               rel.OfflineTTL,
 			ReauthInterval:           rel.ReauthInterval,
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
 			MaxAuthFailuresPerMinute: rel.MaxAuthFailuresPerMinute,
 		},
-		Cluster: Cluster{DeadAfter: clu.DeadAfter, PurgeAfter: clu.PurgeAfter},
+		Cluster: Cluster{DeadAfter: clu.DeadAfter, PurgeAfter: clu.PurgeAfter, Replicas: clu.Replicas, Storage: storage,
+			ReadyGrace: 10 * time.Second, ConnectTimeout: clu.ConnectTimeout},
 		Contacts: Contacts{
 			Visibility:       string(con.Visibility),
 			LookupCapacity:   int(con.LookupCapacity),
@@ -686,6 +725,17 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cluster.dead_after (%s) must be at least 2s (nodes heartbeat every second), and cluster.purge_after (%s) at least as long",
 			c.Cluster.DeadAfter, c.Cluster.PurgeAfter)
 	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
+	}
+	if c.Relay.MaxTextBytes <= 0 || c.Relay.MaxTextBytes+phonebook.DeliverOverhead > c.Relay.MaxFrameBytes {
+		return fmt.Errorf("relay.max_text_bytes (%d) must be positive and at most relay.max_frame_bytes (%d) less %d, what a Deliver frame carries besides the text",
+			c.Relay.MaxTextBytes, c.Relay.MaxFrameBytes, phonebook.DeliverOverhead)
+	}
+	if c.Relay.FallbackPerHour <= 0 || c.Relay.FallbackExpiry <= 0 || c.Relay.MaxOfflinePerRecipient <= 0 ||
+		c.Relay.MaxOfflinePerSender <= 0 || c.Relay.OfflineTTL <= 0 {
+		return fmt.Errorf("relay.fallback_per_hour, fallback_expiry, max_offline_per_recipient, max_offline_per_sender and offline_ttl must be positive")
+	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)
 	}
@@ -782,6 +832,29 @@ func isLoopbackAddr(hostport string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.Unmap().IsLoopback()
+}
+
+// validate checks the cluster keys the cluster package does not see as
+// such (cluster.Config.Validate checks the rest when serve starts).
+func (c *Cluster) validate() error {
+	switch c.Storage {
+	case "file", "memory":
+	default:
+		return fmt.Errorf("cluster.storage: %q is not file or memory", c.Storage)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("cluster.tls_cert and cluster.tls_key: set both or neither")
+	}
+	if c.CredsFile != "" && c.NKeyFile != "" {
+		return fmt.Errorf("cluster.creds_file and cluster.nkey_file: set one, not both")
+	}
+	if c.ReadyGrace < 0 {
+		return fmt.Errorf("cluster.ready_grace: %s is negative", c.ReadyGrace)
+	}
+	if c.ConnectTimeout < time.Second {
+		return fmt.Errorf("cluster.connect_timeout: %s is less than 1s", c.ConnectTimeout)
+	}
+	return nil
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single

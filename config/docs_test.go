@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -334,5 +335,93 @@ func perturb(t *testing.T, v reflect.Value) {
 		v.SetFloat(v.Float()*2 + 1)
 	default:
 		t.Fatalf("cannot perturb a %s", v.Type())
+	}
+}
+
+// The other pages name keys too: every `section.key` they write must be a
+// key the server knows (or a section of keys), and a default they quote as
+// "`key` (default `value`)" or "the default `key` of `value`" must be the
+// code's.
+var (
+	keyMentionRE = regexp.MustCompile("`((?:node|log|http|database|phone|session|login|registration|verify|smsc|relay|contacts|cluster|admin|sms_reply)\\.[a-z0-9_.]+)`")
+	quotedDefRE  = regexp.MustCompile("`([a-z_]+\\.[a-z0-9_.]+)`(?:\\s+\\(|,\\s+)default\\s+`([^`]+)`|the\\s+default\\s+`([a-z_]+\\.[a-z0-9_.]+)`\\s+of\\s+`([^`]+)`")
+)
+
+// checkPage lists the wrong keys and defaults one page names.
+func checkPage(page, text string) (problems []string, defaults int) {
+	d := Default()
+	vals := leafValues(&d)
+	known := knownKeys()
+	isSection := func(k string) bool {
+		for key := range known {
+			if strings.HasPrefix(key, k+".") {
+				return true
+			}
+		}
+		return false
+	}
+	for n, line := range strings.Split(text, "\n") {
+		for _, m := range keyMentionRE.FindAllStringSubmatch(line, -1) {
+			k := m[1]
+			if ext := filepath.Ext(k); ext == ".json" || ext == ".yaml" || ext == ".md" || ext == ".db" {
+				continue // a file name such as phone.json
+			}
+			if !known[k] && !isSection(k) {
+				problems = append(problems, fmt.Sprintf("%s:%d: `%s` is not a configuration key", page, n+1, k))
+			}
+		}
+	}
+	// Quoted defaults may break across lines.
+	for _, ix := range quotedDefRE.FindAllStringSubmatchIndex(text, -1) {
+		var k, lit string
+		if ix[2] >= 0 {
+			k, lit = text[ix[2]:ix[3]], text[ix[4]:ix[5]]
+		} else {
+			k, lit = text[ix[6]:ix[7]], text[ix[8]:ix[9]]
+		}
+		v, ok := vals[k]
+		if _, described := describedDefaults[k]; !ok || described {
+			continue // an unknown key is reported above
+		}
+		defaults++
+		if err := sameValue(lit, v); err != nil {
+			line := strings.Count(text[:ix[0]], "\n") + 1
+			problems = append(problems, fmt.Sprintf("%s:%d: %s: the page says default `%s`, the code's default is %s: %v", page, line, k, lit, render(v), err))
+		}
+	}
+	return problems, defaults
+}
+
+func TestOtherDocsNameKnownKeysAndTheirDefaults(t *testing.T) {
+	pages, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages = append(pages, "../README.md")
+	quoted := 0
+	for _, page := range pages {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		problems, n := checkPage(page, string(b))
+		quoted += n
+		for _, p := range problems {
+			t.Error(p)
+		}
+	}
+	t.Logf("%d quoted defaults checked", quoted)
+	if quoted < 10 {
+		t.Errorf("only %d quoted defaults found: has the notation changed?", quoted)
+	}
+	// And it notices a wrong one.
+	for _, bad := range []string{
+		"the limit is `relay.max_text_bytes` (default `4096`) bytes",
+		"at most the default `relay.send_queue` of `1024`",
+		"`relay.fallback_grace` (default `5m`)",
+	} {
+		if p, _ := checkPage("x.md", bad); len(p) == 0 {
+			t.Errorf("%q: not noticed", bad)
+		}
 	}
 }

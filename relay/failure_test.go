@@ -97,7 +97,7 @@ func (c *rawConn) auth(token, device string) {
 
 func TestMalformedFramesOverTCP(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxFrameSize = 1024
+	cfg.MaxFrameSize = 2048
 	cfg.MaxTextBytes = 500
 	e := start(t, cfg, nil)
 	bigLen := binary.BigEndian.AppendUint32(nil, 1<<30)
@@ -124,6 +124,16 @@ func TestMalformedFramesOverTCP(t *testing.T) {
 			// Field 50 (reserved for contacts) with an empty body.
 			c.writeBytes([]byte{0, 0, 0, 3, 0x92, 0x03, 0x00})
 		}, phonebook.EUnknownFrame, false},
+		// The empty frame (length 0: a Frame without a body) is a frame of
+		// unknown kind: refused as a first frame, ignored after Auth.
+		{"empty frame before auth", false, func(c *rawConn) { c.writeBytes([]byte{0, 0, 0, 0}) }, phonebook.EUnauthorized, true},
+		{"empty frame", true, func(c *rawConn) { c.writeBytes([]byte{0, 0, 0, 0}) }, phonebook.EUnknownFrame, false},
+		// A string that is not UTF-8 makes the frame invalid protobuf
+		// (proto3): the connection closes, no SendResult.
+		{"text not UTF-8", true, func(c *rawConn) {
+			send := []byte{0x0a, 0x01, 'a', 0x12, 0x01, '1', 0x1a, 0x01, 0xff} // Send{client_msg_id "a", to "1", text "\xff"}
+			c.writeBytes(append([]byte{0, 0, 0, byte(2 + len(send)), 0x2a, byte(len(send))}, send...))
+		}, phonebook.EProtocol, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,9 +3,11 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
@@ -30,7 +32,7 @@ func TestUnregisteredRecipientFallsBackToSMS(t *testing.T) {
 		t.Fatalf("receipt %v", r)
 	}
 	// The outbox reports progress; the sender hears of it and the record keeps it.
-	if err := e.srv.SMSStateChanged(context.Background(), id, relaypb.MessageState_SMS_DELIVERED); err != nil {
+	if err := e.srv.SMSStateChanged(context.Background(), id, relaypb.MessageState_SMS_DELIVERED, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r := next(t, a.Receipts(), "SMS_DELIVERED receipt"); r.State != relaypb.MessageState_SMS_DELIVERED || r.ClientMsgId != p.ClientMsgID {
@@ -40,7 +42,7 @@ func TestUnregisteredRecipientFallsBackToSMS(t *testing.T) {
 	if err != nil || rec.State != store.MsgSMSDelivered || !rec.ViaSMS {
 		t.Fatalf("record %+v %v", rec, err)
 	}
-	if err := e.srv.SMSStateChanged(context.Background(), "no-such-id", relaypb.MessageState_SMS_DELIVERED); err == nil {
+	if err := e.srv.SMSStateChanged(context.Background(), "no-such-id", relaypb.MessageState_SMS_DELIVERED, nil); err == nil {
 		t.Fatal("unknown message id accepted")
 	}
 	// Carol installs the client later: the message is in her history,
@@ -128,7 +130,7 @@ func TestSMSStateMapping(t *testing.T) {
 
 func TestSMSFallbackQuotaPerSender(t *testing.T) {
 	cfg := testConfig()
-	cfg.FallbackPerHour = 6 // burst of one
+	cfg.FallbackPerHour = 1
 	e := start(t, cfg, nil)
 	a := e.alice(client.Options{})
 	for i := range 3 {
@@ -148,5 +150,59 @@ func TestSMSFallbackQuotaPerSender(t *testing.T) {
 	// Refused ones are still stored for carol.
 	if k, _ := e.db.CountOfflineMessages(context.Background(), carol); k != 3 {
 		t.Fatalf("%d stored, want 3", k)
+	}
+}
+
+// An SMS fallback that keeps failing for a reason that may pass is retried
+// until FallbackExpiry, then ends FAILED with reason expired; one refused
+// for good (invalid destination) ends at once with its reason. Neither
+// takes the sender's quota.
+func TestSMSFallbackFailures(t *testing.T) {
+	cfg := testConfig()
+	cfg.FallbackExpiry = 1500 * time.Millisecond
+	cfg.SweepInterval = 20 * time.Millisecond
+	e := start(t, cfg, nil)
+	e.fallback.setFail(func(s relay.FallbackSMS) error {
+		if s.Text == "[Phonebook] +8613800138000: bad number" {
+			return phonebook.Errorf(phonebook.EInvalidNumber, "sms destination is not an E.164 number")
+		}
+		return phonebook.Errorf(phonebook.EUnavailable, "the SMS outbox is not available; try again later")
+	})
+	a := e.alice(client.Options{})
+	p, _ := a.Send(string(carol), "outbox down")
+	id, state := wait(t, p)
+	if state != "STORED" {
+		t.Fatalf("state %s", state)
+	}
+	r := next(t, a.Receipts(), "FAILED receipt")
+	if r.ServerMsgId != id || r.State != relaypb.MessageState_FAILED || r.Error.GetCode() != string(phonebook.EExpired) {
+		t.Fatalf("receipt %v", r)
+	}
+	if n := e.fallback.tries(); n > 1 {
+		t.Fatalf("%d attempts; the first retry (a minute later) is past the expiry", n)
+	}
+	rec, err := e.db.ChatRecord(context.Background(), id)
+	if err != nil || rec.State != store.MsgFailed {
+		t.Fatalf("record %+v %v", rec, err)
+	}
+
+	// A permanent failure, with an expiry far away (the time the immediate
+	// attempt takes on a loaded machine does not matter).
+	cfg.FallbackExpiry = time.Hour
+	e2 := start(t, cfg, e.db)
+	e2.fallback.setFail(e.fallback.fail)
+	a = e2.alice(client.Options{})
+	p, _ = a.Send(string(carol), "bad number")
+	id, _ = wait(t, p)
+	r = next(t, a.Receipts(), "FAILED receipt")
+	if r.ServerMsgId != id || r.Error.GetCode() != string(phonebook.EInvalidNumber) || !strings.Contains(r.Error.GetMessage(), "E.164") {
+		t.Fatalf("receipt %v", r)
+	}
+	if n, _, err := e.db.Count(context.Background(), "relay_sms:"+string(alice), time.Hour); err != nil || n != 0 {
+		t.Fatalf("failed fallbacks took %d of the quota (%v)", n, err)
+	}
+	// Both stay stored for carol, should she join.
+	if k, _ := e.db.CountOfflineMessages(context.Background(), carol); k != 2 {
+		t.Fatalf("%d stored, want 2", k)
 	}
 }

@@ -35,17 +35,38 @@ func newTokenAuth() *tokenAuth {
 
 func (a *tokenAuth) add(token string, n phonebook.MSISDN, device string) { a.Add(token, n, device) }
 
-// recordingFallback is a real Fallback that keeps what it was given.
+// recordingFallback is a real Fallback that keeps what it was given, or
+// refuses it with fail's error when fail is set.
 type recordingFallback struct {
-	mu   sync.Mutex
-	sent []relay.FallbackSMS
+	mu       sync.Mutex
+	sent     []relay.FallbackSMS
+	fail     func(relay.FallbackSMS) error
+	attempts int
 }
 
 func (f *recordingFallback) SendSMS(ctx context.Context, sms relay.FallbackSMS) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.attempts++
+	if f.fail != nil {
+		if err := f.fail(sms); err != nil {
+			return err
+		}
+	}
 	f.sent = append(f.sent, sms)
 	return nil
+}
+
+func (f *recordingFallback) setFail(fn func(relay.FallbackSMS) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = fn
+}
+
+func (f *recordingFallback) tries() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.attempts
 }
 
 func (f *recordingFallback) all() []relay.FallbackSMS {

@@ -21,6 +21,10 @@ type metrics struct {
 	messages    [numOutcomes]prometheus.Counter
 	queueDrops  prometheus.Counter
 	smsRefused  prometheus.Counter
+	// SMS fallback and offline store bounds (fallback.go).
+	smsDeferred prometheus.Counter
+	smsFailed   *prometheus.CounterVec
+	expired     prometheus.Counter
 	latency     prometheus.Histogram
 	storeBatch  prometheus.Histogram
 	udpDropped  *prometheus.CounterVec
@@ -59,6 +63,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help: "Live sessions closed because their token was revoked or expired, or the account blocked."})
 	m.authRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_pending_auth_refused_total",
 		Help: "TCP connections refused at accept: too many waiting to authenticate, in all or from one address."})
+	m.smsDeferred = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_sms_fallback_deferred_total",
+		Help: "Immediate SMS fallbacks left to the sweeper because every hand-off slot was busy."})
+	m.smsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_sms_fallback_failed_total",
+		Help: "SMS fallbacks given up, by reason code: request_too_large, invalid_number, number_not_allowed, expired..."},
+		[]string{"code"})
+	m.expired = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_offline_expired_total",
+		Help: "Stored messages deleted after relay.offline_ttl without being fetched."})
 	m.udpRebinds = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_udp_rebinds_total",
 		Help: "UDP sessions that moved to a new client address (NAT rebinding)."})
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_messages_total",
@@ -68,7 +79,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.messages[i] = vec.WithLabelValues(n)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds, m.reauthClosed, m.authRefused)
+		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds, m.reauthClosed, m.authRefused,
+			m.smsDeferred, m.smsFailed, m.expired)
 	}
 	return m
 }

@@ -48,6 +48,7 @@ type tracked struct {
 	applying bool
 	applied  bool // online as far as the store knows (from this node)
 	known    bool // applied has been set at least once
+	gen      int  // bumped by reassert: a store write in flight no longer counts
 	// online is closed once the store shows the user online (or they
 	// left again before it did); nil when no login waits for that.
 	online chan struct{}
@@ -114,6 +115,7 @@ func (t *presenceTracker) apply(n phonebook.MSISDN, tr *tracked) {
 			t.mu.Unlock()
 			return
 		}
+		gen := tr.gen
 		t.mu.Unlock()
 		ctx, cancel := context.WithTimeout(t.srv.ctx, contactsRequestTimeout)
 		var err error
@@ -131,13 +133,52 @@ func (t *presenceTracker) apply(n phonebook.MSISDN, tr *tracked) {
 			t.srv.log.Warn("relay: presence not recorded", "number", n, "online", want, "err", err)
 		}
 		t.mu.Lock()
-		tr.applied, tr.known = want, true
+		tr.applied, tr.known = want, tr.gen == gen
 		if want && tr.online != nil {
 			close(tr.online)
 			tr.online = nil
 		}
 		t.mu.Unlock()
 	}
+}
+
+// reassert writes n's presence to the store again if n is connected here:
+// another node may have marked them offline (see Server.Resynced).
+func (t *presenceTracker) reassert(n phonebook.MSISDN) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr := t.m[n]
+	if tr == nil || tr.conns == 0 {
+		return
+	}
+	tr.known = false
+	tr.gen++
+	if !tr.applying {
+		tr.applying = true
+		t.wg.Add(1)
+		go t.apply(n, tr)
+	}
+}
+
+// Resynced is told by a cluster router (cluster.Router.OnResync) that the
+// node re-joined the cluster after a NATS outage, for each session ep of
+// this server: presence pushes to it may have been lost, so it gets a fresh
+// PresenceList; with reassert the cluster had dropped its registration and
+// other nodes may have marked its user offline, so the store is told again
+// that the user is online (and their contacts are told).
+func (srv *Server) Resynced(ep Endpoint, reassert bool) {
+	s, ok := ep.(*session)
+	if !ok || srv.contacts == nil || srv.stopping.Load() {
+		return
+	}
+	if reassert {
+		srv.presence.reassert(s.number)
+	}
+	srv.presence.wg.Add(1)
+	go func() {
+		defer srv.presence.wg.Done()
+		srv.sendPresenceList(s, "")
+	}()
 }
 
 // wait waits for transitions in flight (at shutdown, after every session

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"github.com/phonebook/phonebook"
 )
 
 // keyedLimiter is a token bucket per key (a sender, a client address),
@@ -23,14 +21,6 @@ func newKeyedLimiter[K comparable](limit rate.Limit, burst int) *keyedLimiter[K]
 	return &keyedLimiter[K]{m: make(map[K]*rate.Limiter), limit: limit, burst: max(1, burst)}
 }
 
-// newSMSQuota limits SMS fallbacks per sender: an IM message to a
-// stranger's number costs an SMS, so a user (or a stolen token) must not be
-// able to turn the relay into an SMS cannon. The burst is a sixth of the
-// hour's allowance.
-func newSMSQuota(perHour int) *keyedLimiter[phonebook.MSISDN] {
-	return newKeyedLimiter[phonebook.MSISDN](rate.Limit(float64(perHour)/3600), perHour/6)
-}
-
 // newAuthFailures limits failed relay logins per client address: each
 // costs the accounts store a lookup.
 func newAuthFailures(perMinute int) *keyedLimiter[netip.Addr] {
@@ -39,6 +29,12 @@ func newAuthFailures(perMinute int) *keyedLimiter[netip.Addr] {
 
 // allow takes a token from k's bucket; false when it is empty.
 func (q *keyedLimiter[K]) allow(k K, now time.Time) bool {
+	return q.get(k).AllowN(now, 1)
+}
+
+// get returns k's bucket, which the caller may keep: a user's sessions
+// share one, so reconnecting does not refill it.
+func (q *keyedLimiter[K]) get(k K) *rate.Limiter {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	l := q.m[k]
@@ -46,7 +42,7 @@ func (q *keyedLimiter[K]) allow(k K, now time.Time) bool {
 		l = rate.NewLimiter(q.limit, q.burst)
 		q.m[k] = l
 	}
-	return l.AllowN(now, 1)
+	return l
 }
 
 // empty reports whether k's bucket has no token left, without taking one.

@@ -150,7 +150,7 @@ func (r *recorder) flush(batch []recItem) {
 			continue
 		}
 		for _, a := range acked {
-			srv.receipt(a.Sender, a.ID, a.ClientMsgID, relaypb.MessageState_DELIVERED)
+			srv.receipt(a.Sender, a.ID, a.ClientMsgID, relaypb.MessageState_DELIVERED, nil)
 		}
 	}
 }

@@ -66,12 +66,21 @@ type FallbackSMS struct {
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
 // survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names). An error with code
-// phonebook.EOptedOut or ERecipientLimit refuses the SMS for good: the
-// message is FAILED with that reason and never tried again; other errors
-// are retried.
+// (SMSState maps the outbox's state names). An error whose code says the
+// SMS can never be sent (PermanentSMSError: too long, invalid destination,
+// the recipient opted out or had their daily allowance) ends the fallback
+// with a FAILED receipt carrying that reason; any other is retried with
+// backoff until Config.FallbackExpiry.
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
+}
+
+// FallbackChecker is implemented by Fallbacks that can tell, without
+// sending, whether an SMS could ever be sent (its length, its
+// destination). With one, a message to a number without an account that
+// could only go by SMS, and cannot, is refused at Send.
+type FallbackChecker interface {
+	CheckSMS(sms FallbackSMS) error
 }
 
 // Store is what the relay needs from persistence; *store.DB implements it.
@@ -80,11 +89,18 @@ type Store interface {
 	RecordMessages(ctx context.Context, recs []store.ChatRecord) error
 	OfflineMessages(ctx context.Context, recipient phonebook.MSISDN, afterSeq int64, limit int) ([]store.Message, error)
 	AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []string, at time.Time) ([]store.AckedMessage, error)
-	DueSMS(ctx context.Context, now time.Time, limit int) ([]store.Message, error)
+	DueSMS(ctx context.Context, now time.Time, perSender, limit int) ([]store.Message, error)
 	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
+	RescheduleFallback(ctx context.Context, id string, at time.Time) error
 	MarkSMSQueued(ctx context.Context, id string) error
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
+	OfflineCounts(ctx context.Context, senders, recipients []phonebook.MSISDN) (bySender, byRecipient map[phonebook.MSISDN]int, err error)
+	ExpireMessages(ctx context.Context, before time.Time, limit int) ([]store.ExpiredMessage, error)
+	FailStored(ctx context.Context, id string) (store.ChatRecord, error)
 	FailFallback(ctx context.Context, id string) (store.ChatRecord, error)
+	// Per-user counters shared by every node (the SMS quota).
+	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
+	Unhit(ctx context.Context, name string, window time.Duration) error
 }
 
 var _ Store = (*store.DB)(nil)
@@ -109,6 +125,9 @@ type Message struct {
 	entry    *dedupEntry
 	accepted time.Time
 	holder   *session // holds an inflight slot until answered
+	// undeliverable: its frame is too large for any connection; it was
+	// failed to its sender (failUndeliverable) and must not be stored.
+	undeliverable bool
 }
 
 // Deliver is the frame body that hands m to its recipient.
@@ -187,6 +206,14 @@ type Router interface {
 	Connections() []ConnInfo
 }
 
+// StoredWaker is a Router that wakes a recipient itself after a message
+// for them was stored: the cluster router, which must make sure the
+// wake-up reaches the recipient's node even across a NATS outage. Other
+// routers get Locate(n).Wake().
+type StoredWaker interface {
+	WakeStored(number phonebook.MSISDN)
+}
+
 // FallbackPolicy says when a message goes out as SMS.
 type FallbackPolicy string
 
@@ -209,17 +236,26 @@ type Config struct {
 	WriteTimeout      time.Duration // one socket write may block this long (10s)
 	SendQueue         int           // frames queued per connection before it counts as slow (256)
 	SocketWriteBuffer int           // SO_SNDBUF per connection in bytes (0: the OS's autotuning)
-	MaxTextBytes      int           // UTF-8 bytes per message text (16384)
-	SendRate          float64       // Send frames per second per connection (100)
+	MaxTextBytes      int           // UTF-8 bytes per message text (16384); at most MaxFrameSize - phonebook.DeliverOverhead
+	SendRate          float64       // Send frames per second per user, over all their connections to this node (100)
 	SendBurst         int           // (2×SendRate)
 	DedupWindow       int           // recent client_msg_ids remembered per sender (64); stored ones are always recognised
 	StoreBatch        int           // messages per offline-store transaction (512)
 	Fallback          FallbackPolicy
 	FallbackGrace     time.Duration // for offline_after (5m)
 	SMSTemplate       string        // ("[Phonebook] {from}: {text}")
-	FallbackPerHour   int           // SMS fallbacks per sender per hour, burst a sixth of it (60): SMS costs money and reaches strangers
-	SweepInterval     time.Duration // how often due SMS fallbacks are looked for (1s)
-	ReauthInterval    time.Duration // how often live sessions' tokens are checked again, with a TokenChecker (1m)
+	FallbackPerHour   int           // SMS fallbacks queued per sender per clock hour, counted in the store across nodes and restarts (60): SMS costs money and reaches strangers
+	FallbackExpiry    time.Duration // a fallback not queued this long after its message was sent ends FAILED, expired (24h)
+	SweepInterval     time.Duration // how often due SMS fallbacks and expired messages are looked for (1s)
+	// The offline store's bounds: messages waiting for one recipient
+	// (10000) and from one sender (10000; beyond either, Send fails with
+	// offline_full), and how long one waits before it is deleted and its
+	// sender gets FAILED, expired (720h).
+	MaxOfflinePerRecipient int
+	MaxOfflinePerSender    int
+	OfflineTTL             time.Duration
+
+	ReauthInterval time.Duration // how often live sessions' tokens are checked again, with a TokenChecker (1m)
 	// TCP connections accepted and not yet authenticated (each has
 	// AuthTimeout to send Auth): in all (4096) and per client address
 	// (256). Beyond them a connection gets Error rate_limited and closes.
@@ -254,6 +290,10 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("relay: unknown fallback policy %q (want never, unregistered or offline)", c.Fallback)
 	}
+	if c.MaxTextBytes+phonebook.DeliverOverhead > c.MaxFrameSize {
+		return fmt.Errorf("relay: max text of %d bytes does not fit a frame of %d bytes (a Deliver carries up to %d bytes more)",
+			c.MaxTextBytes, c.MaxFrameSize, phonebook.DeliverOverhead)
+	}
 	if c.IdleTimeout <= c.HeartbeatInterval {
 		return fmt.Errorf("relay: idle timeout %s must be longer than the heartbeat interval %s, or idle clients are dropped",
 			c.IdleTimeout, c.HeartbeatInterval)
@@ -286,7 +326,7 @@ func (c *Config) setDefaults() {
 	def(&c.AckTimeout, 5*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
 	defInt(&c.SendQueue, 256)
-	defInt(&c.MaxTextBytes, 16<<10)
+	defInt(&c.MaxTextBytes, min(16<<10, c.MaxFrameSize-phonebook.DeliverOverhead))
 	if c.SendRate <= 0 {
 		c.SendRate = 100
 	}
@@ -306,6 +346,10 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxPendingAuthPerIP, 256)
 	defInt(&c.MaxAuthFailuresPerMinute, 120)
 	defInt(&c.FallbackPerHour, 60)
+	def(&c.FallbackExpiry, 24*time.Hour)
+	defInt(&c.MaxOfflinePerRecipient, 10000)
+	defInt(&c.MaxOfflinePerSender, 10000)
+	def(&c.OfflineTTL, 30*24*time.Hour)
 }
 
 // Deps are the relay's collaborators. Auth and Store are required.

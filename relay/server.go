@@ -18,14 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/store"
 )
-
-// smsRetry is how long an SMS fallback attempt owns a message before the
-// sweeper may try again.
-const smsRetry = time.Minute
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("relay: server closed")
@@ -42,8 +40,8 @@ type Server struct {
 	log       *slog.Logger
 	metrics   *metrics
 	dedup     *dedupTable
-	smsQuota  *keyedLimiter[phonebook.MSISDN]
-	authFails *keyedLimiter[netip.Addr] // failed TCP logins per client address
+	sendRate  *keyedLimiter[phonebook.MSISDN] // Send frames per user, over all their sessions on this node
+	authFails *keyedLimiter[netip.Addr]       // failed TCP logins per client address
 	recorder  *recorder
 	contacts  Contacts
 	presence  *presenceTracker
@@ -69,8 +67,13 @@ type Server struct {
 	storeq        chan storeReq
 	quitCommit    chan struct{}
 	committerDone chan struct{}
-	sms           sync.WaitGroup
-	smsSlots      chan struct{}
+	// Immediate SMS fallbacks in flight: at most cap(smsSlots) at once
+	// (more wait for the sweeper); smsMu orders sms.Add against
+	// Shutdown's sms.Wait.
+	smsMu    sync.Mutex
+	smsStop  bool
+	sms      sync.WaitGroup
+	smsSlots chan struct{}
 }
 
 // NewServer builds a relay; it does not listen until Serve.
@@ -101,7 +104,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		cfg: cfg, auth: deps.Auth, store: deps.Store, dir: deps.Directory, fallback: deps.Fallback,
 		router: deps.Router, log: deps.Logger, metrics: newMetrics(deps.Metrics),
 		dedup:     newDedupTable(cfg.DedupWindow),
-		smsQuota:  newSMSQuota(cfg.FallbackPerHour),
+		sendRate:  newKeyedLimiter[phonebook.MSISDN](rate.Limit(cfg.SendRate), cfg.SendBurst),
 		authFails: newAuthFailures(cfg.MaxAuthFailuresPerMinute),
 		idPrefix:  strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(rnd[:])) + "-",
 		ctx:       ctx, cancel: cancel,
@@ -327,6 +330,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		srv.conns.Wait()
 		srv.presence.wait() // every user recorded offline
+		srv.smsMu.Lock()
+		srv.smsStop = true // the committer starts no more
+		srv.smsMu.Unlock()
 		srv.sms.Wait()
 		close(srv.quitCommit)
 		<-srv.committerDone
@@ -348,9 +354,10 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 func (srv *Server) route(m *Message) {
 	if ep := srv.router.Locate(m.To); ep != nil {
 		ep.Offer(m, func(ok bool) {
-			if ok {
+			switch {
+			case ok:
 				srv.deliveredOnline(m)
-			} else {
+			case !m.undeliverable:
 				srv.storeOffline(m)
 			}
 		})
@@ -388,12 +395,15 @@ func (srv *Server) answer(m *Message, r *relaypb.SendResult) {
 	}
 }
 
-// receipt tells a sender, if connected, what became of a message.
-func (srv *Server) receipt(sender phonebook.MSISDN, id, clientID string, state relaypb.MessageState) {
+// receipt tells a sender, if connected, what became of a message; why, for
+// a FAILED one (reason).
+func (srv *Server) receipt(sender phonebook.MSISDN, id, clientID string, state relaypb.MessageState, reason error) {
 	if ep := srv.router.Locate(sender); ep != nil {
-		ep.Push(&relaypb.Frame{Body: &relaypb.Frame_Receipt{Receipt: &relaypb.Receipt{
-			ServerMsgId: id, ClientMsgId: clientID, State: state, At: time.Now().UnixMicro(),
-		}}})
+		r := &relaypb.Receipt{ServerMsgId: id, ClientMsgId: clientID, State: state, At: time.Now().UnixMicro()}
+		if reason != nil {
+			r.Error = errorFrame(reason).GetError()
+		}
+		ep.Push(&relaypb.Frame{Body: &relaypb.Frame_Receipt{Receipt: r}})
 	}
 }
 
@@ -435,32 +445,52 @@ func (srv *Server) commitLoop() {
 
 func (srv *Server) commit(batch []storeReq) {
 	now := time.Now()
-	msgs := make([]store.Message, len(batch))
-	smsNow := make([]bool, len(batch))
+	batch = srv.admitStored(batch)
+	if len(batch) == 0 {
+		return
+	}
+	msgs := make([]store.Message, 0, len(batch))
+	smsNow := make([]bool, 0, len(batch))
 	registered := make(map[phonebook.MSISDN]bool)
-	for i, r := range batch {
+	kept := batch[:0]
+	for _, r := range batch {
 		m := r.m
-		msgs[i] = store.Message{
+		sm := store.Message{
 			ID: m.ID, Sender: m.From, ClientMsgID: m.ClientMsgID, Recipient: m.To, Type: int(m.Type), Text: m.Text,
 			ContentType: m.ContentType, MediaURL: m.MediaURL, MediaSize: int64(m.MediaSize), SentAt: m.SentAt,
 		}
-		if srv.fallback == nil || srv.cfg.Fallback == FallbackNever {
-			continue
+		sendNow := false
+		if srv.fallback != nil && srv.cfg.Fallback != FallbackNever {
+			reg, ok := registered[m.To]
+			if !ok {
+				reg = srv.isRegistered(m.To)
+				registered[m.To] = reg
+			}
+			switch {
+			case !reg:
+				// Only an SMS can reach the recipient: a message that
+				// cannot go by SMS (too long, say) is refused now rather
+				// than stored as STORED forever.
+				if err := srv.checkSMS(m); err != nil {
+					srv.refuseStored(m, phonebook.Errorf(phonebook.ErrorCode(err),
+						"%s has no Phonebook account, so this message could only go by SMS, and it cannot: %s", m.To, phonebook.ErrorMessage(err)))
+					continue
+				}
+				// SMS now; the due time is the sweeper's retry should the
+				// immediate attempt fail. via_sms is set once it is queued.
+				sm.SMSDueAt = srv.retryAt(m, now.Add(smsRetry))
+				sendNow = true
+			case srv.cfg.Fallback == FallbackOfflineAfter:
+				sm.SMSDueAt = m.SentAt.Add(srv.cfg.FallbackGrace)
+			}
 		}
-		reg, ok := registered[m.To]
-		if !ok {
-			reg = srv.isRegistered(m.To)
-			registered[m.To] = reg
-		}
-		switch {
-		case !reg:
-			// SMS now; the due time is the sweeper's retry should the
-			// immediate attempt fail. via_sms is set once it is queued.
-			msgs[i].SMSDueAt = now.Add(smsRetry)
-			smsNow[i] = true
-		case srv.cfg.Fallback == FallbackOfflineAfter:
-			msgs[i].SMSDueAt = m.SentAt.Add(srv.cfg.FallbackGrace)
-		}
+		kept = append(kept, r)
+		msgs = append(msgs, sm)
+		smsNow = append(smsNow, sendNow)
+	}
+	batch = kept
+	if len(batch) == 0 {
+		return
 	}
 	srv.metrics.storeBatch.Observe(float64(len(batch)))
 	var res []store.StoreResult
@@ -500,10 +530,61 @@ func (srv *Server) commit(batch []storeReq) {
 		// The recipient may be online: logged in while this was being
 		// stored, after its drain had looked, or too slow to acknowledge
 		// it live. Its drain delivers it (with a backoff for the slow).
-		if ep := srv.router.Locate(m.To); ep != nil {
+		if w, ok := srv.router.(StoredWaker); ok {
+			w.WakeStored(m.To)
+		} else if ep := srv.router.Locate(m.To); ep != nil {
 			ep.Wake()
 		}
 	}
+}
+
+// admitStored enforces the offline store's bounds on a batch about to be
+// stored: messages waiting for one recipient and from one sender. The
+// messages over a bound are refused (FAILED, offline_full) and left out.
+func (srv *Server) admitStored(batch []storeReq) []storeReq {
+	var senders, recipients []phonebook.MSISDN
+	seenS, seenR := map[phonebook.MSISDN]bool{}, map[phonebook.MSISDN]bool{}
+	for _, r := range batch {
+		if !seenS[r.m.From] {
+			seenS[r.m.From] = true
+			senders = append(senders, r.m.From)
+		}
+		if !seenR[r.m.To] {
+			seenR[r.m.To] = true
+			recipients = append(recipients, r.m.To)
+		}
+	}
+	bySender, byRecipient, err := srv.store.OfflineCounts(srv.ctx, senders, recipients)
+	if err != nil {
+		// Storing will most likely fail too, and say so to the senders.
+		srv.log.Warn("relay: count stored messages", "err", err)
+		return batch
+	}
+	kept := batch[:0]
+	for _, r := range batch {
+		m := r.m
+		switch {
+		case byRecipient[m.To] >= srv.cfg.MaxOfflinePerRecipient:
+			srv.refuseStored(m, phonebook.Errorf(phonebook.EOfflineFull,
+				"%d messages already wait for %s to come online; the limit is %d", byRecipient[m.To], m.To, srv.cfg.MaxOfflinePerRecipient))
+		case bySender[m.From] >= srv.cfg.MaxOfflinePerSender:
+			srv.refuseStored(m, phonebook.Errorf(phonebook.EOfflineFull,
+				"%d of your messages already wait for recipients who have not fetched them; the limit is %d", bySender[m.From], srv.cfg.MaxOfflinePerSender))
+		default:
+			byRecipient[m.To]++
+			bySender[m.From]++
+			kept = append(kept, r)
+		}
+	}
+	clear(batch[len(kept):])
+	return kept
+}
+
+// refuseStored answers a message that will not be stored.
+func (srv *Server) refuseStored(m *Message, err error) {
+	srv.dedup.forget(m.From, m.ClientMsgID, m.entry)
+	srv.answer(m, &relaypb.SendResult{ClientMsgId: m.ClientMsgID, State: relaypb.MessageState_FAILED, Error: errorFrame(err).GetError()})
+	srv.metrics.outcome(outcomeRejected)
 }
 
 func (srv *Server) isRegistered(n phonebook.MSISDN) bool {
@@ -535,76 +616,6 @@ func fromStored(sm *store.Message) *Message {
 // FormatSMS renders the SMS text of an IM message with the sender shown.
 func (srv *Server) FormatSMS(from phonebook.MSISDN, text string) string {
 	return strings.NewReplacer("{from}", string(from), "{text}", text).Replace(srv.cfg.SMSTemplate)
-}
-
-func (srv *Server) sendSMSAsync(m *Message) {
-	if srv.stopping.Load() {
-		return // the sweeper sends it after restart: its due time is set
-	}
-	srv.sms.Add(1)
-	go func() {
-		defer srv.sms.Done()
-		srv.smsSlots <- struct{}{}
-		defer func() { <-srv.smsSlots }()
-		srv.sendSMS(m)
-	}()
-}
-
-// sendSMS hands one stored message to the SMS outbox and records that.
-func (srv *Server) sendSMS(m *Message) bool {
-	if !srv.smsQuota.allow(m.From, time.Now()) {
-		// Stored all the same; the sweeper tries again after smsRetry.
-		srv.metrics.smsRefused.Inc()
-		srv.log.Info("relay: SMS fallback over the sender's quota", "from", m.From, "id", m.ID)
-		return false
-	}
-	ctx, cancel := context.WithTimeout(srv.ctx, 10*time.Second)
-	defer cancel()
-	err := srv.fallback.SendSMS(ctx, FallbackSMS{MessageID: m.ID, From: m.From, To: m.To, Text: srv.FormatSMS(m.From, m.Text)})
-	if refused(err) {
-		srv.refuseSMS(ctx, m, err)
-		return false
-	}
-	if err != nil {
-		srv.log.Warn("relay: SMS fallback", "id", m.ID, "err", err)
-		return false
-	}
-	if err := srv.store.MarkSMSQueued(ctx, m.ID); err != nil {
-		// The outbox has it. The claim stays until smsRetry, after which
-		// the sweeper enqueues it again: the recipient may get the SMS
-		// twice, which beats never.
-		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
-	}
-	srv.metrics.outcome(outcomeSMS)
-	srv.receipt(m.From, m.ID, m.ClientMsgID, relaypb.MessageState_SMS_QUEUED)
-	return true
-}
-
-// refused reports whether a Fallback error refuses the SMS for good.
-func refused(err error) bool {
-	switch phonebook.ErrorCode(err) {
-	case phonebook.EOptedOut, phonebook.ERecipientLimit:
-		return true
-	}
-	return false
-}
-
-// refuseSMS ends a message's SMS fallback: it stays stored for the
-// recipient's client, and its sender gets FAILED with the reason.
-func (srv *Server) refuseSMS(ctx context.Context, m *Message, why error) {
-	srv.log.Info("relay: SMS fallback refused", "id", m.ID, "from", m.From, "to", m.To, "reason", phonebook.ErrorCode(why))
-	rec, err := srv.store.FailFallback(ctx, m.ID)
-	if err != nil {
-		// The due time stays: the sweeper asks again and is refused again.
-		srv.log.Warn("relay: recording a refused SMS fallback", "id", m.ID, "err", err)
-		return
-	}
-	if ep := srv.router.Locate(rec.Sender); ep != nil {
-		ep.Push(&relaypb.Frame{Body: &relaypb.Frame_Receipt{Receipt: &relaypb.Receipt{
-			ServerMsgId: rec.ID, ClientMsgId: rec.ClientMsgID, State: relaypb.MessageState_FAILED, At: time.Now().UnixMicro(),
-			Error: &relaypb.Error{Code: string(phonebook.ErrorCode(why)), Message: phonebook.ErrorMessage(why)},
-		}}})
-	}
 }
 
 // InjectSMS accepts a message that came by SMS from a number without the
@@ -649,36 +660,6 @@ func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, tex
 	return m.ID, nil
 }
 
-// SMSState maps an SMS outbox state (smsc.OutboxEvent.State: "submitted",
-// "delivered", "undeliverable", "expired", "failed") to the relay's.
-func SMSState(outboxState string) (relaypb.MessageState, bool) {
-	switch outboxState {
-	case "submitted":
-		return relaypb.MessageState_SMS_SUBMITTED, true
-	case "delivered":
-		return relaypb.MessageState_SMS_DELIVERED, true
-	case "undeliverable", "expired", "failed":
-		return relaypb.MessageState_FAILED, true
-	}
-	return 0, false
-}
-
-// SMSStateChanged is the SMS outbox's callback: the message's stored state
-// is updated and its sender, if connected, gets a Receipt.
-func (srv *Server) SMSStateChanged(ctx context.Context, messageID string, state relaypb.MessageState) error {
-	switch state {
-	case relaypb.MessageState_SMS_QUEUED, relaypb.MessageState_SMS_SUBMITTED, relaypb.MessageState_SMS_DELIVERED, relaypb.MessageState_FAILED:
-	default:
-		return phonebook.Errorf(phonebook.EInvalid, "%s is not an SMS state", state)
-	}
-	rec, err := srv.store.SetMessageState(ctx, messageID, int(state))
-	if err != nil {
-		return err
-	}
-	srv.receipt(rec.Sender, rec.ID, rec.ClientMsgID, state)
-	return nil
-}
-
 // janitor fails deliveries that were not acknowledged in time (so they are
 // stored) and forgets idle senders' dedup windows.
 func (srv *Server) janitor() {
@@ -706,47 +687,9 @@ func (srv *Server) janitor() {
 			clear(sessions)
 			if now.Sub(lastExpire) > time.Minute {
 				srv.dedup.expire(now.Add(-10 * time.Minute))
-				srv.smsQuota.prune(now)
+				srv.sendRate.prune(now)
 				srv.authFails.prune(now)
 				lastExpire = now
-			}
-		}
-	}
-}
-
-// sweeper sends the SMS fallbacks that fell due: offline_after messages
-// whose recipient stayed offline past the grace, and retries of immediate
-// fallbacks that failed.
-func (srv *Server) sweeper() {
-	defer srv.bg.Done()
-	if srv.fallback == nil || srv.cfg.Fallback == FallbackNever {
-		return
-	}
-	t := time.NewTicker(srv.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-srv.quitBG:
-			return
-		case now := <-t.C:
-			due, err := srv.store.DueSMS(srv.ctx, now, 100)
-			if err != nil {
-				srv.log.Warn("relay: due SMS", "err", err)
-				continue
-			}
-			for i := range due {
-				m := storedToMessage(due[i])
-				if srv.router.Locate(m.To) != nil {
-					continue // online: the drain delivers it
-				}
-				// Claiming first keeps two sweepers (other nodes) from
-				// sending the same SMS; a failed attempt is retried after
-				// the new due time.
-				ok, err := srv.store.ClaimFallback(srv.ctx, m.ID, due[i].SMSDueAt, now.Add(smsRetry))
-				if err != nil || !ok {
-					continue
-				}
-				srv.sendSMS(m)
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
@@ -42,7 +43,7 @@ type session struct {
 	// the send queue, so their results cannot overflow it: the reader
 	// stops reading Sends until results go out.
 	inflight chan struct{}
-	limiter  *rate.Limiter
+	limiter  *rate.Limiter               // the user's, shared by their sessions on this node (Server.sendRate)
 	numCache map[string]phonebook.MSISDN // raw recipient -> normalised; reader goroutine only
 
 	// The drain goroutine runs only while there is something to drain:
@@ -75,7 +76,7 @@ func newSession(srv *Server, number phonebook.MSISDN, device string, info ConnIn
 		closing:  make(chan struct{}),
 		pending:  make(map[string]*pendingDelivery),
 		inflight: make(chan struct{}, max(1, srv.cfg.SendQueue/2)),
-		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.SendRate), srv.cfg.SendBurst),
+		limiter:  srv.sendRate.get(number),
 		numCache: make(map[string]phonebook.MSISDN),
 	}
 }
@@ -100,8 +101,19 @@ func (s *session) Push(f *relaypb.Frame) bool {
 	return false
 }
 
-// Offer implements Endpoint.
+// Offer implements Endpoint. A message whose Deliver frame is larger than
+// a frame may be (stored under an earlier, larger relay.max_text_bytes) is
+// failed to its sender (Message.undeliverable) instead of being written.
 func (s *session) Offer(m *Message, done func(bool)) {
+	f := &relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: m.Deliver()}}
+	if max := s.srv.cfg.MaxFrameSize; len(m.Text)+len(m.MediaURL)+len(m.ContentType)+phonebook.DeliverOverhead > max {
+		if n := proto.Size(f); n > max {
+			m.undeliverable = true
+			s.srv.failUndeliverable(m, frameTooLarge(n, max))
+			done(false)
+			return
+		}
+	}
 	s.mu.Lock()
 	if s.dead {
 		s.mu.Unlock()
@@ -117,7 +129,7 @@ func (s *session) Offer(m *Message, done func(bool)) {
 	}
 	s.pending[m.ID] = &pendingDelivery{m: m, at: time.Now(), done: done}
 	s.mu.Unlock()
-	s.Push(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: m.Deliver()}})
+	s.Push(f)
 }
 
 // Wake implements Endpoint.
@@ -399,7 +411,7 @@ func (s *session) drainPass(ctx context.Context) (ok bool) {
 			s.Offer(m, func(delivered bool) {
 				if delivered {
 					s.srv.recorder.ack(s, m.ID, time.Now())
-				} else {
+				} else if !m.undeliverable { // failed to its sender and deleted: not in the way
 					mu.Lock()
 					if rewind < 0 || prev < rewind {
 						rewind = prev

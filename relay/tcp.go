@@ -70,8 +70,8 @@ func (srv *Server) readLoop(s *session, nc net.Conn, fr *FrameReader) error {
 	idle := srv.cfg.IdleTimeout
 	var deadlineSet time.Time
 	var f relaypb.Frame
+	now := time.Now()
 	for {
-		now := time.Now()
 		if now.Sub(deadlineSet) > idle/4 {
 			nc.SetReadDeadline(now.Add(idle))
 			deadlineSet = now
@@ -88,6 +88,9 @@ func (srv *Server) readLoop(s *session, nc net.Conn, fr *FrameReader) error {
 				return err
 			}
 		}
+		// The frame's time (a Send's sent_at) is when it arrived, not when
+		// the read began: the connection may have been idle for long.
+		now = time.Now()
 		srv.metrics.framesIn.Inc()
 		if err := s.handle(&f, now); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -49,7 +50,11 @@ type LinkConfig struct {
 	TLSServerName         string // default: the host part of Addr
 	TLSInsecureSkipVerify bool
 
-	Window       int           // outstanding submits; default 10; a full window waits
+	// Binds: operators allow several binds per account. Each is a session
+	// (with transmitter+receiver, a transmitter and a receiver) with its own
+	// window; a submit goes to the bound session with the fewest outstanding.
+	Window       int           // outstanding submits per bind; default 10; a full window waits
+	Binds        int           // sessions to the SMSC; default 1
 	MaxTPS       float64       // submits per second; 0 = unlimited
 	EnquireLink  time.Duration // keep-alive interval; default 30s
 	RespTimeout  time.Duration // wait for any response; default 5s
@@ -125,6 +130,12 @@ func (c LinkConfig) withDefaults() (LinkConfig, error) {
 	if c.Window <= 0 {
 		c.Window = 10
 	}
+	if c.Binds <= 0 {
+		c.Binds = 1
+	}
+	if c.Binds > MaxBinds {
+		return c, fmt.Errorf("smsc %s: binds %d: at most %d", c.Name, c.Binds, MaxBinds)
+	}
 	if c.MaxTPS < 0 {
 		return c, fmt.Errorf("smsc %s: max_tps %v is negative", c.Name, c.MaxTPS)
 	}
@@ -159,26 +170,32 @@ var (
 	ErrNoRoute     = errors.New("no SMSC link routes this destination")
 )
 
+// MaxBinds bounds LinkConfig.Binds: operators grant a handful of binds per
+// account, and each costs a connection and its goroutines.
+const MaxBinds = 64
+
 // handlerTimeout bounds one DeliverHandler call; a handler that overruns is
 // answered ESME_RX_T_APPN and the SMSC delivers again.
 const handlerTimeout = 30 * time.Second
 
-// Link is one SMPP account: one transceiver connection, or a transmitter and
-// a receiver, each reconnecting on its own.
+// Link is one SMPP account: Binds transceiver connections, or Binds
+// transmitters and as many receivers, each reconnecting on its own.
 type Link struct {
 	cfg     LinkConfig
 	handler DeliverHandler
 	log     *slog.Logger
 	m       *metrics
 	limiter *rate.Limiter // nil = unlimited
-	window  chan struct{} // one token per outstanding submit
-	tx      *conn         // carries submits
+	tx      []*conn       // carry submits
 	conns   []*conn
 
-	mu      sync.Mutex
-	closing bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // connection loops
+	mu       sync.Mutex
+	closing  bool
+	cancel   context.CancelFunc
+	inflight int             // outstanding submits over all tx; each conn counts its own
+	waiters  []chan struct{} // submits waiting for room in a window, oldest first
+	idle     chan struct{}   // closed when inflight drops to 0 while closing
+	wg       sync.WaitGroup  // connection loops
 	// handlers tracks deliver workers, which may outlive their session by a
 	// handler call; Add happens only inside a connection loop.
 	handlers sync.WaitGroup
@@ -194,18 +211,27 @@ func newLink(cfg LinkConfig, h DeliverHandler, log *slog.Logger, m *metrics) (*L
 		handler: h,
 		log:     log.With("link", cfg.Name),
 		m:       m,
-		window:  make(chan struct{}, cfg.Window),
 	}
 	if cfg.MaxTPS > 0 {
 		burst := max(1, int(cfg.MaxTPS/10)) // a tenth of a second's worth
 		l.limiter = rate.NewLimiter(rate.Limit(cfg.MaxTPS), burst)
 	}
-	if cfg.Bind == BindTransmitterReceive {
-		l.tx = &conn{link: l, role: "transmitter", bindID: pdu.BindTransmitterID}
-		l.conns = []*conn{l.tx, {link: l, role: "receiver", bindID: pdu.BindReceiverID}}
-	} else {
-		l.tx = &conn{link: l, role: "transceiver", bindID: pdu.BindTransceiverID}
-		l.conns = []*conn{l.tx}
+	role := func(r string, i int) string {
+		if cfg.Binds == 1 {
+			return r
+		}
+		return fmt.Sprintf("%s-%d", r, i+1)
+	}
+	for i := range cfg.Binds {
+		if cfg.Bind == BindTransmitterReceive {
+			tx := &conn{link: l, role: role("transmitter", i), bindID: pdu.BindTransmitterID}
+			l.tx = append(l.tx, tx)
+			l.conns = append(l.conns, tx, &conn{link: l, role: role("receiver", i), bindID: pdu.BindReceiverID})
+		} else {
+			tx := &conn{link: l, role: role("transceiver", i), bindID: pdu.BindTransceiverID}
+			l.tx = append(l.tx, tx)
+			l.conns = append(l.conns, tx)
+		}
 	}
 	m.up.WithLabelValues(cfg.Name).Set(0)
 	m.window.WithLabelValues(cfg.Name).Set(0)
@@ -237,26 +263,22 @@ func (l *Link) close() {
 	}
 	l.closing = true
 	cancel := l.cancel
+	idle := make(chan struct{})
+	if l.inflight == 0 {
+		close(idle)
+	} else {
+		l.idle = idle
+	}
+	l.wakeAllLocked() // waiting submits give up
 	l.mu.Unlock()
 
-	// Taking every window token waits for outstanding submits.
+	// Wait for outstanding submits.
 	drain := time.NewTimer(l.cfg.RespTimeout)
-	taken := 0
-wait:
-	for taken < cap(l.window) {
-		select {
-		case l.window <- struct{}{}:
-			taken++
-		case <-drain.C:
-			break wait
-		}
+	select {
+	case <-idle:
+	case <-drain.C:
 	}
 	drain.Stop()
-	defer func() {
-		for range taken {
-			<-l.window
-		}
-	}()
 	if cancel != nil {
 		cancel()
 	}
@@ -269,12 +291,114 @@ wait:
 	l.handlers.Wait()
 }
 
-// bound reports whether submits can be sent now.
-func (l *Link) bound() bool { return l.tx.session() != nil }
+// bound reports whether submits can be sent now: some transmitting
+// session is bound.
+func (l *Link) bound() bool {
+	for _, c := range l.tx {
+		if c.session() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// acquire waits for room in the window of a bound transmitting session and
+// takes it: the session with the fewest outstanding submits. It fails at
+// once when none is bound, and when ctx ends or the link closes first.
+func (l *Link) acquire(ctx context.Context) (*conn, *session, error) {
+	for {
+		l.mu.Lock()
+		if l.closing {
+			l.mu.Unlock()
+			return nil, nil, ErrNotBound
+		}
+		var best *conn
+		var bs *session
+		anyBound := false
+		for _, c := range l.tx {
+			s := c.session()
+			if s == nil {
+				continue
+			}
+			anyBound = true
+			if c.inflight < l.cfg.Window && (best == nil || c.inflight < best.inflight) {
+				best, bs = c, s
+			}
+		}
+		if best != nil {
+			best.inflight++
+			l.inflight++
+			l.mu.Unlock()
+			return best, bs, nil
+		}
+		if !anyBound {
+			l.mu.Unlock()
+			return nil, nil, ErrNotBound
+		}
+		wake := make(chan struct{}, 1)
+		l.waiters = append(l.waiters, wake)
+		l.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			l.mu.Lock()
+			if i := slices.Index(l.waiters, wake); i >= 0 {
+				l.waiters = slices.Delete(l.waiters, i, i+1)
+			} else {
+				l.wakeOneLocked() // pass on the room we were woken for
+			}
+			l.mu.Unlock()
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// release gives back the room acquire took.
+func (l *Link) release(c *conn) {
+	l.mu.Lock()
+	c.inflight--
+	l.inflight--
+	if l.inflight == 0 && l.idle != nil {
+		close(l.idle)
+		l.idle = nil
+	}
+	l.wakeOneLocked()
+	l.mu.Unlock()
+}
+
+func (l *Link) wakeOneLocked() {
+	if len(l.waiters) > 0 {
+		l.waiters[0] <- struct{}{}
+		l.waiters = l.waiters[1:]
+	}
+}
+
+// wakeAll makes every waiting submit look again: a session was bound (more
+// room) or lost (maybe none is left, and they must fail).
+func (l *Link) wakeAll() {
+	l.mu.Lock()
+	l.wakeAllLocked()
+	l.mu.Unlock()
+}
+
+func (l *Link) wakeAllLocked() {
+	for _, w := range l.waiters {
+		w <- struct{}{}
+	}
+	l.waiters = nil
+}
 
 // State reports the link for /readyz: bound only when every connection is.
 func (l *Link) State() LinkState {
-	st := LinkState{Name: l.cfg.Name, Addr: l.cfg.Addr, Bound: true, Window: l.cfg.Window, InFlight: len(l.window)}
+	l.mu.Lock()
+	inflight := l.inflight
+	l.mu.Unlock()
+	st := LinkState{Name: l.cfg.Name, Addr: l.cfg.Addr, Bound: true, Window: l.cfg.Window, Binds: l.cfg.Binds, InFlight: inflight}
+	for _, c := range l.tx {
+		if c.session() != nil {
+			st.Sessions++
+		}
+	}
 	for _, c := range l.conns {
 		c.mu.Lock()
 		if c.cur == nil {
@@ -291,8 +415,9 @@ func (l *Link) State() LinkState {
 	return st
 }
 
-// Submit sends one part and waits for the SMSC's answer. A full window waits
-// (as does MaxTPS), honouring ctx. Once the PDU is written it waits for the
+// Submit sends one part and waits for the SMSC's answer. It goes to the
+// bound session with the most room; a full window waits (as does MaxTPS),
+// honouring ctx. Once the PDU is written it waits for the
 // response (at most RespTimeout) even if ctx ends, so that a shutdown does
 // not turn accepted submits into duplicates.
 func (l *Link) Submit(ctx context.Context, p Part) (SubmitResult, error) {
@@ -308,25 +433,22 @@ func (l *Link) Submit(ctx context.Context, p Part) (SubmitResult, error) {
 		l.m.submits.WithLabelValues(name, "invalid").Inc()
 		return SubmitResult{}, &SubmitError{Link: name, Err: err}
 	}
-	select {
-	case l.window <- struct{}{}:
-	case <-ctx.Done():
-		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: ctx.Err()}
+	c, s, err := l.acquire(ctx)
+	if err != nil {
+		if errors.Is(err, ErrNotBound) {
+			l.m.submits.WithLabelValues(name, "not_bound").Inc()
+		}
+		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: err}
 	}
 	l.m.window.WithLabelValues(name).Inc()
 	defer func() {
-		<-l.window
+		l.release(c)
 		l.m.window.WithLabelValues(name).Dec()
 	}()
 	if l.limiter != nil {
 		if err := l.limiter.Wait(ctx); err != nil {
 			return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: err}
 		}
-	}
-	s := l.tx.session()
-	if s == nil {
-		l.m.submits.WithLabelValues(name, "not_bound").Inc()
-		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: ErrNotBound}
 	}
 	resp, err := s.request(pdu.SubmitSMID, func(seq uint32) ([]byte, error) {
 		return wire.EncodeSM(pdu.SubmitSMID, seq, sm)
@@ -425,9 +547,10 @@ func relativeTime(d time.Duration) string {
 
 // conn is one of a link's connections and its reconnect loop.
 type conn struct {
-	link   *Link
-	role   string
-	bindID pdu.ID
+	link     *Link
+	role     string
+	bindID   pdu.ID
+	inflight int // submits outstanding on it; guarded by link.mu
 
 	mu      sync.Mutex
 	cur     *session
@@ -464,6 +587,7 @@ func (c *conn) run(ctx context.Context) {
 			return
 		}
 		l.refreshUp()
+		l.wakeAll()
 		l.log.Info("smpp bound", "conn", c.role, "addr", l.cfg.Addr)
 		select {
 		case <-s.done:
@@ -476,6 +600,7 @@ func (c *conn) run(ctx context.Context) {
 		c.lastErr = s.err.Error()
 		c.mu.Unlock()
 		l.refreshUp()
+		l.wakeAll()
 		if ctx.Err() != nil {
 			return
 		}

@@ -397,7 +397,9 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 func TestResponseTimeoutIsTemporary(t *testing.T) {
 	sim := startSim(t, smscsim.Config{RespDelay: time.Minute})
 	cfg := linkCfg("a", sim.Addr())
-	cfg.RespTimeout = 50 * time.Millisecond
+	// Long enough for the bind on a loaded machine; the submit's answer
+	// never comes.
+	cfg.RespTimeout = time.Second
 	r := startRouter(t, nil, cfg)
 	waitBound(t, r, "a")
 	_, err := r.Submit(ctxT(t), part(cnMobile, "x"))
@@ -554,7 +556,7 @@ func TestMalformedPDUsFromSMSC(t *testing.T) {
 func TestEnquireLinkKeepsLink(t *testing.T) {
 	sim := startSim(t, smscsim.Config{})
 	cfg := linkCfg("a", sim.Addr())
-	cfg.EnquireLink = 10 * time.Millisecond
+	cfg.EnquireLink = 100 * time.Millisecond
 	r := startRouter(t, nil, cfg)
 	waitBound(t, r, "a")
 	poll.Until(t, "enquire_links", func() bool { return sim.Stats().EnquireLinks >= 5 })
@@ -566,8 +568,10 @@ func TestEnquireLinkKeepsLink(t *testing.T) {
 func TestUnansweredEnquireLinkReconnects(t *testing.T) {
 	sim := startSim(t, smscsim.Config{IgnoreEnquireLink: true})
 	cfg := linkCfg("a", sim.Addr())
-	cfg.EnquireLink = 10 * time.Millisecond
-	cfg.RespTimeout = 50 * time.Millisecond
+	// The bind is answered; the enquire_link never is. The response
+	// timeout must outlast a bind's answer on a loaded machine.
+	cfg.EnquireLink = 100 * time.Millisecond
+	cfg.RespTimeout = time.Second
 	r := startRouter(t, nil, cfg)
 	waitBound(t, r, "a")
 	poll.Until(t, "a rebind after a dead link", func() bool { return sim.Stats().Binds >= 2 })

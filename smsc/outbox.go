@@ -33,9 +33,9 @@ type OutboxConfig struct {
 	RetryBase       time.Duration // first retry delay after a temporary error [2s]
 	RetryMax        time.Duration // longest retry delay [5m]
 	MaxAttempts     int           // attempts before a message fails; 0 = until its validity ends
-	FlushEvery      time.Duration // longest wait before submit results are written [5ms]
-	FlushSize       int           // results per write [256]
-	Recorders       int           // concurrent writers of results [4 on MySQL, 1 on SQLite]
+	FlushEvery      time.Duration // longest wait before submit results are written, when no write is in progress [5ms]
+	FlushSize       int           // most results per write [1024]
+	Recorders       int           // concurrent writers of results [2 on MySQL, 1 on SQLite]
 	NoReceipts      bool          // do not ask SMSCs for delivery receipts
 	Region          string        // region for national-format MO source numbers ["CN"]
 	MOExpiry        time.Duration // incomplete concatenated MO parts are dropped after [1h]
@@ -78,10 +78,12 @@ func (c *OutboxConfig) defaults() {
 		c.MaxParts = DefaultMaxParts
 	}
 	if c.FlushSize <= 0 {
-		c.FlushSize = 256
+		// A write's cost is mostly per statement and per commit: on MariaDB
+		// 128 results cost 32 µs of database CPU each, 512 cost 23 µs.
+		c.FlushSize = 1024
 	}
 	if c.Recorders <= 0 {
-		c.Recorders = 4
+		c.Recorders = 2
 	}
 	if c.Claimers <= 0 {
 		c.Claimers = 2
@@ -213,23 +215,32 @@ func (o *Outbox) notify(ctx context.Context, in <-chan store.SMSChange) {
 	}
 }
 
-// Enqueue checks and stores a message; once it returns the message survives
-// a crash and will be sent. It wakes the worker at once.
-func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
+// Check tells whether Enqueue would accept s, without storing it: a
+// destination that is not E.164, or a text longer than MaxParts parts, is
+// refused with the error Enqueue would return (invalid_number,
+// request_too_large...).
+func (o *Outbox) Check(s SMS) error {
 	if !strings.HasPrefix(string(s.To), "+") || len(s.To) < 4 || len(s.To) > 16 {
-		return 0, phonebook.Errorf(phonebook.EInvalidNumber, "sms destination %q is not an E.164 number", s.To)
+		return phonebook.Errorf(phonebook.EInvalidNumber, "sms destination %q is not an E.164 number", s.To)
 	}
 	if len(s.From) > 21 {
-		return 0, phonebook.Errorf(phonebook.EInvalid, "sms source address is longer than 21 characters")
+		return phonebook.Errorf(phonebook.EInvalid, "sms source address is longer than 21 characters")
 	}
 	if len(s.Kind) > 32 || len(s.Ref) > 191 {
-		return 0, phonebook.Errorf(phonebook.EInvalid, "sms kind (32) or ref (191 characters) too long")
+		return phonebook.Errorf(phonebook.EInvalid, "sms kind (32) or ref (191 characters) too long")
 	}
 	e, err := Encode(s.Text)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if _, err := e.Parts(0, o.cfg.MaxParts); err != nil {
+	_, err = e.Parts(0, o.cfg.MaxParts)
+	return err
+}
+
+// Enqueue checks and stores a message; once it returns the message survives
+// a crash and will be sent. It wakes the worker at once.
+func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
+	if err := o.Check(s); err != nil {
 		return 0, err
 	}
 	v := s.Validity
@@ -457,7 +468,7 @@ func (o *Outbox) claimer(ctx context.Context, jobs chan<- job, records recordSin
 				return
 			}
 		}
-		if len(msgs) == o.cfg.Batch {
+		if len(msgs) == n {
 			continue // more may be due right now
 		}
 		timer.Reset(o.cfg.Poll)
@@ -756,67 +767,101 @@ func (o *Outbox) backoff(attempts int) time.Duration {
 	return time.Duration(half + n.Int64())
 }
 
-// recorder writes submit results in batches: the first result waits at most
-// FlushEvery for others to join it. A failed write is retried until it
-// succeeds, because the parts in it must never be sent again; only once the
-// outbox is shutting down (stopping closed) does it give up after a few
-// tries, so that a dead database cannot hold shutdown forever.
+// recorder writes submit results in batches, as a group commit: while one
+// write is in progress the results that arrive meanwhile make up the next
+// (at most FlushSize), so batches grow with the load; with no write in
+// progress the first result waits at most FlushEvery for others to join it.
+// Submits never wait for it: their window slot is free once the response
+// is in. A failed write is retried until it succeeds, because the parts in
+// it must never be sent again; only once the outbox is shutting down
+// (stopping closed) does it give up after a few tries, so that a dead
+// database cannot hold shutdown forever.
 func (o *Outbox) recorder(ctx context.Context, stopping <-chan struct{}, in <-chan record) {
-	var parts []store.SMSPart
-	var outcomes []store.SMSOutcome
+	type batch struct {
+		parts    []store.SMSPart
+		outcomes []store.SMSOutcome
+	}
+	writes := make(chan batch)
+	written := make(chan batch) // hands the buffers back for reuse
+	go func() {
+		defer close(written)
+		for b := range writes {
+			o.flush(ctx, stopping, b.parts, b.outcomes)
+			written <- batch{b.parts[:0], b.outcomes[:0]}
+		}
+	}()
+	var cur, spare batch
+	busy := false
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	flush := func() {
-		if len(parts) == 0 && len(outcomes) == 0 {
-			return
+	lingered := false // the first result of cur waited FlushEvery
+	size := func() int { return len(cur.parts) + len(cur.outcomes) }
+	for in != nil || size() > 0 || busy {
+		// Hand cur to the writer when it is idle and cur is full or has
+		// waited long enough (or nothing more will come). Results that
+		// arrive during a write have usually waited long enough by its end.
+		var out chan<- batch
+		if !busy && size() > 0 && (lingered || size() >= o.cfg.FlushSize || in == nil) {
+			out = writes
 		}
-		for attempt := 0; ; attempt++ {
-			changes, err := o.db.RecordSMS(ctx, o.cfg.NodeID, parts, outcomes)
-			if err == nil {
-				o.emit(changes)
-				break
-			}
-			o.log.Error("sms outbox: recording submit results; retrying", "err", err, "parts", len(parts), "outcomes", len(outcomes))
-			select {
-			case <-stopping:
-				if attempt >= 2 {
-					o.log.Error("sms outbox: shutting down without recording submit results; their messages are sent again after the lease",
-						"parts", len(parts), "outcomes", len(outcomes))
-					parts, outcomes = parts[:0], outcomes[:0]
-					return
-				}
-			default:
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 5*time.Second))
+		// A full batch waits for the writer: stop reading.
+		recv := in
+		if size() >= o.cfg.FlushSize {
+			recv = nil
 		}
-		parts, outcomes = parts[:0], outcomes[:0]
-	}
-	for {
 		select {
-		case r, ok := <-in:
+		case r, ok := <-recv:
 			if !ok {
-				flush()
-				return
+				in = nil
+				continue
 			}
-			if len(parts)+len(outcomes) == 0 {
+			if size() == 0 {
+				lingered = false
 				timer.Reset(o.cfg.FlushEvery)
 			}
 			if r.part != nil {
-				parts = append(parts, *r.part)
+				cur.parts = append(cur.parts, *r.part)
 			}
 			if r.outcome != nil {
-				outcomes = append(outcomes, *r.outcome)
-			}
-			if len(parts)+len(outcomes) >= o.cfg.FlushSize {
-				timer.Stop()
-				flush()
+				cur.outcomes = append(cur.outcomes, *r.outcome)
 			}
 		case <-timer.C:
-			flush()
+			lingered = true
+		case out <- cur:
+			busy = true
+			cur, spare = spare, batch{}
+			timer.Stop()
+		case b := <-written:
+			busy, spare = false, b
 		}
+	}
+	close(writes)
+	for range written {
+	}
+}
+
+// flush writes one batch of results, retrying as recorder describes.
+func (o *Outbox) flush(ctx context.Context, stopping <-chan struct{}, parts []store.SMSPart, outcomes []store.SMSOutcome) {
+	for attempt := 0; ; attempt++ {
+		changes, err := o.db.RecordSMS(ctx, o.cfg.NodeID, parts, outcomes)
+		if err == nil {
+			o.emit(changes)
+			return
+		}
+		o.log.Error("sms outbox: recording submit results; retrying", "err", err, "parts", len(parts), "outcomes", len(outcomes))
+		select {
+		case <-stopping:
+			if attempt >= 2 {
+				o.log.Error("sms outbox: shutting down without recording submit results; their messages are sent again after the lease",
+					"parts", len(parts), "outcomes", len(outcomes))
+				return
+			}
+		default:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 5*time.Second))
 	}
 }
 

@@ -292,7 +292,8 @@ func TestOutboxExpiresWhileRetrying(t *testing.T) {
 	cfg.RetryBase, cfg.RetryMax = 50*time.Millisecond, 50*time.Millisecond
 	o, _ := NewOutbox(db, f, cfg, nil, nil)
 	runOutbox(t, o)
-	// Long enough for a first try even on a loaded machine.
+	// Long enough for a first attempt on a loaded machine: a message whose
+	// first claim comes after its validity expires without an error to keep.
 	id, err := o.Enqueue(context.Background(), SMS{To: "+8613800138000", Text: "x", Validity: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -105,8 +105,10 @@ type LinkState struct {
 	Bound     bool      `json:"bound"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
-	InFlight  int       `json:"in_flight"`
-	Window    int       `json:"window"`
+	InFlight  int       `json:"in_flight"` // over all binds
+	Window    int       `json:"window"`    // per bind
+	Binds     int       `json:"binds"`     // configured
+	Sessions  int       `json:"sessions"`  // transmitting sessions bound now
 }
 
 // StatusName names an SMPP command_status ("ESME_RTHROTTLED").

@@ -35,6 +35,7 @@ type Message struct {
 	SentAt      time.Time
 	ViaSMS      bool
 	SMSDueAt    time.Time // zero: no SMS fallback scheduled
+	SMSAttempts int       // SMS fallback attempts claimed so far
 }
 
 // ChatRecord is a row of the chat record table: what was said, by whom, to
@@ -183,7 +184,7 @@ func (d *DB) RecordMessages(ctx context.Context, recs []ChatRecord) error {
 	})
 }
 
-const messageCols = `seq, id, sender, client_msg_id, recipient, type, text, content_type, media_url, media_size, sent_at, via_sms, sms_due_at`
+const messageCols = `seq, id, sender, client_msg_id, recipient, type, text, content_type, media_url, media_size, sent_at, via_sms, sms_due_at, sms_attempts`
 
 func scanMessages(rows *sql.Rows) ([]Message, error) {
 	defer rows.Close()
@@ -194,7 +195,7 @@ func scanMessages(rows *sql.Rows) ([]Message, error) {
 		var viaSMS int
 		var due sql.NullInt64
 		if err := rows.Scan(&m.Seq, &m.ID, &m.Sender, &m.ClientMsgID, &m.Recipient, &m.Type, &m.Text, &m.ContentType,
-			&m.MediaURL, &m.MediaSize, &sentAt, &viaSMS, &due); err != nil {
+			&m.MediaURL, &m.MediaSize, &sentAt, &viaSMS, &due, &m.SMSAttempts); err != nil {
 			return nil, err
 		}
 		m.SentAt = fromMicros(sentAt)
@@ -251,10 +252,13 @@ func (d *DB) AckMessages(ctx context.Context, recipient phonebook.MSISDN, ids []
 }
 
 // DueSMS returns up to limit stored messages whose SMS fallback is due at
-// now, earliest first.
-func (d *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]Message, error) {
-	rows, err := d.db.QueryContext(ctx, "SELECT "+messageCols+
-		" FROM offline_messages WHERE sms_due_at IS NOT NULL AND sms_due_at <= ? ORDER BY sms_due_at LIMIT ?", micros(now), limit)
+// now, earliest first, and at most perSender of any one sender, so that a
+// sender with a long backlog cannot delay everybody else's fallbacks.
+func (d *DB) DueSMS(ctx context.Context, now time.Time, perSender, limit int) ([]Message, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT "+messageCols+" FROM (SELECT "+messageCols+
+		", ROW_NUMBER() OVER (PARTITION BY sender ORDER BY sms_due_at, seq) AS rn"+
+		" FROM offline_messages WHERE sms_due_at IS NOT NULL AND sms_due_at <= ?) due"+
+		" WHERE rn <= ? ORDER BY sms_due_at, seq LIMIT ?", micros(now), perSender, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -262,10 +266,11 @@ func (d *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]Message, e
 }
 
 // ClaimFallback takes a due SMS fallback for this caller: it moves the due time
-// from due to retryAt only if no one else has (another node's sweeper, or
-// an earlier pass). It reports whether the caller now owns the attempt.
+// from due to retryAt, and counts an attempt, only if no one else has
+// (another node's sweeper, or an earlier pass). It reports whether the
+// caller now owns the attempt.
 func (d *DB) ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error) {
-	r, err := d.db.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = ? WHERE id = ? AND sms_due_at = ?",
+	r, err := d.db.ExecContext(ctx, "UPDATE offline_messages SET sms_due_at = ?, sms_attempts = sms_attempts + 1 WHERE id = ? AND sms_due_at = ?",
 		micros(retryAt), id, micros(due))
 	if err != nil {
 		return false, err

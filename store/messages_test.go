@@ -93,10 +93,10 @@ func TestMessagesSMSFallbackAndRecords(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if due, err := db.DueSMS(ctx, at, 10); err != nil || len(due) != 0 {
+		if due, err := db.DueSMS(ctx, at, 10, 10); err != nil || len(due) != 0 {
 			t.Fatalf("due before grace = %v, %v", due, err)
 		}
-		due, err := db.DueSMS(ctx, at.Add(time.Minute), 10)
+		due, err := db.DueSMS(ctx, at.Add(time.Minute), 10, 10)
 		if err != nil || len(due) != 1 || due[0].ID != "due" {
 			t.Fatalf("due after grace = %+v, %v", due, err)
 		}
@@ -109,7 +109,7 @@ func TestMessagesSMSFallbackAndRecords(t *testing.T) {
 		if err := db.MarkSMSQueued(ctx, "due"); err != nil {
 			t.Fatal(err)
 		}
-		if due, _ := db.DueSMS(ctx, at.Add(time.Hour), 10); len(due) != 0 {
+		if due, _ := db.DueSMS(ctx, at.Add(time.Hour), 10, 10); len(due) != 0 {
 			t.Fatalf("still due after MarkSMSQueued: %+v", due)
 		}
 		msgs, _ := db.OfflineMessages(ctx, bob, 0, 10)
@@ -135,6 +135,43 @@ func TestMessagesSMSFallbackAndRecords(t *testing.T) {
 		got, err := db.ChatRecordByClientID(ctx, bob, "b1")
 		if err != nil || got.ID != "live" || !got.ReceivedAt.Equal(at) {
 			t.Fatalf("by client id = %+v, %v", got, err)
+		}
+	})
+}
+
+// DueSMS takes at most perSender of one sender's due fallbacks, so a
+// sender with a long backlog does not hold up the others.
+func TestDueSMSFairAcrossSenders(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		at := time.Now().Add(-time.Hour).Truncate(time.Microsecond)
+		var msgs []store.Message
+		for i := range 50 {
+			msgs = append(msgs, store.Message{ID: fmt.Sprint("flood-", i), Sender: "+8613800000001", ClientMsgID: fmt.Sprint("f", i),
+				Recipient: "+8613700000001", Text: "x", SentAt: at, SMSDueAt: at.Add(time.Duration(i) * time.Millisecond)})
+		}
+		msgs = append(msgs, store.Message{ID: "other", Sender: "+8613800000002", ClientMsgID: "o", Recipient: "+8613700000002",
+			Text: "y", SentAt: at, SMSDueAt: at.Add(time.Second)})
+		if _, err := db.StoreMessages(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+		due, err := db.DueSMS(ctx, time.Now(), 5, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var flood, other int
+		for _, m := range due {
+			if m.Sender == "+8613800000002" {
+				other++
+			} else {
+				flood++
+			}
+		}
+		if flood != 5 || other != 1 {
+			t.Fatalf("due: %d of the flooding sender, %d of the other; want 5 and 1", flood, other)
+		}
+		if due[0].ID != "flood-0" || due[len(due)-1].ID != "other" {
+			t.Fatalf("not in due order: first %s, last %s", due[0].ID, due[len(due)-1].ID)
 		}
 	})
 }

@@ -136,8 +136,8 @@ func (d *DB) noteFallback(ctx context.Context, tx *sql.Tx, sender, recipient pho
 }
 
 // SMSConversationByExt finds recipient's conversation holding extension
-// code ext and marks it used at at. found is false when no conversation of
-// recipient holds the code.
+// code ext and marks it used at at (to within touchEvery). found is false
+// when no conversation of recipient holds the code.
 func (d *DB) SMSConversationByExt(ctx context.Context, recipient phonebook.MSISDN, ext string, at time.Time) (c SMSConversation, found bool, err error) {
 	var s string
 	var sent, used int64
@@ -150,13 +150,21 @@ func (d *DB) SMSConversationByExt(ctx context.Context, recipient phonebook.MSISD
 		return SMSConversation{}, false, err
 	}
 	c = SMSConversation{Recipient: recipient, Sender: phonebook.MSISDN(s), Ext: ext, LastSentAt: fromMicros(sent), LastUsedAt: fromMicros(used)}
+	if at.Sub(c.LastUsedAt) < touchEvery {
+		return c, true, nil // idle times are hours or days: a write per reply buys nothing
+	}
 	return c, true, d.TouchSMSConversation(ctx, recipient, c.Sender, at)
 }
 
-// TouchSMSConversation marks a conversation used at at (a reply came).
+// touchEvery is how stale a conversation's recorded last use may be: a
+// reply within it of the last recorded use writes nothing.
+const touchEvery = time.Minute
+
+// TouchSMSConversation marks a conversation used at at (a reply came), to
+// within touchEvery.
 func (d *DB) TouchSMSConversation(ctx context.Context, recipient, sender phonebook.MSISDN, at time.Time) error {
 	return d.execRetry(ctx, "UPDATE sms_conversations SET last_used_at = ? WHERE recipient = ? AND sender = ? AND last_used_at < ?",
-		micros(at), string(recipient), string(sender), micros(at))
+		micros(at), string(recipient), string(sender), micros(at.Add(-touchEvery)))
 }
 
 // RecentSMSSenders lists the IM users who sent recipient a fallback SMS at

@@ -37,6 +37,15 @@ func (m *Main) AdminHandle(pattern string, h http.Handler) {
 	m.adminMux.Handle(pattern, h)
 }
 
+// AdminHandleOwnAuth registers a handler for every path under prefix
+// (ending in "/") that checks admin.token itself: the console, which a
+// browser reaches with a session cookie after signing in with the token,
+// since a browser cannot send a bearer token when following a link.
+func (m *Main) AdminHandleOwnAuth(prefix string, h http.Handler) {
+	m.AdminHandle(prefix, h)
+	m.adminOwnAuth = append(m.adminOwnAuth, prefix)
+}
+
 // startAdmin starts the admin listener, when admin.addr is set.
 func (m *Main) startAdmin() error {
 	cfg := m.cfg.Admin
@@ -57,7 +66,7 @@ func (m *Main) startAdmin() error {
 	}
 	m.adminLn = ln
 	srv := &http.Server{
-		Handler:           adminAuth(cfg.Token, m.adminMux),
+		Handler:           adminAuth(cfg.Token, m.adminMux, m.adminOwnAuth),
 		ReadHeaderTimeout: 5 * time.Second,
 		// pprof's profile and trace run for ?seconds= (30 by default).
 		WriteTimeout: 5 * time.Minute,
@@ -71,19 +80,28 @@ func (m *Main) startAdmin() error {
 			m.log.Error("admin server stopped", "err", err)
 		}
 	}()
+	for _, f := range m.adminOnShutdown {
+		srv.RegisterOnShutdown(f)
+	}
 	m.adminSrv = srv
 	return nil
 }
 
-// adminAuth requires the bearer token, when there is one. Both sides are
-// hashed first so that the comparison takes the same time whatever the
-// lengths.
-func adminAuth(token string, next http.Handler) http.Handler {
+// adminAuth requires the bearer token, when there is one, except under the
+// prefixes of handlers that check it themselves. Both sides are hashed
+// first so that the comparison takes the same time whatever the lengths.
+func adminAuth(token string, next http.Handler, ownAuth []string) http.Handler {
 	if token == "" {
 		return next
 	}
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, p := range ownAuth {
+			if strings.HasPrefix(r.URL.Path, p) {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
 		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {

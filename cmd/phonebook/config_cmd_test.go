@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,7 +107,7 @@ func TestConfigPrintShowsEffectiveValues(t *testing.T) {
 	}
 	for _, want := range []string{
 		"max_auth_failures_per_minute: 120", "send_queue: 256", "max_text_bytes: 16384",
-		"tcp_addr: 127.0.0.1:5222", "addr: 127.0.0.1:9999", "window: 10", "enquire_link: 30s", "password: REDACTED",
+		"tcp_addr: 127.0.0.1:5222", "addr: 127.0.0.1:9999", "window: 10", "binds: 1", "enquire_link: 30s", "password: REDACTED",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config print lacks %q:\n%s", want, out)
@@ -113,5 +115,29 @@ func TestConfigPrintShowsEffectiveValues(t *testing.T) {
 	}
 	if strings.Contains(out, "hunter2") {
 		t.Error("config print shows a password")
+	}
+}
+
+// A start that fails after the SMS side is up (here: the HTTP port is
+// taken) stops what it started without logging errors that are not the
+// cause, such as the outbox's "releasing the claims ... context canceled".
+func TestFailedStartLogsOnlyTheCause(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := testConfig(t)
+	cfg.HTTP.Addr = taken.Addr().String()
+	var logs lockedBuffer
+	m := NewMain(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	m.SimOutput = discard{}
+	runErr := m.Run(context.Background())
+	m.Close()
+	if runErr == nil || !strings.Contains(runErr.Error(), "http: listen "+cfg.HTTP.Addr) {
+		t.Fatalf("start: %v", runErr)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a failed start logged errors besides its cause:\n%s", logs.String())
 	}
 }

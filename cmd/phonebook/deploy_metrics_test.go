@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/phonebook/phonebook/console"
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
@@ -142,6 +143,12 @@ func TestDeployFilesNameExportedMetrics(t *testing.T) {
 			if !exported[n] {
 				t.Errorf("%s: %s is not a metric the server exports", where, n)
 			}
+		}
+	}
+	// So does the console's overview.
+	for _, n := range console.SampledMetrics() {
+		if !exported[n] {
+			t.Errorf("the console reads %s, which the server does not export", n)
 		}
 	}
 	var list []string

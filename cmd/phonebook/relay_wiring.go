@@ -21,10 +21,19 @@ import (
 // the address that routes a reply back (smsreply), unless the recipient
 // opted out or had enough today; the outbox's state changes come back to
 // the relay as receipts.
-type replyFallback struct{ r *smsreply.Service }
+type replyFallback struct {
+	r  *smsreply.Service
+	ob *smsc.Outbox
+}
 
 func (f replyFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
 	return f.r.SendFallback(ctx, s.MessageID, s.From, s.To, s.Text)
+}
+
+// CheckSMS implements relay.FallbackChecker: a text over the outbox's
+// parts limit is refused at Send when only an SMS could carry it.
+func (f replyFallback) CheckSMS(s relay.FallbackSMS) error {
+	return f.ob.Check(smsc.SMS{To: s.To, Text: s.Text, Kind: "fallback", Ref: s.MessageID})
 }
 
 // smsStates maps outbox states to the relay protocol's message states.
@@ -34,6 +43,17 @@ var smsStates = map[string]relaypb.MessageState{
 	"undeliverable": relaypb.MessageState_FAILED,
 	"expired":       relaypb.MessageState_FAILED,
 	"failed":        relaypb.MessageState_FAILED,
+}
+
+// smsFailureCode is the error code a sender reads for an outbox failure.
+func smsFailureCode(state string) phonebook.Code {
+	switch state {
+	case "expired":
+		return phonebook.EExpired
+	case "undeliverable":
+		return phonebook.EUndeliverable
+	}
+	return phonebook.EUnavailable
 }
 
 // accountsAuth authenticates relay logins with the accounts service and
@@ -63,6 +83,11 @@ func relayConfig(cfg config.Config) relay.Config {
 		Fallback:                 relay.FallbackPolicy(cfg.Relay.Fallback),
 		FallbackGrace:            cfg.Relay.FallbackAfter,
 		SMSTemplate:              cfg.Relay.FallbackTemplate,
+		FallbackPerHour:          cfg.Relay.FallbackPerHour,
+		FallbackExpiry:           cfg.Relay.FallbackExpiry,
+		MaxOfflinePerRecipient:   cfg.Relay.MaxOfflinePerRecipient,
+		MaxOfflinePerSender:      cfg.Relay.MaxOfflinePerSender,
+		OfflineTTL:               cfg.Relay.OfflineTTL,
 		ReauthInterval:           cfg.Relay.ReauthInterval,
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
@@ -92,7 +117,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	}
 	var fb relay.Fallback
 	if cfg.Relay.Fallback != "never" {
-		fb = replyFallback{m.Replies}
+		fb = replyFallback{m.Replies, m.Outbox}
 	}
 	srv, err := relay.NewServer(relayConfig(cfg), relay.Deps{
 		Auth:      accountsAuth{m.Accounts},
@@ -125,6 +150,9 @@ func (m *Main) startRelay(ctx context.Context) error {
 				m.Contacts.Online(ctx, n) // reconnected meanwhile
 			}
 		})
+		// After a NATS outage: presence lists again, and users whose
+		// sessions the others purged are recorded online again.
+		cr.OnResync(srv.Resynced)
 	}
 	if m.relayRouter == nil {
 		// Alone, this node held every connection, and has none now: users
@@ -140,7 +168,11 @@ func (m *Main) startRelay(ctx context.Context) error {
 			return
 		}
 		if st, ok := smsStates[ev.State]; ok {
-			if err := srv.SMSStateChanged(ctx, ev.Ref, st); err != nil {
+			var reason error
+			if st == relaypb.MessageState_FAILED {
+				reason = phonebook.Errorf(smsFailureCode(ev.State), "%s: %s", ev.State, ev.Error)
+			}
+			if err := srv.SMSStateChanged(ctx, ev.Ref, st, reason); err != nil {
 				m.log.Warn("relay: sms state not recorded", "message", ev.Ref, "state", ev.State, "err", err)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/console"
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -73,6 +74,7 @@ type Main struct {
 	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
+	Console  *console.Console // on the admin listener; nil without one
 
 	relayLn     net.Listener
 	relayUDP    net.PacketConn
@@ -87,6 +89,11 @@ type Main struct {
 	adminMux *http.ServeMux // admin_http.go
 	adminSrv *http.Server
 	adminLn  net.Listener
+
+	// adminOwnAuth are path prefixes whose handlers check admin.token
+	// themselves; adminOnShutdown run when the admin server shuts down.
+	adminOwnAuth    []string
+	adminOnShutdown []func()
 
 	closers []func(context.Context) error // run in reverse order at Close
 	wg      sync.WaitGroup
@@ -151,11 +158,13 @@ func (m *Main) Run(ctx context.Context) error {
 	}, m.Accounts, db, m.log, m.reg, nil) // /metrics is on the admin listener
 	m.API.AddCheck("database", db.Ping)
 
-	m.startJanitor(ctx)
-	if err := m.startSMSC(ctx); err != nil {
+	// The cluster first: it may wait for NATS, and a node that cannot
+	// join must exit before anything else has started.
+	if err := m.startCluster(ctx); err != nil {
 		return err
 	}
-	if err := m.startCluster(ctx); err != nil {
+	m.startJanitor(ctx)
+	if err := m.startSMSC(ctx); err != nil {
 		return err
 	}
 	// Contacts before the relay: the relay serves contacts and presence
@@ -164,6 +173,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := m.startRelay(ctx); err != nil {
+		return err
+	}
+	if err := m.startConsole(ctx); err != nil {
 		return err
 	}
 	if err := m.startAdmin(); err != nil {

@@ -22,7 +22,7 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 			Name: l.Name, Addr: l.Addr, SystemID: l.SystemID, Password: l.Password, SystemType: l.SystemType,
 			Bind: l.Bind, SourceAddr: l.SourceAddr,
 			TLS: l.TLS, TLSServerName: l.TLSServerName, TLSInsecureSkipVerify: l.TLSInsecureSkipVerify,
-			Window: l.Window, MaxTPS: l.MaxTPS, EnquireLink: l.EnquireLink, RespTimeout: l.RespTimeout,
+			Window: l.Window, Binds: l.Binds, MaxTPS: l.MaxTPS, EnquireLink: l.EnquireLink, RespTimeout: l.RespTimeout,
 			ReconnectMin: l.ReconnectMin, ReconnectMax: l.ReconnectMax, Prefixes: l.Prefixes,
 			ReceiptIDs: l.ReceiptIDs,
 		}

@@ -1059,7 +1059,7 @@ type Receipt struct {
 	ClientMsgId   string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	State         MessageState           `protobuf:"varint,3,opt,name=state,proto3,enum=phonebook.relay.v1.MessageState" json:"state,omitempty"`
 	At            int64                  `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`      // microseconds since epoch
-	Error         *Error                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"` // with FAILED, when the server knows why (opted_out, recipient_daily_limit)
+	Error         *Error                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"` // set when state is FAILED: why (expired, request_too_large, invalid_number, opted_out, recipient_daily_limit...)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -1,6 +1,8 @@
 package rudp
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
@@ -162,5 +164,39 @@ func TestLargeFrameInChunks(t *testing.T) {
 	}
 	if got := small.Take(nil); len(got) != 1 || got[0].GetDeliverAck() == nil {
 		t.Fatalf("after an oversized frame: %v", got)
+	}
+}
+
+// What docs/protocol.md tells client writers about the envelope: the first
+// datagram carries pn 1; with more than 16 seqs held above ack, sack lists
+// the lowest 16 in increasing order; the session key is keyed by the
+// token's string bytes.
+func TestEnvelopeAsDocumented(t *testing.T) {
+	c := NewConn(8, 64, 1<<16, Timing{})
+	now := time.Now()
+	for seq := uint32(3); seq <= 22; seq++ { // 1 and 2 are missing
+		c.Receive(&relaypb.UdpEnvelope{Seq: seq, Frame: ackFrame("x")}, now)
+	}
+	var env *relaypb.UdpEnvelope
+	c.Send(&relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{}}}, false, func(e *relaypb.UdpEnvelope) { env = e })
+	if env == nil || env.Pn != 1 {
+		t.Fatalf("first datagram: %v, want pn 1", env)
+	}
+	if env.Ack != 0 || len(env.Sack) != MaxSack || env.Sack[0] != 3 || env.Sack[MaxSack-1] != 18 {
+		t.Fatalf("ack %d sack %v, want 0 and 3..18", env.Ack, env.Sack)
+	}
+	c.Send(&relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{}}}, false, func(e *relaypb.UdpEnvelope) { env = e })
+	if env.Pn != 2 {
+		t.Fatalf("second datagram pn %d", env.Pn)
+	}
+
+	const token = "wlfS9j31zQ" // a token as the login API returns it
+	nonce := []byte("0123456789abcdef")
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte("phonebook udp v1"))
+	m.Write(nonce)
+	m.Write([]byte{0, 0, 0, 0, 0, 0, 0x01, 0x02})
+	if string(DeriveKey(token, nonce, 0x0102)) != string(m.Sum(nil)) {
+		t.Fatal("the session key is not HMAC-SHA256(token string bytes, \"phonebook udp v1\" || nonce || conn_id)")
 	}
 }

@@ -22,6 +22,7 @@ func Command() *cobra.Command {
 		addr     string
 		httpAddr string
 		reject   []string
+		delay    string
 	)
 	cmd := &cobra.Command{
 		Use:   "smsc-sim",
@@ -38,6 +39,10 @@ with POST /mo or /reply on the --http address, or with
 			out := cmd.OutOrStdout()
 			cfg.Output = out
 			cfg.RejectPrefixes = reject
+			var err error
+			if cfg.RespDelay, cfg.RespDelayMax, err = ParseDelayRange(delay); err != nil {
+				return fmt.Errorf("--resp-delay: %w", err)
+			}
 			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -55,7 +60,7 @@ with POST /mo or /reply on the --http address, or with
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /reply, POST /drop, POST /throttle, GET /submits)\n", a)
+				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats)\n", a)
 			}
 			go readMO(ctx, sim, cmd.InOrStdin(), out)
 			<-ctx.Done()
@@ -79,7 +84,7 @@ with POST /mo or /reply on the --http address, or with
 	f.IntVar(&cfg.ThrottleEvery, "throttle-every", 0, "answer every Nth submit_sm with ESME_RTHROTTLED (0 = never)")
 	f.StringSliceVar(&reject, "reject-prefix", nil, "refuse destinations with this prefix (repeatable), e.g. +999")
 	f.Uint32Var(&cfg.RejectStatus, "reject-status", 0x0B, "command_status for refused destinations")
-	f.DurationVar(&cfg.RespDelay, "resp-delay", 0, "delay every submit_sm_resp")
+	f.StringVar(&delay, "resp-delay", "0s", "delay every submit_sm_resp by this long (5ms), or by a random time in a range (1ms-20ms)")
 	f.BoolVar(&cfg.CollideSeq, "collide-seq", false, "send deliver_sm with the sequence numbers of outstanding submits")
 	f.BoolVar(&cfg.MOAsDataSM, "mo-data-sm", false, "send MO as data_sm instead of deliver_sm")
 	f.DurationVar(&cfg.RedeliverAfter, "redeliver-after", time.Second, "wait before redelivering a refused deliver_sm")

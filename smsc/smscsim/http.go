@@ -16,6 +16,8 @@ import (
 //	POST /reply     {"from":"+8613800138000","text":"hi"}: to the source of the last SMS to from
 //	POST /drop      drop every SMPP session
 //	POST /throttle  {"every":N}
+//	POST /resp-delay {"delay":"5ms"} or {"delay":"1ms-20ms"}; "0s" = answer at once
+//	GET  /resp-delay the current delay
 //	GET  /submits   every accepted submit_sm, as JSON
 //	GET  /stats     counters
 func (s *Sim) Handler() http.Handler {
@@ -77,6 +79,28 @@ func (s *Sim) Handler() http.Handler {
 		s.SetThrottleEvery(*req.Every)
 		writeJSON(w, http.StatusOK, map[string]int{"every": *req.Every})
 	})
+	mux.HandleFunc("POST /resp-delay", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Delay *string `json:"delay"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.Delay == nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", `"delay" is required: "5ms", or a range "1ms-20ms" ("0s" = answer at once)`)
+			return
+		}
+		lo, hi, err := ParseDelayRange(*req.Delay)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		s.SetRespDelayRange(lo, hi)
+		writeJSON(w, http.StatusOK, map[string]string{"delay": s.respDelay.Load().String()})
+	})
+	mux.HandleFunc("GET /resp-delay", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"delay": s.respDelay.Load().String()})
+	})
 	mux.HandleFunc("GET /submits", func(w http.ResponseWriter, r *http.Request) {
 		subs := s.Submits()
 		if subs == nil {
@@ -88,7 +112,7 @@ func (s *Sim) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, s.Stats())
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, GET /submits, GET /stats", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats", r.Method, r.URL.Path))
 	})
 	return mux
 }

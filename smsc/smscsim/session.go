@@ -297,7 +297,7 @@ func (ss *session) submit(f wire.Frame) {
 // respond answers a submit_sm, after RespDelay when configured.
 func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 	sim := ss.sim
-	delay := time.Duration(sim.respDelay.Load())
+	delay := sim.respDelay.Load().pick()
 	if delay <= 0 {
 		ss.mu.Lock()
 		delete(ss.outstanding, seq)
@@ -313,11 +313,13 @@ func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 	sim.wg.Add(1)
 	go func() {
 		defer sim.wg.Done()
-		sleepOrClosed(ss.done, delay)
+		answer := sleepOrClosed(ss.done, delay)
 		ss.mu.Lock()
 		delete(ss.outstanding, seq)
 		ss.mu.Unlock()
-		ss.write(wire.Resp(pdu.SubmitSMRespID, st, seq, id))
+		if answer { // a dropped link answers nothing (the socket may close a moment after done)
+			ss.write(wire.Resp(pdu.SubmitSMRespID, st, seq, id))
+		}
 	}()
 }
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -59,8 +60,11 @@ type Config struct {
 	// unanswered submits: a receipt is sent before its submit_sm_resp with
 	// the submit's sequence number, and MO messages borrow an outstanding one.
 	CollideSeq bool
-	// RespDelay holds back every submit_sm_resp.
-	RespDelay time.Duration
+	// RespDelay holds back every submit_sm_resp: an SMSC that answers in a
+	// realistic time. With RespDelayMax above it, each response waits a
+	// random time between the two (responses then overtake each other).
+	RespDelay    time.Duration
+	RespDelayMax time.Duration
 	// IgnoreEnquireLink leaves enquire_link unanswered (a dead link).
 	IgnoreEnquireLink bool
 	// MOAsDataSM sends MO messages as data_sm (text in message_payload)
@@ -128,7 +132,7 @@ type Sim struct {
 	wg      sync.WaitGroup
 
 	throttleEvery atomic.Int64
-	respDelay     atomic.Int64 // time.Duration
+	respDelay     atomic.Pointer[delayRange]
 	submitN       atomic.Int64
 	nextID        atomic.Uint64
 	nextRef       atomic.Uint32
@@ -178,7 +182,7 @@ func New(cfg Config) *Sim {
 		concat:   make(map[concatKey]*concatParts),
 	}
 	s.throttleEvery.Store(int64(cfg.ThrottleEvery))
-	s.respDelay.Store(int64(cfg.RespDelay))
+	s.respDelay.Store(&delayRange{min: max(cfg.RespDelay, 0), max: max(cfg.RespDelay, cfg.RespDelayMax)})
 	if !cfg.ShortIDs {
 		s.nextID.Store(0x5E1A0000)
 	}
@@ -306,7 +310,53 @@ func (s *Sim) SetThrottleEvery(n int) {
 }
 
 // SetRespDelay changes the delay of submit_sm_resp from now on.
-func (s *Sim) SetRespDelay(d time.Duration) { s.respDelay.Store(int64(max(d, 0))) }
+func (s *Sim) SetRespDelay(d time.Duration) { s.SetRespDelayRange(d, d) }
+
+// SetRespDelayRange makes each submit_sm_resp from now on wait a random
+// time between lo and hi (hi below lo counts as lo).
+func (s *Sim) SetRespDelayRange(lo, hi time.Duration) {
+	lo = max(lo, 0)
+	s.respDelay.Store(&delayRange{min: lo, max: max(lo, hi)})
+}
+
+// RespDelay returns the current submit_sm_resp delay range.
+func (s *Sim) RespDelay() (lo, hi time.Duration) {
+	r := s.respDelay.Load()
+	return r.min, r.max
+}
+
+// delayRange is a response delay: fixed when min == max.
+type delayRange struct{ min, max time.Duration }
+
+func (r *delayRange) pick() time.Duration {
+	if r.max <= r.min {
+		return r.min
+	}
+	return r.min + rand.N(r.max-r.min+1)
+}
+
+func (r *delayRange) String() string {
+	if r.max <= r.min {
+		return r.min.String()
+	}
+	return r.min.String() + "-" + r.max.String()
+}
+
+// ParseDelayRange reads a response delay as the simulator's --resp-delay
+// and its HTTP API take it: one duration ("5ms") or a range ("1ms-20ms").
+func ParseDelayRange(v string) (lo, hi time.Duration, err error) {
+	a, b, isRange := strings.Cut(strings.TrimSpace(v), "-")
+	if lo, err = time.ParseDuration(strings.TrimSpace(a)); err != nil || lo < 0 {
+		return 0, 0, fmt.Errorf("response delay %q: want a duration like 5ms, or a range like 1ms-20ms", v)
+	}
+	hi = lo
+	if isRange {
+		if hi, err = time.ParseDuration(strings.TrimSpace(b)); err != nil || hi < lo {
+			return 0, 0, fmt.Errorf("response delay %q: want a range like 1ms-20ms, the second no shorter than the first", v)
+		}
+	}
+	return lo, hi, nil
+}
 
 // Stats returns the counters.
 func (s *Sim) Stats() Stats {

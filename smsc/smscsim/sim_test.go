@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -202,5 +203,93 @@ func TestCommand(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParseDelayRange(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		lo, hi time.Duration
+		ok     bool
+	}{
+		{"0s", 0, 0, true},
+		{"5ms", 5 * time.Millisecond, 5 * time.Millisecond, true},
+		{"1ms-20ms", time.Millisecond, 20 * time.Millisecond, true},
+		{" 2ms - 3ms ", 2 * time.Millisecond, 3 * time.Millisecond, true},
+		{"20ms-1ms", 0, 0, false},
+		{"5", 0, 0, false},
+		{"", 0, 0, false},
+		{"1ms-", 0, 0, false},
+		{"fast", 0, 0, false},
+	} {
+		lo, hi, err := smscsim.ParseDelayRange(tc.in)
+		if (err == nil) != tc.ok || tc.ok && (lo != tc.lo || hi != tc.hi) {
+			t.Errorf("ParseDelayRange(%q) = %v, %v, %v; want %v, %v, ok %v", tc.in, lo, hi, err, tc.lo, tc.hi, tc.ok)
+		}
+	}
+}
+
+// TestRespDelayRange checks that every submit_sm_resp waits at least the
+// lower bound, that responses are held side by side (the window is used),
+// and that the HTTP API changes and reports the delay.
+func TestRespDelayRange(t *testing.T) {
+	sim, r := start(t, smscsim.Config{RespDelay: 40 * time.Millisecond, RespDelayMax: 80 * time.Millisecond}, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			t0 := time.Now()
+			_, err := r.Submit(context.Background(), smsc.Part{Dest: "+8613800138000", Payload: []byte("x")})
+			if err == nil && time.Since(t0) < 40*time.Millisecond {
+				err = fmt.Errorf("answered after %s, before the 40ms lower bound", time.Since(t0))
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := sim.Stats().MaxOutstanding; got < 2 {
+		t.Errorf("at most %d submit outstanding at the simulator; want the delayed responses held side by side", got)
+	}
+
+	addr, err := sim.StartHTTP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) (int, string) {
+		resp, err := http.Post("http://"+addr+"/resp-delay", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(`{"delay":"1ms-20ms"}`); code != 200 || !strings.Contains(body, `"1ms-20ms"`) {
+		t.Fatalf("POST /resp-delay: %d %s", code, body)
+	}
+	if lo, hi := sim.RespDelay(); lo != time.Millisecond || hi != 20*time.Millisecond {
+		t.Fatalf("after POST /resp-delay 1ms-20ms: %v-%v", lo, hi)
+	}
+	for _, body := range []string{`{}`, `{"delay":"soon"}`, `{"delay":"9ms-2ms"}`, `{"delay":5}`} {
+		if code, resp := post(body); code != 400 || !strings.Contains(resp, `"code":"invalid_`) {
+			t.Errorf("POST /resp-delay %s: %d %s; want 400 with an error code", body, code, resp)
+		}
+	}
+	if lo, hi := sim.RespDelay(); lo != time.Millisecond || hi != 20*time.Millisecond {
+		t.Fatalf("refused requests changed the delay to %v-%v", lo, hi)
+	}
+
+	cmd := smscsim.Command()
+	cmd.SetArgs([]string{"--resp-delay", "3ms-1ms"})
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--resp-delay") {
+		t.Fatalf("bad --resp-delay: %v", err)
 	}
 }
