@@ -8,7 +8,6 @@ package accounts
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
@@ -116,21 +115,18 @@ func (s *Service) sessionsRevoked(ctx context.Context, number phonebook.MSISDN) 
 	}
 }
 
-// InvalidTokens returns the tokens among tokens that no longer authenticate:
-// unknown, revoked, expired, or of a blocked user (relay.TokenChecker).
-func (s *Service) InvalidTokens(ctx context.Context, tokens []string) ([]string, error) {
-	hashes := make([][]byte, len(tokens))
-	for i, t := range tokens {
-		hashes[i] = hashSecret(t)
-	}
+// InvalidTokenHashes returns the token hashes (phonebook.TokenHash) among
+// hashes whose tokens no longer authenticate: unknown, revoked, expired, or
+// of a blocked user (relay.TokenChecker).
+func (s *Service) InvalidTokenHashes(ctx context.Context, hashes [][]byte) ([][]byte, error) {
 	valid, err := s.db.ValidSessions(ctx, hashes, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	var invalid []string
-	for i, t := range tokens {
-		if !valid[string(hashes[i])] {
-			invalid = append(invalid, t)
+	var invalid [][]byte
+	for _, h := range hashes {
+		if !valid[string(h)] {
+			invalid = append(invalid, h)
 		}
 	}
 	return invalid, nil
@@ -452,7 +448,7 @@ func (s *Service) checkRescue(ctx context.Context, u *store.User, password strin
 func (s *Service) issue(ctx context.Context, number phonebook.MSISDN, deviceID string) (Session, error) {
 	token, hash := newSecret()
 	t := time.Now().UTC()
-	sess := store.Session{TokenHash: hash, Number: number, DeviceID: deviceID, CreatedAt: t, ExpiresAt: t.Add(s.cfg.SessionTTL)}
+	sess := store.Session{TokenHash: hash, UDPID: phonebook.UDPTokenID(hash), Number: number, DeviceID: deviceID, CreatedAt: t, ExpiresAt: t.Add(s.cfg.SessionTTL)}
 	done := s.timed("record_login")
 	err := s.db.RecordLogin(ctx, sess)
 	done()
@@ -466,7 +462,7 @@ func (s *Service) issue(ctx context.Context, number phonebook.MSISDN, deviceID s
 type Principal struct {
 	Number   phonebook.MSISDN
 	DeviceID string
-	Token    []byte // token hash, for logout
+	Token    []byte // token hash (phonebook.TokenHash), for logout
 }
 
 // Authenticate resolves a session token to its user. Unknown, expired and
@@ -476,8 +472,21 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if token == "" || len(token) > 128 {
 		return Principal{}, unauth
 	}
-	h := hashSecret(token)
-	sess, err := s.db.Session(ctx, h)
+	sess, err := s.db.Session(ctx, hashSecret(token))
+	return s.principal(ctx, sess, err)
+}
+
+// AuthenticateUDP resolves the public id a UDP login names its token by
+// (phonebook.UDPTokenID) to its user, as Authenticate does. The
+// Principal's Token, the token's hash, is what the relay checks the
+// login's proof with.
+func (s *Service) AuthenticateUDP(ctx context.Context, udpID []byte) (Principal, error) {
+	sess, err := s.db.SessionByUDPID(ctx, udpID)
+	return s.principal(ctx, sess, err)
+}
+
+func (s *Service) principal(ctx context.Context, sess *store.Session, err error) (Principal, error) {
+	unauth := phonebook.Errorf(phonebook.EUnauthorized, "the session token is missing, expired or revoked")
 	if phonebook.ErrorCode(err) == phonebook.ENotFound {
 		return Principal{}, unauth
 	}
@@ -494,7 +503,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if !u.Valid {
 		return Principal{}, phonebook.Errorf(phonebook.EBlocked, "the account for %s is blocked", u.Number)
 	}
-	return Principal{Number: sess.Number, DeviceID: sess.DeviceID, Token: h}, nil
+	return Principal{Number: sess.Number, DeviceID: sess.DeviceID, Token: sess.TokenHash}, nil
 }
 
 // Logout revokes the caller's session.
@@ -582,10 +591,7 @@ func newSecret() (string, []byte) {
 	return s, hashSecret(s)
 }
 
-func hashSecret(s string) []byte {
-	h := sha256.Sum256([]byte(s))
-	return h[:]
-}
+func hashSecret(s string) []byte { return phonebook.TokenHash(s) }
 
 func matchSecret(s string, hash []byte) bool {
 	return subtle.ConstantTimeCompare(hashSecret(s), hash) == 1

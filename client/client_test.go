@@ -11,6 +11,7 @@ import (
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
@@ -28,13 +29,10 @@ func startRelay(t *testing.T) string {
 // newRelay starts a relay serving TCP on a loopback port; it knows users.
 func newRelay(t *testing.T) (*relay.Server, string) {
 	t.Helper()
-	auth := relay.AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-		u, ok := users[token]
-		if !ok {
-			return "", "", phonebook.Errorf(phonebook.EUnauthorized, "unknown token")
-		}
-		return phonebook.MSISDN(u[0]), u[1], nil
-	})
+	auth := relaytest.NewTokens() // over TCP and UDP
+	for tok, u := range users {
+		auth.Add(tok, phonebook.MSISDN(u[0]), u[1])
+	}
 	srv, err := relay.NewServer(relay.Config{NodeID: "t"}, relay.Deps{Auth: auth, Store: storetest.SQLite(t)})
 	if err != nil {
 		t.Fatal(err)

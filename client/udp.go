@@ -42,8 +42,8 @@ func DialUDP(ctx context.Context, addr string, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &udpConn{raddr: raddr, token: o.Token, opts: o.UDP, wake: make(chan struct{}, 1),
-		readSig: make(chan struct{}, 1), done: make(chan struct{})}
+	u := &udpConn{raddr: raddr, tokenHash: phonebook.TokenHash(o.Token), opts: o.UDP, wake: make(chan struct{}, 1),
+		readSig: make(chan struct{}, 1), chalSig: make(chan struct{}), done: make(chan struct{})}
 	uo := &u.opts
 	if uo.MaxDatagram <= 0 {
 		uo.MaxDatagram = rudp.DefaultMaxDatagram
@@ -73,6 +73,10 @@ func DialUDP(ctx context.Context, addr string, o Options) (*Client, error) {
 	u.lastRecv.Store(time.Now().UnixNano())
 	go u.readLoop(pc)
 	go u.writeLoop()
+	if err := u.hello(ctx); err != nil {
+		u.Close()
+		return nil, err
+	}
 	c, err := Handshake(ctx, u, o)
 	if err != nil {
 		u.Close()
@@ -96,13 +100,15 @@ func (c *Client) Rebind() error {
 // frames that Client reads and writes: Write splits the stream into frames
 // and sends each in a datagram, Read yields received frames in order.
 type udpConn struct {
-	raddr    *net.UDPAddr
-	token    string
-	nonce    [rudp.NonceLen]byte
-	opts     UDPOptions
-	chunk    int // frame bytes per datagram
-	rc       *rudp.Conn
-	lastRecv atomic.Int64
+	raddr     *net.UDPAddr
+	tokenHash []byte // the token's SHA-256: the token itself is never sent over UDP
+	nonce     [rudp.NonceLen]byte
+	challenge []byte        // the server's, from its answer to our hello; set once, under mu
+	chalSig   chan struct{} // closed when challenge is set
+	opts      UDPOptions
+	chunk     int // frame bytes per datagram
+	rc        *rudp.Conn
+	lastRecv  atomic.Int64
 
 	mu     sync.Mutex
 	pc     net.PacketConn
@@ -158,15 +164,51 @@ func (u *udpConn) signal(ch chan struct{}) {
 	}
 }
 
+// hello sends the handshake's first datagram until the server answers
+// with its challenge, on the retransmission schedule.
+func (u *udpConn) hello(ctx context.Context) error {
+	env := &relaypb.UdpEnvelope{Nonce: u.nonce[:]}
+	b, err := rudp.Seal(nil, 0, nil, env)
+	if err != nil {
+		return err
+	}
+	env.Padding = make([]byte, max(0, rudp.MinHello-len(b))) // a few bytes more than needed: the field's key and length
+	if b, err = rudp.Seal(nil, 0, nil, env); err != nil {
+		return err
+	}
+	wait := u.opts.Timing.Initial
+	for try := 0; ; try++ {
+		u.flush([][]byte{b})
+		t := time.NewTimer(wait)
+		select {
+		case <-u.chalSig:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("relay: waiting for the UDP challenge from %s: %w", u.raddr, ctx.Err())
+		case <-u.done:
+			t.Stop()
+			return net.ErrClosed
+		case <-t.C:
+		}
+		if try >= u.opts.Timing.Retries {
+			return fmt.Errorf("relay: no answer from %s to %d UDP hellos", u.raddr, try+1)
+		}
+		wait = min(2*wait, u.opts.Timing.Max)
+	}
+}
+
 // emitter seals envelopes for the current connection id; before the
-// server answered, datagrams carry id 0 and the nonce.
+// server answered, datagrams carry id 0, the nonce and the challenge.
 func (u *udpConn) emitter(out *[][]byte) rudp.Emit {
 	u.mu.Lock()
-	id, key := u.connID, u.key
+	id, key, challenge := u.connID, u.key, u.challenge
 	u.mu.Unlock()
 	return func(env *relaypb.UdpEnvelope) {
 		if id == 0 {
 			env.Nonce = u.nonce[:]
+			env.Challenge = challenge
 		}
 		if b, err := rudp.Seal(nil, id, key, env); err == nil {
 			*out = append(*out, b)
@@ -262,8 +304,21 @@ func (u *udpConn) datagram(b []byte) {
 	u.mu.Lock()
 	switch {
 	case u.connID == 0 && id == 0:
-		// A refusal of our Auth: it must echo our nonce.
-		if rudp.Open(b, nil, env) != nil || string(env.Nonce) != string(u.nonce[:]) || env.Frame.GetError() == nil {
+		// The challenge answering our hello, or a refusal of our Auth;
+		// either echoes our nonce.
+		if rudp.Open(b, nil, env) != nil || string(env.Nonce) != string(u.nonce[:]) {
+			u.mu.Unlock()
+			return
+		}
+		if len(env.Challenge) == rudp.ChallengeLen && env.Frame == nil {
+			if u.challenge == nil {
+				u.challenge = env.Challenge
+				close(u.chalSig)
+			}
+			u.mu.Unlock()
+			return
+		}
+		if env.Frame.GetError() == nil {
 			u.mu.Unlock()
 			return
 		}
@@ -273,7 +328,11 @@ func (u *udpConn) datagram(b []byte) {
 		u.signal(u.readSig)
 		return
 	case u.connID == 0:
-		key := rudp.DeriveKey(u.token, u.nonce[:], id)
+		if u.challenge == nil {
+			u.mu.Unlock()
+			return
+		}
+		key := rudp.DeriveKey(u.tokenHash, u.nonce[:], u.challenge, id)
 		if rudp.Open(b, key, env) != nil {
 			u.mu.Unlock()
 			return
@@ -369,9 +428,16 @@ func (u *udpConn) Write(b []byte) (int, error) {
 		}
 		f, err := relay.DecodeFrame(u.wbuf[:4+n], 1<<30)
 		u.wbuf = u.wbuf[4+n:]
-		if err == nil {
-			frames = append(frames, f)
+		if err != nil {
+			continue
 		}
+		if a := f.GetAuth(); a != nil {
+			// The token never crosses the wire: name it and prove it.
+			a.Token = ""
+			a.UdpTokenId = phonebook.UDPTokenID(u.tokenHash)
+			a.UdpProof = rudp.Proof(u.tokenHash, u.nonce[:], u.challenge)
+		}
+		frames = append(frames, f)
 	}
 	u.wbuf = append(u.wbuf[:0:0], u.wbuf...)
 	u.mu.Unlock()

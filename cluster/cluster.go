@@ -369,9 +369,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		// buffered Deliver would reach the client after its sender was
 		// told STORED, and the publisher retries registry writes itself.
 		nats.ReconnectBufSize(-1),
-		// A link that goes silent (no reset, no close) is noticed after a
-		// few unanswered pings, not after the client's default 4 minutes.
-		nats.PingInterval(max(cfg.DeadAfter/2, time.Second)),
+		// A link that goes silent (no reset, no close) is dropped, and
+		// another server tried, after three unanswered pings: not after
+		// the client's default 4 minutes, nor so soon that a busy node
+		// flaps. (The outage itself counts from the first heartbeat NATS
+		// does not acknowledge.)
+		nats.PingInterval(max(cfg.DeadAfter, 2*time.Second)),
 		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {

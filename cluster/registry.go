@@ -744,24 +744,22 @@ type purgeItem struct {
 }
 
 func (r *Router) purgeDead(now time.Time) {
-	// A node cut off from NATS, or still rebuilding its replica after,
-	// sees every other node as silent: it must not purge them (nor mark
-	// their users offline). They count as dead from when it is healthy.
-	blind := r.Outage() > 0 || r.resyncPending()
 	var gone []purgeItem
 	r.mu.Lock()
+	// A node cut off from NATS, or whose copy of the node table is behind
+	// (it has not seen its own latest heartbeats), or that is rebuilding
+	// its replica after an outage, sees the others fall silent when they
+	// are not: it purges nobody (nor marks their users offline) until its
+	// view is current again, and by then they are alive in it.
+	blind := !r.aliveLocked(r.cfg.Node, r.instance, now) || r.resyncPending()
 	for k, re := range r.remote {
-		if blind {
-			re.deadSince = time.Time{}
-			continue
-		}
 		if r.aliveLocked(re.info.Node, re.instance, now) {
 			re.deadSince = time.Time{}
 			continue
 		}
 		if re.deadSince.IsZero() {
 			re.deadSince = now
-		} else if now.Sub(re.deadSince) > r.cfg.PurgeAfter {
+		} else if now.Sub(re.deadSince) > r.cfg.PurgeAfter && !blind {
 			gone = append(gone, purgeItem{k, re.rev, re.info.Number})
 		}
 	}

@@ -145,6 +145,7 @@ type Verify struct {
 	TokenPrefix        string          `mapstructure:"token_prefix"`
 	SecretKey          string          `mapstructure:"secret_key"`
 	MaxTokensPerIPHour int             `mapstructure:"max_tokens_per_ip_hour"`
+	MaxPollers         int             `mapstructure:"max_pollers"`
 }
 
 // SMSC configures the links to operator SMSCs. With no links, serve runs
@@ -346,6 +347,7 @@ func Default() Config {
 			TokenTTL:           ver.TokenTTL,
 			TokenPrefix:        ver.TokenPrefix,
 			MaxTokensPerIPHour: ver.MaxTokensPerIPHour,
+			MaxPollers:         ver.MaxPollers,
 		},
 		SMSC: SMSC{
 			SimulatorAddr:         "127.0.0.1:0",

@@ -343,7 +343,7 @@ func perturb(t *testing.T, v reflect.Value) {
 // "`key` (default `value`)" or "the default `key` of `value`" must be the
 // code's.
 var (
-	keyMentionRE = regexp.MustCompile("`((?:node|log|http|database|phone|session|login|registration|verify|smsc|relay|contacts|cluster|admin|sms_reply)\\.[a-z0-9_.]+)`")
+	keyMentionRE = regexp.MustCompile("`([a-z_]+\\.[a-z0-9_.]+)`") // checked when the first part is a section
 	quotedDefRE  = regexp.MustCompile("`([a-z_]+\\.[a-z0-9_.]+)`(?:\\s+\\(|,\\s+)default\\s+`([^`]+)`|the\\s+default\\s+`([a-z_]+\\.[a-z0-9_.]+)`\\s+of\\s+`([^`]+)`")
 )
 
@@ -363,6 +363,9 @@ func checkPage(page, text string) (problems []string, defaults int) {
 	for n, line := range strings.Split(text, "\n") {
 		for _, m := range keyMentionRE.FindAllStringSubmatch(line, -1) {
 			k := m[1]
+			if section, _, _ := strings.Cut(k, "."); !isSection(section) {
+				continue // not a configuration key: a Go name, a metric, a file
+			}
 			if ext := filepath.Ext(k); ext == ".json" || ext == ".yaml" || ext == ".md" || ext == ".db" {
 				continue // a file name such as phone.json
 			}

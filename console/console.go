@@ -78,6 +78,9 @@ type Config struct {
 	Node     string        // this node's name, shown in the header
 	Region   string        // for numbers typed in national format ["CN"]
 	Interval time.Duration // live updates and metric samples [2s]
+	// OutboxEvery is how often the outbox is counted, however many
+	// consoles are open: the counts read the outbox's indexes [10s].
+	OutboxEvery time.Duration
 	// SessionTTL is how long a sign-in lasts [12h].
 	SessionTTL time.Duration
 	// MaxStreams bounds the live-update streams open at once [64].
@@ -90,6 +93,9 @@ func (c *Config) defaults() {
 	}
 	if c.Interval <= 0 {
 		c.Interval = 2 * time.Second
+	}
+	if c.OutboxEvery <= 0 {
+		c.OutboxEvery = 10 * time.Second
 	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 12 * time.Hour
@@ -116,6 +122,10 @@ type Console struct {
 	auth    *authenticator
 	sampler *sampler
 	streams chan struct{} // one token per open live-update stream
+
+	outboxMu sync.Mutex // guards the last outbox overview and its time
+	outbox   store.OutboxOverview
+	outboxAt time.Time
 
 	done     chan struct{}
 	stopOnce sync.Once

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -65,16 +66,13 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	w.Write(buf.Bytes())
 }
 
-type errorData struct {
-	Code, Message string
-	Back          string
-}
+type errorData struct{ Code, Message string }
 
 func (e errorData) title() string { return "Error" }
 
 // fail shows an error page: the code for machines, a sentence for people.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, op *operator, status int, code, msg string) {
-	c.render(w, r, status, "error", op, errorData{Code: code, Message: msg, Back: r.Referer()})
+	c.render(w, r, status, "error", op, errorData{Code: code, Message: msg})
 }
 
 // failErr maps a service error to an error page.
@@ -118,6 +116,7 @@ type overviewData struct {
 	Links      []linkView
 	Outbox     store.OutboxOverview
 	OutboxErr  string
+	InFlight   int // submits waiting for submit_sm_resp on this node's links
 	Conns      []connGroup
 	TotalConns int
 	Live       map[string]string
@@ -130,9 +129,10 @@ func (c *Console) collectOverview(r *http.Request) overviewData {
 	if c.svc.Links != nil {
 		for _, l := range c.svc.Links() {
 			d.Links = append(d.Links, linkView{LinkState: l, TPS: c.sampler.perSecond(linkPrefix+l.Name, time.Minute)})
+			d.InFlight += l.InFlight
 		}
 	}
-	o, err := c.svc.Store.SMSOverview(r.Context(), time.Now().Add(-time.Hour))
+	o, err := c.outboxOverview(r.Context())
 	if err != nil {
 		c.log.Warn("console: outbox overview", "err", err)
 		d.OutboxErr = "the store did not answer"
@@ -145,6 +145,24 @@ func (c *Console) collectOverview(r *http.Request) overviewData {
 	d.Conns, d.TotalConns = groupConns(conns)
 	d.Live = c.liveValues(d)
 	return d
+}
+
+// outboxOverview counts the outbox at most once every OutboxEvery, however
+// many pages and streams ask: the counts read index ranges that grow with
+// the traffic (about 0.3 s on MariaDB for 200,000 messages,
+// BenchmarkSMSOverview), and every open console would repeat them.
+func (c *Console) outboxOverview(ctx context.Context) (store.OutboxOverview, error) {
+	c.outboxMu.Lock()
+	defer c.outboxMu.Unlock()
+	if time.Since(c.outboxAt) < c.cfg.OutboxEvery {
+		return c.outbox, nil
+	}
+	o, err := c.svc.Store.SMSOverview(ctx, time.Now().Add(-time.Hour))
+	if err != nil {
+		return o, err
+	}
+	c.outbox, c.outboxAt = o, time.Now()
+	return o, nil
 }
 
 func groupConns(conns []relay.ConnInfo) ([]connGroup, int) {
@@ -174,7 +192,7 @@ func (c *Console) liveValues(d overviewData) map[string]string {
 	s := c.sampler
 	v := map[string]string{
 		"outbox.queued":     strconv.FormatInt(d.Outbox.Queued, 10),
-		"outbox.submitting": strconv.FormatInt(d.Outbox.Submitting, 10),
+		"outbox.inflight":   strconv.Itoa(d.InFlight),
 		"outbox.submitted":  strconv.FormatInt(d.Outbox.Submitted, 10),
 		"outbox.failed":     strconv.FormatInt(d.Outbox.Failed, 10),
 		"outbox.oldest":     "none",

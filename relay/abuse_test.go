@@ -1,13 +1,18 @@
 package relay_test
 
 import (
+	"bytes"
+	"crypto/rand"
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/rudp"
 )
 
 // loopback returns 127.0.x.y for i: every address in 127.0.0.0/8 is this
@@ -163,4 +168,94 @@ func TestUDPLimitPerNetworkAndLRU(t *testing.T) {
 			t.Fatalf("stats %+v: the busy network got a fresh burst while the table turned over", st)
 		}
 	})
+}
+
+// The UDP login never puts the session token (nor its hash, the proof's
+// key) on the wire: a capture of every datagram of a session, both ways,
+// contains neither. Replaying the captured Auth from another address is
+// refused (the challenge is bound to the client's address), and an Auth
+// that carries the token in clear, as before challenge-response, is refused.
+func TestUDPTokenNeverOnTheWire(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	const token = "tok-alice-0123456789abcdefghijklmnopqrstuv"
+	e.auth.add(token, alice, "dev-alice")
+	u, addr := e.startUDP(relay.UDPConfig{}, nil)
+	var capture *tap
+	a := e.dialUDP(addr, token, "dev-alice", client.Options{UDP: client.UDPOptions{
+		Wrap: func(pc net.PacketConn) net.PacketConn { capture = &tap{PacketConn: pc}; return capture }}})
+	b := e.bob(client.Options{AutoAck: true})
+	p, _ := a.Send("13900139000", "over udp")
+	if d := <-b.Deliveries(); d.Text != "over udp" {
+		t.Fatalf("delivered %v", d)
+	}
+	wait(t, p)
+	a.Close()
+	capture.mu.Lock()
+	all := append(append([][]byte(nil), capture.sent...), capture.received...)
+	var auth []byte
+	for _, d := range capture.sent {
+		var env relaypb.UdpEnvelope
+		if id, _ := rudp.ConnID(d); id == 0 && rudp.Open(d, nil, &env) == nil && env.Frame.GetAuth() != nil {
+			auth = d
+		}
+	}
+	capture.mu.Unlock()
+	if len(all) < 4 || auth == nil {
+		t.Fatalf("captured %d datagrams, Auth %v: the capture did not work", len(all), auth != nil)
+	}
+	hash := phonebook.TokenHash(token)
+	for i, d := range all {
+		if bytes.Contains(d, []byte(token)) || bytes.Contains(d, hash) {
+			t.Fatalf("datagram %d of %d carries the token or its hash: %x", i, len(all), d)
+		}
+	}
+
+	// The captured Auth, replayed from another address once the session
+	// is gone (while it lives, a datagram with its nonce only re-acks it).
+	waitFor(t, "the session to end", func() bool { return u.Stats().Sessions == 0 })
+	observer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close()
+	raddr, _ := net.ResolveUDPAddr("udp", addr)
+	before := u.Stats().Refused
+	observer.WriteTo(auth, raddr)
+	observer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := observer.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no answer to the replayed Auth: %v", err)
+	}
+	var env relaypb.UdpEnvelope
+	if id, _ := rudp.ConnID(buf[:n]); id != 0 || rudp.Open(buf[:n], nil, &env) != nil || env.Frame.GetError().GetCode() != string(phonebook.EUnauthorized) {
+		t.Fatalf("replayed Auth answered with %x", buf[:n])
+	}
+	if u.Stats().Refused != before+1 {
+		t.Fatalf("refused %d -> %d", before, u.Stats().Refused)
+	}
+
+	// An Auth carrying the token in clear, answering a real challenge.
+	var nonce [rudp.NonceLen]byte
+	rand.Read(nonce[:])
+	hello, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Nonce: nonce[:], Padding: make([]byte, rudp.MinHello)})
+	observer.WriteTo(hello, raddr)
+	n, _, err = observer.ReadFrom(buf)
+	if err != nil || rudp.Open(buf[:n], nil, &env) != nil || len(env.Challenge) != rudp.ChallengeLen {
+		t.Fatalf("no challenge: %v %x", err, buf[:n])
+	}
+	clear, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Seq: 1, Nonce: nonce[:], Challenge: env.Challenge,
+		Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: token, DeviceId: "dev-alice"}}}})
+	observer.WriteTo(clear, raddr)
+	n, _, err = observer.ReadFrom(buf)
+	if err != nil || rudp.Open(buf[:n], nil, &env) != nil || env.Frame.GetError().GetCode() != string(phonebook.EUnauthorized) {
+		t.Fatalf("an Auth with the token in clear was not refused: %v %x", err, buf[:n])
+	}
+	// And a hello shorter than the minimum gets no answer at all.
+	short, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Nonce: nonce[:]})
+	observer.WriteTo(short, raddr)
+	observer.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := observer.ReadFrom(buf); err == nil {
+		t.Fatalf("a %d-byte hello drew a %d-byte answer", len(short), n)
+	}
 }

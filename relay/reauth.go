@@ -54,11 +54,11 @@ func (srv *Server) recheck(ctx context.Context, tc TokenChecker, number phoneboo
 	for len(live) > 0 {
 		batch := live[:min(len(live), reauthBatch)]
 		live = live[len(batch):]
-		tokens := make([]string, len(batch))
+		hashes := make([][]byte, len(batch))
 		for i, s := range batch {
-			tokens[i] = s.token
+			hashes[i] = []byte(s.tokenHash)
 		}
-		invalid, err := tc.InvalidTokens(ctx, tokens)
+		invalid, err := tc.InvalidTokenHashes(ctx, hashes)
 		if err != nil {
 			// Nobody is closed on a failed check; the next one decides.
 			if ctx.Err() == nil {
@@ -70,11 +70,11 @@ func (srv *Server) recheck(ctx context.Context, tc TokenChecker, number phoneboo
 			continue
 		}
 		bad := make(map[string]bool, len(invalid))
-		for _, tok := range invalid {
-			bad[tok] = true
+		for _, h := range invalid {
+			bad[string(h)] = true
 		}
 		for _, s := range batch {
-			if bad[s.token] {
+			if bad[s.tokenHash] {
 				srv.metrics.reauthClosed.Inc()
 				srv.log.Info("relay: session closed: token no longer valid", "number", s.number, "session", s.info.SessionID)
 				s.Close(errSessionInvalid)

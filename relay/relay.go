@@ -34,12 +34,21 @@ type Authenticator interface {
 }
 
 // TokenChecker is implemented by Authenticators that can tell, for many
-// tokens at once, which no longer authenticate (revoked, expired, or the
-// account blocked). With one, the relay closes the live sessions whose
-// token stopped being valid: within Config.ReauthInterval, and at once for
-// a number passed to Server.Recheck.
+// tokens at once (by their hashes, phonebook.TokenHash), which no longer
+// authenticate (revoked, expired, or the account blocked). With one, the
+// relay closes the live sessions whose token stopped being valid: within
+// Config.ReauthInterval, and at once for a number passed to Server.Recheck.
 type TokenChecker interface {
-	InvalidTokens(ctx context.Context, tokens []string) (invalid []string, err error)
+	InvalidTokenHashes(ctx context.Context, hashes [][]byte) (invalid [][]byte, err error)
+}
+
+// UDPAuthenticator is implemented by Authenticators that can find a
+// session by the public id a UDP login names its token by
+// (phonebook.UDPTokenID), returning the token's hash, with which the relay
+// checks the login's proof (rudp.Proof): over UDP the token never
+// travels. Without one, the UDP transport refuses every login.
+type UDPAuthenticator interface {
+	AuthenticateUDP(ctx context.Context, udpID []byte) (number phonebook.MSISDN, deviceID string, tokenHash []byte, err error)
 }
 
 // AuthFunc adapts a function to Authenticator, e.g. around

@@ -20,12 +20,12 @@ import (
 // transport: the transport feeds it decoded frames (handle) and writes what
 // it queues (out). It implements Endpoint.
 type session struct {
-	srv    *Server
-	number phonebook.MSISDN
-	device string
-	token  string // the session token it logged in with, checked again later (reauth.go)
-	info   ConnInfo
-	conn   net.Conn // the transport's connection, if it has one
+	srv       *Server
+	number    phonebook.MSISDN
+	device    string
+	tokenHash string // the SHA-256 of the session token it logged in with, checked again later (reauth.go)
+	info      ConnInfo
+	conn      net.Conn // the transport's connection, if it has one
 
 	// out is the bounded send queue; the transport's writer owns the socket
 	// and drains it. closing is closed once; closeErr is then the Error

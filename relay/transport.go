@@ -25,8 +25,8 @@ import (
 // Everything else (routing, acknowledgements, storage, replacement of an
 // older login, offline drain) is the session's.
 
-// login authenticates an Auth frame and opens a session. The AuthOK frame
-// is queued and the offline drain started.
+// login authenticates an Auth frame with the token it carries and opens a
+// session (TCP).
 func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn net.Conn) (*session, error) {
 	auth := f.GetAuth()
 	if auth == nil {
@@ -35,7 +35,18 @@ func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn ne
 	ctx, cancel := context.WithTimeout(srv.ctx, srv.cfg.AuthTimeout)
 	number, device, err := srv.auth.Authenticate(ctx, auth.GetToken())
 	cancel()
-	if err == nil && auth.GetDeviceId() != "" && auth.GetDeviceId() != device {
+	if err != nil {
+		return nil, err
+	}
+	return srv.open(auth, number, device, phonebook.TokenHash(auth.GetToken()), transport, remoteAddr, conn)
+}
+
+// open opens the session of an authenticated login: Auth's device id, when
+// given, must be the session's. The AuthOK frame is queued and the offline
+// drain started.
+func (srv *Server) open(auth *relaypb.Auth, number phonebook.MSISDN, device string, tokenHash []byte, transport, remoteAddr string, conn net.Conn) (*session, error) {
+	var err error
+	if auth.GetDeviceId() != "" && auth.GetDeviceId() != device {
 		err = phonebook.Errorf(phonebook.EUnauthorized, "the token belongs to another device")
 	}
 	if err != nil {
@@ -46,7 +57,7 @@ func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn ne
 		RemoteAddr: remoteAddr, ConnectedAt: time.Now().UTC(), ClientVersion: truncate(auth.GetClientVersion(), 64),
 	})
 	s.conn = conn
-	s.token = auth.GetToken()
+	s.tokenHash = string(tokenHash)
 	if !srv.register(s) {
 		return nil, phonebook.Errorf(phonebook.EShuttingDown, "server is shutting down")
 	}

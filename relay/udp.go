@@ -1,6 +1,11 @@
 package relay
 
 import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -90,6 +95,7 @@ type UDPServer struct {
 
 	authSlots chan struct{}
 	limits    *limiterLRU // reader goroutine only
+	chalKey   []byte      // HMAC key of this socket's handshake challenges
 
 	stats struct {
 		rebinds, unknown, badTag, malformed, tooLarge, rateLimited, refused counter
@@ -124,6 +130,10 @@ func (srv *Server) NewUDP(pc net.PacketConn, cfg UDPConfig) *UDPServer {
 		byNonce:   make(map[[rudp.NonceLen]byte]*udpSession),
 		authSlots: make(chan struct{}, cfg.AuthSlots),
 		limits:    newLimiterLRU(cfg.LimiterTable, rate.Limit(cfg.UnauthRate), cfg.UnauthBurst),
+		chalKey:   make([]byte, 32),
+	}
+	if _, err := rand.Read(u.chalKey); err != nil {
+		panic("crypto/rand failed: " + err.Error())
 	}
 	st, m := &u.stats, srv.metrics
 	st.rebinds.c = m.udpRebinds
@@ -276,14 +286,61 @@ func (u *UDPServer) datagram(b []byte, addr net.Addr, now time.Time) {
 	us.received(env, addr, now)
 }
 
-// handshake starts a login from an Auth datagram, or answers a
-// retransmitted one.
+// challengeTTL is how long a handshake challenge may be answered.
+const challengeTTL = 30 * time.Second
+
+// challenge returns a fresh challenge for a hello from addr with nonce. It
+// is stateless, so hellos cost no memory: expiry (8 bytes, Unix seconds),
+// 8 random bytes, and a MAC binding both to the address and the nonce.
+func (u *UDPServer) challenge(addr net.Addr, nonce []byte, now time.Time) []byte {
+	c := make([]byte, rudp.ChallengeLen)
+	binary.BigEndian.PutUint64(c, uint64(now.Add(challengeTTL).Unix()))
+	rand.Read(c[8:16])
+	copy(c[16:], u.challengeMAC(c[:16], addr, nonce))
+	return c
+}
+
+func (u *UDPServer) challengeMAC(head []byte, addr net.Addr, nonce []byte) []byte {
+	m := hmac.New(sha256.New, u.chalKey)
+	m.Write(head)
+	m.Write([]byte(addr.String()))
+	m.Write(nonce)
+	return m.Sum(nil)[:rudp.ChallengeLen-16]
+}
+
+// validChallenge reports whether c is a challenge this socket gave addr
+// for nonce, not expired.
+func (u *UDPServer) validChallenge(c []byte, addr net.Addr, nonce []byte, now time.Time) bool {
+	if len(c) != rudp.ChallengeLen || now.Unix() > int64(binary.BigEndian.Uint64(c)) {
+		return false
+	}
+	return hmac.Equal(c[16:], u.challengeMAC(c[:16], addr, nonce))
+}
+
+// handshake answers a hello with a challenge, or starts a login from an
+// Auth datagram that answers one, or answers a retransmitted Auth.
 func (u *UDPServer) handshake(b []byte, addr net.Addr, now time.Time) {
 	env := new(relaypb.UdpEnvelope)
-	if err := rudp.Open(b, nil, env); err != nil || len(env.Nonce) != rudp.NonceLen || env.Seq != 1 || env.Frame.GetAuth() == nil {
+	if err := rudp.Open(b, nil, env); err != nil || len(env.Nonce) != rudp.NonceLen {
 		u.stats.malformed.Add(1)
 		return
 	}
+	if env.Frame == nil && len(env.Challenge) == 0 && env.Seq == 0 {
+		// A hello. The answer is never longer than the hello, so a forged
+		// source address gains nothing.
+		out, err := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Nonce: env.Nonce, Challenge: u.challenge(addr, env.Nonce, now)})
+		if err != nil || len(b) < rudp.MinHello || len(out) > len(b) {
+			u.stats.malformed.Add(1)
+			return
+		}
+		u.pc.WriteTo(out, addr)
+		return
+	}
+	if env.Seq != 1 || env.Frame.GetAuth() == nil {
+		u.stats.malformed.Add(1)
+		return
+	}
+	answered := u.validChallenge(env.Challenge, addr, env.Nonce, now)
 	nonce := [rudp.NonceLen]byte(env.Nonce)
 	srv := u.srv
 	u.mu.Lock()
@@ -295,6 +352,13 @@ func (u *UDPServer) handshake(b []byte, addr net.Addr, now time.Time) {
 			us.rc.Receive(&relaypb.UdpEnvelope{Seq: 1}, now)
 			us.signal()
 		}
+		return
+	}
+	if !answered {
+		u.mu.Unlock()
+		u.stats.refused.Add(1)
+		u.refuse(addr, env.Nonce, len(b), phonebook.Errorf(phonebook.EUnauthorized,
+			"the handshake challenge is missing, wrong or expired: send a hello first and answer its challenge (docs/protocol.md, UDP)"))
 		return
 	}
 	if len(u.sessions)+len(u.authSlots) >= u.cfg.MaxSessions {
@@ -323,7 +387,35 @@ func (u *UDPServer) handshake(b []byte, addr net.Addr, now time.Time) {
 	u.byNonce[nonce] = nil
 	u.wg.Add(1)
 	u.mu.Unlock()
-	go u.run(env.Frame, nonce, addr, len(b))
+	go u.run(env.Frame, nonce, env.Challenge, addr, len(b))
+}
+
+// login authenticates a UDP Auth: it names the session token by its public
+// id and proves the token with an HMAC over the nonce and this socket's
+// challenge; the token itself never travels. It returns the session and
+// the token's hash, from which the session key is derived.
+func (u *UDPServer) login(f *relaypb.Frame, nonce, challenge []byte, addr net.Addr) (*session, []byte, error) {
+	srv := u.srv
+	ua, ok := srv.auth.(UDPAuthenticator)
+	if !ok {
+		return nil, nil, phonebook.Errorf(phonebook.EUnavailable, "this relay cannot authenticate UDP logins; use TCP")
+	}
+	auth := f.GetAuth()
+	if auth.GetToken() != "" || len(auth.GetUdpTokenId()) == 0 || len(auth.GetUdpProof()) != sha256.Size {
+		return nil, nil, phonebook.Errorf(phonebook.EUnauthorized,
+			"over UDP the Auth names the token (udp_token_id) and proves it (udp_proof), and never carries it (docs/protocol.md, UDP)")
+	}
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.cfg.AuthTimeout)
+	number, device, tokenHash, err := ua.AuthenticateUDP(ctx, auth.GetUdpTokenId())
+	cancel()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !hmac.Equal(rudp.Proof(tokenHash, nonce, challenge), auth.GetUdpProof()) {
+		return nil, nil, phonebook.Errorf(phonebook.EUnauthorized, "the session token is missing, expired or revoked")
+	}
+	s, err := srv.open(auth, number, device, tokenHash, "udp", addr.String(), nil)
+	return s, tokenHash, err
 }
 
 // refuse answers a login that got no session, best effort. An answer
@@ -342,11 +434,11 @@ func (u *UDPServer) refuse(addr net.Addr, nonce []byte, reqLen int, err error) {
 }
 
 // run authenticates a login and then serves its session until it ends.
-func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net.Addr, reqLen int) {
+func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, challenge []byte, addr net.Addr, reqLen int) {
 	srv := u.srv
 	defer srv.conns.Done()
 	defer u.wg.Done()
-	s, err := srv.login(auth, "udp", addr.String(), nil)
+	s, tokenHash, err := u.login(auth, nonce[:], challenge, addr)
 	if err != nil {
 		u.mu.Lock()
 		delete(u.byNonce, nonce)
@@ -368,7 +460,7 @@ func (u *UDPServer) run(auth *relaypb.Frame, nonce [rudp.NonceLen]byte, addr net
 	for us.id == 0 || u.sessions[us.id] != nil {
 		us.id = rudp.NewConnID()
 	}
-	us.key = rudp.DeriveKey(auth.GetAuth().GetToken(), nonce[:], us.id)
+	us.key = rudp.DeriveKey(tokenHash, nonce[:], challenge, us.id)
 	u.sessions[us.id] = us
 	u.byNonce[nonce] = us
 	<-u.authSlots // under u.mu: a login counts in the limit as one or the other

@@ -16,14 +16,23 @@ import (
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
+// fuzzAuth lets every token in as one user; over UDP every token id, with
+// the proofs of the token "t".
+type fuzzAuth struct{}
+
+func (fuzzAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
+	return "+8613800138000", "dev", nil
+}
+
+func (fuzzAuth) AuthenticateUDP(ctx context.Context, udpID []byte) (phonebook.MSISDN, string, []byte, error) {
+	return "+8613800138000", "dev", phonebook.TokenHash("t"), nil
+}
+
 // fuzzServer is a relay that lets every token in as one user, with a tiny
 // send queue and ack timeout so that limits are reached.
 func fuzzServer(f *testing.F) *Server {
-	auth := AuthFunc(func(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-		return "+8613800138000", "dev", nil
-	})
 	srv, err := NewServer(Config{NodeID: "fuzz", AckTimeout: 20 * time.Millisecond, SendQueue: 8},
-		Deps{Auth: auth, Store: storetest.SQLite(f)})
+		Deps{Auth: fuzzAuth{}, Store: storetest.SQLite(f)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -69,11 +78,27 @@ func FuzzUDPDatagram(f *testing.F) {
 	login := func(t *testing.T) {
 		var nonce [rudp.NonceLen]byte
 		rand.Read(nonce[:])
-		d, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Seq: 1, Nonce: nonce[:],
-			Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "t"}}}})
-		u.datagram(d, cli.LocalAddr(), time.Now())
 		buf := make([]byte, 2048)
 		deadline := time.Now().Add(10 * time.Second)
+		hello, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Nonce: nonce[:], Padding: make([]byte, rudp.MinHello)})
+		var challenge []byte
+		for challenge == nil {
+			u.datagram(hello, cli.LocalAddr(), time.Now())
+			cli.SetReadDeadline(deadline)
+			n, _, err := cli.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("no challenge: %v", err)
+			}
+			var env relaypb.UdpEnvelope
+			if id, _ := rudp.ConnID(buf[:n]); id == 0 && rudp.Open(buf[:n], nil, &env) == nil && len(env.Challenge) == rudp.ChallengeLen {
+				challenge = env.Challenge
+			}
+		}
+		th := phonebook.TokenHash("t")
+		d, _ := rudp.Seal(nil, 0, nil, &relaypb.UdpEnvelope{Seq: 1, Nonce: nonce[:], Challenge: challenge,
+			Frame: &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{
+				UdpTokenId: phonebook.UDPTokenID(th), UdpProof: rudp.Proof(th, nonce[:], challenge)}}}})
+		u.datagram(d, cli.LocalAddr(), time.Now())
 		for {
 			cli.SetReadDeadline(deadline)
 			n, _, err := cli.ReadFrom(buf)
@@ -87,7 +112,7 @@ func FuzzUDPDatagram(f *testing.F) {
 				u.datagram(d, cli.LocalAddr(), time.Now())
 				continue
 			}
-			k := rudp.DeriveKey("t", nonce[:], id)
+			k := rudp.DeriveKey(th, nonce[:], challenge, id)
 			if id != 0 && rudp.Open(buf[:n], k, &env) == nil {
 				connID, key = id, k
 				return

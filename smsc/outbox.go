@@ -138,7 +138,14 @@ type Outbox struct {
 
 	wake      chan struct{}
 	receiptIn chan struct{} // a receipt was stored
-	slots     *budget       // messages in flight; set by Run
+
+	// While Run runs, Enqueue stores a message already claimed when there
+	// is room in flight and hands it to Run over direct: no claim needed.
+	rmu     sync.RWMutex
+	running bool
+	slots   *budget // messages in flight
+	direct  chan store.SMS
+
 	eventQ    [eventShards]chan store.SMSChange
 	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
 	lmu       sync.Mutex
@@ -252,14 +259,60 @@ func (o *Outbox) Enqueue(ctx context.Context, s SMS) (int64, error) {
 	if kind == "" {
 		kind = "sms"
 	}
-	ids, err := o.db.EnqueueSMS(ctx, store.SMS{Dest: string(s.To), Source: s.From, Text: s.Text, Kind: kind, Ref: s.Ref,
-		ExpiresAt: time.Now().Add(v)})
+	m := store.SMS{Dest: string(s.To), Source: s.From, Text: s.Text, Kind: kind, Ref: s.Ref, ExpiresAt: time.Now().Add(v)}
+	if id, ok, err := o.enqueueClaimed(ctx, m); ok || err != nil {
+		return id, err
+	}
+	ids, err := o.db.EnqueueSMS(ctx, m)
 	if err != nil {
 		o.log.Error("sms outbox: enqueue", "err", err)
 		return 0, phonebook.Errorf(phonebook.EUnavailable, "the SMS outbox is not available; try again later")
 	}
 	o.signal(o.wake)
 	return ids[0], nil
+}
+
+// enqueueClaimed stores m already claimed by this node and hands it to Run
+// when Run is running, a link is bound and there is room in flight: the
+// message goes out without waiting for a claim (a transaction) and without
+// one. ok is false when it did not try.
+func (o *Outbox) enqueueClaimed(ctx context.Context, m store.SMS) (id int64, ok bool, err error) {
+	if !o.available() || !o.takeSlot() {
+		return 0, false, nil
+	}
+	ids, err := o.db.EnqueueClaimedSMS(ctx, o.cfg.NodeID, o.cfg.Lease, m)
+	if err != nil {
+		o.slots.give(1)
+		o.log.Error("sms outbox: enqueue", "err", err)
+		return 0, false, phonebook.Errorf(phonebook.EUnavailable, "the SMS outbox is not available; try again later")
+	}
+	m.ID, m.State = ids[0], StateQueued
+	o.rmu.RLock()
+	defer o.rmu.RUnlock()
+	if !o.running {
+		// Run stopped meanwhile: hand the claim back so that any node may
+		// send the message at once.
+		o.slots.give(1)
+		if _, err := o.db.RecordSMS(context.WithoutCancel(ctx), o.cfg.NodeID, nil, []store.SMSOutcome{{ID: m.ID, Kind: m.Kind, Ref: m.Ref,
+			State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}}); err != nil {
+			o.log.Warn("sms outbox: could not release a message enqueued during shutdown; it is sent after its lease", "id", m.ID, "err", err)
+		}
+		return m.ID, true, nil
+	}
+	o.direct <- m // room for it: it holds a slot
+	return m.ID, true, nil
+}
+
+// takeSlot takes room for one message in flight, without waiting.
+func (o *Outbox) takeSlot() bool {
+	o.rmu.RLock()
+	defer o.rmu.RUnlock()
+	return o.running && o.slots.tryTake()
+}
+
+func (o *Outbox) available() bool {
+	av, ok := o.sub.(interface{ Available() bool })
+	return !ok || av.Available()
 }
 
 func (o *Outbox) signal(c chan struct{}) {
@@ -349,7 +402,10 @@ func (o *Outbox) Run(ctx context.Context) error {
 		o.log.Info("sms outbox: took back messages claimed by this node's previous run", "count", n)
 	}
 	slots := newBudget(maxInflight)
-	o.slots = slots
+	direct := make(chan store.SMS, maxInflight)
+	o.rmu.Lock()
+	o.slots, o.direct, o.running = slots, direct, true
+	o.rmu.Unlock()
 	go func() { <-ctx.Done(); slots.close() }()
 	jobs := make(chan job, maxInflight)
 	var notifyWG sync.WaitGroup
@@ -386,7 +442,29 @@ func (o *Outbox) Run(ctx context.Context) error {
 	for range o.cfg.Claimers {
 		claimWG.Go(func() { o.claimer(ctx, jobs, records) })
 	}
+	claimWG.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-direct:
+				if !o.start(ctx, m, jobs, records) {
+					return
+				}
+			}
+		}
+	})
 	claimWG.Wait()
+	o.rmu.Lock()
+	o.running = false
+	o.rmu.Unlock()
+	// Messages enqueued claimed that never started: hand them back.
+	for len(direct) > 0 {
+		m := <-direct
+		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: StateQueued,
+			NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
+		slots.give(1)
+	}
 
 	stopping.Store(true)
 	close(jobs)
@@ -439,7 +517,7 @@ func (o *Outbox) claimer(ctx context.Context, jobs chan<- job, records recordSin
 		// With no link bound a claim would only fail every message and push
 		// it back by a growing backoff; wait for a link instead, so that
 		// queued messages go out as soon as one binds.
-		if av, ok := o.sub.(interface{ Available() bool }); ok && !av.Available() {
+		if !o.available() {
 			timer.Reset(o.cfg.Poll / 4)
 			select {
 			case <-ctx.Done():
@@ -509,6 +587,17 @@ func (b *budget) take(want, atLeast int) int {
 	n := min(want, b.free)
 	b.free -= n
 	return n
+}
+
+// tryTake takes one slot if one is free, without waiting.
+func (b *budget) tryTake() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.free == 0 {
+		return false
+	}
+	b.free--
+	return true
 }
 
 func (b *budget) give(n int) {

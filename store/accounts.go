@@ -139,6 +139,7 @@ func (d *DB) BindIdentity(ctx context.Context, number phonebook.MSISDN, id phone
 // SHA-256.
 type Session struct {
 	TokenHash []byte
+	UDPID     []byte // phonebook.UDPTokenID(TokenHash): how a UDP login names it
 	Number    phonebook.MSISDN
 	DeviceID  string
 	CreatedAt time.Time
@@ -150,8 +151,8 @@ type Session struct {
 // count, in one transaction.
 func (d *DB) RecordLogin(ctx context.Context, s Session) error {
 	return d.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, number, device_id, created_at, expires_at, revoked)
-			VALUES (?, ?, ?, ?, ?, 0)`, s.TokenHash, s.Number, s.DeviceID, us(s.CreatedAt), us(s.ExpiresAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, udp_id, number, device_id, created_at, expires_at, revoked)
+			VALUES (?, ?, ?, ?, ?, ?, 0)`, s.TokenHash, s.UDPID, s.Number, s.DeviceID, us(s.CreatedAt), us(s.ExpiresAt)); err != nil {
 			return formatError(err)
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE users SET last_login = ?, login_count = login_count + 1 WHERE number = ?`,
@@ -162,11 +163,23 @@ func (d *DB) RecordLogin(ctx context.Context, s Session) error {
 
 // Session returns the session with the token hash, or ENotFound.
 func (d *DB) Session(ctx context.Context, tokenHash []byte) (*Session, error) {
+	return d.session(ctx, "token_hash", tokenHash)
+}
+
+// SessionByUDPID returns the session a UDP login names, or ENotFound.
+func (d *DB) SessionByUDPID(ctx context.Context, udpID []byte) (*Session, error) {
+	if len(udpID) == 0 {
+		return nil, phonebook.Errorf(phonebook.ENotFound, "not found")
+	}
+	return d.session(ctx, "udp_id", udpID)
+}
+
+func (d *DB) session(ctx context.Context, col string, key []byte) (*Session, error) {
 	var s Session
 	var created, expires int64
 	var revoked int
-	err := d.db.QueryRowContext(ctx, `SELECT token_hash, number, device_id, created_at, expires_at, revoked
-		FROM sessions WHERE token_hash = ?`, tokenHash).Scan(&s.TokenHash, &s.Number, &s.DeviceID, &created, &expires, &revoked)
+	err := d.db.QueryRowContext(ctx, `SELECT token_hash, udp_id, number, device_id, created_at, expires_at, revoked
+		FROM sessions WHERE `+col+` = ?`, key).Scan(&s.TokenHash, &s.UDPID, &s.Number, &s.DeviceID, &created, &expires, &revoked)
 	if err != nil {
 		return nil, formatError(err)
 	}

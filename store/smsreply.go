@@ -29,8 +29,10 @@ var ErrExtensionsExhausted = errors.New("store: every extension code of the reci
 // With digits > 0 it returns the conversation's extension code of that many
 // digits, allocating one when the conversation has none: the lowest free
 // code, else the least recently used one if that was idle for at least
-// idle (its conversation loses it); codes are unique per recipient. With
-// digits 0 it only records the time and returns "".
+// idle (its conversation loses it); codes are unique per recipient. When
+// every code is live it records the time all the same and returns
+// ErrExtensionsExhausted. With digits 0 it only records the time and
+// returns "".
 func (d *DB) NoteSMSFallback(ctx context.Context, sender, recipient phonebook.MSISDN, digits int, idle time.Duration, at time.Time) (string, error) {
 	if digits < 0 || digits > 8 {
 		return "", fmt.Errorf("store: extension codes of %d digits (want 0 to 8)", digits)
@@ -38,10 +40,20 @@ func (d *DB) NoteSMSFallback(ctx context.Context, sender, recipient phonebook.MS
 	var ext string
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
+		exhausted := false
 		err = d.txRetry(ctx, func(tx *sql.Tx) error {
 			ext = ""
-			return d.noteFallback(ctx, tx, sender, recipient, digits, idle, at, &ext)
+			err := d.noteFallback(ctx, tx, sender, recipient, digits, idle, at, &ext)
+			if exhausted = errors.Is(err, ErrExtensionsExhausted); exhausted {
+				// The SMS goes from the bare short number: record it all
+				// the same, for replies there.
+				err = d.noteFallback(ctx, tx, sender, recipient, 0, idle, at, &ext)
+			}
+			return err
 		})
+		if err == nil && exhausted {
+			return "", ErrExtensionsExhausted
+		}
 		// Two allocations for one recipient picked the same code: the
 		// loser sees it taken next time.
 		if phonebook.ErrorCode(err) != phonebook.EConflict {

@@ -33,7 +33,9 @@ func (d *DB) Secret(ctx context.Context, name string) ([]byte, error) {
 	return v, err
 }
 
-// VerifyCode is a pending SMS-code verification (method A).
+// VerifyCode is a pending SMS-code verification (method A). There is one
+// per (number, identity): the identity that started it is the only one
+// that can check it, and another identity's start cannot replace it.
 type VerifyCode struct {
 	Number     phonebook.MSISDN
 	DeviceID   string
@@ -46,12 +48,14 @@ type VerifyCode struct {
 	NextSendAt time.Time
 }
 
-// VerifyCode returns the pending verification for the number, or ENotFound.
-func (d *DB) VerifyCode(ctx context.Context, number phonebook.MSISDN) (*VerifyCode, error) {
+// VerifyCode returns the pending verification of the number for the
+// identity, or ENotFound.
+func (d *DB) VerifyCode(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity) (*VerifyCode, error) {
 	var v VerifyCode
 	var created, expires, next int64
 	err := d.db.QueryRowContext(ctx, `SELECT number, device_id, sim_id, code_mac, created_at, expires_at, checks, sends, next_send_at
-		FROM verify_codes WHERE number = ?`, number).Scan(&v.Number, &v.DeviceID, &v.SIMID, &v.CodeMAC, &created, &expires, &v.Checks, &v.Sends, &next)
+		FROM verify_codes WHERE number = ? AND device_id = ? AND sim_id = ?`, number, id.DeviceID, id.SIMID).Scan(
+		&v.Number, &v.DeviceID, &v.SIMID, &v.CodeMAC, &created, &expires, &v.Checks, &v.Sends, &next)
 	if err != nil {
 		return nil, formatError(err)
 	}
@@ -59,30 +63,32 @@ func (d *DB) VerifyCode(ctx context.Context, number phonebook.MSISDN) (*VerifyCo
 	return &v, nil
 }
 
-// PutVerifyCode creates or replaces the pending verification for a number,
-// in one statement (a delete then insert would take gap locks that deadlock
+// PutVerifyCode creates or replaces the pending verification of a number
+// for an identity, in one statement (a delete then insert would take gap locks that deadlock
 // concurrent starts on MySQL).
 func (d *DB) PutVerifyCode(ctx context.Context, v VerifyCode) error {
 	q := `INSERT INTO verify_codes (number, device_id, sim_id, code_mac, created_at, expires_at, checks, sends, next_send_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) `
 	if d.dialect == MySQL {
-		q += `ON DUPLICATE KEY UPDATE device_id = VALUES(device_id), sim_id = VALUES(sim_id), code_mac = VALUES(code_mac),
+		q += `ON DUPLICATE KEY UPDATE code_mac = VALUES(code_mac),
 			created_at = VALUES(created_at), expires_at = VALUES(expires_at), checks = VALUES(checks), sends = VALUES(sends),
 			next_send_at = VALUES(next_send_at)`
 	} else {
-		q += `ON CONFLICT(number) DO UPDATE SET device_id = excluded.device_id, sim_id = excluded.sim_id,
+		q += `ON CONFLICT(number, device_id, sim_id) DO UPDATE SET
 			code_mac = excluded.code_mac, created_at = excluded.created_at, expires_at = excluded.expires_at,
 			checks = excluded.checks, sends = excluded.sends, next_send_at = excluded.next_send_at`
 	}
 	return d.execRetry(ctx, q, v.Number, v.DeviceID, v.SIMID, v.CodeMAC, us(v.CreatedAt), us(v.ExpiresAt), v.Checks, v.Sends, us(v.NextSendAt))
 }
 
-// CountVerifyCheck atomically spends one check of the number's pending code,
-// as long as fewer than max were spent, and returns the record as it was
-// before this check. ok is false when no check was left.
-func (d *DB) CountVerifyCheck(ctx context.Context, number phonebook.MSISDN, max int) (v *VerifyCode, ok bool, err error) {
+// CountVerifyCheck atomically spends one check of the pending code of the
+// number for the identity, as long as fewer than max were spent, and
+// returns the record with this check counted. ok is false when no check
+// was left.
+func (d *DB) CountVerifyCheck(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity, max int) (v *VerifyCode, ok bool, err error) {
 	err = d.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE verify_codes SET checks = checks + 1 WHERE number = ? AND checks < ?", number, max)
+		res, err := tx.ExecContext(ctx, "UPDATE verify_codes SET checks = checks + 1 WHERE number = ? AND device_id = ? AND sim_id = ? AND checks < ?",
+			number, id.DeviceID, id.SIMID, max)
 		if err != nil {
 			return err
 		}
@@ -91,7 +97,7 @@ func (d *DB) CountVerifyCheck(ctx context.Context, number phonebook.MSISDN, max 
 		var created, expires, next int64
 		var r VerifyCode
 		err = tx.QueryRowContext(ctx, `SELECT number, device_id, sim_id, code_mac, created_at, expires_at, checks, sends, next_send_at
-			FROM verify_codes WHERE number = ?`, number).Scan(&r.Number, &r.DeviceID, &r.SIMID, &r.CodeMAC, &created, &expires, &r.Checks, &r.Sends, &next)
+			FROM verify_codes WHERE number = ? AND device_id = ? AND sim_id = ?`, number, id.DeviceID, id.SIMID).Scan(&r.Number, &r.DeviceID, &r.SIMID, &r.CodeMAC, &created, &expires, &r.Checks, &r.Sends, &next)
 		if err != nil {
 			return formatError(err)
 		}
@@ -102,14 +108,22 @@ func (d *DB) CountVerifyCheck(ctx context.Context, number phonebook.MSISDN, max 
 	return v, ok, err
 }
 
-// DeleteVerifyCode removes the number's pending code (used, or abandoned).
-func (d *DB) DeleteVerifyCode(ctx context.Context, number phonebook.MSISDN) (bool, error) {
-	res, err := d.db.ExecContext(ctx, "DELETE FROM verify_codes WHERE number = ?", number)
+// DeleteVerifyCode removes the pending code of the number for the identity
+// (used, or abandoned); true when there was one.
+func (d *DB) DeleteVerifyCode(ctx context.Context, number phonebook.MSISDN, id phonebook.Identity) (bool, error) {
+	res, err := d.db.ExecContext(ctx, "DELETE FROM verify_codes WHERE number = ? AND device_id = ? AND sim_id = ?", number, id.DeviceID, id.SIMID)
 	if err != nil {
 		return false, err
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// DeleteVerifyCodes removes every pending code of the number (it was just
+// proven).
+func (d *DB) DeleteVerifyCodes(ctx context.Context, number phonebook.MSISDN) error {
+	_, err := d.db.ExecContext(ctx, "DELETE FROM verify_codes WHERE number = ?", number)
+	return err
 }
 
 // VerifyToken is a method C token: the handset texts it to the short number.
@@ -179,6 +193,13 @@ func (d *DB) ClaimToken(ctx context.Context, id string) (bool, error) {
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// UnclaimToken moves a claimed token back to proven, after the proof it
+// was claimed for failed, so that a later poll can try again.
+func (d *DB) UnclaimToken(ctx context.Context, id string) error {
+	_, err := d.db.ExecContext(ctx, "UPDATE verify_tokens SET state = ? WHERE id = ? AND state = ?", TokenProven, id, TokenClaimed)
+	return err
 }
 
 // DeleteExpiredVerifications removes codes and tokens that expired before t.

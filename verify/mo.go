@@ -141,12 +141,42 @@ type PollResult struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// pollInterval is how often a waiting poll reads the token's state.
+const pollInterval = 500 * time.Millisecond
+
 // Poll waits up to wait for the token to be proven and then, exactly once,
 // proves the number for the token's identity and returns the credentials.
+// The token is claimed for the proof, and given back when the proof fails
+// (a blocked account, the store down), so that a later poll can try again
+// instead of starting over. Polls that wait are bounded: one per token and
+// MaxPollers in all on this node; one more is answered rate_limited.
 func (s *Service) Poll(ctx context.Context, id, pollSecret string, wait time.Duration) (PollResult, error) {
 	if wait > 30*time.Second {
 		wait = 30 * time.Second
 	}
+	busy := func(what string) error {
+		return &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: time.Now().Add(time.Second),
+			Message: what + "; poll again in a second"}
+	}
+	s.pollMu.Lock()
+	if s.polling[id] {
+		s.pollMu.Unlock()
+		return PollResult{}, busy("another poll of this verification is waiting")
+	}
+	select {
+	case s.pollers <- struct{}{}:
+	default:
+		s.pollMu.Unlock()
+		return PollResult{}, busy("too many polls are waiting on this server")
+	}
+	s.polling[id] = true
+	s.pollMu.Unlock()
+	defer func() {
+		s.pollMu.Lock()
+		delete(s.polling, id)
+		<-s.pollers
+		s.pollMu.Unlock()
+	}()
 	deadline := time.Now().Add(wait)
 	for {
 		t, err := s.db.VerifyToken(ctx, id)
@@ -173,6 +203,9 @@ func (s *Service) Poll(ctx context.Context, id, pollSecret string, wait time.Dur
 			}
 			creds, err := s.prover.Prove(ctx, t.Number, phonebook.Identity{DeviceID: t.DeviceID, SIMID: t.SIMID}, accounts.MethodMO)
 			if err != nil {
+				if uerr := s.db.UnclaimToken(context.WithoutCancel(ctx), id); uerr != nil {
+					s.log.Warn("give back a method C token after a failed proof", "id", id, "err", uerr)
+				}
 				return PollResult{}, err
 			}
 			return PollResult{State: "proven", Credentials: creds, ExpiresAt: t.ExpiresAt}, nil
@@ -186,7 +219,7 @@ func (s *Service) Poll(ctx context.Context, id, pollSecret string, wait time.Dur
 		select {
 		case <-ctx.Done():
 			return PollResult{}, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(min(pollInterval, time.Until(deadline))):
 		}
 	}
 }

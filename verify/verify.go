@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,10 @@ type Config struct {
 	TokenTTL           time.Duration   // default 10 min
 	TokenPrefix        string          // default "PB"
 	MaxTokensPerIPHour int             // default 100
+	// MaxPollers bounds the method C polls waiting at once on this node
+	// (each reads the store twice a second); one more is answered
+	// rate_limited. Default 128.
+	MaxPollers int
 	// SecretKey, when set, is the HMAC key for codes and tokens; otherwise a
 	// random key is generated once and kept in the store, shared by every
 	// node. Changing it invalidates pending codes and tokens.
@@ -105,6 +110,9 @@ func (c *Config) fill() {
 	if c.MaxTokensPerIPHour <= 0 {
 		c.MaxTokensPerIPHour = 100
 	}
+	if c.MaxPollers <= 0 {
+		c.MaxPollers = 128
+	}
 	for i := range c.AllowCountries {
 		c.AllowCountries[i] = strings.ToUpper(c.AllowCountries[i])
 	}
@@ -122,6 +130,10 @@ type Service struct {
 	region string
 	log    *slog.Logger
 	key    []byte // HMAC key for codes and tokens, shared through the store
+
+	pollers chan struct{}   // a place per waiting poll (MaxPollers)
+	pollMu  sync.Mutex      //
+	polling map[string]bool // token ids with a poll waiting on this node
 
 	starts *prometheus.CounterVec
 	checks *prometheus.CounterVec
@@ -146,6 +158,7 @@ func New(ctx context.Context, db *store.DB, prover Prover, sms SMSSender, cfg Co
 		}
 	}
 	s := &Service{db: db, prover: prover, sms: sms, cfg: cfg, region: region, log: log, key: key,
+		pollers: make(chan struct{}, cfg.MaxPollers), polling: map[string]bool{},
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phonebook_verify_starts_total", Help: "Verification starts by method and outcome.",
 		}, []string{"method", "outcome"}),
@@ -180,8 +193,11 @@ type Started struct {
 }
 
 // StartSMS sends a code to number for identity (method A). A second start for
-// the same number is a resend: allowed only after a growing wait, and it
-// replaces the code.
+// the same number and identity is a resend: allowed only after a growing
+// wait, and it replaces that identity's code. Another identity's start
+// gets its own code and leaves this one working; the per-number daily cap
+// (MaxPerNumberDay) bounds both the SMS sent to a number and its pending
+// codes.
 func (s *Service) StartSMS(ctx context.Context, raw string, id phonebook.Identity, ip string) (st Started, err error) {
 	defer func() { s.starts.WithLabelValues("sms", outcome(err)).Inc() }()
 	number, err := phonebook.NormalizeMSISDN(raw, s.region)
@@ -195,7 +211,7 @@ func (s *Service) StartSMS(ctx context.Context, raw string, id phonebook.Identit
 		return Started{}, err
 	}
 	now := time.Now().UTC()
-	prev, err := s.db.VerifyCode(ctx, number)
+	prev, err := s.db.VerifyCode(ctx, number, id)
 	if err != nil && phonebook.ErrorCode(err) != phonebook.ENotFound {
 		return Started{}, err
 	}
@@ -249,7 +265,7 @@ func (s *Service) StartSMS(ctx context.Context, raw string, id phonebook.Identit
 	}
 	text := strings.ReplaceAll(s.cfg.Template, "{code}", code)
 	if err := s.sms.SendSMS(ctx, number, text); err != nil {
-		s.db.DeleteVerifyCode(ctx, number)
+		s.db.DeleteVerifyCode(ctx, number, id)
 		return Started{}, fmt.Errorf("verify: queue code SMS: %w", err)
 	}
 	s.log.Info("verification code queued", "number", number, "send", sends)
@@ -257,7 +273,9 @@ func (s *Service) StartSMS(ctx context.Context, raw string, id phonebook.Identit
 }
 
 // CheckSMS checks a code typed back by the user. Each code allows MaxChecks
-// checks; after that even the right code fails.
+// checks; after that even the right code fails. A check counts against the
+// code of the identity that checks: another identity's checks, right code
+// or not, never spend the victim's.
 func (s *Service) CheckSMS(ctx context.Context, raw string, id phonebook.Identity, code string) (creds accounts.Credentials, err error) {
 	defer func() { s.checks.WithLabelValues(outcome(err)).Inc() }()
 	number, err := phonebook.NormalizeMSISDN(raw, s.region)
@@ -271,9 +289,9 @@ func (s *Service) CheckSMS(ctx context.Context, raw string, id phonebook.Identit
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
 		return accounts.Credentials{}, phonebook.Errorf(phonebook.EInvalid, "the code is 6 digits")
 	}
-	v, ok, err := s.db.CountVerifyCheck(ctx, number, s.cfg.MaxChecks)
+	v, ok, err := s.db.CountVerifyCheck(ctx, number, id, s.cfg.MaxChecks)
 	if phonebook.ErrorCode(err) == phonebook.ENotFound {
-		return accounts.Credentials{}, phonebook.Errorf(phonebook.ENotFound, "no code is pending for %s; start verification first", number)
+		return accounts.Credentials{}, phonebook.Errorf(phonebook.ENotFound, "no code is pending for %s on this phone and SIM; start verification first", number)
 	}
 	if err != nil {
 		return accounts.Credentials{}, err
@@ -285,21 +303,25 @@ func (s *Service) CheckSMS(ctx context.Context, raw string, id phonebook.Identit
 		return accounts.Credentials{}, &phonebook.Error{Code: phonebook.ERateLimited, RetryAfter: v.NextSendAt,
 			Message: fmt.Sprintf("too many wrong codes; ask for a new code after %s", v.NextSendAt.Format(time.RFC3339))}
 	}
-	// The identity that checks must be the one that started; compared in
-	// constant time together with the code.
-	match := subtle.ConstantTimeCompare(s.mac("code", string(number), code), v.CodeMAC) &
-		subtle.ConstantTimeCompare([]byte(id.DeviceID+"\x00"+id.SIMID), []byte(v.DeviceID+"\x00"+v.SIMID))
-	if match != 1 {
+	// The code is the identity's own (the row is keyed by it).
+	if subtle.ConstantTimeCompare(s.mac("code", string(number), code), v.CodeMAC) != 1 {
 		left := s.cfg.MaxChecks - v.Checks
 		return accounts.Credentials{}, phonebook.Errorf(phonebook.ECredentials, "the code is wrong; %d checks left", left)
 	}
-	if deleted, err := s.db.DeleteVerifyCode(ctx, number); err != nil {
+	if deleted, err := s.db.DeleteVerifyCode(ctx, number, id); err != nil {
 		return accounts.Credentials{}, err
 	} else if !deleted {
 		// A concurrent check used the code first.
 		return accounts.Credentials{}, phonebook.Errorf(phonebook.EExpired, "the code was already used")
 	}
-	return s.prover.Prove(ctx, number, id, accounts.MethodSMS)
+	creds, err = s.prover.Prove(ctx, number, id, accounts.MethodSMS)
+	if err == nil {
+		// The number is proven: other identities' codes for it are moot.
+		if derr := s.db.DeleteVerifyCodes(ctx, number); derr != nil {
+			s.log.Warn("delete a proven number's other codes", "number", number, "err", derr)
+		}
+	}
+	return creds, err
 }
 
 // allowed applies the country allow and deny lists (SMS-pumping defence).

@@ -25,7 +25,9 @@ func TestCrashedNodesUsersGoOffline(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Node = "a-" + suffix
 	cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
-	cfg.Cluster.NATSURL = nats
+	// A namespace of its own: other tests with the same numbers share the
+	// test NATS.
+	cfg.Cluster.NATSURL, cfg.Cluster.Namespace = nats, "t"+suffix
 	cfg.Cluster.DeadAfter, cfg.Cluster.PurgeAfter = 2*time.Second, 2*time.Second
 	a := startMain(t, cfg)
 
@@ -38,8 +40,8 @@ admin: {addr: "127.0.0.1:0"}
 smsc: {simulator: true}
 database: {driver: mysql, dsn: %q}
 registration: {header: {trusted_proxies: ["127.0.0.0/8"]}}
-cluster: {nats_url: %q, dead_after: 2s, purge_after: 2s}
-`, "b-"+suffix, dsn, nats)), 0o600)
+cluster: {nats_url: %q, namespace: %q, dead_after: 2s, purge_after: 2s}
+`, "b-"+suffix, dsn, nats, "t"+suffix)), 0o600)
 	b := startChild(t, cfgPath)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -50,6 +52,14 @@ cluster: {nats_url: %q, dead_after: 2s, purge_after: 2s}
 	mutualContacts(t, ctx, alice, "13800138000", bob, "13900139000")
 	if st, err := a.DB.UserStatus(ctx, "+8613900139000"); err != nil || st.IMStatus != "online" {
 		t.Fatalf("bob before the crash: %+v %v", st, err)
+	}
+	// B registers bob's session asynchronously: A must have it before the
+	// crash to remove it after.
+	for a.relayRouter.Locate("+8613900139000") == nil {
+		if ctx.Err() != nil {
+			t.Fatal("A never saw bob's session on B")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	b.kill()
 	for {

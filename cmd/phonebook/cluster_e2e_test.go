@@ -26,16 +26,19 @@ func testNATS(t *testing.T) string {
 }
 
 // twoNodes starts two full servers in cluster mode sharing a fresh MariaDB
-// database and the test NATS; opts adjust both configurations.
+// database and the test NATS, in a namespace of their own (other tests,
+// with the same phone numbers, share that NATS); opts adjust both
+// configurations.
 func twoNodes(t *testing.T, opts ...func(*config.Config)) (*Main, *Main) {
 	t.Helper()
 	nats := testNATS(t)
 	dsn := storetest.MySQLDSN(t)
+	ns := storetest.Name("t")
 	node := func(name string) *Main {
 		cfg := testConfig(t)
 		cfg.Node = name + "-" + storetest.Name("")
 		cfg.Database.Driver, cfg.Database.DSN = "mysql", dsn
-		cfg.Cluster.NATSURL = nats
+		cfg.Cluster.NATSURL, cfg.Cluster.Namespace = nats, ns
 		for _, o := range opts {
 			o(&cfg)
 		}

@@ -124,7 +124,7 @@ func TestDeployFilesNameExportedMetrics(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Node = "metrics-" + storetest.Name("")
 	cfg.Database.Driver, cfg.Database.DSN = "mysql", storetest.MySQLDSN(t)
-	cfg.Cluster.NATSURL = testNATS(t)
+	cfg.Cluster.NATSURL, cfg.Cluster.Namespace = testNATS(t), storetest.Name("t")
 	m := startMain(t, cfg)
 	exported := exportedMetrics(m.reg)
 

@@ -65,8 +65,13 @@ func (a accountsAuth) Authenticate(ctx context.Context, token string) (phonebook
 	return p.Number, p.DeviceID, err
 }
 
-func (a accountsAuth) InvalidTokens(ctx context.Context, tokens []string) ([]string, error) {
-	return a.acc.InvalidTokens(ctx, tokens)
+func (a accountsAuth) InvalidTokenHashes(ctx context.Context, hashes [][]byte) ([][]byte, error) {
+	return a.acc.InvalidTokenHashes(ctx, hashes)
+}
+
+func (a accountsAuth) AuthenticateUDP(ctx context.Context, udpID []byte) (phonebook.MSISDN, string, []byte, error) {
+	p, err := a.acc.AuthenticateUDP(ctx, udpID)
+	return p.Number, p.DeviceID, p.Token, err
 }
 
 // relayConfig is the relay's part of the configuration.

@@ -48,7 +48,8 @@ func verifyConfig(cfg config.Config) verify.Config {
 		MaxPerPrefixHour: cfg.Verify.MaxPerPrefixHour, AllowCountries: cfg.Verify.AllowCountries,
 		DenyCountries: cfg.Verify.DenyCountries, ShortNumber: cfg.Verify.ShortNumber, TokenTTL: cfg.Verify.TokenTTL,
 		TokenPrefix: cfg.Verify.TokenPrefix, MaxTokensPerIPHour: cfg.Verify.MaxTokensPerIPHour,
-		SecretKey: cfg.Verify.SecretKey,
+		MaxPollers: cfg.Verify.MaxPollers,
+		SecretKey:  cfg.Verify.SecretKey,
 	}
 }
 

@@ -501,9 +501,13 @@ func (*Frame_ContactJoined) isFrame_Body() {}
 // Auth must be the first frame a client sends.
 type Auth struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`                                      // session token from the HTTP login API
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`                                      // session token from the HTTP login API (TCP only; empty over UDP)
 	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`                // the handset's device id; must match the token's
 	ClientVersion string                 `protobuf:"bytes,3,opt,name=client_version,json=clientVersion,proto3" json:"client_version,omitempty"` // free text, for logs and metrics
+	// Over UDP the token never travels; the client names it and proves it
+	// has it (docs/protocol.md, "UDP"):
+	UdpTokenId    []byte `protobuf:"bytes,4,opt,name=udp_token_id,json=udpTokenId,proto3" json:"udp_token_id,omitempty"` // first 16 bytes of SHA-256("phonebook udp id" || SHA-256(token))
+	UdpProof      []byte `protobuf:"bytes,5,opt,name=udp_proof,json=udpProof,proto3" json:"udp_proof,omitempty"`         // HMAC-SHA256(key SHA-256(token), "phonebook udp auth v2" || nonce || challenge)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,6 +561,20 @@ func (x *Auth) GetClientVersion() string {
 		return x.ClientVersion
 	}
 	return ""
+}
+
+func (x *Auth) GetUdpTokenId() []byte {
+	if x != nil {
+		return x.UdpTokenId
+	}
+	return nil
+}
+
+func (x *Auth) GetUdpProof() []byte {
+	if x != nil {
+		return x.UdpProof
+	}
+	return nil
 }
 
 // AuthOK answers a successful Auth.
@@ -2150,7 +2168,7 @@ func (x *ContactJoined) GetAt() int64 {
 // UdpEnvelope carries at most one Frame in one UDP datagram, with what the
 // datagram transport needs for reliability (docs/protocol.md, "UDP"). On the
 // wire a datagram is: connection id (8 bytes, big-endian; 0 only on the
-// client's Auth datagram and the server's answer refusing it), this
+// handshake's datagrams: hello, challenge, Auth, and a refusal), this
 // envelope, then a 16-byte tag (HMAC-SHA256 over the id and the envelope,
 // truncated) when the id is not 0.
 type UdpEnvelope struct {
@@ -2165,8 +2183,13 @@ type UdpEnvelope struct {
 	// A Frame too large for one datagram travels as its encoding cut into
 	// pieces, each in its own numbered datagram (consecutive seqs); more is
 	// set on all but the last. frame is then absent.
-	Chunk         []byte `protobuf:"bytes,8,opt,name=chunk,proto3" json:"chunk,omitempty"`
-	More          bool   `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
+	Chunk []byte `protobuf:"bytes,8,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	More  bool   `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
+	// The handshake (id 0 datagrams): the client's hello carries nonce and
+	// padding and no frame; the server answers with the nonce and a
+	// challenge, which the client's Auth datagrams then carry too.
+	Challenge     []byte `protobuf:"bytes,10,opt,name=challenge,proto3" json:"challenge,omitempty"` // 32 bytes chosen by the server, valid for 30 s, for this client address and nonce
+	Padding       []byte `protobuf:"bytes,11,opt,name=padding,proto3" json:"padding,omitempty"`     // makes the hello at least as long as the challenge answer (no amplification)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2264,6 +2287,20 @@ func (x *UdpEnvelope) GetMore() bool {
 	return false
 }
 
+func (x *UdpEnvelope) GetChallenge() []byte {
+	if x != nil {
+		return x.Challenge
+	}
+	return nil
+}
+
+func (x *UdpEnvelope) GetPadding() []byte {
+	if x != nil {
+		return x.Padding
+	}
+	return nil
+}
+
 var File_phonebook_relay_v1_relay_proto protoreflect.FileDescriptor
 
 const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
@@ -2291,11 +2328,14 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\rpresence_list\x18- \x01(\v2 .phonebook.relay.v1.PresenceListH\x00R\fpresenceList\x12P\n" +
 	"\x10presence_changed\x18. \x01(\v2#.phonebook.relay.v1.PresenceChangedH\x00R\x0fpresenceChanged\x12J\n" +
 	"\x0econtact_joined\x18/ \x01(\v2!.phonebook.relay.v1.ContactJoinedH\x00R\rcontactJoinedB\x06\n" +
-	"\x04bodyJ\x04\b0\x10P\"`\n" +
+	"\x04bodyJ\x04\b0\x10P\"\x9f\x01\n" +
 	"\x04Auth\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12%\n" +
-	"\x0eclient_version\x18\x03 \x01(\tR\rclientVersion\"f\n" +
+	"\x0eclient_version\x18\x03 \x01(\tR\rclientVersion\x12 \n" +
+	"\fudp_token_id\x18\x04 \x01(\fR\n" +
+	"udpTokenId\x12\x1b\n" +
+	"\tudp_proof\x18\x05 \x01(\fR\budpProof\"f\n" +
 	"\x06AuthOK\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\tR\x06number\x12\x1d\n" +
 	"\n" +
@@ -2441,7 +2481,7 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\bpresence\x18\x01 \x01(\v2\x1c.phonebook.relay.v1.PresenceR\bpresence\"7\n" +
 	"\rContactJoined\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\tR\x06number\x12\x0e\n" +
-	"\x02at\x18\x02 \x01(\x03R\x02at\"\xdc\x01\n" +
+	"\x02at\x18\x02 \x01(\x03R\x02at\"\x94\x02\n" +
 	"\vUdpEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\rR\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\rR\x03ack\x12\x12\n" +
@@ -2451,7 +2491,10 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\x02pn\x18\x06 \x01(\x04R\x02pn\x12\x14\n" +
 	"\x05close\x18\a \x01(\bR\x05close\x12\x14\n" +
 	"\x05chunk\x18\b \x01(\fR\x05chunk\x12\x12\n" +
-	"\x04more\x18\t \x01(\bR\x04more*r\n" +
+	"\x04more\x18\t \x01(\bR\x04more\x12\x1c\n" +
+	"\tchallenge\x18\n" +
+	" \x01(\fR\tchallenge\x12\x18\n" +
+	"\apadding\x18\v \x01(\fR\apadding*r\n" +
 	"\vMessageType\x12\x1c\n" +
 	"\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04TEXT\x10\x01\x12\a\n" +

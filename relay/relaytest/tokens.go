@@ -4,6 +4,7 @@
 package relaytest
 
 import (
+	"bytes"
 	"context"
 	"sync"
 
@@ -63,15 +64,31 @@ func (t *Tokens) Revoke(token string) {
 	delete(t.tokens, token)
 }
 
-// InvalidTokens implements relay.TokenChecker.
-func (t *Tokens) InvalidTokens(ctx context.Context, tokens []string) ([]string, error) {
+// InvalidTokenHashes implements relay.TokenChecker.
+func (t *Tokens) InvalidTokenHashes(ctx context.Context, hashes [][]byte) ([][]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []string
-	for _, tok := range tokens {
-		if _, ok := t.tokens[tok]; !ok {
-			out = append(out, tok)
+	valid := make(map[string]bool, len(t.tokens))
+	for tok := range t.tokens {
+		valid[string(phonebook.TokenHash(tok))] = true
+	}
+	var out [][]byte
+	for _, h := range hashes {
+		if !valid[string(h)] {
+			out = append(out, h)
 		}
 	}
 	return out, nil
+}
+
+// AuthenticateUDP implements relay.UDPAuthenticator.
+func (t *Tokens) AuthenticateUDP(ctx context.Context, udpID []byte) (phonebook.MSISDN, string, []byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for tok, e := range t.tokens {
+		if h := phonebook.TokenHash(tok); bytes.Equal(phonebook.UDPTokenID(h), udpID) {
+			return e.number, e.device, h, nil
+		}
+	}
+	return "", "", nil, phonebook.Errorf(phonebook.EUnauthorized, "unknown session token")
 }

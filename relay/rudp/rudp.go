@@ -30,6 +30,10 @@ const (
 	TagLen = 16
 	// NonceLen is the client's handshake nonce.
 	NonceLen = 16
+	// MinHello is the least a client's hello datagram must measure (with
+	// padding): more than the server's challenge answer, so a forged
+	// source address gains nothing by it.
+	MinHello = 96
 	// DefaultMaxDatagram is a UDP payload that crosses Internet paths
 	// without IP fragmentation (IPv6's 1280-byte minimum MTU less headers).
 	DefaultMaxDatagram = 1200
@@ -64,13 +68,31 @@ func NewConnID() uint64 {
 	}
 }
 
-// DeriveKey is the session key: both sides know the session token and the
-// client's nonce, the server chose the connection id. The key never travels,
-// so seeing the server's datagrams does not let anyone forge the client's.
-func DeriveKey(token string, nonce []byte, connID uint64) []byte {
-	m := hmac.New(sha256.New, []byte(token))
-	m.Write([]byte("phonebook udp v1"))
+// ChallengeLen is the server's handshake challenge.
+const ChallengeLen = 32
+
+// Proof is what a UDP login proves the session token with, instead of
+// sending it: HMAC-SHA256 keyed with the token's SHA-256
+// (phonebook.TokenHash) over "phonebook udp auth v2", the client's nonce
+// and the server's challenge. Each login answers a fresh challenge, so a
+// captured proof is worth nothing.
+func Proof(tokenHash, nonce, challenge []byte) []byte {
+	m := hmac.New(sha256.New, tokenHash)
+	m.Write([]byte("phonebook udp auth v2"))
 	m.Write(nonce)
+	m.Write(challenge)
+	return m.Sum(nil)
+}
+
+// DeriveKey is the session key: both sides know the token's hash, the
+// client's nonce and the server's challenge, and the server chose the
+// connection id. The key never travels, so seeing the datagrams does not
+// let anyone forge either side's.
+func DeriveKey(tokenHash, nonce, challenge []byte, connID uint64) []byte {
+	m := hmac.New(sha256.New, tokenHash)
+	m.Write([]byte("phonebook udp v2"))
+	m.Write(nonce)
+	m.Write(challenge)
 	var id [8]byte
 	binary.BigEndian.PutUint64(id[:], connID)
 	m.Write(id[:])

@@ -16,7 +16,7 @@ func ackFrame(id string) *relaypb.Frame {
 }
 
 func TestSealOpen(t *testing.T) {
-	key := DeriveKey("token", make([]byte, NonceLen), 42)
+	key := DeriveKey([]byte("token"), make([]byte, NonceLen), make([]byte, ChallengeLen), 42)
 	env := &relaypb.UdpEnvelope{Seq: 7, Ack: 3, Sack: []uint32{5}, Frame: ackFrame("m1"), Pn: 9}
 	b, err := Seal(nil, 42, key, env)
 	if err != nil {
@@ -29,7 +29,7 @@ func TestSealOpen(t *testing.T) {
 	if err := Open(b, key, &got); err != nil || got.Seq != 7 || got.Frame.GetDeliverAck().GetServerMsgId() != "m1" {
 		t.Fatalf("open: %v %v", &got, err)
 	}
-	other := DeriveKey("token", make([]byte, NonceLen), 43)
+	other := DeriveKey([]byte("token"), make([]byte, NonceLen), make([]byte, ChallengeLen), 43)
 	tampered := append([]byte(nil), b...)
 	tampered[HeaderLen] ^= 1
 	for name, tc := range map[string]struct {
@@ -47,7 +47,7 @@ func TestSealOpen(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, err, tc.err)
 		}
 	}
-	if DeriveKey("token", make([]byte, NonceLen), 42)[0] != key[0] || string(DeriveKey("other", make([]byte, NonceLen), 42)) == string(key) {
+	if DeriveKey([]byte("token"), make([]byte, NonceLen), make([]byte, ChallengeLen), 42)[0] != key[0] || string(DeriveKey([]byte("other"), make([]byte, NonceLen), make([]byte, ChallengeLen), 42)) == string(key) {
 		t.Fatal("key derivation is not a function of the token")
 	}
 }
@@ -169,8 +169,8 @@ func TestLargeFrameInChunks(t *testing.T) {
 
 // What docs/protocol.md tells client writers about the envelope: the first
 // datagram carries pn 1; with more than 16 seqs held above ack, sack lists
-// the lowest 16 in increasing order; the session key is keyed by the
-// token's string bytes.
+// the lowest 16 in increasing order; the session key is keyed by the hash
+// of the token's string bytes.
 func TestEnvelopeAsDocumented(t *testing.T) {
 	c := NewConn(8, 64, 1<<16, Timing{})
 	now := time.Now()
@@ -190,13 +190,18 @@ func TestEnvelopeAsDocumented(t *testing.T) {
 		t.Fatalf("second datagram pn %d", env.Pn)
 	}
 
+	// The session key: HMAC-SHA256 keyed by the SHA-256 of the token's
+	// string bytes, over "phonebook udp v2", nonce, challenge and conn_id
+	// (docs/protocol.md; its test vectors: TestProtocolDocVectors).
 	const token = "wlfS9j31zQ" // a token as the login API returns it
-	nonce := []byte("0123456789abcdef")
-	m := hmac.New(sha256.New, []byte(token))
-	m.Write([]byte("phonebook udp v1"))
+	nonce, challenge := []byte("0123456789abcdef"), make([]byte, ChallengeLen)
+	th := sha256.Sum256([]byte(token))
+	m := hmac.New(sha256.New, th[:])
+	m.Write([]byte("phonebook udp v2"))
 	m.Write(nonce)
+	m.Write(challenge)
 	m.Write([]byte{0, 0, 0, 0, 0, 0, 0x01, 0x02})
-	if string(DeriveKey(token, nonce, 0x0102)) != string(m.Sum(nil)) {
-		t.Fatal("the session key is not HMAC-SHA256(token string bytes, \"phonebook udp v1\" || nonce || conn_id)")
+	if string(DeriveKey(th[:], nonce, challenge, 0x0102)) != string(m.Sum(nil)) {
+		t.Fatal("the session key is not HMAC-SHA256(SHA-256(token string bytes), \"phonebook udp v2\" || nonce || challenge || conn_id)")
 	}
 }

@@ -23,6 +23,7 @@ func Command() *cobra.Command {
 		httpAddr string
 		reject   []string
 		delay    string
+		quiet    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "smsc-sim",
@@ -38,6 +39,9 @@ with POST /mo or /reply on the --http address, or with
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			cfg.Output = out
+			if quiet {
+				cfg.Output = io.Discard
+			}
 			cfg.RejectPrefixes = reject
 			var err error
 			if cfg.RespDelay, cfg.RespDelayMax, err = ParseDelayRange(delay); err != nil {
@@ -84,6 +88,7 @@ with POST /mo or /reply on the --http address, or with
 	f.IntVar(&cfg.ThrottleEvery, "throttle-every", 0, "answer every Nth submit_sm with ESME_RTHROTTLED (0 = never)")
 	f.StringSliceVar(&reject, "reject-prefix", nil, "refuse destinations with this prefix (repeatable), e.g. +999")
 	f.Uint32Var(&cfg.RejectStatus, "reject-status", 0x0B, "command_status for refused destinations")
+	f.BoolVar(&quiet, "quiet", false, "do not print the SMS received (for load tests)")
 	f.StringVar(&delay, "resp-delay", "0s", "delay every submit_sm_resp by this long (5ms), or by a random time in a range (1ms-20ms)")
 	f.BoolVar(&cfg.CollideSeq, "collide-seq", false, "send deliver_sm with the sequence numbers of outstanding submits")
 	f.BoolVar(&cfg.MOAsDataSM, "mo-data-sm", false, "send MO as data_sm instead of deliver_sm")

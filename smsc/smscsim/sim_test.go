@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -291,5 +292,51 @@ func TestRespDelayRange(t *testing.T) {
 	cmd.SetErr(io.Discard)
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--resp-delay") {
 		t.Fatalf("bad --resp-delay: %v", err)
+	}
+}
+
+// A reply goes to the source address of the last SMS the phone received,
+// as a handset's "reply" does; a phone that received none gets an error
+// (and 404 over HTTP).
+func TestReplyToLastSource(t *testing.T) {
+	got := make(chan smsc.Deliver, 4)
+	sim, r := start(t, smscsim.Config{}, func(_ context.Context, d smsc.Deliver) error {
+		if !d.IsReceipt() {
+			got <- d
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, src := range []string{"106900007", "106900042"} {
+		p := smsc.Part{Source: src, Dest: "+8613700137000", Payload: []byte("hello")}
+		if _, err := r.Submit(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to, err := sim.Reply(ctx, "+8613700137000", "ok")
+	if err != nil || to != "106900042" {
+		t.Fatalf("reply went to %q: %v", to, err)
+	}
+	select {
+	case d := <-got:
+		if d.DestAddr != "106900042" || d.SourceAddr != "8613700137000" || string(d.Payload) != "ok" {
+			t.Fatalf("deliver_sm %+v", d)
+		}
+	case <-ctx.Done():
+		t.Fatal("no MO")
+	}
+	if _, err := sim.Reply(ctx, "+8613900139000", "hi"); err == nil {
+		t.Fatal("a reply from a phone that received nothing was sent")
+	}
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	res, err := http.Post(srv.URL+"/reply", "application/json", strings.NewReader(`{"from":"+8613900139000","text":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Fatalf("POST /reply from a phone that received nothing: %d", res.StatusCode)
 	}
 }
