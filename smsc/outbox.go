@@ -294,7 +294,7 @@ func (o *Outbox) enqueueClaimed(ctx context.Context, m store.SMS) (id int64, ok 
 		// send the message at once.
 		o.slots.give(1)
 		if _, err := o.db.RecordSMS(context.WithoutCancel(ctx), o.cfg.NodeID, nil, []store.SMSOutcome{{ID: m.ID, Kind: m.Kind, Ref: m.Ref,
-			State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}}); err != nil {
+			State: StateQueued, NextAttemptAt: time.Now(), NoAttempt: true, Error: "not sent: " + errStopping.Error()}}); err != nil {
 			o.log.Warn("sms outbox: could not release a message enqueued during shutdown; it is sent after its lease", "id", m.ID, "err", err)
 		}
 		return m.ID, true, nil
@@ -462,7 +462,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	for len(direct) > 0 {
 		m := <-direct
 		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: StateQueued,
-			NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
+			NextAttemptAt: time.Now(), NoAttempt: true, Error: "not sent: " + errStopping.Error()}})
 		slots.give(1)
 	}
 
