@@ -16,6 +16,7 @@ import (
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -23,6 +24,13 @@ import (
 // startPresence starts a relay serving contacts and presence from a real
 // contacts service on db, wired as cmd/phonebook wires them.
 func startPresence(t *testing.T, cfg relay.Config, db *store.DB) (*env, *contacts.Service) {
+	t.Helper()
+	return startPresenceWith(t, cfg, db, nil)
+}
+
+// startPresenceWith is startPresence with the relay's router given (nil:
+// its own).
+func startPresenceWith(t *testing.T, cfg relay.Config, db *store.DB, router relay.Router) (*env, *contacts.Service) {
 	t.Helper()
 	svc, err := contacts.New(db, nil, contacts.Config{}, nil, nil)
 	if err != nil {
@@ -32,7 +40,7 @@ func startPresence(t *testing.T, cfg relay.Config, db *store.DB) (*env, *contact
 	e.auth.add("tok-carol", carol, "dev-carol")
 	e.auth.add("tok-bob2", bob, "dev-bob2")
 	srv, err := relay.NewServer(cfg, relay.Deps{Auth: e.auth, Store: db, Directory: e.auth, Contacts: svc,
-		Metrics: prometheus.NewRegistry()})
+		Router: router, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +193,7 @@ func TestPresenceOfflineWhenConnectionDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-bob", DeviceId: "dev-bob"}}}, 0)
+	b, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-bob", DeviceId: "dev-bob"}}}, 0)
 	nc.Write(b)
 	nextPresence(t, a, bob, "online", func(p *relaypb.Presence) bool { return p.ImStatus == "online" })
 	nc.(*net.TCPConn).SetLinger(0) // RST

@@ -121,6 +121,16 @@ func (r *Router) ReceiptIDs(link string) string {
 	return ReceiptIDsAuto
 }
 
+// Capacity is how many submits the links can have outstanding at once: the
+// sum of window × binds. The outbox needs as many workers to fill them.
+func (r *Router) Capacity() int {
+	n := 0
+	for _, l := range r.links {
+		n += l.cfg.Window * l.cfg.Binds
+	}
+	return n
+}
+
 // States reports every link, for /readyz.
 func (r *Router) States() []LinkState {
 	out := make([]LinkState, len(r.links))

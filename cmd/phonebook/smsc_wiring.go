@@ -107,6 +107,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 	}
 	outbox, err = smsc.NewOutbox(m.DB, router, smsc.OutboxConfig{
 		NodeID:          nodeID(cfg.Node),
+		Workers:         max(router.Capacity(), 100),
 		DefaultValidity: cfg.SMSC.Outbox.Validity,
 		MaxAttempts:     cfg.SMSC.Outbox.MaxAttempts,
 		DrainTimeout:    cfg.SMSC.Outbox.ShutdownTimeout,

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -150,6 +151,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if cfg.NodeID == "" {
 		cfg.NodeID = "bench"
 	}
+	if cfg.Workers == 0 {
+		cfg.Workers = router.Capacity()
+	}
 	cfg.NoReceipts = !o.Receipts
 	if ob, err = smsc.NewOutbox(db, router, cfg, nil, nil); err != nil {
 		return Result{}, err
@@ -214,7 +218,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	dbProc := ""
 	if o.Driver == string(store.MySQL) {
-		dbProc = findProcess("mariadbd", "mysqld")
+		dbProc = dbServerProcess(o.DSN)
 	}
 	cpu0, dbcpu0 := selfCPU(), procCPU(dbProc)
 	t0 := time.Now()
@@ -395,6 +399,58 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// dbServerProcess returns the /proc directory of the process listening on
+// the DSN's TCP port (several database servers may run here), else of the
+// first mariadbd or mysqld; "" when none is found.
+func dbServerProcess(dsn string) string {
+	if cfg, err := mysql.ParseDSN(dsn); err == nil && cfg.Net == "tcp" {
+		if _, port, err := net.SplitHostPort(cfg.Addr); err == nil {
+			if d := listener(port); d != "" {
+				return d
+			}
+		}
+	}
+	return findProcess("mariadbd", "mysqld")
+}
+
+// listener finds the process with a TCP socket listening on port.
+func listener(port string) string {
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return ""
+	}
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ... inode (field 9)
+			fs := strings.Fields(line)
+			if len(fs) < 10 || fs[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			if i := strings.LastIndexByte(fs[1], ':'); i >= 0 && fs[1][i+1:] == fmt.Sprintf("%04X", p) {
+				inodes["socket:["+fs[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return ""
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		fds, _ := filepath.Glob(d + "/fd/*")
+		for _, fd := range fds {
+			if l, err := os.Readlink(fd); err == nil && inodes[l] {
+				return d
+			}
+		}
+	}
+	return ""
 }
 
 // findProcess returns the /proc directory of the first process whose
