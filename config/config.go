@@ -181,6 +181,7 @@ type Link struct {
 	ReconnectMin          time.Duration `mapstructure:"reconnect_min"`
 	ReconnectMax          time.Duration `mapstructure:"reconnect_max"`
 	Prefixes              []string      `mapstructure:"prefixes"`
+	ReceiptIDs            string        `mapstructure:"receipt_ids"`
 }
 
 // fill sets the settings left out to the smsc package's defaults, so that
@@ -192,6 +193,9 @@ func (l *Link) fill() {
 	}
 	if l.Window <= 0 {
 		l.Window = d.Window
+	}
+	if l.ReceiptIDs == "" {
+		l.ReceiptIDs = d.ReceiptIDs
 	}
 	if l.Binds <= 0 {
 		l.Binds = d.Binds
@@ -210,8 +214,9 @@ func (l *Link) fill() {
 }
 
 type Outbox struct {
-	Validity    time.Duration `mapstructure:"validity"`
-	MaxAttempts int           `mapstructure:"max_attempts"`
+	Validity        time.Duration `mapstructure:"validity"`
+	MaxAttempts     int           `mapstructure:"max_attempts"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
 
 type Relay struct {
@@ -349,7 +354,7 @@ func Default() Config {
 		SMSC: SMSC{
 			SimulatorAddr:         "127.0.0.1:0",
 			SimulatorReceiptDelay: 500 * time.Millisecond,
-			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50}, // smsc: 0 = until validity ends
+			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50, ShutdownTimeout: out.DrainTimeout}, // smsc: 0 = until validity ends
 		},
 		Relay: Relay{
 			TCPAddr: rel.Addr, UDPAddr: rel.Addr,
