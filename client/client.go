@@ -22,7 +22,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // Options configures Dial.
@@ -37,7 +37,7 @@ type Options struct {
 	// Heartbeat overrides the interval the server asks for; negative turns
 	// heartbeats off (tests of idle detection).
 	Heartbeat    time.Duration
-	MaxFrameSize int // 0: relay.DefaultMaxFrameSize
+	MaxFrameSize int // 0: wire.DefaultMaxFrameSize
 	Buffer       int // capacity of Deliveries and Receipts (1024)
 	// TLS, when set, runs the connection over TLS (a relay listening with
 	// relay.tls_cert); ServerName defaults to the dialled host.
@@ -164,7 +164,7 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	if o.Buffer <= 0 {
 		o.Buffer = 1024
 	}
-	b, err := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{
+	b, err := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{
 		Token: o.Token, DeviceId: o.DeviceID, ClientVersion: o.ClientVersion}}}, o.MaxFrameSize)
 	if err != nil {
 		return nil, err
@@ -175,7 +175,7 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	if _, err := nc.Write(b); err != nil {
 		return nil, err
 	}
-	fr := relay.NewFrameReader(bufio.NewReaderSize(nc, ioBufSize), o.MaxFrameSize)
+	fr := wire.NewFrameReader(bufio.NewReaderSize(nc, ioBufSize), o.MaxFrameSize)
 	var f relaypb.Frame
 	if err := fr.Read(&f); err != nil {
 		return nil, fmt.Errorf("relay: waiting for AuthOK: %w", err)
@@ -186,7 +186,7 @@ func Handshake(ctx context.Context, nc net.Conn, o Options) (*Client, error) {
 	}
 	ok := f.GetAuthOk()
 	if ok == nil {
-		return nil, fmt.Errorf("relay: expected AuthOK, got %s", relay.FrameKind(&f))
+		return nil, fmt.Errorf("relay: expected AuthOK, got %s", wire.FrameKind(&f))
 	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
@@ -386,7 +386,7 @@ func (c *Client) shutdown(err error) {
 	})
 }
 
-func (c *Client) readLoop(fr *relay.FrameReader) {
+func (c *Client) readLoop(fr *wire.FrameReader) {
 	var serverErr error
 	for {
 		if fr.Buffered() == 0 {
@@ -460,7 +460,7 @@ func (c *Client) appendFrame(f *relaypb.Frame) error {
 	if c.wbuf == nil {
 		c.wbuf = writeBufs.Get().(*[]byte)
 	}
-	b, err := relay.AppendFrame(*c.wbuf, f, c.opts.MaxFrameSize)
+	b, err := wire.AppendFrame(*c.wbuf, f, c.opts.MaxFrameSize)
 	*c.wbuf = b
 	return err
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // request is a contacts or presence request waiting for its answer, which
@@ -103,7 +103,7 @@ func (c *Client) request(ctx context.Context, id string, build func(id string) *
 	f := build(id)
 	max := c.opts.MaxFrameSize
 	if max <= 0 {
-		max = relay.DefaultMaxFrameSize
+		max = wire.DefaultMaxFrameSize
 	}
 	if n := proto.Size(f); n > max {
 		return nil, phonebook.Errorf(phonebook.ETooLarge, "request of %d bytes is over the %d-byte frame limit; send fewer entries per sync", n, max)

@@ -17,8 +17,8 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/relay/rudp"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // UDPOptions tunes DialUDP. Zero values mean the defaults in parentheses.
@@ -61,7 +61,7 @@ func DialUDP(ctx context.Context, addr string, o Options) (*Client, error) {
 	u.chunk = rudp.MaxFrame(uo.MaxDatagram)
 	maxFrame := o.MaxFrameSize
 	if maxFrame <= 0 {
-		maxFrame = relay.DefaultMaxFrameSize
+		maxFrame = wire.DefaultMaxFrameSize
 	}
 	u.rc = rudp.NewConn(uo.Window, uo.RecvWindow, maxFrame, uo.Timing)
 	rand.Read(u.nonce[:])
@@ -374,7 +374,7 @@ func (u *udpConn) Read(p []byte) (int, error) {
 		frames = append(u.rc.Take(frames[:0]), u.synth...)
 		u.synth = nil
 		for _, f := range frames {
-			u.rbuf, _ = relay.AppendFrame(u.rbuf, f, 1<<20)
+			u.rbuf, _ = wire.AppendFrame(u.rbuf, f, 1<<20)
 		}
 		clear(frames)
 		if len(u.rbuf) > 0 {
@@ -426,7 +426,7 @@ func (u *udpConn) Write(b []byte) (int, error) {
 		if len(u.wbuf) < 4+n {
 			break
 		}
-		f, err := relay.DecodeFrame(u.wbuf[:4+n], 1<<30)
+		f, err := wire.DecodeFrame(u.wbuf[:4+n], 1<<30)
 		u.wbuf = u.wbuf[4+n:]
 		if err != nil {
 			continue

@@ -18,6 +18,7 @@ import (
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/cluster/clustertest"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store"
@@ -230,17 +231,8 @@ func tryDial(n *node, who phonebook.MSISDN, o client.Options) (*client.Client, e
 	return client.Dial(ctx, n.addr, o)
 }
 
-// waitFor polls cond until it holds or the test's patience ends.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the test runs out of patience.
+var waitFor = poll.Until
 
 // locatedOn reports whether n sees number's newest session on node want
 // ("" for offline).

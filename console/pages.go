@@ -320,7 +320,7 @@ type actionInfo struct {
 }
 
 var actions = map[string]actionInfo{
-	"block":   {"Block", "Every login of this number will be refused and its sessions revoked: its connected devices are disconnected now.", "block", true},
+	"block":   {"Block", "Every login of this number will be refused and its sessions revoked: its devices are disconnected, at once on this node and within relay.reauth_interval on the others.", "block", true},
 	"unblock": {"Unblock", "The number will be able to log in again. Sessions revoked by the block stay revoked.", "unblock", true},
 	"revoke":  {"Revoke sessions", "Every session of this number ends: its devices are disconnected and must log in again.", "revoke_sessions", true},
 	"resend":  {"Resend SMS", "The SMS will be queued again as a new message with the same text, sender and reference.", "resend_sms", false},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -71,17 +72,8 @@ func (r *recorder) to(n phonebook.MSISDN) []contacts.Event {
 	return out
 }
 
-// waitFor polls cond until it holds or the test times out.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the test runs out of patience.
+var waitFor = poll.Until
 
 func newService(t *testing.T, db *store.DB, cfg contacts.Config) (*contacts.Service, *recorder) {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/relay/rudp"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // loopback returns 127.0.x.y for i: every address in 127.0.0.0/8 is this
@@ -79,7 +80,7 @@ func TestAuthFailuresPerNetwork(t *testing.T) {
 	cfg.MaxAuthFailuresPerMinute = 5
 	cfg.AddrPrefixes = phonebook.AddrPrefixes{V4: 16}
 	e := start(t, cfg, nil)
-	auth, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "guess"}}}, 0)
+	auth, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "guess"}}}, 0)
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Add(1)
@@ -94,7 +95,7 @@ func TestAuthFailuresPerNetwork(t *testing.T) {
 			defer nc.Close()
 			nc.Write(auth)
 			var f relaypb.Frame
-			relay.NewFrameReader(nc, 0).Read(&f) // unauthorized, or rate_limited
+			wire.NewFrameReader(nc, 0).Read(&f) // unauthorized, or rate_limited
 		}()
 	}
 	wg.Wait()

@@ -7,7 +7,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // idleConn opens a TCP connection that does not authenticate (yet).
@@ -27,7 +27,7 @@ func refused(t *testing.T, nc net.Conn) bool {
 	t.Helper()
 	nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	var f relaypb.Frame
-	err := relay.NewFrameReader(nc, 0).Read(&f)
+	err := wire.NewFrameReader(nc, 0).Read(&f)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		return false
 	}
@@ -67,7 +67,7 @@ func TestPendingAuthIsBounded(t *testing.T) {
 				}
 			}
 			// One of them authenticates: there is room for one more.
-			b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-alice"}}}, 0)
+			b, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-alice"}}}, 0)
 			if _, err := waiting[0].Write(b); err != nil {
 				t.Fatal(err)
 			}
@@ -92,11 +92,11 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 	badLogin := func() *relaypb.Frame {
 		t.Helper()
 		nc := idleConn(t, e.addr)
-		b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "not-a-token"}}}, 0)
+		b, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "not-a-token"}}}, 0)
 		nc.Write(b)
 		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		var f relaypb.Frame
-		if err := relay.NewFrameReader(nc, 0).Read(&f); err != nil {
+		if err := wire.NewFrameReader(nc, 0).Read(&f); err != nil {
 			t.Fatalf("read: %v", err)
 		}
 		return &f
@@ -111,7 +111,7 @@ func TestFailedLoginsAreLimitedPerAddress(t *testing.T) {
 	nc := idleConn(t, e.addr)
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var f relaypb.Frame
-	if err := relay.NewFrameReader(nc, 0).Read(&f); err != nil || f.GetError().GetCode() != string(phonebook.ERateLimited) {
+	if err := wire.NewFrameReader(nc, 0).Read(&f); err != nil || f.GetError().GetCode() != string(phonebook.ERateLimited) {
 		t.Fatalf("a fourth connection after three failed logins: %v %v", &f, err)
 	}
 	if s := f.GetError().GetRetryAfterSecs(); s < 19 || s > 21 {

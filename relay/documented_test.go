@@ -7,7 +7,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // Behaviour docs/protocol.md promises client writers, pinned here.
@@ -22,7 +22,7 @@ func TestCopiesInFlightGetOneSendResult(t *testing.T) {
 	c := dialRaw(t, e.addr, 0)
 	c.auth("tok-alice", "dev-alice")
 	send := func(id, text string) []byte {
-		b, err := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Send{Send: &relaypb.Send{ClientMsgId: id, To: string(bob), Text: text}}}, 0)
+		b, err := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Send{Send: &relaypb.Send{ClientMsgId: id, To: string(bob), Text: text}}}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func TestWhatCountsAsAFailedLogin(t *testing.T) {
 	}
 	// Nine refusals, none counted: the address may still log in.
 	e.alice(client.Options{}).Close()
-	heartbeat, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{}}}, 0)
+	heartbeat, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Heartbeat{Heartbeat: &relaypb.Heartbeat{}}}, 0)
 	for range 2 {
 		if code := refusal(heartbeat); code != string(phonebook.EUnauthorized) {
 			t.Fatalf("not Auth first: %s", code)

@@ -14,14 +14,14 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // rawConn is a hand-driven client connection: it can misbehave.
 type rawConn struct {
 	t  *testing.T
 	nc net.Conn
-	fr *relay.FrameReader
+	fr *wire.FrameReader
 }
 
 func dialRaw(t *testing.T, addr string, rcvbuf int) *rawConn {
@@ -39,12 +39,12 @@ func dialRaw(t *testing.T, addr string, rcvbuf int) *rawConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	return &rawConn{t: t, nc: nc, fr: relay.NewFrameReader(bufio.NewReader(nc), 0)}
+	return &rawConn{t: t, nc: nc, fr: wire.NewFrameReader(bufio.NewReader(nc), 0)}
 }
 
 func (c *rawConn) write(f *relaypb.Frame) {
 	c.t.Helper()
-	b, err := relay.AppendFrame(nil, f, 0)
+	b, err := wire.AppendFrame(nil, f, 0)
 	if err != nil {
 		c.t.Fatal(err)
 	}

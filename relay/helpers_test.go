@@ -11,6 +11,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/relay/relaytest"
 	"github.com/phonebook/phonebook/store"
@@ -136,17 +137,8 @@ func (e *env) dial(token, device string, o client.Options) *client.Client {
 func (e *env) alice(o client.Options) *client.Client { return e.dial("tok-alice", "dev-alice", o) }
 func (e *env) bob(o client.Options) *client.Client   { return e.dial("tok-bob", "dev-bob", o) }
 
-// waitFor polls cond until it holds or the test's patience ends.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the test runs out of patience.
+var waitFor = poll.Until
 
 func wait(t *testing.T, p *client.Pending) (id string, state string) {
 	t.Helper()

@@ -10,6 +10,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // Contacts is what the relay needs from the contacts and presence service;
@@ -298,7 +299,7 @@ func (srv *Server) handleContactsFrame(s *session, f *relaypb.Frame, now time.Ti
 	}
 	switch {
 	case srv.contacts == nil:
-		s.Push(requestError(id, phonebook.Errorf(phonebook.EUnknownFrame, "this relay has no contacts service; %s is not served", FrameKind(f))))
+		s.Push(requestError(id, phonebook.Errorf(phonebook.EUnknownFrame, "this relay has no contacts service; %s is not served", wire.FrameKind(f))))
 		return true, nil
 	case id == "" || len(id) > 64:
 		s.Push(requestError(truncate(id, 64), phonebook.Errorf(phonebook.EInvalid, "request_id must be 1 to 64 bytes")))
@@ -450,28 +451,4 @@ func (n relayNotifier) Notify(ctx context.Context, to []phonebook.MSISDN, ev con
 // message per node.
 type notifyRouter interface {
 	Notify(ctx context.Context, to []phonebook.MSISDN, f *relaypb.Frame) (int, error)
-}
-
-// contactsFrameKind names the contacts and presence frames for FrameKind.
-func contactsFrameKind(f *relaypb.Frame) string {
-	switch f.Body.(type) {
-	case *relaypb.Frame_ContactsSync:
-		return "contacts_sync"
-	case *relaypb.Frame_ContactsSyncResult:
-		return "contacts_sync_result"
-	case *relaypb.Frame_PresenceSet:
-		return "presence_set"
-	case *relaypb.Frame_PresenceSetResult:
-		return "presence_set_result"
-	case *relaypb.Frame_PresenceQuery:
-		return "presence_query"
-	case *relaypb.Frame_PresenceList:
-		return "presence_list"
-	case *relaypb.Frame_PresenceChanged:
-		return "presence_changed"
-	case *relaypb.Frame_ContactJoined:
-		return "contact_joined"
-	default:
-		return "unknown"
-	}
 }

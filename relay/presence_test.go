@@ -16,6 +16,7 @@ import (
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -192,7 +193,7 @@ func TestPresenceOfflineWhenConnectionDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-bob", DeviceId: "dev-bob"}}}, 0)
+	b, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: "tok-bob", DeviceId: "dev-bob"}}}, 0)
 	nc.Write(b)
 	nextPresence(t, a, bob, "online", func(p *relaypb.Presence) bool { return p.ImStatus == "online" })
 	nc.(*net.TCPConn).SetLinger(0) // RST

@@ -23,6 +23,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -328,7 +329,7 @@ func (c *Config) setDefaults() {
 	if c.DefaultRegion == "" {
 		c.DefaultRegion = phonebook.DefaultRegion
 	}
-	defInt(&c.MaxFrameSize, DefaultMaxFrameSize)
+	defInt(&c.MaxFrameSize, wire.DefaultMaxFrameSize)
 	def(&c.AuthTimeout, 10*time.Second)
 	def(&c.HeartbeatInterval, 20*time.Second)
 	def(&c.IdleTimeout, 2*c.HeartbeatInterval+5*time.Second)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // session is one authenticated client connection, independent of the
@@ -237,7 +238,7 @@ func (s *session) handle(f *relaypb.Frame, now time.Time) error {
 		if handled, err := s.srv.handleContactsFrame(s, f, now); handled {
 			return err
 		}
-		return phonebook.Errorf(phonebook.EProtocol, "a client may not send %s frames", FrameKind(f))
+		return phonebook.Errorf(phonebook.EProtocol, "a client may not send %s frames", wire.FrameKind(f))
 	}
 	return nil
 }

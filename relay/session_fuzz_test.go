@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // FuzzSessionFrames feeds arbitrary bytes to an authenticated session: the
 // server must neither panic nor hang, and must end the session when the
 // connection closes.
 func FuzzSessionFrames(f *testing.F) {
-	frame := func(fr *relaypb.Frame) []byte { b, _ := AppendFrame(nil, fr, 0); return b }
+	frame := func(fr *relaypb.Frame) []byte { b, _ := wire.AppendFrame(nil, fr, 0); return b }
 	f.Add(frame(&relaypb.Frame{Body: &relaypb.Frame_Send{Send: &relaypb.Send{ClientMsgId: "1", To: "13900139000", Text: "hi"}}}))
 	f.Add(frame(&relaypb.Frame{Body: &relaypb.Frame_Send{Send: &relaypb.Send{ClientMsgId: "2", To: "+8613800138000", Text: "self"}}}))
 	f.Add(frame(&relaypb.Frame{Body: &relaypb.Frame_DeliverAck{DeliverAck: &relaypb.DeliverAck{ServerMsgId: "x"}}}))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // readBufSize is small on purpose: most connections are idle, and a few
@@ -27,7 +28,7 @@ func (srv *Server) serveTCP(nc net.Conn) {
 	if tc, ok := nc.(*net.TCPConn); ok && cfg.SocketWriteBuffer > 0 {
 		tc.SetWriteBuffer(cfg.SocketWriteBuffer)
 	}
-	fr := NewFrameReader(bufio.NewReaderSize(nc, readBufSize), cfg.MaxFrameSize)
+	fr := wire.NewFrameReader(bufio.NewReaderSize(nc, readBufSize), cfg.MaxFrameSize)
 
 	nc.SetReadDeadline(time.Now().Add(cfg.AuthTimeout))
 	var f relaypb.Frame
@@ -66,7 +67,7 @@ func (srv *Server) serveTCP(nc net.Conn) {
 // quarter timeout, so a busy connection does not reset a timer per frame
 // and a silent one is closed between ¾ and 1 idle timeout after its last
 // frame.
-func (srv *Server) readLoop(s *session, nc net.Conn, fr *FrameReader) error {
+func (srv *Server) readLoop(s *session, nc net.Conn, fr *wire.FrameReader) error {
 	idle := srv.cfg.IdleTimeout
 	var deadlineSet time.Time
 	var f relaypb.Frame
@@ -116,7 +117,7 @@ func (srv *Server) writeLoop(s *session, nc net.Conn) {
 		case <-s.closing:
 			if s.closeErr != nil {
 				nc.SetWriteDeadline(time.Now().Add(time.Second))
-				b, _ := AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Error{Error: s.closeErr}}, 0)
+				b, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Error{Error: s.closeErr}}, 0)
 				nc.Write(b)
 			}
 			return
@@ -131,8 +132,8 @@ func (srv *Server) writeLoop(s *session, nc net.Conn) {
 		var werr error
 		for i, f := range frames {
 			var err error
-			if buf, err = AppendFrame(buf, f, srv.cfg.MaxFrameSize); err != nil {
-				srv.log.Error("relay: encode frame", "kind", FrameKind(f), "err", err)
+			if buf, err = wire.AppendFrame(buf, f, srv.cfg.MaxFrameSize); err != nil {
+				srv.log.Error("relay: encode frame", "kind", wire.FrameKind(f), "err", err)
 			} else {
 				n++
 			}
@@ -174,7 +175,7 @@ func (srv *Server) refuse(nc net.Conn, err error) {
 		srv.log.Warn("relay: connection refused", "addr", nc.RemoteAddr().String(), "err", err)
 	}
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
-	b, _ := AppendFrame(nil, errorFrame(err), 0)
+	b, _ := wire.AppendFrame(nil, errorFrame(err), 0)
 	nc.Write(b)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // A transport (tcp.go, udp.go) moves frames between a client and a
@@ -30,7 +31,7 @@ import (
 func (srv *Server) login(f *relaypb.Frame, transport, remoteAddr string, conn net.Conn) (*session, error) {
 	auth := f.GetAuth()
 	if auth == nil {
-		return nil, phonebook.Errorf(phonebook.EUnauthorized, "the first frame must be Auth, not %s", FrameKind(f))
+		return nil, phonebook.Errorf(phonebook.EUnauthorized, "the first frame must be Auth, not %s", wire.FrameKind(f))
 	}
 	ctx, cancel := context.WithTimeout(srv.ctx, srv.cfg.AuthTimeout)
 	number, device, err := srv.auth.Authenticate(ctx, auth.GetToken())

@@ -20,6 +20,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay/rudp"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // UDPConfig tunes the UDP transport. Zero values mean the defaults in
@@ -659,7 +660,7 @@ func (us *udpSession) tooLarge(f *relaypb.Frame, chunk int) {
 	s := us.s
 	d := f.GetDeliver()
 	if d == nil {
-		s.srv.log.Error("relay: frame too large for UDP", "kind", FrameKind(f), "size", proto.Size(f))
+		s.srv.log.Error("relay: frame too large for UDP", "kind", wire.FrameKind(f), "size", proto.Size(f))
 		return
 	}
 	s.mu.Lock()

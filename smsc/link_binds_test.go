@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/smsc"
-	"github.com/phonebook/phonebook/smsc/internal/poll"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 )
 

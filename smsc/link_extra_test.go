@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/smsc"
-	"github.com/phonebook/phonebook/smsc/internal/poll"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/smsc"
-	"github.com/phonebook/phonebook/smsc/internal/poll"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"

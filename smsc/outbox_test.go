@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -71,16 +72,8 @@ func (f *fakeSMSC) snapshot() (map[string]int, map[string]string) {
 	return a, ids
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the test runs out of patience.
+var waitFor = poll.Until
 
 type eventLog struct {
 	mu sync.Mutex

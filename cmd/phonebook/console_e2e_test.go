@@ -18,6 +18,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 	"github.com/phonebook/phonebook/store"
 )
@@ -117,16 +118,8 @@ func csrfOf(t *testing.T, body string) string {
 	return m[1]
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the test runs out of patience.
+var waitFor = poll.Until
 
 // Without the admin token every console path answers 401: no page, no
 // stream, no action, no static file, and no sign-in with a wrong token.

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/phonebook/phonebook/proto/relaypb"
-	"github.com/phonebook/phonebook/relay"
+	"github.com/phonebook/phonebook/relay/wire"
 )
 
 // HoldConnections opens n authenticated connections as users first..first+n-1
@@ -26,12 +26,12 @@ func HoldConnections(ctx context.Context, addr string, first, n int) ([]net.Conn
 			return conns, fmt.Errorf("connection %d: %w", i, err)
 		}
 		conns = append(conns, nc)
-		b, _ := relay.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: Token(first + i)}}}, 0)
+		b, _ := wire.AppendFrame(nil, &relaypb.Frame{Body: &relaypb.Frame_Auth{Auth: &relaypb.Auth{Token: Token(first + i)}}}, 0)
 		if _, err := nc.Write(b); err != nil {
 			return conns, err
 		}
 		var f relaypb.Frame
-		if err := relay.NewFrameReader(bufio.NewReaderSize(nc, 64), 0).Read(&f); err != nil || f.GetAuthOk() == nil {
+		if err := wire.NewFrameReader(bufio.NewReaderSize(nc, 64), 0).Read(&f); err != nil || f.GetAuthOk() == nil {
 			return conns, fmt.Errorf("connection %d: no AuthOK: %v %v", i, err, &f)
 		}
 	}

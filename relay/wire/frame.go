@@ -1,4 +1,9 @@
-package relay
+// Package wire is the relay protocol's framing: a 4-byte big-endian length
+// prefix, then one protobuf relaypb.Frame. The relay and the Go client both
+// import it, so it imports nothing but the standard library, protobuf, the
+// generated relaypb and the domain package for its error codes; it must
+// never import server code (client/deps_test.go checks that).
+package wire
 
 import (
 	"bufio"
@@ -151,5 +156,29 @@ func FrameKind(f *relaypb.Frame) string {
 		return "error"
 	default:
 		return contactsFrameKind(f)
+	}
+}
+
+// contactsFrameKind names the contacts and presence frames for FrameKind.
+func contactsFrameKind(f *relaypb.Frame) string {
+	switch f.Body.(type) {
+	case *relaypb.Frame_ContactsSync:
+		return "contacts_sync"
+	case *relaypb.Frame_ContactsSyncResult:
+		return "contacts_sync_result"
+	case *relaypb.Frame_PresenceSet:
+		return "presence_set"
+	case *relaypb.Frame_PresenceSetResult:
+		return "presence_set_result"
+	case *relaypb.Frame_PresenceQuery:
+		return "presence_query"
+	case *relaypb.Frame_PresenceList:
+		return "presence_list"
+	case *relaypb.Frame_PresenceChanged:
+		return "presence_changed"
+	case *relaypb.Frame_ContactJoined:
+		return "contact_joined"
+	default:
+		return "unknown"
 	}
 }

@@ -1,0 +1,26 @@
+// Package poll waits for conditions in tests: poll, never sleep-and-hope.
+// Every package's tests use it rather than a copy of their own.
+package poll
+
+import (
+	"testing"
+	"time"
+)
+
+// Patience is how long Until waits. It only matters when a test is about
+// to fail, so it is generous: the suite runs with -race on shared 2-core
+// machines, and a cluster failover takes seconds.
+const Patience = 30 * time.Second
+
+// Until polls cond every 5ms and fails t when it has not held within
+// Patience; what names the condition in the failure.
+func Until(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Patience)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", Patience, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
