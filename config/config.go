@@ -181,6 +181,7 @@ type Link struct {
 	ReconnectMin          time.Duration `mapstructure:"reconnect_min"`
 	ReconnectMax          time.Duration `mapstructure:"reconnect_max"`
 	Prefixes              []string      `mapstructure:"prefixes"`
+	ReceiptIDs            string        `mapstructure:"receipt_ids"`
 }
 
 // fill sets the settings left out to the smsc package's defaults, so that
@@ -192,6 +193,9 @@ func (l *Link) fill() {
 	}
 	if l.Window <= 0 {
 		l.Window = d.Window
+	}
+	if l.ReceiptIDs == "" {
+		l.ReceiptIDs = d.ReceiptIDs
 	}
 	if l.Binds <= 0 {
 		l.Binds = d.Binds
@@ -210,8 +214,9 @@ func (l *Link) fill() {
 }
 
 type Outbox struct {
-	Validity    time.Duration `mapstructure:"validity"`
-	MaxAttempts int           `mapstructure:"max_attempts"`
+	Validity        time.Duration `mapstructure:"validity"`
+	MaxAttempts     int           `mapstructure:"max_attempts"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
 
 type Relay struct {
@@ -238,6 +243,8 @@ type Relay struct {
 	TLSCert                string        `mapstructure:"tls_cert"`
 	TLSKey                 string        `mapstructure:"tls_key"`
 	ReauthInterval         time.Duration `mapstructure:"reauth_interval"`
+	// How often live sessions' waiting messages are looked for in the store.
+	StoredRecheck time.Duration `mapstructure:"stored_recheck"`
 	// TCP connections not yet authenticated, in all and per client address.
 	MaxPendingAuth      int `mapstructure:"max_pending_auth"`
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
@@ -347,7 +354,7 @@ func Default() Config {
 		SMSC: SMSC{
 			SimulatorAddr:         "127.0.0.1:0",
 			SimulatorReceiptDelay: 500 * time.Millisecond,
-			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50}, // smsc: 0 = until validity ends
+			Outbox:                Outbox{Validity: out.DefaultValidity, MaxAttempts: 50, ShutdownTimeout: out.DrainTimeout}, // smsc: 0 = until validity ends
 		},
 		Relay: Relay{
 			TCPAddr: rel.Addr, UDPAddr: rel.Addr,
@@ -362,6 +369,7 @@ func Default() Config {
 			MaxOfflinePerSender:      rel.MaxOfflinePerSender,
 			OfflineTTL:               rel.OfflineTTL,
 			ReauthInterval:           rel.ReauthInterval,
+			StoredRecheck:            rel.StoredRecheck,
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
 			MaxAuthFailuresPerMinute: rel.MaxAuthFailuresPerMinute,
@@ -732,6 +740,9 @@ func (c *Config) Validate() error {
 	if c.Relay.FallbackPerHour <= 0 || c.Relay.FallbackExpiry <= 0 || c.Relay.MaxOfflinePerRecipient <= 0 ||
 		c.Relay.MaxOfflinePerSender <= 0 || c.Relay.OfflineTTL <= 0 {
 		return fmt.Errorf("relay.fallback_per_hour, fallback_expiry, max_offline_per_recipient, max_offline_per_sender and offline_ttl must be positive")
+	}
+	if c.Relay.StoredRecheck < 0 {
+		return fmt.Errorf("relay.stored_recheck: %s is negative", c.Relay.StoredRecheck)
 	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)

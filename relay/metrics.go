@@ -35,6 +35,9 @@ type metrics struct {
 	// authRefused: TCP connections refused before Auth because too many
 	// were waiting to authenticate (server.go admitLocked).
 	authRefused prometheus.Counter
+	// storedRechecked: live sessions woken because the periodic look in
+	// the offline store found messages waiting for them (stored_recheck.go).
+	storedRechecked prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -70,6 +73,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		[]string{"code"})
 	m.expired = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_offline_expired_total",
 		Help: "Stored messages deleted after relay.offline_ttl without being fetched."})
+	m.storedRechecked = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_stored_rechecks_total",
+		Help: "Live sessions woken by the periodic look in the offline store (relay.stored_recheck): messages whose wake-up was lost, or still being delivered."})
 	m.udpRebinds = prometheus.NewCounter(prometheus.CounterOpts{Name: "phonebook_relay_udp_rebinds_total",
 		Help: "UDP sessions that moved to a new client address (NAT rebinding)."})
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_relay_messages_total",
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.queueDrops, m.smsRefused, m.latency, m.storeBatch, vec, m.udpDropped, m.udpRebinds, m.reauthClosed, m.authRefused,
-			m.smsDeferred, m.smsFailed, m.expired)
+			m.smsDeferred, m.smsFailed, m.expired, m.storedRechecked)
 	}
 	return m
 }

@@ -266,6 +266,12 @@ type Config struct {
 	OfflineTTL             time.Duration
 
 	ReauthInterval time.Duration // how often live sessions' tokens are checked again, with a TokenChecker (1m)
+	// StoredRecheck: how often the relay looks in the offline store for
+	// messages waiting for its live sessions (10s). A message stored for a
+	// connected recipient is normally delivered at once by a wake-up; this
+	// is the bound when every wake-up was lost (a NATS partition, a NATS
+	// server's death while interest moves to another server).
+	StoredRecheck time.Duration
 	// TCP connections accepted and not yet authenticated (each has
 	// AuthTimeout to send Auth): in all (4096) and per client address
 	// (256). Beyond them a connection gets Error rate_limited and closes.
@@ -352,6 +358,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.SweepInterval, time.Second)
 	def(&c.ReauthInterval, time.Minute)
+	def(&c.StoredRecheck, 10*time.Second)
 	defInt(&c.MaxPendingAuth, 4096)
 	defInt(&c.MaxPendingAuthPerIP, 256)
 	defInt(&c.MaxAuthFailuresPerMinute, 120)

@@ -122,9 +122,10 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	srv.contacts = deps.Contacts
 	srv.presence = newPresenceTracker(srv)
 	go srv.commitLoop()
-	srv.bg.Add(2)
+	srv.bg.Add(3)
 	go srv.janitor()
 	go srv.sweeper()
+	go srv.storedRecheckLoop()
 	if tc, ok := deps.Auth.(TokenChecker); ok {
 		srv.bg.Add(1)
 		go srv.reauthLoop(tc)

@@ -65,6 +65,11 @@ type LinkConfig struct {
 	// serves; the longest match wins. Empty = default route.
 	Prefixes []string
 
+	// ReceiptIDs says how this SMSC's receipts write the message ids its
+	// submit_sm_resp gave: ReceiptIDsAuto (default), ReceiptIDsExact,
+	// ReceiptIDsHex or ReceiptIDsDecimal; see receipt_ids.go.
+	ReceiptIDs string
+
 	// DeliverWorkers bounds concurrent DeliverHandler calls per connection
 	// (default 128); DeliverQueue bounds deliver_sm waiting for a worker
 	// (default 1024). A deliver_sm arriving at a full queue is answered
@@ -105,6 +110,14 @@ func (c LinkConfig) withDefaults() (LinkConfig, error) {
 	case BindTransceiver, BindTransmitterReceive:
 	default:
 		return c, fmt.Errorf("smsc %s: bind %q: want %q or %q", c.Name, c.Bind, BindTransceiver, BindTransmitterReceive)
+	}
+	switch c.ReceiptIDs {
+	case "":
+		c.ReceiptIDs = ReceiptIDsAuto
+	case ReceiptIDsAuto, ReceiptIDsExact, ReceiptIDsHex, ReceiptIDsDecimal:
+	default:
+		return c, fmt.Errorf("smsc %s: receipt_ids %q: want %s, %s, %s or %s", c.Name, c.ReceiptIDs,
+			ReceiptIDsAuto, ReceiptIDsExact, ReceiptIDsHex, ReceiptIDsDecimal)
 	}
 	if c.TLS && c.TLSServerName == "" {
 		c.TLSServerName = host
@@ -152,6 +165,7 @@ var (
 	ErrNotBound    = errors.New("link not bound")
 	ErrRespTimeout = errors.New("no response from SMSC in time")
 	ErrLinkClosed  = errors.New("link closed while waiting for a response")
+	ErrNotWritten  = errors.New("link closed before the request was written")
 	ErrNoLinkBound = errors.New("no SMSC link bound for this destination")
 	ErrNoRoute     = errors.New("no SMSC link routes this destination")
 )
@@ -440,12 +454,15 @@ func (l *Link) Submit(ctx context.Context, p Part) (SubmitResult, error) {
 		return wire.EncodeSM(pdu.SubmitSMID, seq, sm)
 	})
 	if err != nil {
-		result := "link_down"
-		if errors.Is(err, ErrRespTimeout) {
+		result, sent := "link_down", true
+		switch {
+		case errors.Is(err, ErrRespTimeout):
 			result = "timeout"
+		case errors.Is(err, ErrNotWritten):
+			result, sent = "not_sent", false
 		}
 		l.m.submits.WithLabelValues(name, result).Inc()
-		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Err: err}
+		return SubmitResult{}, &SubmitError{Link: name, Temporary: true, Sent: sent, Err: err}
 	}
 	if st := uint32(resp.Header.Status); st != 0 || resp.Header.ID == pdu.GenericNACKID {
 		l.m.submits.WithLabelValues(name, StatusName(st)).Inc()
@@ -639,18 +656,22 @@ func (c *conn) bind(ctx context.Context) (*session, error) {
 	cfg := l.cfg
 	dctx, cancel := context.WithTimeout(ctx, cfg.RespTimeout)
 	defer cancel()
-	var nc net.Conn
-	var err error
-	if cfg.TLS {
-		d := tls.Dialer{Config: &tls.Config{ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify, MinVersion: tls.VersionTLS12}}
-		nc, err = d.DialContext(dctx, "tcp", cfg.Addr)
-	} else {
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, "tcp", cfg.Addr)
-	}
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, "tcp", cfg.Addr)
 	if err != nil {
 		l.m.binds.WithLabelValues(cfg.Name, "dial_error").Inc()
 		return nil, fmt.Errorf("dial %s: %w", cfg.Addr, err)
+	}
+	if cfg.TLS {
+		// Handshake apart from the dial, so that a failure says which step
+		// failed: a plain-TCP SMSC never answers the ClientHello.
+		tc := tls.Client(nc, &tls.Config{ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			l.m.binds.WithLabelValues(cfg.Name, "tls_error").Inc()
+			return nil, fmt.Errorf("TLS handshake with %s failed (does it speak TLS on this port?): %w", cfg.Addr, err)
+		}
+		nc = tc
 	}
 	s := newSession(l, c.role, nc)
 	resp, err := s.request(c.bindID, func(seq uint32) ([]byte, error) {

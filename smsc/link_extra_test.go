@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"strings"
 	"sync/atomic"
@@ -137,5 +138,50 @@ func TestSlowHandlerDoesNotDelaySubmits(t *testing.T) {
 		if _, err := r.Submit(ctxT(t), part(cnMobile, "x")); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A TLS link to a plain-TCP SMSC says the handshake failed, not "context
+// deadline exceeded".
+func TestTLSToPlainSMSC(t *testing.T) {
+	sim := startSim(t, smscsim.Config{})
+	cfg := linkCfg("tls", sim.Addr())
+	cfg.TLS, cfg.RespTimeout = true, 300*time.Millisecond
+	r := startRouter(t, nil, cfg)
+	poll.Until(t, "a bind error", func() bool { return state(r, "tls").LastError != "" })
+	if e := state(r, "tls").LastError; !strings.Contains(e, "TLS handshake with "+sim.Addr()+" failed") {
+		t.Fatalf("last error %q; want it to say the TLS handshake failed", e)
+	}
+}
+
+// The simulator's reset mode drops the session with a TCP reset after N
+// accepted submits, leaving the last one unanswered: the link reports it
+// sent and unanswered, rebinds, and submits go on.
+func TestSessionResetAfterSubmits(t *testing.T) {
+	sim, r := simAndRouter(t, smscsim.Config{ResetAfter: 3}, nil)
+	var sent, ok int
+	for i := 0; i < 7; {
+		_, err := r.Submit(ctxT(t), part(cnMobile, "reset "+string(rune('a'+i))))
+		var se *smsc.SubmitError
+		switch {
+		case err == nil:
+			ok++
+		case errors.As(err, &se) && se.Sent && se.Temporary:
+			sent++
+		case errors.As(err, &se) && !se.Sent && se.Temporary:
+			// The reset is not seen yet: never written, so try again.
+			if !strings.Contains(err.Error(), "not sent") {
+				t.Fatalf("unsent submit: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		default:
+			t.Fatalf("submit %d: %v", i, err)
+		}
+		i++
+	}
+	st := sim.Stats()
+	if sent != 2 || ok != 5 || st.Resets != 2 || st.LostResps != 2 || st.Submits != 7 {
+		t.Fatalf("%d unanswered, %d answered; simulator %+v", sent, ok, st)
 	}
 }

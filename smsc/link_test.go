@@ -382,8 +382,8 @@ func TestLinkDropFailsInFlightAndReconnects(t *testing.T) {
 	for range 5 {
 		err := <-errs
 		var se *smsc.SubmitError
-		if !errors.As(err, &se) || !se.Temporary || !errors.Is(err, smsc.ErrLinkClosed) {
-			t.Fatalf("in-flight submit: %v; want a temporary ErrLinkClosed", err)
+		if !errors.As(err, &se) || !se.Temporary || !se.Sent || !errors.Is(err, smsc.ErrLinkClosed) || !strings.Contains(err.Error(), "sent, no response") {
+			t.Fatalf("in-flight submit: %v; want a temporary ErrLinkClosed, sent", err)
 		}
 	}
 	poll.Until(t, "a second bind", func() bool { return sim.Stats().Binds == 2 })
@@ -404,7 +404,7 @@ func TestResponseTimeoutIsTemporary(t *testing.T) {
 	waitBound(t, r, "a")
 	_, err := r.Submit(ctxT(t), part(cnMobile, "x"))
 	var se *smsc.SubmitError
-	if !errors.As(err, &se) || !se.Temporary || !errors.Is(err, smsc.ErrRespTimeout) || se.Link != "a" {
+	if !errors.As(err, &se) || !se.Temporary || !se.Sent || !errors.Is(err, smsc.ErrRespTimeout) || se.Link != "a" {
 		t.Fatalf("got %v; want a temporary ErrRespTimeout", err)
 	}
 	if st := state(r, "a"); !st.Bound || st.InFlight != 0 {

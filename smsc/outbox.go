@@ -41,6 +41,11 @@ type OutboxConfig struct {
 	MOExpiry        time.Duration // incomplete concatenated MO parts are dropped after [1h]
 	Retention       time.Duration // finished messages are deleted after [7 days]
 	DrainTimeout    time.Duration // how long shutdown waits for submits in flight [30s]
+	// ReceiptIDWait is how long a receipt may come before its part is
+	// recorded (the SMSC may send it before submit_sm_resp; results are
+	// written in batches). On a link whose receipt_ids rule is not known
+	// yet, receipts wait this long before they match [10s].
+	ReceiptIDWait time.Duration
 }
 
 // DefaultOutboxConfig returns the values a zero OutboxConfig stands for.
@@ -96,6 +101,7 @@ func (c *OutboxConfig) defaults() {
 	def(&c.MOExpiry, time.Hour)
 	def(&c.Retention, 7*24*time.Hour)
 	def(&c.DrainTimeout, 30*time.Second)
+	def(&c.ReceiptIDWait, 10*time.Second)
 }
 
 // SMS is a message to send.
@@ -145,6 +151,7 @@ type Outbox struct {
 	lmu       sync.Mutex
 
 	receipts groupCommit[store.SMSReceipt]
+	ids      *receiptIDs
 	mo       moRouter
 }
 
@@ -170,6 +177,7 @@ func NewOutbox(db *store.DB, sub Submitter, cfg OutboxConfig, log *slog.Logger, 
 		o.cfg.Recorders, o.cfg.Claimers = 1, 1 // one writer at a time anyway
 	}
 	o.receipts.apply, o.receipts.parallel = o.storeReceipts, o.cfg.Recorders
+	o.ids = newReceiptIDs(sub, o.cfg.ReceiptIDWait, o.log)
 	return o, nil
 }
 
@@ -286,7 +294,7 @@ func (o *Outbox) enqueueClaimed(ctx context.Context, m store.SMS) (id int64, ok 
 		// send the message at once.
 		o.slots.give(1)
 		if _, err := o.db.RecordSMS(context.WithoutCancel(ctx), o.cfg.NodeID, nil, []store.SMSOutcome{{ID: m.ID, Kind: m.Kind, Ref: m.Ref,
-			State: StateQueued, NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}}); err != nil {
+			State: StateQueued, NextAttemptAt: time.Now(), NoAttempt: true, Error: "not sent: " + errStopping.Error()}}); err != nil {
 			o.log.Warn("sms outbox: could not release a message enqueued during shutdown; it is sent after its lease", "id", m.ID, "err", err)
 		}
 		return m.ID, true, nil
@@ -329,19 +337,25 @@ type attempt struct {
 	left     atomic.Int32
 
 	mu      sync.Mutex
-	tempErr error
+	tempErr error // the first temporary failure that costs an attempt
+	freeErr error // the first part that was never sent
 	permErr error
 }
 
 func (a *attempt) fail(err error, temporary bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if temporary {
-		if a.tempErr == nil {
-			a.tempErr = err
+	switch {
+	case !temporary:
+		if a.permErr == nil {
+			a.permErr = err
 		}
-	} else if a.permErr == nil {
-		a.permErr = err
+	case notSent(err):
+		if a.freeErr == nil {
+			a.freeErr = err
+		}
+	case a.tempErr == nil:
+		a.tempErr = err
 	}
 }
 
@@ -448,7 +462,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	for len(direct) > 0 {
 		m := <-direct
 		records.send(record{outcome: &store.SMSOutcome{ID: m.ID, Kind: m.Kind, Ref: m.Ref, State: StateQueued,
-			NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
+			NextAttemptAt: time.Now(), NoAttempt: true, Error: "not sent: " + errStopping.Error()}})
 		slots.give(1)
 	}
 
@@ -526,7 +540,7 @@ func (o *Outbox) claimer(ctx context.Context, jobs chan<- job, records recordSin
 				// Shutting down: hand back what never started.
 				for _, r := range msgs[i+1:] {
 					records.send(record{outcome: &store.SMSOutcome{ID: r.ID, Kind: r.Kind, Ref: r.Ref, State: StateQueued,
-						NextAttemptAt: time.Now(), Error: "outbox shut down before sending"}})
+						NextAttemptAt: time.Now(), NoAttempt: true, Error: "not sent: " + errStopping.Error()}})
 				}
 				o.slots.give(len(msgs) - i - 1)
 				return
@@ -657,7 +671,7 @@ func (o *Outbox) start(ctx context.Context, m store.SMS, jobs chan<- job, record
 			// The rest of the parts never started; count them off so that
 			// the message is released for a retry.
 			for range todo[i:] {
-				a.fail(errors.New("outbox shutting down"), true)
+				a.fail(errStopping, true)
 				o.partDone(a, records)
 			}
 			return false
@@ -670,30 +684,92 @@ func (o *Outbox) submit(ctx context.Context, j job, stopping *atomic.Bool, recor
 	a := j.msg
 	switch {
 	case stopping.Load():
-		a.fail(errors.New("outbox shutting down"), true)
+		a.fail(errStopping, true)
 	case time.Until(a.leaseEnd) < o.cfg.Lease/10:
 		// The claim is about to lapse: another node may take the message, so
 		// sending now could send it twice.
-		a.fail(errors.New("claim lease nearly over"), true)
+		a.fail(errLeaseEnding, true)
+	case !o.awaitLink(stopping):
+		// Still no link after linkWait: give the part back unsent.
+		a.fail(&SubmitError{Temporary: true, Err: ErrNoLinkBound}, true)
 	default:
 		res, err := o.sub.Submit(ctx, j.part)
+		// A part that never left because the link dropped just then is
+		// tried again here once a link is bound (within linkWait), rather
+		// than sent round the queue with its whole message.
+		for start := time.Now(); err != nil && retryHere(err) && !stopping.Load() &&
+			time.Since(start) < linkWait && time.Until(a.leaseEnd) >= o.cfg.Lease/10 && o.awaitLink(stopping); {
+			o.m.submits.WithLabelValues("not_sent").Inc()
+			res, err = o.sub.Submit(ctx, j.part)
+		}
 		if err == nil {
 			o.m.submits.WithLabelValues("ok").Inc()
 			id := NormalizeMessageID(res.MessageID)
+			o.ids.saw(res.Link, id, true)
 			records.send(record{part: &store.SMSPart{OutboxID: a.m.ID, Seq: j.seq, Total: a.total, Link: res.Link,
-				MessageID: id, Candidates: MessageIDCandidates(res.MessageID), SubmittedAt: time.Now()}})
+				MessageID: id, ReceiptID: o.ids.receiptID(res.Link, id), SubmittedAt: time.Now()}})
 			break
 		}
 		var se *SubmitError
 		temporary := !errors.As(err, &se) || se.Temporary
-		if temporary {
-			o.m.submits.WithLabelValues("temporary").Inc()
-		} else {
+		switch {
+		case !temporary:
 			o.m.submits.WithLabelValues("permanent").Inc()
+		case notSent(err):
+			o.m.submits.WithLabelValues("not_sent").Inc()
+		default:
+			o.m.submits.WithLabelValues("temporary").Inc()
 		}
 		a.fail(err, temporary)
 	}
 	o.partDone(a, records)
+}
+
+// linkWait bounds how long a worker holds a part while no link is bound.
+// A link that drops comes back within a reconnect delay or two; failing
+// every part in hand at once would only send them round the queue.
+const linkWait = 5 * time.Second
+
+// awaitLink waits until a link is bound (if the submitter tells), at most
+// linkWait and not once shutting down; it reports whether one is.
+func (o *Outbox) awaitLink(stopping *atomic.Bool) bool {
+	av, ok := o.sub.(interface{ Available() bool })
+	if !ok {
+		return true
+	}
+	for deadline := time.Now().Add(linkWait); !av.Available(); time.Sleep(10 * time.Millisecond) {
+		if stopping.Load() || time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// retryHere reports whether a failed submit is one a worker tries again at
+// once: temporary, never sent, for want of a bound link.
+func retryHere(err error) bool {
+	var se *SubmitError
+	return errors.As(err, &se) && se.Temporary && notSent(err) &&
+		(errors.Is(err, ErrNotBound) || errors.Is(err, ErrNoLinkBound) || errors.Is(err, ErrNotWritten))
+}
+
+// Reasons the outbox itself does not send a part; like every error for
+// which notSent holds, they cost the message no attempt.
+var (
+	errStopping    = errors.New("outbox shutting down")
+	errLeaseEnding = errors.New("claim lease nearly over")
+)
+
+// notSent reports whether a failed submit never reached the SMSC: no link
+// was bound, the link closed before the write, or the outbox held it back.
+// Only a submit the SMSC refused, or one written and left unanswered,
+// counts as an attempt.
+func notSent(err error) bool {
+	if errors.Is(err, errStopping) || errors.Is(err, errLeaseEnding) {
+		return true
+	}
+	var se *SubmitError
+	return errors.As(err, &se) && se.Status == 0 && !se.Sent
 }
 
 // partDone counts a part off; the last one decides the message's outcome.
@@ -705,7 +781,7 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 	now := time.Now()
 	out := &store.SMSOutcome{ID: a.m.ID, Kind: a.m.Kind, Ref: a.m.Ref, State: StateSubmitted}
 	a.mu.Lock()
-	perm, temp := a.permErr, a.tempErr
+	perm, temp, free := a.permErr, a.tempErr, a.freeErr
 	a.mu.Unlock()
 	switch {
 	case perm != nil:
@@ -713,9 +789,9 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 	case temp != nil:
 		attempts := a.m.Attempts + 1
 		next := now.Add(o.backoff(attempts))
-		if errors.Is(temp, ErrNoLinkBound) || errors.Is(temp, ErrNotBound) || errors.Is(temp, ErrLinkClosed) {
-			// The link, not the message, failed: retry soon (dispatch waits
-			// for a bound link before claiming again).
+		if errors.Is(temp, ErrLinkClosed) {
+			// The link, not the message, failed: retry soon (the claimer
+			// waits for a bound link before claiming again).
 			next = now.Add(o.cfg.RetryBase)
 		}
 		switch {
@@ -726,23 +802,41 @@ func (o *Outbox) partDone(a *attempt, records recordSink) {
 		default:
 			out.State, out.NextAttemptAt, out.Error = StateQueued, next, reason(temp)
 		}
+	case free != nil:
+		// Nothing reached the SMSC: requeue at no cost. The outbox's own
+		// reasons retry at once; a link that is down, after RetryBase.
+		next := now
+		if !errors.Is(free, errStopping) && !errors.Is(free, errLeaseEnding) {
+			next = now.Add(o.cfg.RetryBase)
+		}
+		if next.After(a.m.ExpiresAt) {
+			out.State, out.Error = StateExpired, "validity ended while retrying: "+reason(free)
+		} else {
+			out.State, out.NextAttemptAt, out.NoAttempt, out.Error = StateQueued, next, true, reason(free)
+		}
 	}
 	records.send(record{outcome: out})
 }
 
 // reason is the failure text stored with a message: the SMPP status name
-// for refusals, the cause for transport failures.
+// for refusals; for transport failures the cause, saying whether the
+// submit was sent (and left unanswered) or never sent.
 func reason(err error) string {
 	var se *SubmitError
-	if errors.As(err, &se) {
-		if se.Status != 0 {
-			return StatusName(se.Status)
-		}
-		if se.Err != nil {
-			return se.Err.Error()
-		}
+	if errors.As(err, &se) && se.Status != 0 {
+		return StatusName(se.Status)
 	}
-	return err.Error()
+	cause := err.Error()
+	if se != nil && se.Err != nil {
+		cause = se.Err.Error()
+	}
+	if notSent(err) {
+		return "not sent: " + cause
+	}
+	if se != nil {
+		return "sent, no response: " + cause
+	}
+	return cause
 }
 
 // backoff is exponential from RetryBase, capped at RetryMax, with "equal
@@ -913,7 +1007,9 @@ func (o *Outbox) HandleDeliver(ctx context.Context, d Deliver) error {
 	if r.State == "" {
 		return nil // on its way: nothing to record
 	}
-	return o.receipts.do(ctx, store.SMSReceipt{Candidates: MessageIDCandidates(r.MessageID), State: r.State, Error: receiptError(r)})
+	id := NormalizeMessageID(r.MessageID)
+	o.ids.saw(d.Link, id, false)
+	return o.receipts.do(ctx, store.SMSReceipt{Link: d.Link, MessageID: id, State: r.State, Error: receiptError(r)})
 }
 
 func receiptError(r Receipt) string {
@@ -941,16 +1037,22 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
-		changes, n, dropped, err := o.db.ApplyPendingReceipts(ctx, batch, MessageIDCandidates)
+		res, err := o.db.ApplyPendingReceipts(ctx, batch, o.ids.forms)
 		if err != nil && ctx.Err() == nil {
 			o.log.Error("sms outbox: applying delivery receipts", "err", err)
 		}
-		if dropped > 0 {
-			o.m.receipts.WithLabelValues("unmatched").Add(float64(dropped))
-			o.log.Warn("sms outbox: delivery receipts for unknown message ids dropped after an hour", "count", dropped)
+		for _, u := range res.Unmatched {
+			o.m.unmatched.WithLabelValues(u.Reason).Inc()
+			if u.Reason == store.ReceiptAmbiguous {
+				o.log.Warn("sms outbox: delivery receipt fits several messages; kept, not applied (set receipt_ids on the link)",
+					"link", u.Link, "message_id", u.MessageID, "state", u.State, "fits", u.Parts)
+			} else {
+				o.log.Warn("sms outbox: delivery receipt for an unknown message id dropped after an hour",
+					"link", u.Link, "message_id", u.MessageID, "state", u.State)
+			}
 		}
-		o.emit(changes)
-		if err == nil && n == batch {
+		o.emit(res.Changes)
+		if err == nil && res.Seen == batch {
 			continue
 		}
 		select {
@@ -1014,16 +1116,18 @@ func (g *groupCommit[T]) do(ctx context.Context, v T) error {
 }
 
 type outboxMetrics struct {
-	submits, receipts, mo, events *prometheus.CounterVec
-	depth, oldest                 prometheus.Gauge
+	submits, receipts, unmatched, mo, events *prometheus.CounterVec
+	depth, oldest                            prometheus.Gauge
 }
 
 func newOutboxMetrics(reg prometheus.Registerer) (*outboxMetrics, error) {
 	m := &outboxMetrics{
 		submits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_submits_total",
-			Help: "submit_sm attempts from the outbox by result: ok, temporary, permanent."}, []string{"result"}),
+			Help: "Parts the outbox submitted, by result: ok, permanent (refused), temporary (refused, or sent and unanswered: costs an attempt), not_sent (never reached the SMSC: costs no attempt)."}, []string{"result"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_receipts_total",
-			Help: "Delivery receipts by outbox state (delivered, undeliverable, expired, intermediate); invalid (unreadable); unmatched (dropped after an hour without a matching message)."}, []string{"state"}),
+			Help: "Delivery receipts received, by the state they report (delivered, undeliverable, expired, intermediate); invalid (unreadable)."}, []string{"state"}),
+		unmatched: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_receipts_unmatched_total",
+			Help: "Delivery receipts that could not be applied, by reason: ambiguous (several messages fit; kept, never guessed), unknown (no message fitted within an hour; dropped)."}, []string{"reason"}),
 		mo: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_mo_total",
 			Help: "Inbound SMS by result: handled, unknown (no handler), failed (handler error), invalid, partial (part stored)."}, []string{"result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_sms_outbox_transitions_total",
@@ -1034,7 +1138,7 @@ func newOutboxMetrics(reg prometheus.Registerer) (*outboxMetrics, error) {
 			Help: "Age of the oldest queued message."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.submits, m.receipts, m.mo, m.events, m.depth, m.oldest} {
+		for _, c := range []prometheus.Collector{m.submits, m.receipts, m.unmatched, m.mo, m.events, m.depth, m.oldest} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("smsc: outbox metrics: %w", err)
 			}

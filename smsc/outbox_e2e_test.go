@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/smsc"
@@ -23,12 +25,13 @@ type stack struct {
 	r   *smsc.Router
 	ob  *smsc.Outbox
 	db  *store.DB
+	reg *prometheus.Registry // the router's and the outbox's metrics
 	run func() (stop func())
 }
 
 func newStack(t testing.TB, db *store.DB, sim *smscsim.Sim, window int, cfg smsc.OutboxConfig, tune ...func(*smsc.LinkConfig)) *stack {
 	t.Helper()
-	s := &stack{sim: sim, db: db}
+	s := &stack{sim: sim, db: db, reg: prometheus.NewRegistry()}
 	// The router needs the handler and the outbox needs the router: the
 	// handler reaches the outbox through s, set before the router starts.
 	h := func(ctx context.Context, d smsc.Deliver) error { return s.ob.HandleDeliver(ctx, d) }
@@ -37,12 +40,12 @@ func newStack(t testing.TB, db *store.DB, sim *smscsim.Sim, window int, cfg smsc
 	for _, f := range tune {
 		f(&lc)
 	}
-	r, err := smsc.NewRouter([]smsc.LinkConfig{lc}, h, nil, nil)
+	r, err := smsc.NewRouter([]smsc.LinkConfig{lc}, h, nil, s.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.r = r
-	if s.ob, err = smsc.NewOutbox(db, r, cfg, nil, nil); err != nil {
+	if s.ob, err = smsc.NewOutbox(db, r, cfg, nil, s.reg); err != nil {
 		t.Fatal(err)
 	}
 	r.Start(context.Background())

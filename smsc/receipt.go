@@ -1,7 +1,6 @@
 package smsc
 
 import (
-	"math/big"
 	"strings"
 	"time"
 
@@ -195,44 +194,6 @@ func NormalizeMessageID(id string) string {
 		return "0"
 	}
 	return t
-}
-
-// MessageIDCandidates lists the normalised ids a receipt's id may have been
-// stored as. SMSCs commonly answer submit_sm_resp with a hex id and write
-// the receipt with its decimal value, or the other way round, so besides
-// the id itself:
-//   - an id of hex digits (with at least one letter) may be the hex form of a
-//     decimal id: its decimal value;
-//   - an id of decimal digits may be the decimal form of a hex id (its hex
-//     value), or itself a hex id whose digits happen all to be decimal (its
-//     decimal value).
-//
-// The first candidate is the id itself; matching prefers it.
-func MessageIDCandidates(id string) []string {
-	n := NormalizeMessageID(id)
-	if n == "" {
-		return nil
-	}
-	out := []string{n}
-	add := func(s string) {
-		for _, o := range out {
-			if o == s {
-				return
-			}
-		}
-		out = append(out, s)
-	}
-	if isDigits(n, 10) {
-		if v, ok := new(big.Int).SetString(n, 10); ok {
-			add(v.Text(16))
-		}
-	}
-	if isDigits(n, 16) {
-		if v, ok := new(big.Int).SetString(n, 16); ok {
-			add(v.Text(10))
-		}
-	}
-	return out
 }
 
 func isDigits(s string, base int) bool {

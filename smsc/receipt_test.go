@@ -1,7 +1,10 @@
 package smsc
 
 import (
+	"context"
+	"log/slog"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -80,36 +83,93 @@ func TestParseReceipt(t *testing.T) {
 	}
 }
 
-func TestMessageIDMatching(t *testing.T) {
-	// stored: what the outbox keeps from submit_sm_resp; receipt: what the
-	// receipt says. Every pair must match.
-	tests := []struct{ stored, receipt string }{
-		{"0A1B2C", "0a1b2c"},
-		{"0A1B2C", "662316"}, // hex in resp, decimal in receipt
-		{"662316", "A1B2C"},  // decimal in resp, hex in receipt
-		{"000123", "123"},
-		{"123", "0000123"},
-		{"7B", "123"},
-		{"123", "7b"},
-		{"291", "123"}, // resp decimal 291, receipt hex "123" with no letters
-		{"0", "0000"},
-		{"msg-XYZ", "MSG-xyz"},
-		{"ffffffffffffffffffff", "1208925819614629174706175"}, // beyond 64 bits
+func TestMessageIDRules(t *testing.T) {
+	// stored: what submit_sm_resp gave; receipt: what the receipt says;
+	// rule: the link's receipt_ids. Each pair must match both ways: the
+	// receipt names the part, and the part knows its receipt's id.
+	tests := []struct{ rule, stored, receipt string }{
+		{ReceiptIDsExact, "0A1B2C", "0a1b2c"},
+		{ReceiptIDsDecimal, "0A1B2C", "662316"}, // hex in resp, decimal in receipt
+		{ReceiptIDsHex, "662316", "A1B2C"},      // decimal in resp, hex in receipt
+		{ReceiptIDsExact, "000123", "123"},
+		{ReceiptIDsExact, "123", "0000123"},
+		{ReceiptIDsDecimal, "7B", "123"},
+		{ReceiptIDsHex, "123", "7b"},
+		{ReceiptIDsHex, "291", "123"}, // resp decimal 291, receipt hex "123" with no letters
+		{ReceiptIDsExact, "0", "0000"},
+		{ReceiptIDsExact, "msg-XYZ", "MSG-xyz"},
+		{ReceiptIDsDecimal, "ffffffffffffffffffff", "1208925819614629174706175"}, // beyond 64 bits
+		{ReceiptIDsDecimal, "10", "16"},
+		{ReceiptIDsHex, "16", "10"},
 	}
 	for _, tt := range tests {
-		stored := NormalizeMessageID(tt.stored)
-		if !slices.Contains(MessageIDCandidates(tt.receipt), stored) {
-			t.Errorf("receipt %q candidates %v miss stored %q", tt.receipt, MessageIDCandidates(tt.receipt), stored)
+		ids := newReceiptIDs(ruleFor(tt.rule), time.Second, nil)
+		stored, receipt := NormalizeMessageID(tt.stored), NormalizeMessageID(tt.receipt)
+		if f := ids.forms("l", receipt, 0); f.Exact != stored || f.Wait || len(f.Others) != 0 {
+			t.Errorf("%s: receipt %q: forms %+v, want exactly %q", tt.rule, tt.receipt, f, stored)
+		}
+		if got := ids.receiptID("l", stored); got != receipt {
+			t.Errorf("%s: part %q expects receipt id %q, want %q", tt.rule, tt.stored, got, receipt)
 		}
 	}
-	if c := MessageIDCandidates("7b"); c[0] != "7b" || len(c) != 2 {
-		t.Fatalf("candidates %v: the id itself first", c)
+}
+
+// ruleFor is a Submitter whose every link has the receipt_ids rule.
+type ruleFor string
+
+func (ruleFor) Submit(context.Context, Part) (SubmitResult, error) { return SubmitResult{}, nil }
+func (r ruleFor) ReceiptIDs(string) string                         { return string(r) }
+
+// On auto, the rule is learned from the ids a link carries; until then a
+// receipt waits, then gets only the other forms the ids seen allow.
+func TestMessageIDRulesLearned(t *testing.T) {
+	type seen struct{ resp, rcpt []string }
+	seq := func(n, base int) []string {
+		var out []string
+		for i := 1; i <= n; i++ {
+			out = append(out, strconv.FormatInt(int64(i), base))
+		}
+		return out
 	}
-	if c := MessageIDCandidates("msg-1"); len(c) != 1 {
-		t.Fatalf("non-numeric id has candidates %v", c)
+	tests := []struct {
+		name string
+		seen seen
+		want string
+	}{
+		{"nothing yet", seen{}, ""},
+		{"hex both sides", seen{seq(10, 16), seq(10, 16)}, ReceiptIDsExact},
+		{"decimal both sides", seen{seq(16, 10), seq(16, 10)}, ReceiptIDsExact},
+		{"hex resp, decimal receipts", seen{seq(10, 16), seq(16, 10)}, ReceiptIDsDecimal},
+		{"decimal resp, hex receipts", seen{seq(16, 10), seq(10, 16)}, ReceiptIDsHex},
+		{"too few decimal receipts", seen{seq(10, 16), seq(15, 10)}, ""},
+		{"not numbers", seen{[]string{"msg-1"}, nil}, ReceiptIDsExact},
 	}
-	if c := MessageIDCandidates("  "); c != nil {
-		t.Fatalf("blank id has candidates %v", c)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ids := newReceiptIDs(ruleFor(ReceiptIDsAuto), time.Second, slog.New(slog.DiscardHandler))
+			for _, id := range tt.seen.resp {
+				ids.saw("l", id, true)
+			}
+			for _, id := range tt.seen.rcpt {
+				ids.saw("l", id, false)
+			}
+			if got := ids.rule("l"); got != tt.want {
+				t.Fatalf("learned %q, want %q", got, tt.want)
+			}
+			if tt.want == "" && !ids.forms("l", "10", 0).Wait {
+				t.Fatal("a receipt was matched before the rule was known")
+			}
+		})
+	}
+	// Not learned yet, but the SMSC's submit_sm_resp ids showed hex: after
+	// the wait "10" may be exact or the decimal of hex "a", not hex "16".
+	ids := newReceiptIDs(ruleFor(ReceiptIDsAuto), time.Second, slog.New(slog.DiscardHandler))
+	ids.saw("l", "a", true)
+	if f := ids.forms("l", "10", time.Second); f.Wait || f.Exact != "10" || !slices.Equal(f.Others, []string{"a"}) {
+		t.Fatalf("forms %+v", f)
+	}
+	if got := ids.receiptID("l", "10"); got != "" {
+		t.Fatalf("a part knows its receipt id %q before the rule is known", got)
 	}
 }
 
@@ -121,6 +181,5 @@ func FuzzParseReceipt(f *testing.F) {
 		if err == nil && (r.MessageID == "" || len(r.MessageID) > 65) {
 			t.Fatalf("accepted id %q", r.MessageID)
 		}
-		MessageIDCandidates(string(b))
 	})
 }

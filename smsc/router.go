@@ -110,6 +110,17 @@ func (r *Router) Available() bool {
 	return false
 }
 
+// ReceiptIDs returns the receipt_ids setting of the named link (auto for
+// a name it does not know).
+func (r *Router) ReceiptIDs(link string) string {
+	for _, l := range r.links {
+		if l.cfg.Name == link {
+			return l.cfg.ReceiptIDs
+		}
+	}
+	return ReceiptIDsAuto
+}
+
 // Capacity is how many submits the links can have outstanding at once: the
 // sum of window × binds. The outbox needs as many workers to fill them.
 func (r *Router) Capacity() int {
@@ -198,7 +209,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		submits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phonebook_smsc_submits_total",
-			Help: "submit_sm sent, by link and result (SMPP status name, timeout, link_down, not_bound, invalid).",
+			Help: "submit_sm sent, by link and result (SMPP status name; timeout and link_down: sent, no response; not_bound and not_sent: never sent; invalid).",
 		}, []string{"link", "result"}),
 		delivers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phonebook_smsc_deliver_sm_total",

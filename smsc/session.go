@@ -162,7 +162,8 @@ func (s *session) request(id pdu.ID, encode func(seq uint32) ([]byte, error)) (w
 		s.pmu.Unlock()
 	}()
 	if err := s.write(b); err != nil {
-		return wire.Frame{}, fmt.Errorf("%w: %v", ErrLinkClosed, err)
+		// A failed write sent no whole PDU: the SMSC cannot have acted on it.
+		return wire.Frame{}, fmt.Errorf("%w: %v", ErrNotWritten, err)
 	}
 	t := time.NewTimer(s.link.cfg.RespTimeout)
 	defer t.Stop()

@@ -35,18 +35,27 @@ type SubmitResult struct {
 // SubmitError is a refused or failed submit. Temporary errors (throttling,
 // queue full, system error, response timeout, lost link, no link up) may be
 // retried; permanent ones (invalid destination, ...) fail the message.
+//
+// Status != 0: the SMSC answered with an error. Otherwise Sent tells a
+// submit_sm written to the SMSC and left unanswered (the SMSC may have
+// accepted it: sending it again may send it twice) from one that never
+// left (no link bound, link closed before the write, shutting down).
 type SubmitError struct {
 	Link      string
 	Status    uint32 // SMPP command_status; 0 for transport failures
 	Temporary bool
+	Sent      bool  // written to the SMSC (transport failures only)
 	Err       error // underlying cause for transport failures
 }
 
 func (e *SubmitError) Error() string {
-	if e.Status != 0 {
+	switch {
+	case e.Status != 0:
 		return fmt.Sprintf("smsc %s: submit refused: %s (0x%08X)", e.Link, StatusName(e.Status), e.Status)
+	case e.Sent:
+		return fmt.Sprintf("smsc %s: submit sent, no response: %v", e.Link, e.Err)
 	}
-	return fmt.Sprintf("smsc %s: submit failed: %v", e.Link, e.Err)
+	return fmt.Sprintf("smsc %s: submit not sent: %v", e.Link, e.Err)
 }
 
 func (e *SubmitError) Unwrap() error { return e.Err }

@@ -44,12 +44,15 @@ type SMS struct {
 
 // SMSPart is a part the SMSC accepted: its submit_sm_resp arrived.
 type SMSPart struct {
-	OutboxID    int64
-	Seq, Total  int
-	Link        string
-	MessageID   string   // normalised SMSC message id
-	Candidates  []string // every form a receipt for it may carry (MessageID first)
-	State       string   // set by reads; RecordSMS stores "submitted"
+	OutboxID   int64
+	Seq, Total int
+	Link       string
+	MessageID  string // normalised SMSC message id
+	// ReceiptID is the normalised id its receipt will carry when the link's
+	// id forms are known ("" when not: its receipt then waits for
+	// ApplyPendingReceipts); RecordSMS applies a stored receipt under it.
+	ReceiptID   string
+	State       string // set by reads; RecordSMS stores "submitted"
 	Error       string
 	SubmittedAt time.Time
 	DoneAt      time.Time
@@ -61,6 +64,7 @@ type SMSOutcome struct {
 	Kind, Ref     string    // copied into the change, as claimed
 	State         string    // "submitted", "failed", "expired", or "queued" to retry
 	NextAttemptAt time.Time // when State is "queued"
+	NoAttempt     bool      // with State "queued": nothing reached the SMSC; the attempt is not counted
 	Error         string
 }
 
@@ -76,9 +80,47 @@ type SMSChange struct {
 // SMSReceipt is a delivery receipt to apply. State "" (ENROUTE, ACCEPTD)
 // changes nothing but is still matched.
 type SMSReceipt struct {
-	Candidates []string // normalised ids the part may be stored under, most likely first
-	State      string
-	Error      string
+	Link      string // the link it arrived on; it matches parts sent over that link
+	MessageID string // normalised, as the receipt carries it
+	State     string
+	Error     string
+}
+
+// ReceiptForms says which stored part ids a receipt may be for.
+type ReceiptForms struct {
+	// Wait: the link's id forms are not known yet; look again later.
+	Wait bool
+	// Exact is the part id the receipt names; a part under it always wins.
+	Exact string
+	// Others are forms the receipt may also stand for. They are used only
+	// when no part under Exact exists, and only when exactly one part has
+	// one of them; the rules give them only once a part under Exact can no
+	// longer be recorded.
+	Others []string
+}
+
+// ReceiptRules gives the forms of a receipt's id received on link age ago.
+type ReceiptRules func(link, id string, age time.Duration) ReceiptForms
+
+// Why a receipt matched no part (UnmatchedReceipt.Reason).
+const (
+	ReceiptAmbiguous = "ambiguous" // several parts fit it; it is kept, never guessed
+	ReceiptUnknown   = "unknown"   // no part fitted it within MaxReceiptTries looks; dropped
+)
+
+// UnmatchedReceipt is a receipt that could not be applied, reported once
+// per reason.
+type UnmatchedReceipt struct {
+	SMSReceipt
+	Reason string
+	Parts  []string // for ambiguous ones: the part ids that fit
+}
+
+// ReceiptResult is what one pass over stored receipts did.
+type ReceiptResult struct {
+	Changes   []SMSChange
+	Seen      int // receipts looked at
+	Unmatched []UnmatchedReceipt
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
@@ -377,51 +419,69 @@ func (d *DB) insertParts(ctx context.Context, tx *sql.Tx, parts []SMSPart, t tim
 		inserted += n
 	}
 
-	// Receipts that came first.
-	owner := map[string]SMSPart{}
-	var cands []string
+	// Receipts that came first, under the id the part's receipt carries.
+	owners := map[string][]SMSPart{}
+	var keys []string
 	for _, p := range parts {
-		for _, c := range p.Candidates {
-			if _, ok := owner[c]; !ok {
-				owner[c] = p
-				cands = append(cands, c)
-			}
+		if p.ReceiptID == "" {
+			continue
 		}
+		if _, ok := owners[p.ReceiptID]; !ok {
+			keys = append(keys, p.ReceiptID)
+		}
+		owners[p.ReceiptID] = append(owners[p.ReceiptID], p)
 	}
-	if len(cands) == 0 {
+	if len(keys) == 0 {
 		return inserted, nil, nil
 	}
 	// SKIP LOCKED: a receipt another transaction holds is being applied by
 	// it (ApplyPendingReceipts), which will see this part once we commit.
-	q := `SELECT message_id, state, error FROM sms_receipts_pending WHERE message_id IN (` + marks(len(cands)) + `)`
+	q := `SELECT message_id, link, state, error FROM sms_receipts_pending WHERE message_id IN (` + marks(len(keys)) + `)`
 	if d.dialect == MySQL {
 		q += " FOR UPDATE SKIP LOCKED"
 	}
-	rows, err := tx.QueryContext(ctx, q, stringArgs(cands)...)
+	rows, err := tx.QueryContext(ctx, q, stringArgs(keys)...)
 	if err != nil {
 		return 0, nil, err
 	}
 	var ups []partUpdate
-	var matched []string
+	var matched []any
 	for rows.Next() {
-		var id, state, e string
-		if err := rows.Scan(&id, &state, &e); err != nil {
+		var id, link, state, e string
+		if err := rows.Scan(&id, &link, &state, &e); err != nil {
 			rows.Close()
 			return 0, nil, err
 		}
-		p := owner[id]
-		ups = append(ups, partUpdate{id: p.OutboxID, seq: p.Seq, state: state, err: e})
-		matched = append(matched, id)
+		for _, p := range owners[id] {
+			if link == "" || link == p.Link {
+				ups = append(ups, partUpdate{id: p.OutboxID, seq: p.Seq, state: state, err: e})
+				matched = append(matched, id, link)
+				break
+			}
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil || len(matched) == 0 {
 		return inserted, nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM sms_receipts_pending WHERE message_id IN (`+marks(len(matched))+`)`, stringArgs(matched)...); err != nil {
+	if err := deletePending(ctx, tx, matched); err != nil {
 		return 0, nil, err
 	}
 	ids, err := d.updateParts(ctx, tx, ups, t)
 	return inserted, ids, err
+}
+
+// deletePending deletes stored receipts by (message_id, link) pairs.
+func deletePending(ctx context.Context, tx *sql.Tx, pairs []any) error {
+	const chunk = 2 * 200
+	for start := 0; start < len(pairs); start += chunk {
+		batch := pairs[start:min(start+chunk, len(pairs))]
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sms_receipts_pending WHERE (message_id, link) IN (`+
+			strings.TrimSuffix(strings.Repeat("(?,?),", len(batch)/2), ",")+`)`, batch...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type partUpdate struct {
@@ -469,9 +529,13 @@ func (d *DB) applyOutcomes(ctx context.Context, tx *sql.Tx, node string, outcome
 		if o.State == smsQueued {
 			// Only a message still queued and still leased to node takes
 			// the outcome.
-			if _, err := tx.ExecContext(ctx, `UPDATE sms_outbox SET attempts = attempts + 1, next_attempt_at = ?, error = ?,
+			cost := 1
+			if o.NoAttempt {
+				cost = 0
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE sms_outbox SET attempts = attempts + ?, next_attempt_at = ?, error = ?,
 				claimed_by = '', claimed_until = 0, updated_at = ? WHERE id = ? AND state = ? AND claimed_by = ?`,
-				micros(o.NextAttemptAt), e, micros(t), o.ID, smsQueued, node); err != nil {
+				cost, micros(o.NextAttemptAt), e, micros(t), o.ID, smsQueued, node); err != nil {
 				return nil, nil, err
 			}
 			continue
@@ -622,31 +686,35 @@ func (d *DB) settle(ctx context.Context, tx *sql.Tx, ids []int64, t time.Time) (
 	return changes, nil
 }
 
-// ApplyReceipts applies a batch of delivery receipts in one transaction. A
-// receipt matches the part stored under its first candidate id that has
-// one, preferring parts still waiting for a receipt and then the newest. A
-// final receipt that matches no part is kept in sms_receipts_pending and
-// applied when its part is recorded. It returns the messages whose state
-// changed and how many receipts matched no part.
-func (d *DB) ApplyReceipts(ctx context.Context, rs []SMSReceipt) ([]SMSChange, int, error) {
+// ApplyReceipts applies a batch of delivery receipts in one transaction,
+// matching them by rules (see matchReceipts). A final receipt that matches
+// no part is kept in sms_receipts_pending, as AddReceipts keeps it. It
+// returns the messages whose state changed and how many receipts matched
+// no part.
+func (d *DB) ApplyReceipts(ctx context.Context, rs []SMSReceipt, rules ReceiptRules) ([]SMSChange, int, error) {
 	var changes []SMSChange
 	var unmatched int
 	err := d.txRetry(ctx, func(tx *sql.Tx) error {
+		unmatched = 0
 		t := now()
-		matched, ups, err := d.matchReceipts(ctx, tx, rs)
+		pr := make([]pendingReceipt, len(rs))
+		for i, r := range rs {
+			pr[i] = pendingReceipt{SMSReceipt: r, received: t}
+		}
+		found, ups, err := d.matchReceipts(ctx, tx, pr, rules, t)
 		if err != nil {
 			return err
 		}
 		var keep []SMSReceipt
 		for i, r := range rs {
-			if !matched[i] {
+			if !found[i].matched {
 				unmatched++
 				if r.State != "" {
 					keep = append(keep, r)
 				}
 			}
 		}
-		if err := d.insertPending(ctx, tx, keep, t, t.Add(time.Second)); err != nil {
+		if err := d.insertPending(ctx, tx, keep, t, t.Add(ReceiptGrace)); err != nil {
 			return err
 		}
 		ids, err := d.updateParts(ctx, tx, ups, t)
@@ -662,33 +730,63 @@ func (d *DB) ApplyReceipts(ctx context.Context, rs []SMSReceipt) ([]SMSChange, i
 	return changes, unmatched, nil
 }
 
-// matchReceipts finds each receipt's part; ups holds the updates for the
-// final receipts that matched.
-func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []SMSReceipt) (matched []bool, ups []partUpdate, err error) {
-	matched = make([]bool, len(rs))
-	var cands []string
+// pendingReceipt is a receipt being matched, with what the table knows.
+type pendingReceipt struct {
+	SMSReceipt
+	received  time.Time
+	tries     int
+	unmatched string // the reason already reported
+}
+
+// receiptMatch is what matchReceipts found for one receipt.
+type receiptMatch struct {
+	matched bool
+	wait    bool     // the rules asked to look again later
+	parts   []string // several parts fit: their ids (ambiguous)
+}
+
+// matchReceipts finds each receipt's part on the receipt's link: the part
+// stored under the exact form if there is one (of several, the one still
+// waiting for a receipt, then the newest); otherwise, if the rules give
+// other forms, the single part stored under one of them. Two or more such
+// parts make the receipt ambiguous: it is not applied. ups holds the
+// updates for the final receipts that matched.
+func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []pendingReceipt, rules ReceiptRules, t time.Time) ([]receiptMatch, []partUpdate, error) {
+	out := make([]receiptMatch, len(rs))
+	forms := make([]ReceiptForms, len(rs))
+	var ids []string
 	seen := map[string]bool{}
-	for _, r := range rs {
-		for _, c := range r.Candidates {
-			if !seen[c] {
-				seen[c] = true
-				cands = append(cands, c)
-			}
+	add := func(id string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
 		}
 	}
-	if len(cands) == 0 {
-		return matched, nil, nil
+	for i, r := range rs {
+		forms[i] = rules(r.Link, r.MessageID, t.Sub(r.received))
+		if forms[i].Wait {
+			out[i].wait = true
+			continue
+		}
+		add(forms[i].Exact)
+		for _, o := range forms[i].Others {
+			add(o)
+		}
+	}
+	if len(ids) == 0 {
+		return out, nil, nil
 	}
 	// A plain read: the updates below only move parts still "submitted",
 	// and settle locks what it decides on.
-	rows, err := tx.QueryContext(ctx, `SELECT outbox_id, seq, smsc_message_id, state, submitted_at FROM sms_outbox_parts
-		WHERE smsc_message_id IN (`+marks(len(cands))+`)`, stringArgs(cands)...)
+	rows, err := tx.QueryContext(ctx, `SELECT outbox_id, seq, link, smsc_message_id, state, submitted_at FROM sms_outbox_parts
+		WHERE smsc_message_id IN (`+marks(len(ids))+`)`, stringArgs(ids)...)
 	if err != nil {
 		return nil, nil, err
 	}
 	type row struct {
 		id      int64
 		seq     int
+		link    string
 		state   string
 		created int64
 	}
@@ -696,7 +794,7 @@ func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []SMSReceipt) (ma
 	for rows.Next() {
 		var r row
 		var mid string
-		if err := rows.Scan(&r.id, &r.seq, &mid, &r.state, &r.created); err != nil {
+		if err := rows.Scan(&r.id, &r.seq, &r.link, &mid, &r.state, &r.created); err != nil {
 			rows.Close()
 			return nil, nil, err
 		}
@@ -706,55 +804,74 @@ func (d *DB) matchReceipts(ctx context.Context, tx *sql.Tx, rs []SMSReceipt) (ma
 	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
+	var ups []partUpdate
 	for i, r := range rs {
+		f := forms[i]
+		if f.Wait {
+			continue
+		}
+		onLink := func(p row) bool { return r.Link == "" || p.link == r.Link }
 		var best *row
-		for _, c := range r.Candidates {
-			for j, p := range byMsgID[c] {
-				if best == nil {
-					best = &byMsgID[c][j]
-					continue
-				}
-				if ps, bs := p.state == smsSubmitted, best.state == smsSubmitted; ps && !bs || ps == bs && p.created > best.created {
-					best = &byMsgID[c][j]
+		for j, p := range byMsgID[f.Exact] {
+			if !onLink(p) {
+				continue
+			}
+			if best == nil {
+				best = &byMsgID[f.Exact][j]
+				continue
+			}
+			if ps, bs := p.state == smsSubmitted, best.state == smsSubmitted; ps && !bs || ps == bs && p.created > best.created {
+				best = &byMsgID[f.Exact][j]
+			}
+		}
+		if best == nil {
+			var fit []string
+			for _, o := range f.Others {
+				for j, p := range byMsgID[o] {
+					if onLink(p) {
+						best = &byMsgID[o][j]
+						fit = append(fit, o)
+					}
 				}
 			}
-			if best != nil {
-				break
+			if len(fit) > 1 {
+				out[i].parts = fit
+				continue
 			}
 		}
 		if best == nil {
 			continue
 		}
-		matched[i] = true
+		out[i].matched = true
 		if r.State != "" {
 			ups = append(ups, partUpdate{id: best.id, seq: best.seq, state: r.State, err: r.Error})
 		}
 	}
-	return matched, ups, nil
+	return out, ups, nil
 }
 
 func (d *DB) insertPending(ctx context.Context, tx execer, rs []SMSReceipt, t, due time.Time) error {
 	verb, tail := "INSERT IGNORE INTO", ""
 	if d.dialect == SQLite {
-		verb, tail = "INSERT INTO", " ON CONFLICT (message_id) DO NOTHING"
+		verb, tail = "INSERT INTO", " ON CONFLICT (message_id, link) DO NOTHING"
 	}
 	const chunk = 200
 	for start := 0; start < len(rs); start += chunk {
 		batch := rs[start:min(start+chunk, len(rs))]
 		var sb strings.Builder
-		args := make([]any, 0, 5*len(batch))
-		sb.WriteString(verb + " sms_receipts_pending (message_id, state, error, received_at, next_check_at) VALUES ")
+		args := make([]any, 0, 6*len(batch))
+		sb.WriteString(verb + " sms_receipts_pending (message_id, link, state, error, received_at, next_check_at) VALUES ")
 		n := 0
 		for _, r := range batch {
-			if len(r.Candidates) == 0 {
+			if r.MessageID == "" {
 				continue
 			}
 			if n > 0 {
 				sb.WriteByte(',')
 			}
 			n++
-			sb.WriteString("(?,?,?,?,?)")
-			args = append(args, clip(r.Candidates[0], 65), r.State, clip(r.Error, 255), micros(t), micros(due))
+			sb.WriteString("(?,?,?,?,?,?)")
+			args = append(args, clip(r.MessageID, 65), clip(r.Link, 64), r.State, clip(r.Error, 255), micros(t), micros(due))
 		}
 		if n == 0 {
 			continue
@@ -781,7 +898,7 @@ type execer interface {
 // insert), to be applied by ApplyPendingReceipts. This is what a link's
 // deliver_sm handler does before it acknowledges a receipt: the matching
 // and settling work then happens in large batches, off the SMPP session.
-// A receipt whose id is already pending is stored once.
+// A receipt whose id is already pending on its link is stored once.
 func (d *DB) AddReceipts(ctx context.Context, rs []SMSReceipt) error {
 	t := now()
 	if err := d.insertPending(ctx, d.db, rs, t, t.Add(ReceiptGrace)); err != nil {
@@ -790,20 +907,21 @@ func (d *DB) AddReceipts(ctx context.Context, rs []SMSReceipt) error {
 	return nil
 }
 
-// ApplyPendingReceipts applies up to limit stored receipts that are due:
-// those that match a part update it and leave the table; the others are
-// looked at again later, less and less often (their part may be recorded
-// by another node), and dropped after MaxReceiptTries looks (about an hour:
-// the message was not ours). candidates lists the ids a receipt's id may be
-// stored under. It returns the state changes, how many receipts it looked
-// at, and how many it dropped.
-func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates func(string) []string) ([]SMSChange, int, int, error) {
-	var changes []SMSChange
-	var seen, dropped int
+// ApplyPendingReceipts applies up to limit stored receipts that are due,
+// matched by rules (see matchReceipts): those that match a part update it
+// and leave the table; the others are looked at again later, less and less
+// often (their part may be recorded by another node), and dropped after
+// MaxReceiptTries looks (about an hour: the message was not ours). Those
+// the rules hold back (Wait) are looked at again within two seconds and
+// keep their tries. Receipts found ambiguous for the first time, and those
+// dropped, are reported in Unmatched.
+func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, rules ReceiptRules) (ReceiptResult, error) {
+	var res ReceiptResult
 	err := d.txRetry(ctx, func(tx *sql.Tx) error {
-		dropped = 0
+		res = ReceiptResult{}
 		t := now()
-		q := `SELECT message_id, state, error, tries FROM sms_receipts_pending WHERE next_check_at <= ? ORDER BY next_check_at LIMIT ?`
+		q := `SELECT message_id, link, state, error, tries, received_at, unmatched FROM sms_receipts_pending
+			WHERE next_check_at <= ? ORDER BY next_check_at LIMIT ?`
 		if d.dialect == MySQL {
 			q += " FOR UPDATE SKIP LOCKED"
 		}
@@ -811,67 +929,84 @@ func (d *DB) ApplyPendingReceipts(ctx context.Context, limit int, candidates fun
 		if err != nil {
 			return err
 		}
-		var ids []string
-		var tries []int
-		var rs []SMSReceipt
+		var rs []pendingReceipt
 		for rows.Next() {
-			var id string
-			var n int
-			r := SMSReceipt{}
-			if err := rows.Scan(&id, &r.State, &r.Error, &n); err != nil {
+			var r pendingReceipt
+			var received int64
+			if err := rows.Scan(&r.MessageID, &r.Link, &r.State, &r.Error, &r.tries, &received, &r.unmatched); err != nil {
 				rows.Close()
 				return err
 			}
-			r.Candidates = candidates(id)
-			ids, tries, rs = append(ids, id), append(tries, n), append(rs, r)
+			r.received = fromMicros(received)
+			rs = append(rs, r)
 		}
 		rows.Close()
-		seen = len(rs)
+		res.Seen = len(rs)
 		if err := rows.Err(); err != nil || len(rs) == 0 {
 			return err
 		}
-		matched, ups, err := d.matchReceipts(ctx, tx, rs)
+		found, ups, err := d.matchReceipts(ctx, tx, rs, rules, t)
 		if err != nil {
 			return err
 		}
-		var done []string
-		later := map[int][]string{} // by tries
-		for i, ok := range matched {
+		var done, ambiguous []any
+		type again struct {
+			wait  time.Duration
+			tries int // added
+		}
+		later := map[again][]any{}
+		for i, f := range found {
+			r := rs[i]
+			key := []any{r.MessageID, r.Link}
 			switch {
-			case ok:
-				done = append(done, ids[i])
-			case tries[i]+1 >= MaxReceiptTries:
-				done = append(done, ids[i])
-				dropped++
+			case f.matched:
+				done = append(done, key...)
+			case f.wait:
+				w := min(250*time.Millisecond<<min(r.tries, 3), 2*time.Second)
+				later[again{w, 0}] = append(later[again{w, 0}], key...)
+			case r.tries+1 >= MaxReceiptTries:
+				done = append(done, key...)
+				if r.unmatched == "" {
+					res.Unmatched = append(res.Unmatched, UnmatchedReceipt{SMSReceipt: r.SMSReceipt, Reason: ReceiptUnknown})
+				}
 			default:
-				later[tries[i]] = append(later[tries[i]], ids[i])
+				if len(f.parts) > 0 && r.unmatched != ReceiptAmbiguous {
+					ambiguous = append(ambiguous, key...)
+					res.Unmatched = append(res.Unmatched, UnmatchedReceipt{SMSReceipt: r.SMSReceipt, Reason: ReceiptAmbiguous, Parts: f.parts})
+				}
+				// 250ms, 500ms, 1s ... up to 10 minutes.
+				w := min(250*time.Millisecond<<min(r.tries, 12), 10*time.Minute)
+				later[again{w, 1}] = append(later[again{w, 1}], key...)
 			}
 		}
-		for n, g := range later {
-			// 250ms, 500ms, 1s ... up to 10 minutes.
-			wait := min(250*time.Millisecond<<min(n, 12), 10*time.Minute)
-			args := append([]any{micros(t.Add(wait))}, stringArgs(g)...)
-			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + 1, next_check_at = ?
-				WHERE message_id IN (`+marks(len(g))+`)`, args...); err != nil {
+		for a, g := range later {
+			args := append([]any{a.tries, micros(t.Add(a.wait))}, g...)
+			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET tries = tries + ?, next_check_at = ?
+				WHERE (message_id, link) IN (`+strings.TrimSuffix(strings.Repeat("(?,?),", len(g)/2), ",")+`)`, args...); err != nil {
 				return err
 			}
 		}
-		if len(done) > 0 {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM sms_receipts_pending WHERE message_id IN (`+marks(len(done))+`)`, stringArgs(done)...); err != nil {
+		if len(ambiguous) > 0 {
+			args := append([]any{ReceiptAmbiguous}, ambiguous...)
+			if _, err := tx.ExecContext(ctx, `UPDATE sms_receipts_pending SET unmatched = ?
+				WHERE (message_id, link) IN (`+strings.TrimSuffix(strings.Repeat("(?,?),", len(ambiguous)/2), ",")+`)`, args...); err != nil {
 				return err
 			}
+		}
+		if err := deletePending(ctx, tx, done); err != nil {
+			return err
 		}
 		touched, err := d.updateParts(ctx, tx, ups, t)
 		if err != nil {
 			return err
 		}
-		changes, err = d.settle(ctx, tx, touched, t)
+		res.Changes, err = d.settle(ctx, tx, touched, t)
 		return err
 	})
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("store: apply pending receipts: %w", err)
+		return ReceiptResult{}, fmt.Errorf("store: apply pending receipts: %w", err)
 	}
-	return changes, seen, dropped, nil
+	return res, nil
 }
 
 // MaxReceiptTries is how many times a stored receipt is matched against the

@@ -38,7 +38,12 @@ func state(t *testing.T, db *store.DB, id int64) (store.SMS, []store.SMSPart) {
 }
 
 func part(id int64, seq, total int, msgid string) store.SMSPart {
-	return store.SMSPart{OutboxID: id, Seq: seq, Total: total, Link: "l1", MessageID: msgid, Candidates: []string{msgid}}
+	return store.SMSPart{OutboxID: id, Seq: seq, Total: total, Link: "l1", MessageID: msgid, ReceiptID: msgid}
+}
+
+// exactIDs is the receipt_ids rule "exact".
+func exactIDs(link, id string, age time.Duration) store.ReceiptForms {
+	return store.ReceiptForms{Exact: id}
 }
 
 func TestOutboxLifecycle(t *testing.T) {
@@ -80,14 +85,14 @@ func TestOutboxLifecycle(t *testing.T) {
 		}
 
 		changes, unmatched, err := db.ApplyReceipts(ctx, []store.SMSReceipt{
-			{Candidates: []string{"a1"}, State: "delivered"},
-			{Candidates: []string{"zz"}, State: ""}, // unknown intermediate: dropped
-		})
+			{Link: "l1", MessageID: "a1", State: "delivered"},
+			{Link: "l1", MessageID: "zz", State: ""}, // unknown intermediate: dropped
+		}, exactIDs)
 		if err != nil || unmatched != 1 || len(changes) != 1 || changes[0].ID != ids[0] || changes[0].State != "delivered" {
 			t.Fatalf("changes %+v unmatched %d err %v", changes, unmatched, err)
 		}
 		// The same receipt again changes nothing.
-		if changes, _, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"a1"}, State: "undeliverable"}}); len(changes) != 0 {
+		if changes, _, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "a1", State: "undeliverable"}}, exactIDs); len(changes) != 0 {
 			t.Fatalf("duplicate receipt changed %+v", changes)
 		}
 		if m, parts := state(t, db, ids[0]); m.State != "delivered" || parts[0].State != "delivered" || parts[0].DoneAt.IsZero() {
@@ -192,12 +197,12 @@ func TestOutboxMultipartReceipts(t *testing.T) {
 
 		// Message 0: part 1 is delivered before part 2 is even accepted.
 		db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[0], 1, 2, "m0p1")}, nil)
-		changes, _, err := db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"m0p1"}, State: "delivered"}})
+		changes, _, err := db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "m0p1", State: "delivered"}}, exactIDs)
 		if err != nil || len(changes) != 0 {
 			t.Fatalf("message delivered with a part unsent: %+v %v", changes, err)
 		}
 		// Message 1: its receipt arrives before its part is recorded.
-		changes, unmatched, err := db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"m1p1", "12345"}, State: "delivered"}})
+		changes, unmatched, err := db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "m1p1", State: "delivered"}}, exactIDs)
 		if err != nil || unmatched != 1 || len(changes) != 0 {
 			t.Fatalf("early receipt: %+v %d %v", changes, unmatched, err)
 		}
@@ -215,9 +220,9 @@ func TestOutboxMultipartReceipts(t *testing.T) {
 			t.Fatalf("changes %+v", changes)
 		}
 		changes, _, _ = db.ApplyReceipts(ctx, []store.SMSReceipt{
-			{Candidates: []string{"m0p2"}, State: "delivered"},
-			{Candidates: []string{"m2p2"}, State: "undeliverable", Error: "err:011"},
-		})
+			{Link: "l1", MessageID: "m0p2", State: "delivered"},
+			{Link: "l1", MessageID: "m2p2", State: "undeliverable", Error: "err:011"},
+		}, exactIDs)
 		got = map[int64]string{}
 		for _, c := range changes {
 			got[c.ID] = c.State + " " + c.Error
@@ -226,13 +231,13 @@ func TestOutboxMultipartReceipts(t *testing.T) {
 			t.Fatalf("changes %+v", changes)
 		}
 		// Part 1 of the failed message delivered later: the message stays undeliverable.
-		if changes, _, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"m2p1"}, State: "delivered"}}); len(changes) != 0 {
+		if changes, _, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "m2p1", State: "delivered"}}, exactIDs); len(changes) != 0 {
 			t.Fatalf("changes %+v", changes)
 		}
 	})
 }
 
-// A receipt matches by its candidates in order; of several parts with the
+// A receipt matches the part under its exact id; of several parts with the
 // same id (ids recycled by the SMSC), the one still waiting wins.
 func TestOutboxReceiptMatching(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
@@ -241,21 +246,101 @@ func TestOutboxReceiptMatching(t *testing.T) {
 		db.ClaimSMS(ctx, "n", 10, time.Minute)
 		db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[0], 1, 1, "7b"), part(ids[1], 1, 1, "123")},
 			[]store.SMSOutcome{{ID: ids[0], State: "submitted"}, {ID: ids[1], State: "submitted"}})
-		changes, _, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"123", "7b"}, State: "delivered"}})
+		withHex := func(link, id string, age time.Duration) store.ReceiptForms {
+			return store.ReceiptForms{Exact: id, Others: []string{"7b"}}
+		}
+		changes, _, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "123", State: "delivered"}}, withHex)
 		if len(changes) != 1 || changes[0].ID != ids[1] {
 			t.Fatalf("changes %+v, want message %d by its exact id", changes, ids[1])
 		}
-		changes, _, _ = db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"123", "7b"}, State: "delivered"}})
+		changes, _, _ = db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "123", State: "delivered"}}, withHex)
 		if len(changes) != 0 {
 			t.Fatalf("a repeated receipt moved another message: %+v", changes)
 		}
 		// Recycled id: message 2 gets "123" too; the new receipt is for it.
 		db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[2], 1, 1, "123")}, []store.SMSOutcome{{ID: ids[2], State: "submitted"}})
-		changes, _, _ = db.ApplyReceipts(ctx, []store.SMSReceipt{{Candidates: []string{"123"}, State: "expired"}})
+		changes, _, _ = db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "123", State: "expired"}}, exactIDs)
 		if len(changes) != 1 || changes[0].ID != ids[2] || changes[0].State != "expired" {
 			t.Fatalf("changes %+v", changes)
 		}
+		// The same id on another link is another message.
+		changes, unmatched, _ := db.ApplyReceipts(ctx, []store.SMSReceipt{{Link: "l2", MessageID: "7b", State: "expired"}}, exactIDs)
+		if len(changes) != 0 || unmatched != 1 {
+			t.Fatalf("a receipt from link l2 changed a message sent over l1: %+v", changes)
+		}
 	})
+}
+
+// Another form of a receipt's id is used only when no part has the exact
+// id and exactly one part has another form; an ambiguous receipt is kept,
+// reported once, and applied when its exact part is recorded.
+func TestOutboxReceiptOtherForms(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		ids := enqueue(t, db, 4)
+		db.ClaimSMS(ctx, "n", 10, time.Minute)
+		// Message 0 went out as hex "10" (16); message 1 as "a" (10).
+		// Parts recorded without a receipt id: the link's rule is unknown.
+		noKey := func(p store.SMSPart) store.SMSPart { p.ReceiptID = ""; return p }
+		db.RecordSMS(ctx, "n", []store.SMSPart{noKey(part(ids[0], 1, 1, "10")), noKey(part(ids[1], 1, 1, "a"))},
+			[]store.SMSOutcome{{ID: ids[0], State: "submitted"}, {ID: ids[1], State: "submitted"}})
+		// Receipt "16": the decimal of hex "10", or the exact id of a message
+		// not recorded yet, or the hex of decimal 22.
+		forms := func(link, id string, age time.Duration) store.ReceiptForms {
+			m := map[string][]string{"16": {"10", "22"}}
+			return store.ReceiptForms{Exact: id, Others: m[id]}
+		}
+		if err := db.AddReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "16", State: "undeliverable"}, {Link: "l1", MessageID: "a", State: "expired"}}); err != nil {
+			t.Fatal(err)
+		}
+		res := applyPending(t, db, forms)
+		// "16" fits "10" alone: applied. "a" fits "a" exactly.
+		got := map[int64]string{}
+		for _, c := range res.Changes {
+			got[c.ID] = c.State
+		}
+		if len(res.Unmatched) != 0 || got[ids[0]] != "undeliverable" || got[ids[1]] != "expired" || len(got) != 2 {
+			t.Fatalf("changes %+v unmatched %+v", res.Changes, res.Unmatched)
+		}
+
+		// Ambiguous: "aa" could be "x1" or "x2"; no part "aa" yet.
+		db.RecordSMS(ctx, "n", []store.SMSPart{noKey(part(ids[2], 1, 1, "x1")), noKey(part(ids[3], 1, 1, "x2"))},
+			[]store.SMSOutcome{{ID: ids[2], State: "submitted"}, {ID: ids[3], State: "submitted"}})
+		ambiguous := func(link, id string, age time.Duration) store.ReceiptForms {
+			return store.ReceiptForms{Exact: id, Others: []string{"x1", "x2"}}
+		}
+		db.AddReceipts(ctx, []store.SMSReceipt{{Link: "l1", MessageID: "aa", State: "delivered"}})
+		res = applyPending(t, db, ambiguous)
+		if len(res.Changes) != 0 || len(res.Unmatched) != 1 || res.Unmatched[0].Reason != store.ReceiptAmbiguous || len(res.Unmatched[0].Parts) != 2 {
+			t.Fatalf("ambiguous receipt: changes %+v unmatched %+v", res.Changes, res.Unmatched)
+		}
+		// Looked at again later: not reported twice.
+		db.RecordSMS(ctx, "n", []store.SMSPart{{OutboxID: ids[2], Seq: 1, Total: 1, Link: "l1", MessageID: "x1", ReceiptID: "aa"}}, nil)
+		if m, _ := state(t, db, ids[2]); m.State != "delivered" {
+			t.Fatalf("a part recorded with the receipt's exact id did not take it: %+v", m)
+		}
+		if m, _ := state(t, db, ids[3]); m.State != "submitted" {
+			t.Fatalf("the other candidate was guessed: %+v", m)
+		}
+	})
+}
+
+// applyPending applies stored receipts until some were looked at (they
+// wait store.ReceiptGrace first).
+func applyPending(t *testing.T, db *store.DB, rules store.ReceiptRules) store.ReceiptResult {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		res, err := db.ApplyPendingReceipts(context.Background(), 100, rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Seen > 0 {
+			return res
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no stored receipt came due")
+	return store.ReceiptResult{}
 }
 
 func TestMOFragments(t *testing.T) {
@@ -303,30 +388,24 @@ func TestOutboxPendingReceipts(t *testing.T) {
 		ids := enqueue(t, db, 2)
 		db.ClaimSMS(ctx, "n", 10, time.Minute)
 		db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[0], 1, 1, "aa")}, []store.SMSOutcome{{ID: ids[0], State: "submitted"}})
-		same := func(id string) []string { return []string{id} }
 		if err := db.AddReceipts(ctx, []store.SMSReceipt{
-			{Candidates: []string{"aa"}, State: "delivered"},
-			{Candidates: []string{"bb"}, State: "expired", Error: "EXPIRED"},
-			{Candidates: []string{"aa"}, State: "delivered"}, // the SMSC sent it twice
+			{Link: "l1", MessageID: "aa", State: "delivered"},
+			{Link: "l1", MessageID: "bb", State: "expired", Error: "EXPIRED"},
+			{Link: "l1", MessageID: "aa", State: "delivered"}, // the SMSC sent it twice
 		}); err != nil {
 			t.Fatal(err)
 		}
 		// Stored receipts wait store.ReceiptGrace before they are looked at.
-		var changes []store.SMSChange
-		var n int
-		var err error
-		for deadline := time.Now().Add(10 * time.Second); n == 0 && err == nil && time.Now().Before(deadline); {
-			changes, n, _, err = db.ApplyPendingReceipts(ctx, 100, same)
-		}
-		if err != nil || n != 2 || len(changes) != 1 || changes[0].ID != ids[0] || changes[0].State != "delivered" {
-			t.Fatalf("changes %+v looked at %d, %v", changes, n, err)
+		res := applyPending(t, db, exactIDs)
+		if res.Seen != 2 || len(res.Changes) != 1 || res.Changes[0].ID != ids[0] || res.Changes[0].State != "delivered" {
+			t.Fatalf("result %+v", res)
 		}
 		// "bb" waits (with backoff): not looked at again at once.
-		if _, n, _, _ := db.ApplyPendingReceipts(ctx, 100, same); n != 0 {
-			t.Fatalf("unmatched receipt looked at again at once (%d)", n)
+		if res, _ := db.ApplyPendingReceipts(ctx, 100, exactIDs); res.Seen != 0 {
+			t.Fatalf("unmatched receipt looked at again at once (%d)", res.Seen)
 		}
 		// Its part is recorded: it applies then.
-		changes, err = db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[1], 1, 1, "bb")}, []store.SMSOutcome{{ID: ids[1], State: "submitted"}})
+		changes, err := db.RecordSMS(ctx, "n", []store.SMSPart{part(ids[1], 1, 1, "bb")}, []store.SMSOutcome{{ID: ids[1], State: "submitted"}})
 		if err != nil || len(changes) != 2 || changes[1].State != "expired" {
 			t.Fatalf("changes %+v %v", changes, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -22,9 +23,12 @@ import (
 // can run the real server as a child process and SIGKILL it.
 func TestMain(m *testing.M) {
 	if args := os.Getenv("PHONEBOOK_TEST_EXEC"); args != "" {
+		// As main does: SIGTERM shuts the server down gracefully.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
 		cmd := newRootCmd()
 		cmd.SetArgs(splitArgs(args))
-		if err := cmd.Execute(); err != nil {
+		if err := cmd.ExecuteContext(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "phonebook:", err)
 			os.Exit(1)
 		}
@@ -159,5 +163,101 @@ smsc:
 		if c != 1 {
 			t.Fatalf("%s got %d SMS", dest, c)
 		}
+	}
+}
+
+// SIGTERM while 1,000 SMS are in flight (claimed, a window's worth
+// written and waiting for slow responses): the server stops claiming,
+// waits for the responses, records them and only then unbinds, so after a
+// restart the SMSC receives every SMS exactly once.
+func TestOutboxSIGTERMSendsNoDuplicates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns servers")
+	}
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	smscAddr := l.Addr().String()
+	l.Close()
+	cfgPath := filepath.Join(dir, "phonebook.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+http: {addr: "127.0.0.1:0"}
+relay: {tcp_addr: "127.0.0.1:0"}
+database: {dsn: %q}
+verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
+smsc:
+  links:
+    - {name: a, addr: %q, system_id: pb, window: 100, resp_timeout: 10s, reconnect_min: 50ms, reconnect_max: 200ms}
+`, filepath.Join(dir, "pb.db"), smscAddr)), 0o600)
+
+	const n = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// Queue n codes while the SMSC is down.
+	srv := startChild(t, cfgPath)
+	api := &client.API{BaseURL: "http://" + srv.http}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			_, err := api.StartSMS(ctx, fmt.Sprintf("+86139%08d", i), client.Identity{DeviceID: fmt.Sprintf("d%d", i), SIMID: "s"})
+			if err != nil {
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("start verification: %v", err)
+	}
+	// The SMSC comes up, answering each submit after 300 ms: the server
+	// claims every message and fills its window. No receipt comes during
+	// the test: busy receipt handlers would hold an early unbind back.
+	sim := smscsim.New(smscsim.Config{RespDelay: 300 * time.Millisecond, ReceiptDelay: time.Hour})
+	if err := sim.Start(smscAddr); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	if _, err := sim.WaitSubmits(ctx, 150); err != nil {
+		t.Fatal(err)
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- srv.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("server exited with %v after SIGTERM", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("server still running 2 minutes after SIGTERM")
+	}
+	before := len(sim.Submits())
+	if before >= n {
+		t.Fatalf("every SMS was sent before the shutdown (%d); nothing was in flight", before)
+	}
+	startChild(t, cfgPath)
+	if _, err := sim.WaitSubmits(ctx, n); err != nil {
+		t.Fatalf("after restart only %d of %d SMS reached the SMSC: %v", len(sim.Submits()), n, err)
+	}
+	// Give a duplicate every chance to show up before counting.
+	time.Sleep(time.Second)
+	seen := map[string]int{}
+	dups := 0
+	for _, s := range sim.Submits() {
+		if seen[s.Dest]++; seen[s.Dest] > 1 {
+			dups++
+		}
+	}
+	t.Logf("%d SMS sent before SIGTERM, %d after the restart, %d duplicates", before, len(sim.Submits())-before, dups)
+	if len(seen) != n || dups != 0 {
+		t.Fatalf("%d distinct recipients (want %d), %d duplicates (want 0)", len(seen), n, dups)
 	}
 }

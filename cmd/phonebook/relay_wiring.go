@@ -94,6 +94,7 @@ func relayConfig(cfg config.Config) relay.Config {
 		MaxOfflinePerSender:      cfg.Relay.MaxOfflinePerSender,
 		OfflineTTL:               cfg.Relay.OfflineTTL,
 		ReauthInterval:           cfg.Relay.ReauthInterval,
+		StoredRecheck:            cfg.Relay.StoredRecheck,
 		MaxPendingAuth:           cfg.Relay.MaxPendingAuth,
 		MaxPendingAuthPerIP:      cfg.Relay.MaxPendingAuthPerIP,
 		MaxAuthFailuresPerMinute: cfg.Relay.MaxAuthFailuresPerMinute,

@@ -24,6 +24,7 @@ func linkConfigs(ls []config.Link) []smsc.LinkConfig {
 			TLS: l.TLS, TLSServerName: l.TLSServerName, TLSInsecureSkipVerify: l.TLSInsecureSkipVerify,
 			Window: l.Window, Binds: l.Binds, MaxTPS: l.MaxTPS, EnquireLink: l.EnquireLink, RespTimeout: l.RespTimeout,
 			ReconnectMin: l.ReconnectMin, ReconnectMax: l.ReconnectMax, Prefixes: l.Prefixes,
+			ReceiptIDs: l.ReceiptIDs,
 		}
 		if l.SourceTON != nil || l.SourceNPI != nil {
 			lc.SourceTONNPISet = true
@@ -109,13 +110,17 @@ func (m *Main) startSMSC(ctx context.Context) error {
 		Workers:         max(router.Capacity(), 100),
 		DefaultValidity: cfg.SMSC.Outbox.Validity,
 		MaxAttempts:     cfg.SMSC.Outbox.MaxAttempts,
+		DrainTimeout:    cfg.SMSC.Outbox.ShutdownTimeout,
 		Region:          cfg.Phone.DefaultRegion,
 	}, m.log, m.reg)
 	if err != nil {
 		return err
 	}
 	m.SMSC, m.Outbox = router, outbox
-	router.Start(ctx)
+	// The links outlive the root context: Close cancels it first, and the
+	// outbox must still get the responses of its submits in flight. Their
+	// closer unbinds them once the outbox has drained.
+	router.Start(context.WithoutCancel(ctx))
 	m.closers = append(m.closers, func(context.Context) error { return router.Close() })
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -126,7 +131,9 @@ func (m *Main) startSMSC(ctx context.Context) error {
 			m.log.Error("sms outbox stopped", "err", err)
 		}
 	}()
-	// Closers run in reverse: the outbox drains before the router closes.
+	// Closers run in reverse: the outbox stops claiming when ctx ends, waits
+	// (up to smsc.outbox.shutdown_timeout) for the responses of submits in
+	// flight and records them; only then does the router unbind.
 	m.closers = append(m.closers, func(context.Context) error { stop(); <-done; return nil })
 
 	m.API.AddInfo("smsc_links", func() any { return router.States() })

@@ -42,8 +42,8 @@ func wantReceipt(rd uint8, stat string) bool {
 
 // receipt builds the delivery receipt for an accepted submit.
 func (s *Sim) receipt(sub Submit, n uint64) delivery {
-	stat := s.cfg.ReceiptStat
-	id := formatID(n, s.cfg.ReceiptIDStyle)
+	stat := sub.Receipt
+	id := s.formatID(n, s.cfg.ReceiptIDStyle)
 	dlvrd := "000"
 	if stat == "DELIVRD" {
 		dlvrd = "001"

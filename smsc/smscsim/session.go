@@ -30,6 +30,7 @@ type session struct {
 	bindMode    string // "" until bound
 	sysID       string
 	outstanding map[uint32]bool            // submit seqs not yet answered
+	accepted    int                        // submit_sm accepted, for ResetAfter
 	waiting     map[uint32]chan pdu.Status // our deliver_sm seqs awaiting deliver_sm_resp
 
 	done     chan struct{}
@@ -64,6 +65,19 @@ func (ss *session) close() {
 		close(ss.done)
 		ss.nc.Close()
 	})
+}
+
+// reset drops the connection with a TCP reset (SO_LINGER 0): data not yet
+// sent is thrown away, as when an SMSC crashes or a firewall cuts in.
+func (ss *session) reset() {
+	nc := ss.nc
+	if t, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
+		nc = t.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	ss.close()
 }
 
 func (ss *session) write(b []byte) error {
@@ -224,13 +238,32 @@ func (ss *session) submit(f wire.Frame) {
 		ValidityPeriod:     sm.ValidityPeriod,
 		Payload:            sm.ShortMessage,
 		Text:               decodeText(sm.DataCoding, stripUDH(sm.ESMClass, sm.ShortMessage)),
-		MessageID:          formatID(n, sim.cfg.MessageIDStyle),
+		MessageID:          sim.formatID(n, sim.cfg.MessageIDStyle),
 		Time:               time.Now(),
 	}
+	if stat := sim.receiptStat(n); wantReceipt(sm.RegisteredDelivery, stat) {
+		sub.Receipt = stat
+	}
 	sim.recordSubmit(sub)
-	if wantReceipt(sm.RegisteredDelivery, sim.cfg.ReceiptStat) {
+	ss.mu.Lock()
+	ss.accepted++
+	reset := sim.cfg.ResetAfter > 0 && ss.accepted%sim.cfg.ResetAfter == 0
+	if reset {
+		ss.outstanding[seq] = true // never answered
+	}
+	lost := len(ss.outstanding)
+	ss.mu.Unlock()
+	if sub.Receipt != "" {
 		d := sim.receipt(sub, n)
-		if sim.cfg.CollideSeq && m == "transceiver" {
+		if sim.cfg.ReceiptBeforeResp && m == "transceiver" && !reset {
+			// The receipt overtakes its own submit_sm_resp on this session.
+			sent := make(chan struct{})
+			sim.deliverAsync(d, ss, 0, sent)
+			select {
+			case <-sent:
+			case <-ss.done:
+			}
+		} else if sim.cfg.CollideSeq && m == "transceiver" && !reset {
 			// The receipt overtakes its own submit_sm_resp, in the same
 			// sequence number: the ESME must tell them apart by command id.
 			ss.mu.Lock()
@@ -251,6 +284,12 @@ func (ss *session) submit(f wire.Frame) {
 				}
 			}()
 		}
+	}
+	if reset {
+		sim.count(func(s *Stats) { s.Resets++; s.LostResps += int64(lost) })
+		sim.log.Info("resetting the session", "after_submits", ss.accepted, "lost_responses", lost)
+		ss.reset()
+		return
 	}
 	ss.respond(seq, 0, sub.MessageID)
 }

@@ -30,12 +30,27 @@ type Config struct {
 	SystemID string // accepted system_id; "" = any
 	Password string // accepted password; "" = any
 
-	ReceiptDelay   time.Duration // from submit to receipt; 0 = at once
-	ReceiptStat    string        // DELIVRD (default), UNDELIV, EXPIRED, REJECTD, DELETED, ACCEPTD, UNKNOWN
-	ReceiptErr     int           // err: field and network_error_code; default 0
-	ReceiptFormat  string        // "text+tlv" (default), "text" or "tlv"
-	MessageIDStyle string        // in submit_sm_resp: "hex-upper" (default), "hex-lower", "decimal" (zero-padded)
-	ReceiptIDStyle string        // the same id as written in receipts; default MessageIDStyle
+	ReceiptDelay time.Duration // from submit to receipt; 0 = at once
+	// ReceiptStat is every receipt's outcome: DELIVRD (default), UNDELIV,
+	// EXPIRED, REJECTD, DELETED, ACCEPTD, UNKNOWN; or MIXED: DELIVRD,
+	// UNDELIV and EXPIRED in turn by message id, so that a receipt applied
+	// to the wrong message shows (Submit.Receipt records each one's).
+	ReceiptStat    string
+	ReceiptErr     int    // err: field and network_error_code; default 0
+	ReceiptFormat  string // "text+tlv" (default), "text" or "tlv"
+	MessageIDStyle string // in submit_sm_resp: "hex-upper" (default), "hex-lower", "decimal" (zero-padded)
+	ReceiptIDStyle string // the same id as written in receipts; default MessageIDStyle
+	// ShortIDs makes message ids count up from 1, without padding (1, 2,
+	// ... a, b, 10 in hex), as many SMSCs do.
+	ShortIDs bool
+	// ReceiptBeforeResp writes each receipt on the submitting session
+	// before the submit_sm_resp (ReceiptDelay is then ignored).
+	ReceiptBeforeResp bool
+	// ResetAfter drops a session abruptly (TCP reset) once it has had this
+	// many submit_sm accepted: the last one is accepted (and gets its
+	// receipt) but its submit_sm_resp is never written, and responses still
+	// held back by RespDelay are lost. 0 = never.
+	ResetAfter int
 
 	ThrottleEvery  int      // every Nth submit_sm is answered ESME_RTHROTTLED; 0 = never
 	RejectPrefixes []string // destinations starting with one of these ("+999" or "999") are refused
@@ -83,6 +98,7 @@ type Submit struct {
 	Payload            []byte    `json:"payload"` // raw short_message, UDH included
 	Text               string    `json:"text"`    // decoded, without UDH
 	MessageID          string    `json:"message_id"`
+	Receipt            string    `json:"receipt,omitempty"` // the receipt's stat, "" = none asked for
 	Time               time.Time `json:"time"`
 }
 
@@ -97,6 +113,8 @@ type Stats struct {
 	DeliverRefused  int64 `json:"deliver_nacks"` // answered otherwise or not at all
 	EnquireLinks    int64 `json:"enquire_links"`
 	GenericNacks    int64 `json:"generic_nacks"` // received from the ESME
+	Resets          int64 `json:"resets"`        // sessions dropped by ResetAfter
+	LostResps       int64 `json:"lost_resps"`    // accepted submits whose response a reset lost
 	UnexpectedResps int64 `json:"unexpected_resps"`
 	// MaxOutstanding is the most submit_sm one session had unanswered at
 	// once (meaningful with RespDelay): it shows the ESME's window.
@@ -165,14 +183,19 @@ func New(cfg Config) *Sim {
 	}
 	s.throttleEvery.Store(int64(cfg.ThrottleEvery))
 	s.respDelay.Store(&delayRange{min: max(cfg.RespDelay, 0), max: max(cfg.RespDelay, cfg.RespDelayMax)})
-	s.nextID.Store(0x5E1A0000)
+	if !cfg.ShortIDs {
+		s.nextID.Store(0x5E1A0000)
+	}
 	return s
 }
 
 // Validate reports configuration values the simulator does not know.
 func (c Config) Validate() error {
-	if _, ok := messageStates[strings.ToUpper(c.ReceiptStat)]; c.ReceiptStat != "" && !ok {
-		return fmt.Errorf("receipt stat %q: want one of DELIVRD, UNDELIV, EXPIRED, REJECTD, DELETED, ACCEPTD, UNKNOWN", c.ReceiptStat)
+	if _, ok := messageStates[strings.ToUpper(c.ReceiptStat)]; c.ReceiptStat != "" && !ok && !strings.EqualFold(c.ReceiptStat, statMixed) {
+		return fmt.Errorf("receipt stat %q: want one of DELIVRD, UNDELIV, EXPIRED, REJECTD, DELETED, ACCEPTD, UNKNOWN, MIXED", c.ReceiptStat)
+	}
+	if c.ResetAfter < 0 {
+		return errors.New("reset after must be 0 or more")
 	}
 	switch c.ReceiptFormat {
 	case "", "text", "tlv", "text+tlv":
@@ -454,15 +477,28 @@ func (s *Sim) InjectRaw(b []byte) error {
 
 func (s *Sim) newMessageID() uint64 { return s.nextID.Add(1) }
 
-func formatID(n uint64, style string) string {
-	switch style {
-	case "hex-lower":
+func (s *Sim) formatID(n uint64, style string) string {
+	switch {
+	case style == "hex-lower":
 		return fmt.Sprintf("%x", n)
-	case "decimal":
+	case style == "decimal" && s.cfg.ShortIDs:
+		return fmt.Sprintf("%d", n)
+	case style == "decimal":
 		return fmt.Sprintf("%012d", n)
 	default:
 		return fmt.Sprintf("%X", n)
 	}
+}
+
+// statMixed cycles receipt outcomes by message id.
+const statMixed = "MIXED"
+
+// receiptStat is the outcome of message n's receipt.
+func (s *Sim) receiptStat(n uint64) string {
+	if s.cfg.ReceiptStat != statMixed {
+		return s.cfg.ReceiptStat
+	}
+	return [...]string{"DELIVRD", "UNDELIV", "EXPIRED"}[n%3]
 }
 
 func sleepOrClosed(closed <-chan struct{}, d time.Duration) bool {

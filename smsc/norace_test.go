@@ -1,0 +1,5 @@
+//go:build !race
+
+package smsc_test
+
+const raceDetector = false
