@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"time"
 
 	"github.com/phonebook/phonebook"
@@ -25,6 +26,10 @@ type SMSConversation struct {
 // the idle time.
 var ErrExtensionsExhausted = errors.New("store: every extension code of the recipient is in a live conversation")
 
+// maxExtensionAttempts bounds NoteSMSFallback's retries after losing a code
+// to a concurrent allocation for the same recipient.
+const maxExtensionAttempts = 64
+
 // NoteSMSFallback records a fallback SMS from sender to recipient at at.
 // With digits > 0 it returns the conversation's extension code of that many
 // digits, allocating one when the conversation has none: the lowest free
@@ -39,7 +44,19 @@ func (d *DB) NoteSMSFallback(ctx context.Context, sender, recipient phonebook.MS
 	}
 	var ext string
 	var err error
-	for attempt := 0; attempt < 8; attempt++ {
+	// Concurrent first SMS to one recipient from many senders race for the
+	// lowest free code; each round has a winner, so the attempts bound how
+	// many senders may start a conversation with one number at the same
+	// moment. The jittered pause spreads the losers out.
+	for attempt := 0; attempt < maxExtensionAttempts; attempt++ {
+		if attempt > 0 {
+			pause := time.Duration(1+mathrand.IntN(4*min(attempt, 8))) * time.Millisecond
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(pause):
+			}
+		}
 		exhausted := false
 		err = d.txRetry(ctx, func(tx *sql.Tx) error {
 			ext = ""
