@@ -98,8 +98,13 @@ func (p *Pending) At() time.Time {
 
 // Wait returns the SendResult, or an error when the connection ended first
 // (the message may or may not have been accepted: resend it with the same
-// ClientMsgID on a new connection) or ctx ended.
+// ClientMsgID on a new connection) or ctx ended. A ctx that is already
+// done when Wait is called gives its error, whether or not the result has
+// come: the caller's deadline decides, not the scheduler.
 func (p *Pending) Wait(ctx context.Context) (*relaypb.SendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	select {
 	case <-p.done:
 		return p.result, p.err
