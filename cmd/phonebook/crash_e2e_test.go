@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -66,21 +67,43 @@ func startChild(t *testing.T, configPath string) *child {
 		t.Fatal(err)
 	}
 	addr := make(chan []string, 1)
+	exited := make(chan struct{})
+	var mu sync.Mutex
+	var lines []string // the child's output until it served, for a failed start
 	go func() {
+		defer close(exited)
 		sc := bufio.NewScanner(stderr)
+		serving := false
 		for sc.Scan() {
+			if serving {
+				continue
+			}
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			if len(lines) > 40 {
+				lines = lines[1:]
+			}
+			mu.Unlock()
 			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
+				serving = true
 				addr <- m
 			}
 		}
 	}()
 	c := &child{cmd: cmd}
 	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
+	failed := func(why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("child server %s; its output:\n%s", why, strings.Join(lines, "\n"))
+	}
 	select {
 	case m := <-addr:
 		c.http, c.relay = m[1], m[2]
-	case <-time.After(30 * time.Second):
-		t.Fatal("child server did not start")
+	case <-exited:
+		failed("exited before serving")
+	case <-time.After(60 * time.Second):
+		failed("did not start within a minute")
 	}
 	return c
 }
@@ -184,7 +207,8 @@ func TestOutboxSIGTERMSendsNoDuplicates(t *testing.T) {
 	cfgPath := filepath.Join(dir, "phonebook.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 http: {addr: "127.0.0.1:0"}
-relay: {tcp_addr: "127.0.0.1:0"}
+relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
+admin: {addr: "127.0.0.1:0"}
 database: {dsn: %q}
 verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
 smsc:
