@@ -56,9 +56,9 @@ type MMSOutcome struct {
 	// reasons, a message refused before submitting, the SMS hand-over); the
 	// attempt is not counted.
 	NoAttempt bool
-	Error         string
-	Link          string // with State submitted
-	MessageID     string // with State submitted
+	Error     string
+	Link      string // with State submitted
+	MessageID string // with State submitted
 }
 
 // MMSChange is a state change of a message, for the outbox's listeners.
