@@ -110,6 +110,12 @@ func (c *Config) Validate() error {
 	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
 		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
 	}
+	if c.MMS.SimulatorHTTP != "" && !isLoopbackAddr(c.MMS.SimulatorHTTP) {
+		return fmt.Errorf("mms.simulator_http: %q is not a loopback address (it lists every MMS the simulator received)", c.MMS.SimulatorHTTP)
+	}
+	if err := c.MMSConfig().Validate(); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -27,9 +27,6 @@ type Config struct {
 	// CapablePrefixes: numbers under these E.164 prefixes are MMS-capable
 	// unless a source says otherwise; the others are not.
 	CapablePrefixes []string
-	// LinkTTL is how long the download link of an SMS that replaces an MMS
-	// works [72h].
-	LinkTTL time.Duration
 }
 
 // LinkConfig is one MMSC (config mms.links[]).
@@ -52,6 +49,9 @@ type LinkConfig struct {
 	// (never in production) skipping verification.
 	TLSCA                 string
 	TLSInsecureSkipVerify bool
+	// The basic auth the MMSC must present when it posts delivery reports
+	// and MO MMS to us ("" = none).
+	VASPUsername, VASPPassword string
 }
 
 // Default values.
@@ -102,7 +102,6 @@ func (c *Config) defaults() {
 	def(&c.Validity, 24*time.Hour)
 	def(&c.Retention, 7*24*time.Hour)
 	def(&c.ShutdownTimeout, 30*time.Second)
-	def(&c.LinkTTL, 72*time.Hour)
 	if c.CapablePrefixes == nil {
 		c.CapablePrefixes = []string{}
 	}

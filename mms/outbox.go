@@ -73,7 +73,7 @@ type Media interface {
 	// EExpired means the media is gone for good.
 	Parts(ctx context.Context, ids []string) ([]Part, error)
 	// Link returns a short, expiring, unguessable download link to the
-	// media for to, for the message ref.
+	// media for to, for the message ref; ttl 0 = the media's default.
 	Link(ctx context.Context, ref string, to phonebook.MSISDN, ids []string, ttl time.Duration) (string, error)
 }
 
@@ -539,7 +539,7 @@ func (o *Outbox) handOver(m store.MMS) store.MMSOutcome {
 	}
 	ctx, cancel := context.WithTimeout(o.runCtx, 30*time.Second)
 	defer cancel()
-	url, err := o.media.Link(ctx, m.Ref, phonebook.MSISDN(m.Dest), m.Media, o.cfg.LinkTTL)
+	url, err := o.media.Link(ctx, m.Ref, phonebook.MSISDN(m.Dest), m.Media, 0)
 	if err != nil {
 		switch phonebook.ErrorCode(err) {
 		case phonebook.ENotFound, phonebook.EExpired:
