@@ -70,6 +70,9 @@ type Server struct {
 	// bodyLimits raises MaxBodyBytes for routes that take large bodies
 	// (address-book sync, vCard import); set before serving, nil = none.
 	bodyLimits map[string]int64
+
+	// mmsCapable receives handsets' MMS capability reports at login.
+	mmsCapable func(ctx context.Context, number phonebook.MSISDN, capable bool) error
 }
 
 // Counter is a cluster-wide fixed-window counter (the store implements it).
@@ -323,6 +326,10 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	writeJSON(w, statusOf(code), errorBody{Error: d})
 }
+
+// WriteError writes err as the API's error body, with the status its code
+// maps to (for handlers outside this package, e.g. on the admin listener).
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
 
 // WriteJSON writes v with the status.
 func WriteJSON(w http.ResponseWriter, status int, v any) error { return writeJSON(w, status, v) }
