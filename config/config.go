@@ -6,15 +6,12 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +26,7 @@ import (
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/mms"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsreply"
@@ -55,6 +53,7 @@ type Config struct {
 	Limits       Limits       `mapstructure:"limits"`
 	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
+	MMS          MMS          `mapstructure:"mms"`
 }
 
 // Limits says how client addresses are grouped by every per-address limit
@@ -252,6 +251,63 @@ type Relay struct {
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
+// MMS configures the MMS fallback of media messages (mms/, docs/mms.md):
+// the links to operator MMSCs (MM7), the MMS outbox, and who is
+// MMS-capable by default. With no links, serve runs the built-in MMSC
+// simulator when smsc.simulator is set; otherwise media messages to
+// offline phones go as SMS with a download link.
+type MMS struct {
+	Links []MMSLink `mapstructure:"links"`
+	// VASPAddr is where MMSCs post delivery reports and MMS from phones:
+	// http://<vasp_addr>/mm7/<link name>. "" = no listener (with the
+	// simulator: a free loopback port).
+	VASPAddr        string        `mapstructure:"vasp_addr"`
+	SimulatorHTTP   string        `mapstructure:"simulator_http"` // the built-in MMSC simulator's HTTP control; "" = off; loopback
+	CapablePrefixes []string      `mapstructure:"capable_prefixes"`
+	Workers         int           `mapstructure:"workers"`
+	Lease           time.Duration `mapstructure:"lease"`
+	RetryBase       time.Duration `mapstructure:"retry_base"`
+	RetryMax        time.Duration `mapstructure:"retry_max"`
+	MaxAttempts     int           `mapstructure:"max_attempts"`
+	Validity        time.Duration `mapstructure:"validity"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// MMSLink is one MMSC (docs/mms.md#link-keys).
+type MMSLink struct {
+	Name                  string        `mapstructure:"name"`
+	URL                   string        `mapstructure:"url"`
+	Username              string        `mapstructure:"username"`
+	Password              string        `mapstructure:"password"`
+	VASPID                string        `mapstructure:"vasp_id"`
+	VASID                 string        `mapstructure:"vas_id"`
+	ServiceCode           string        `mapstructure:"service_code"`
+	SenderAddress         string        `mapstructure:"sender_address"`
+	Prefixes              []string      `mapstructure:"prefixes"`
+	MaxMessageBytes       int           `mapstructure:"max_message_bytes"`
+	Version               string        `mapstructure:"version"`
+	Timeout               time.Duration `mapstructure:"timeout"`
+	TLSCA                 string        `mapstructure:"tls_ca"`
+	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
+	// The basic auth the MMSC presents when it posts to us ("" = none).
+	VASPUsername string `mapstructure:"vasp_username"`
+	VASPPassword string `mapstructure:"vasp_password"`
+}
+
+// fill sets the settings left out to the mms package's defaults.
+func (l *MMSLink) fill() {
+	d := mms.DefaultLinkConfig()
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if l.Version == "" {
+		l.Version = d.Version
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = d.Timeout
+	}
+}
+
 // SMSReply configures two-way SMS: how replies to fallback SMS find their
 // IM user, opt-outs, and the per-recipient daily cap (smsreply/).
 type SMSReply struct {
@@ -315,6 +371,7 @@ func Default() Config {
 		storage = "memory"
 	}
 	rep := smsreply.DefaultConfig()
+	mm := mms.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
@@ -390,6 +447,9 @@ func Default() Config {
 			MaxPerRecipientDay: rep.MaxPerRecipientDay,
 		},
 		Limits: Limits{IPv4Prefix: web.AddrPrefixes.V4, IPv6Prefix: web.AddrPrefixes.V6},
+		MMS: MMS{Links: []MMSLink{}, CapablePrefixes: mm.CapablePrefixes, Workers: mm.Workers, Lease: mm.Lease,
+			RetryBase: mm.RetryBase, RetryMax: mm.RetryMax, MaxAttempts: mm.MaxAttempts, Validity: mm.Validity,
+			ShutdownTimeout: mm.ShutdownTimeout},
 	}
 }
 
@@ -445,6 +505,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	}
 	for i := range c.SMSC.Links {
 		c.SMSC.Links[i].fill()
+	}
+	for i := range c.MMS.Links {
+		c.MMS.Links[i].fill()
 	}
 	if err := c.Validate(); err != nil {
 		if path != "" {
@@ -514,178 +577,9 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 	}
 }
 
-// explain turns the decoder's errors into one line per bad key, each with
-// file and line: unknown keys, and values of the wrong type.
-func explain(path string, raw []byte, err error) error {
-	var leaves []*mapstructure.DecodeError
-	decodeLeaves(err, &leaves)
-	where := func(key string) string {
-		if line := lineOf(raw, key); line > 0 {
-			return fmt.Sprintf("%s:%d", path, line)
-		}
-		if env := envName(key); os.Getenv(env) != "" {
-			return env
-		}
-		if path != "" {
-			return "config " + path
-		}
-		return "config"
-	}
-	var lines []string
-	for _, de := range leaves {
-		name := de.Name()
-		if strings.HasPrefix(name, "config.") {
-			name = "" // mapstructure names the top level by its type
-		}
-		cause := de.Unwrap()
-		if keys, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
-			for _, k := range strings.Split(keys, ", ") {
-				if name != "" {
-					k = name + "." + k
-				}
-				lines = append(lines, fmt.Sprintf("%s: unknown key %q", where(k), k))
-			}
-			continue
-		}
-		msg := describe(cause)
-		if strings.HasPrefix(cause.Error(), "time: ") {
-			val := os.Getenv(envName(name))
-			if n := nodeOf(raw, name); n != nil && n.Kind == yaml.ScalarNode {
-				val = n.Value
-			}
-			msg = fmt.Sprintf("%q is not a duration (write 90s, 10m, 720h)", val)
-		}
-		lines = append(lines, fmt.Sprintf("%s: %s: %s", where(name), name, msg))
-	}
-	if len(lines) == 0 {
-		if path != "" {
-			return fmt.Errorf("config %s: %v", path, err)
-		}
-		return fmt.Errorf("config: %v", err)
-	}
-	sort.Strings(lines)
-	return errors.New(strings.Join(lines, "\n"))
-}
-
 // envName is the environment variable of a key (PHONEBOOK_SESSION_TTL).
 func envName(key string) string {
 	return "PHONEBOOK_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-}
-
-// decodeLeaves collects the decoder's errors that name one key.
-func decodeLeaves(err error, out *[]*mapstructure.DecodeError) {
-	switch x := err.(type) {
-	case nil:
-		return
-	case interface{ Unwrap() []error }:
-		for _, e := range x.Unwrap() {
-			decodeLeaves(e, out)
-		}
-		return
-	case *mapstructure.DecodeError:
-		inner := x.Unwrap()
-		var de *mapstructure.DecodeError
-		if _, multi := inner.(interface{ Unwrap() []error }); multi || errors.As(inner, &de) {
-			decodeLeaves(inner, out)
-			return
-		}
-		*out = append(*out, x)
-		return
-	}
-	decodeLeaves(errors.Unwrap(err), out)
-}
-
-// describe says what is wrong with a value, in words a user reads.
-func describe(err error) string {
-	var pe *mapstructure.ParseError
-	var ue *mapstructure.UnconvertibleTypeError
-	switch {
-	case errors.As(err, &pe):
-		return fmt.Sprintf("%q is not %s", fmt.Sprint(pe.Value), typeWords(pe.Expected.Type()))
-	case errors.As(err, &ue):
-		return fmt.Sprintf("expected %s, found %s", typeWords(ue.Expected.Type()), typeWords(reflect.TypeOf(ue.Value)))
-	}
-	return err.Error()
-}
-
-func typeWords(t reflect.Type) string {
-	if t == nil {
-		return "nothing"
-	}
-	if t == reflect.TypeOf(time.Duration(0)) {
-		return "a duration (90s, 10m, 720h)"
-	}
-	switch t.Kind() {
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a whole number"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.String:
-		return "a string"
-	case reflect.Slice:
-		return "a list"
-	case reflect.Map, reflect.Struct:
-		return "a mapping of keys"
-	}
-	return "a " + t.String()
-}
-
-func pathOr(p string) string {
-	if p == "" {
-		return "config"
-	}
-	return p
-}
-
-// findKey walks YAML to a dotted key ("smsc.links[0].nmae"): its value,
-// nil when the key is not there, and the line of the key or, when it is
-// not there, of its nearest parent.
-func findKey(raw []byte, key string) (*yaml.Node, int) {
-	var doc yaml.Node
-	if len(raw) == 0 || yaml.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
-		return nil, 0
-	}
-	node, line := doc.Content[0], 0
-	for _, seg := range strings.Split(key, ".") {
-		name, idx := seg, -1
-		if b := strings.Index(seg, "["); b >= 0 && strings.HasSuffix(seg, "]") {
-			name = seg[:b]
-			fmt.Sscanf(seg[b+1:len(seg)-1], "%d", &idx)
-		}
-		found := false
-		if node.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(node.Content); i += 2 {
-				if strings.EqualFold(node.Content[i].Value, name) {
-					line, node, found = node.Content[i].Line, node.Content[i+1], true
-					break
-				}
-			}
-		}
-		if !found {
-			return nil, line
-		}
-		if idx >= 0 {
-			if node.Kind != yaml.SequenceNode || idx >= len(node.Content) {
-				return nil, line
-			}
-			node = node.Content[idx]
-			line = node.Line
-		}
-	}
-	return node, line
-}
-
-func nodeOf(raw []byte, key string) *yaml.Node {
-	n, _ := findKey(raw, key)
-	return n
-}
-
-func lineOf(raw []byte, key string) int {
-	_, line := findKey(raw, key)
-	return line
 }
 
 // SlogLevel is log.level as a slog level.
@@ -703,166 +597,23 @@ func (l Log) SlogLevel() (slog.Level, error) {
 	return 0, fmt.Errorf("log.level: %q is not debug, info, warn or error", l.Level)
 }
 
-// Validate checks values that decode fine but make no sense. The
-// components' own checks (verify.secret_key's length...) are made by
-// whoever builds their configurations: serve, and `config check`.
-func (c *Config) Validate() error {
-	if _, err := c.Log.SlogLevel(); err != nil {
-		return err
+// MMSConfig is the mms package's configuration (node id left to the caller).
+func (c *Config) MMSConfig() mms.Config {
+	m := c.MMS
+	out := mms.Config{CapablePrefixes: m.CapablePrefixes, Workers: m.Workers, Lease: m.Lease, RetryBase: m.RetryBase,
+		RetryMax: m.RetryMax, MaxAttempts: m.MaxAttempts, Validity: m.Validity, ShutdownTimeout: m.ShutdownTimeout}
+	for _, l := range m.Links {
+		out.Links = append(out.Links, mms.LinkConfig{Name: l.Name, URL: l.URL, Username: l.Username, Password: l.Password,
+			VASPID: l.VASPID, VASID: l.VASID, ServiceCode: l.ServiceCode, SenderAddress: l.SenderAddress, Prefixes: l.Prefixes,
+			MaxMessageBytes: l.MaxMessageBytes, Version: l.Version, Timeout: l.Timeout, TLSCA: l.TLSCA,
+			TLSInsecureSkipVerify: l.TLSInsecureSkipVerify, VASPUsername: l.VASPUsername, VASPPassword: l.VASPPassword})
 	}
-	switch c.Log.Format {
-	case "text", "json":
-	default:
-		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
-	}
-	switch c.Database.Driver {
-	case "sqlite", "mysql":
-	default:
-		return fmt.Errorf("database.driver: %q is not sqlite or mysql", c.Database.Driver)
-	}
-	if c.Database.Driver == "mysql" && c.Database.DSN == "" {
-		return fmt.Errorf("database.dsn: required with driver mysql (e.g. user:pass@tcp(127.0.0.1:3306)/phonebook)")
-	}
-	if _, err := c.TrustedProxies(); err != nil {
-		return err
-	}
-	if c.Cluster.DeadAfter < 2*time.Second || c.Cluster.PurgeAfter < c.Cluster.DeadAfter {
-		return fmt.Errorf("cluster.dead_after (%s) must be at least 2s (nodes heartbeat every second), and cluster.purge_after (%s) at least as long",
-			c.Cluster.DeadAfter, c.Cluster.PurgeAfter)
-	}
-	if err := c.Cluster.validate(); err != nil {
-		return err
-	}
-	if c.Relay.MaxTextBytes <= 0 || c.Relay.MaxTextBytes+phonebook.DeliverOverhead > c.Relay.MaxFrameBytes {
-		return fmt.Errorf("relay.max_text_bytes (%d) must be positive and at most relay.max_frame_bytes (%d) less %d, what a Deliver frame carries besides the text",
-			c.Relay.MaxTextBytes, c.Relay.MaxFrameBytes, phonebook.DeliverOverhead)
-	}
-	if c.Relay.FallbackPerHour <= 0 || c.Relay.FallbackExpiry <= 0 || c.Relay.MaxOfflinePerRecipient <= 0 ||
-		c.Relay.MaxOfflinePerSender <= 0 || c.Relay.OfflineTTL <= 0 {
-		return fmt.Errorf("relay.fallback_per_hour, fallback_expiry, max_offline_per_recipient, max_offline_per_sender and offline_ttl must be positive")
-	}
-	if c.Relay.StoredRecheck < 0 {
-		return fmt.Errorf("relay.stored_recheck: %s is negative", c.Relay.StoredRecheck)
-	}
-	if c.Relay.ReauthInterval < 0 {
-		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)
-	}
-	if c.Registration.RecycleAfter < 0 {
-		return fmt.Errorf("registration.recycle_after: %s is negative (0 turns recycling off)", c.Registration.RecycleAfter)
-	}
-	switch c.Relay.Fallback {
-	case "never", "unregistered", "offline":
-	default:
-		return fmt.Errorf("relay.fallback: %q is not never, unregistered or offline", c.Relay.Fallback)
-	}
-	switch c.SMSReply.Mode {
-	case "extension", "sticky":
-	default:
-		return fmt.Errorf("sms_reply.mode: %q is not extension or sticky", c.SMSReply.Mode)
-	}
-	switch c.SMSReply.StickyRule {
-	case "most_recent", "ask":
-	default:
-		return fmt.Errorf("sms_reply.sticky_rule: %q is not most_recent or ask", c.SMSReply.StickyRule)
-	}
-	if c.SMSReply.ExtensionDigits < 1 || c.SMSReply.ExtensionDigits > 8 {
-		return fmt.Errorf("sms_reply.extension_digits: %d is not 1 to 8", c.SMSReply.ExtensionDigits)
-	}
-	if c.SMSReply.MaxPerRecipientDay < 0 {
-		return fmt.Errorf("sms_reply.max_per_recipient_day: %d is negative (0 = no cap)", c.SMSReply.MaxPerRecipientDay)
-	}
-	switch c.Contacts.Visibility {
-	case "mutual", "contacts":
-	default:
-		return fmt.Errorf("contacts.visibility: %q is not mutual or contacts", c.Contacts.Visibility)
-	}
-	for i, l := range c.SMSC.Links {
-		if l.Name == "" || l.Addr == "" {
-			return fmt.Errorf("smsc.links[%d]: name and addr are required", i)
-		}
-		switch l.Bind {
-		case "", "transceiver", "transmitter+receiver":
-		default:
-			return fmt.Errorf("smsc.links[%d].bind: %q is not transceiver or transmitter+receiver", i, l.Bind)
-		}
-	}
-	if c.Limits.IPv4Prefix < 8 || c.Limits.IPv4Prefix > 32 {
-		return fmt.Errorf("limits.ipv4_prefix: %d is not a prefix length from 8 to 32", c.Limits.IPv4Prefix)
-	}
-	if c.Limits.IPv6Prefix < 16 || c.Limits.IPv6Prefix > 128 {
-		return fmt.Errorf("limits.ipv6_prefix: %d is not a prefix length from 16 to 128", c.Limits.IPv6Prefix)
-	}
-	if err := c.validateAdmin(); err != nil {
-		return err
-	}
-	if c.SMSC.SimulatorAddr != "" && !isLoopbackAddr(c.SMSC.SimulatorAddr) {
-		return fmt.Errorf("smsc.simulator_addr: %q is not a loopback address (the simulator prints every SMS, verification codes included)", c.SMSC.SimulatorAddr)
-	}
-	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
-		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
-	}
-	return nil
+	return out
 }
 
 // AddrPrefixes is limits.ipv4_prefix and limits.ipv6_prefix.
 func (c *Config) AddrPrefixes() phonebook.AddrPrefixes {
 	return phonebook.AddrPrefixes{V4: c.Limits.IPv4Prefix, V6: c.Limits.IPv6Prefix}
-}
-
-// validateAdmin refuses an admin listener reachable from other hosts
-// without a token.
-func (c *Config) validateAdmin() error {
-	a := c.Admin
-	if a.Addr == "" {
-		return nil
-	}
-	if _, _, err := net.SplitHostPort(a.Addr); err != nil {
-		return fmt.Errorf("admin.addr: %q is not host:port: %v", a.Addr, err)
-	}
-	if !isLoopbackAddr(a.Addr) && a.Token == "" {
-		return fmt.Errorf("admin.addr: %q is not a loopback address, so admin.token is required (clients send Authorization: Bearer <token>)", a.Addr)
-	}
-	if a.Token != "" && len(a.Token) < 16 {
-		return fmt.Errorf("admin.token: at least 16 characters")
-	}
-	return nil
-}
-
-// isLoopbackAddr reports whether host:port names a loopback host
-// ("localhost", 127.0.0.0/8, ::1). An empty host means every interface.
-func isLoopbackAddr(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
-}
-
-// validate checks the cluster keys the cluster package does not see as
-// such (cluster.Config.Validate checks the rest when serve starts).
-func (c *Cluster) validate() error {
-	switch c.Storage {
-	case "file", "memory":
-	default:
-		return fmt.Errorf("cluster.storage: %q is not file or memory", c.Storage)
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return fmt.Errorf("cluster.tls_cert and cluster.tls_key: set both or neither")
-	}
-	if c.CredsFile != "" && c.NKeyFile != "" {
-		return fmt.Errorf("cluster.creds_file and cluster.nkey_file: set one, not both")
-	}
-	if c.ReadyGrace < 0 {
-		return fmt.Errorf("cluster.ready_grace: %s is negative", c.ReadyGrace)
-	}
-	if c.ConnectTimeout < time.Second {
-		return fmt.Errorf("cluster.connect_timeout: %s is less than 1s", c.ConnectTimeout)
-	}
-	return nil
 }
 
 // TrustedProxies parses registration.header.trusted_proxies (CIDRs or single
@@ -903,6 +654,14 @@ func (c Config) Redacted() Config {
 	for i := range r.SMSC.Links {
 		if r.SMSC.Links[i].Password != "" {
 			r.SMSC.Links[i].Password = "REDACTED"
+		}
+	}
+	r.MMS.Links = append([]MMSLink(nil), c.MMS.Links...)
+	for i := range r.MMS.Links {
+		for _, p := range []*string{&r.MMS.Links[i].Password, &r.MMS.Links[i].VASPPassword} {
+			if *p != "" {
+				*p = "REDACTED"
+			}
 		}
 	}
 	return r
