@@ -203,3 +203,23 @@ func TestParsesAnMMSCsFlatDeliverReq(t *testing.T) {
 		t.Fatalf("gif part %q %q %d bytes", gif.ContentType, gif.ContentID, len(gif.Data))
 	}
 }
+
+func TestMOTextInOtherCharsetsArrivesAsUTF8(t *testing.T) {
+	v, srv := newVASP(t, 0)
+	c := mm7.NewClient(mm7.ClientConfig{URL: srv.URL, Username: "mmsc", Password: "pw"})
+	gbk := []byte{0xc4, 0xe3, 0xba, 0xc3} // 你好 in GB2312
+	parts := []mm7.Part{
+		{ContentType: "text/plain; charset=gb2312", ContentLocation: "a.txt", Data: gbk},
+		{ContentType: "text/plain; charset=x-unknown", ContentLocation: "b.txt", Data: []byte("as is")},
+	}
+	if _, err := c.Deliver(context.Background(), &mm7.DeliverReq{Sender: "+8613900001111", Recipients: []string{"10690042"}, Parts: parts}); err != nil {
+		t.Fatal(err)
+	}
+	got := v.mos[0].Parts
+	if string(got[0].Data) != "你好" || got[0].ContentType != "text/plain; charset=utf-8" {
+		t.Fatalf("gb2312 part: %q %q", got[0].ContentType, got[0].Data)
+	}
+	if string(got[1].Data) != "as is" || got[1].ContentType != "text/plain; charset=x-unknown" {
+		t.Fatalf("unknown charset part: %q %q", got[1].ContentType, got[1].Data)
+	}
+}

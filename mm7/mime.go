@@ -2,9 +2,9 @@ package mm7
 
 import (
 	"bufio"
-	"errors"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -14,6 +14,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"golang.org/x/text/encoding/htmlindex"
 )
 
 const (
@@ -266,12 +268,12 @@ func (msg *message) takeContent(parts []*mimePart, href string) error {
 			msg.smil = p.data
 			continue
 		}
-		msg.content = append(msg.content, Part{
+		msg.content = append(msg.content, textToUTF8(Part{
 			ContentType:     p.header.Get("Content-Type"),
 			ContentID:       p.contentID(),
 			ContentLocation: strings.TrimSpace(p.header.Get("Content-Location")),
 			Data:            p.data,
-		})
+		}))
 	}
 	return nil
 }
@@ -315,6 +317,29 @@ func splitOutsideQuotes(s string, sep byte) []string {
 		}
 	}
 	return append(out, s[start:])
+}
+
+// textToUTF8 converts a text/plain part in another charset (GB2312, GBK,
+// Big5, EUC-KR, Shift_JIS, ISO-8859-x, UTF-16 ...: phones write them) to
+// UTF-8, so that readers of Parts deal with one; a charset we do not know,
+// or text that does not convert, is left as it came.
+func textToUTF8(p Part) Part {
+	mt, params, err := parseMediaType(p.ContentType)
+	cs := strings.ToLower(params["charset"])
+	if err != nil || mt != "text/plain" || cs == "" || cs == "utf-8" || cs == "us-ascii" {
+		return p
+	}
+	enc, err := htmlindex.Get(cs)
+	if err != nil {
+		return p
+	}
+	data, err := enc.NewDecoder().Bytes(p.Data)
+	if err != nil {
+		return p
+	}
+	params["charset"] = "utf-8"
+	p.ContentType, p.Data = mime.FormatMediaType(mt, params), data
+	return p
 }
 
 // flatten replaces each multipart part by its parts, at every depth.
