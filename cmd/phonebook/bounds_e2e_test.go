@@ -27,14 +27,14 @@ const (
 // token and device id, for dialling the relay.
 func account(t *testing.T, httpAddr, number string) (token, device string) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	api := &client.API{BaseURL: "http://" + httpAddr}
 	id := client.Identity{DeviceID: "imei-" + number, SIMID: "sim-" + number}
-	creds, err := api.RegisterHeader(ctx, "X-Up-Calling-Line-Id", number, id)
+	creds, err := api.RegisterHeader(step(t, ctx), "X-Up-Calling-Line-Id", number, id)
 	if err != nil {
 		t.Fatalf("register %s: %v", number, err)
 	}
-	sess, err := api.Login(ctx, number, id, creds.DeviceKey, "")
+	sess, err := api.Login(step(t, ctx), number, id, creds.DeviceKey, "")
 	if err != nil {
 		t.Fatalf("login %s: %v", number, err)
 	}
@@ -43,7 +43,7 @@ func account(t *testing.T, httpAddr, number string) (token, device string) {
 
 func dialRelay(t *testing.T, relayAddr, token, device string) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), stepPatience)
 	defer cancel()
 	c, err := client.Dial(ctx, relayAddr, client.Options{Token: token, DeviceID: device, AutoAck: true})
 	if err != nil {
@@ -59,7 +59,7 @@ func sendWait(t *testing.T, ctx context.Context, c *client.Client, to, text stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := p.Wait(ctx)
+	r, err := p.Wait(step(t, ctx))
 	if err != nil {
 		t.Fatalf("SendResult: %v", err)
 	}
@@ -86,8 +86,7 @@ func TestOverlongFallbackFailsWithReasonEndToEnd(t *testing.T) {
 	cfg.Relay.Fallback = "offline"
 	cfg.Relay.FallbackAfter = time.Second
 	m := startMain(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	long := strings.Repeat("长", 5000)
 	alice := phone(t, m, "13800138000")
 
@@ -130,7 +129,7 @@ func TestOverlongFallbackFailsWithReasonEndToEnd(t *testing.T) {
 		if d.ServerMsgId != longID || d.Text != long {
 			t.Fatalf("bob got %.40s", d.Text)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("the member never got the message over IM")
 	}
 }
@@ -151,8 +150,9 @@ func TestSMSQuotaAcrossReconnectsNodesAndRestartEndToEnd(t *testing.T) {
 		return cfg
 	}
 	nodes := []*Main{startMain(t, nodeCfg()), startMain(t, nodeCfg())}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	// Each message has its own deadline: a hundred reconnections on a
+	// loaded machine may take many minutes.
+	ctx := t.Context()
 	token, device := account(t, nodes[0].HTTPAddr(), "13800138000")
 	startHour := time.Now().Truncate(time.Hour)
 	var sims int
@@ -170,22 +170,23 @@ func TestSMSQuotaAcrossReconnectsNodesAndRestartEndToEnd(t *testing.T) {
 		}
 		// Wait for its fallback's outcome: queued, or held for the next
 		// quota window.
+		wait := step(t, ctx)
 		for {
-			rec, err := n.DB.ChatRecord(ctx, r.ServerMsgId)
+			rec, err := n.DB.ChatRecord(wait, r.ServerMsgId)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rec.ViaSMS || heldForQuota(t, n.DB, r.ServerMsgId) {
 				break
 			}
-			if ctx.Err() != nil {
+			if wait.Err() != nil {
 				t.Fatalf("message %d: no fallback outcome", i)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		c.Close()
 	}
-	recs, err := nodes[0].DB.ChatHistory(ctx, aliceNum, time.Time{}, 200)
+	recs, err := nodes[0].DB.ChatHistory(step(t, ctx), aliceNum, time.Time{}, 200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,8 +235,7 @@ func TestOfflineStoreBoundsEndToEnd(t *testing.T) {
 	cfg.Relay.MaxOfflinePerSender = 5
 	cfg.Relay.OfflineTTL = 3 * time.Second
 	m := startMain(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, m, "13800138000")
 	bobToken, bobDevice := account(t, m.HTTPAddr(), "13900139000")
 	account(t, m.HTTPAddr(), "13600136000")
@@ -269,12 +269,12 @@ func TestOfflineStoreBoundsEndToEnd(t *testing.T) {
 		if rc.Error.GetCode() != string(phonebook.EExpired) {
 			t.Fatalf("expiry receipt: %v", rc)
 		}
-		rec, err := m.DB.ChatRecord(ctx, id)
+		rec, err := m.DB.ChatRecord(step(t, ctx), id)
 		if err != nil || rec.State != store.MsgFailed {
 			t.Fatalf("expired message's record: %+v %v", rec, err)
 		}
 	}
-	if n, _ := m.DB.CountOfflineMessages(ctx, bobNum); n != 0 {
+	if n, _ := m.DB.CountOfflineMessages(step(t, ctx), bobNum); n != 0 {
 		t.Fatalf("%d expired messages still stored for bob", n)
 	}
 	// Room again; bob gets only what was stored after the expiry.
@@ -288,7 +288,7 @@ func TestOfflineStoreBoundsEndToEnd(t *testing.T) {
 		if d.ServerMsgId != r.ServerMsgId {
 			t.Fatalf("bob got %s %q, want only the message after the expiry", d.ServerMsgId, d.Text)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("bob got nothing")
 	}
 }
@@ -298,8 +298,7 @@ func TestOfflineStoreBoundsEndToEnd(t *testing.T) {
 // the messages behind it are delivered.
 func TestOversizedStoredMessageEndToEnd(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, m, "13800138000")
 	bobToken, bobDevice := account(t, m.HTTPAddr(), "13900139000")
 	now := time.Now()
@@ -309,7 +308,7 @@ func TestOversizedStoredMessageEndToEnd(t *testing.T) {
 		{ID: "small-2", Sender: aliceNum, ClientMsgID: "c-small", Recipient: bobNum, Type: int(relaypb.MessageType_TEXT),
 			Text: "behind it", SentAt: now.Add(time.Millisecond)},
 	}
-	if _, err := m.DB.StoreMessages(ctx, msgs); err != nil {
+	if _, err := m.DB.StoreMessages(step(t, ctx), msgs); err != nil {
 		t.Fatal(err)
 	}
 	bob := dialRelay(t, m.RelayAddr(), bobToken, bobDevice)
@@ -318,23 +317,24 @@ func TestOversizedStoredMessageEndToEnd(t *testing.T) {
 		if d.ServerMsgId != "small-2" {
 			t.Fatalf("bob got %s first", d.ServerMsgId)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("the message behind the oversized one never came")
 	}
 	rc := receiptFor(t, ctx, alice, "big-1", relaypb.MessageState_FAILED)
 	if rc.Error.GetCode() != string(phonebook.ETooLarge) || rc.ClientMsgId != "c-big" {
 		t.Fatalf("receipt %v", rc)
 	}
+	wait := step(t, ctx)
 	for {
-		if n, _ := m.DB.CountOfflineMessages(ctx, bobNum); n == 0 {
+		if n, _ := m.DB.CountOfflineMessages(wait, bobNum); n == 0 {
 			break
 		}
-		if ctx.Err() != nil {
+		if wait.Err() != nil {
 			t.Fatal("messages still stored for bob")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if rec, err := m.DB.ChatRecord(ctx, "big-1"); err != nil || rec.State != store.MsgFailed {
+	if rec, err := m.DB.ChatRecord(step(t, ctx), "big-1"); err != nil || rec.State != store.MsgFailed {
 		t.Fatalf("record %+v %v", rec, err)
 	}
 }
@@ -347,18 +347,17 @@ func TestAppearOfflineEndToEnd(t *testing.T) {
 	cfg.Relay.Fallback = "offline"
 	cfg.Relay.FallbackAfter = time.Second
 	m := startMain(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, m, "13800138000")
 	bob := phone(t, m, "13900139000")
 	account(t, m.HTTPAddr(), "13600136000") // dave: a member, really offline
 	mutualContacts(t, ctx, alice, "13800138000", bob, "13900139000")
 
 	off := "offline"
-	if p, err := bob.SetPresence(ctx, &relaypb.PresenceSet{ImStatus: &off}); err != nil || p.ImStatus != "offline" {
+	if p, err := bob.SetPresence(step(t, ctx), &relaypb.PresenceSet{ImStatus: &off}); err != nil || p.ImStatus != "offline" {
 		t.Fatalf("appear offline: %v %v", p, err)
 	}
-	list, err := alice.QueryPresence(ctx)
+	list, err := alice.QueryPresence(step(t, ctx))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +375,7 @@ func TestAppearOfflineEndToEnd(t *testing.T) {
 		if d.Text != "you there?" {
 			t.Fatalf("bob got %q", d.Text)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("bob got nothing")
 	}
 	// Dave is really offline: his message goes by SMS after the grace.
@@ -385,13 +384,13 @@ func TestAppearOfflineEndToEnd(t *testing.T) {
 	// A message for bob that is already due for SMS (as if stored while
 	// he did not acknowledge it in time): he is connected, so the sweeper
 	// leaves it to his connection, whatever his status says.
-	if _, err := m.DB.StoreMessages(ctx, []store.Message{{ID: "for-bob", Sender: aliceNum, ClientMsgID: "c-for-bob",
+	if _, err := m.DB.StoreMessages(step(t, ctx), []store.Message{{ID: "for-bob", Sender: aliceNum, ClientMsgID: "c-for-bob",
 		Recipient: bobNum, Type: int(relaypb.MessageType_TEXT), Text: "due", SentAt: time.Now(), SMSDueAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	r = sendWait(t, ctx, alice, "13600136000", "and you?")
 	receiptFor(t, ctx, alice, r.ServerMsgId, relaypb.MessageState_SMS_QUEUED)
-	if _, err := m.Sim.WaitSubmits(ctx, 1); err != nil {
+	if _, err := m.Sim.WaitSubmits(step(t, ctx), 1); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range m.Sim.Submits() {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,34 +43,35 @@ cluster: {nats_url: %q, namespace: %q, dead_after: 2s, purge_after: 2s}
 `, "b-"+suffix, dsn, nats, "t"+suffix)), 0o600)
 	b := startChild(t, cfgPath)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, a, "13800138000")
 	<-alice.PresenceLists()
 	bob := phoneAt(t, b.http, b.relay, "13900139000")
 	mutualContacts(t, ctx, alice, "13800138000", bob, "13900139000")
-	if st, err := a.DB.UserStatus(ctx, "+8613900139000"); err != nil || st.IMStatus != "online" {
+	if st, err := a.DB.UserStatus(step(t, ctx), "+8613900139000"); err != nil || st.IMStatus != "online" {
 		t.Fatalf("bob before the crash: %+v %v", st, err)
 	}
 	// B registers bob's session asynchronously: A must have it before the
 	// crash to remove it after.
+	located := step(t, ctx)
 	for a.relayRouter.Locate("+8613900139000") == nil {
-		if ctx.Err() != nil {
+		if located.Err() != nil {
 			t.Fatal("A never saw bob's session on B")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.kill()
+	wait := step(t, ctx)
 	for {
 		select {
 		case pc := <-alice.PresenceChanges():
 			if pc.Presence.Number == "+8613900139000" && pc.Presence.ImStatus == "offline" {
-				if st, err := a.DB.UserStatus(ctx, "+8613900139000"); err != nil || st.IMStatus != store.StatusOffline {
+				if st, err := a.DB.UserStatus(step(t, ctx), "+8613900139000"); err != nil || st.IMStatus != store.StatusOffline {
 					t.Fatalf("bob after the crash: %+v %v", st, err)
 				}
 				return
 			}
-		case <-ctx.Done():
+		case <-wait.Done():
 			t.Fatal("bob, on the crashed node, never went offline for alice")
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"testing"
 	"time"
@@ -51,19 +50,19 @@ func twoNodes(t *testing.T, opts ...func(*config.Config)) (*Main, *Main) {
 // phone on node B, and the connection table shows both.
 func TestChatAcrossNodesEndToEnd(t *testing.T) {
 	a, b := twoNodes(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, a, "13800138000")
 	bob := phone(t, b, "13900139000")
 
 	// Registry updates travel through NATS: retry until node A knows Bob.
 	var res *relaypb.SendResult
+	wait := step(t, ctx)
 	for {
 		p, err := alice.Send("13900139000", "across the cluster")
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err = p.Wait(ctx)
+		res, err = p.Wait(step(t, ctx))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +74,7 @@ func TestChatAcrossNodesEndToEnd(t *testing.T) {
 		case <-bob.Deliveries():
 		case <-time.After(2 * time.Second):
 		}
-		if ctx.Err() != nil {
+		if wait.Err() != nil {
 			t.Fatal("never delivered across nodes")
 		}
 	}
@@ -84,7 +83,7 @@ func TestChatAcrossNodesEndToEnd(t *testing.T) {
 		if d.From != "+8613800138000" || d.Text != "across the cluster" {
 			t.Fatalf("bob got %+v", d)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("bob got nothing")
 	}
 }

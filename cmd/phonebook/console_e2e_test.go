@@ -470,8 +470,7 @@ func TestConsoleLiveUpdates(t *testing.T) {
 	m, base := consoleMain(t)
 	req, _ := http.NewRequest("GET", base+"/console/events", nil)
 	req.Header.Set("Authorization", "Bearer "+consoleToken)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := step(t, t.Context())
 	res, err := http.DefaultClient.Do(req.WithContext(ctx))
 	if err != nil {
 		t.Fatal(err)

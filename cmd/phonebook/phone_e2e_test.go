@@ -1,21 +1,18 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // phoneRun runs `phonebook phone ARGS...` against m with the given state
 // file and standard input, to its end.
 func phoneRun(t *testing.T, m *Main, state, stdin string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := step(t, t.Context())
 	c := newRootCmd()
 	var out lockedBuffer
 	c.SetOut(&out)

@@ -44,8 +44,10 @@ func runPhone(t *testing.T, ctx context.Context, m *Main, state string, out *loc
 	return c.ExecuteContext(ctx)
 }
 
+// waitOutput waits, for one step, until out holds want.
 func waitOutput(t *testing.T, ctx context.Context, out *lockedBuffer, want string) {
 	t.Helper()
+	ctx = step(t, ctx)
 	for !strings.Contains(out.String(), want) {
 		select {
 		case <-ctx.Done():
@@ -61,14 +63,15 @@ func waitOutput(t *testing.T, ctx context.Context, out *lockedBuffer, want strin
 // reaches the contacts service through the accounts hook.
 func TestPresenceEndToEnd(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	// No deadline for the whole test: each command and each wait has its
+	// own (stepPatience), and the long-running commands end when cancelled.
+	ctx := t.Context()
 	dir := t.TempDir()
 	aliceState, bobState, carolState := filepath.Join(dir, "alice.json"), filepath.Join(dir, "bob.json"), filepath.Join(dir, "carol.json")
 	run := func(state string, args ...string) string {
 		t.Helper()
 		var out lockedBuffer
-		if err := runPhone(t, ctx, m, state, &out, args...); err != nil {
+		if err := runPhone(t, step(t, ctx), m, state, &out, args...); err != nil {
 			t.Fatalf("phone %v: %v\n%s", args, err, out.String())
 		}
 		return out.String()
@@ -91,17 +94,32 @@ func TestPresenceEndToEnd(t *testing.T) {
 
 	// Alice listens; Bob imports his book (now mutual: she sees him come
 	// and go), Carol registers (Alice is told she joined), Bob sets a
-	// status and stays online.
+	// status and stays online. The long-running commands get a --wait
+	// far beyond any step and are stopped by cancelling them.
 	var listen lockedBuffer
 	lctx, stopListen := context.WithCancel(ctx)
 	listenDone := make(chan error, 1)
-	go func() { listenDone <- runPhone(t, lctx, m, aliceState, &listen, "listen", "--wait", "1m") }()
+	go func() { listenDone <- runPhone(t, lctx, m, aliceState, &listen, "listen", "--wait", "1h") }()
 	waitOutput(t, ctx, &listen, "0 contact(s) visible")
 
+	// Bob stays connected while he imports, as a phone would: pushes about
+	// one user may be coalesced to the last state (docs/protocol.md), so
+	// a login as short as the import's alone may reach Alice as "offline"
+	// only on a busy machine. His presence when they become mutual must
+	// reach her; his going offline when his last connection ends, too.
+	var bobListen lockedBuffer
+	bctx, stopBob := context.WithCancel(ctx)
+	bobDone := make(chan error, 1)
+	go func() { bobDone <- runPhone(t, bctx, m, bobState, &bobListen, "listen", "--wait", "1h") }()
+	waitOutput(t, ctx, &bobListen, "online as +8613500135000")
 	if out := run(bobState, "contacts", "import", "../../docs/examples/bob.vcf"); !strings.Contains(out, "Alice Zhang          +8613600136000   on Phonebook, mutual, online") {
 		t.Fatalf("bob's import:\n%s", out)
 	}
 	waitOutput(t, ctx, &listen, "presence +8613500135000 online")
+	stopBob()
+	if err := <-bobDone; err != nil {
+		t.Fatalf("bob's listen: %v\n%s", err, bobListen.String())
+	}
 	waitOutput(t, ctx, &listen, "presence +8613500135000 offline")
 	run(carolState, "register", "13700137000", "--method", "header")
 	waitOutput(t, ctx, &listen, "contact joined Phonebook: +8613700137000")
@@ -110,7 +128,7 @@ func TestPresenceEndToEnd(t *testing.T) {
 	sctx, stopStatus := context.WithCancel(ctx)
 	statusDone := make(chan error, 1)
 	go func() {
-		statusDone <- runPhone(t, sctx, m, bobState, &status, "status", "--im", "busy", "--text", "in a meeting", "--activity", "in_call", "--wait", "1m")
+		statusDone <- runPhone(t, sctx, m, bobState, &status, "status", "--im", "busy", "--text", "in a meeting", "--activity", "in_call", "--wait", "1h")
 	}()
 	waitOutput(t, ctx, &status, `+8613500135000 is busy "in a meeting" (in_call); visible to mutual`)
 	waitOutput(t, ctx, &listen, `presence +8613500135000 busy "in a meeting" (in_call)`)
@@ -143,28 +161,28 @@ func TestPresenceEndToEnd(t *testing.T) {
 // and pushes, end to end.
 func TestPresenceListEndToEnd(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, m, "13800138000")
-	if _, err := alice.SyncContacts(ctx, &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
+	if _, err := alice.SyncContacts(step(t, ctx), &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
 		{Id: "1", Name: "Bob", Phones: []*relaypb.ContactPhone{{Number: "139 0013 9000"}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	bob := phone(t, m, "13900139000")
 	<-bob.PresenceLists() // bob is online: pushes reach him
-	if _, err := bob.SyncContacts(ctx, &relaypb.ContactsSync{Added: []*relaypb.ContactEntry{
+	if _, err := bob.SyncContacts(step(t, ctx), &relaypb.ContactsSync{Added: []*relaypb.ContactEntry{
 		{Id: "a", Name: "Alice", Phones: []*relaypb.ContactPhone{{Number: "+8613800138000"}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	text := "on the train"
-	if _, err := alice.SetPresence(ctx, &relaypb.PresenceSet{StatusText: &text}); err != nil {
+	if _, err := alice.SetPresence(step(t, ctx), &relaypb.PresenceSet{StatusText: &text}); err != nil {
 		t.Fatal(err)
 	}
+	wait := step(t, ctx)
 	for seen := false; !seen; {
 		select {
 		case pc := <-bob.PresenceChanges():
 			seen = pc.Presence.Number == "+8613800138000" && pc.Presence.StatusText == text
-		case <-ctx.Done():
+		case <-wait.Done():
 			t.Fatal("bob never saw alice's status text")
 		}
 	}
@@ -176,7 +194,7 @@ func TestPresenceListEndToEnd(t *testing.T) {
 		if len(list) != 1 || list[0].Number != "+8613800138000" || list[0].StatusText != text || list[0].ImStatus != "online" {
 			t.Fatalf("login list %v", list)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("no PresenceList at login")
 	}
 }
@@ -204,11 +222,10 @@ func TestPresenceResetAtStart(t *testing.T) {
 // `phone chat` sets presence and lists contacts in the running session.
 func TestPhoneChatPresenceCommands(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	state := filepath.Join(t.TempDir(), "alice.json")
 	var out lockedBuffer
-	if err := runPhone(t, ctx, m, state, &out, "register", "138 0013 8000", "--method", "header"); err != nil {
+	if err := runPhone(t, step(t, ctx), m, state, &out, "register", "138 0013 8000", "--method", "header"); err != nil {
 		t.Fatalf("register: %v\n%s", err, out.String())
 	}
 	c := newRootCmd()
@@ -218,7 +235,7 @@ func TestPhoneChatPresenceCommands(t *testing.T) {
 	c.SetIn(strings.NewReader("/status on the bus\n/im sleepy\n/who\n"))
 	c.SetArgs([]string{"phone", "chat", "--state", state, "--server", "http://" + m.HTTPAddr(), "--relay", m.RelayAddr()})
 	// The chat ends with its input; the refused /im makes its exit status 3.
-	err := c.ExecuteContext(ctx)
+	err := c.ExecuteContext(step(t, ctx))
 	if exitCode(err) != exitRefused {
 		t.Fatalf("chat: %v (exit %d, want %d)\n%s", err, exitCode(err), exitRefused, chat.String())
 	}
@@ -236,7 +253,7 @@ func mutualContacts(t *testing.T, ctx context.Context, a *client.Client, aNumber
 		c     *client.Client
 		other string
 	}{{a, bNumber}, {b, aNumber}} {
-		if _, err := s.c.SyncContacts(ctx, &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
+		if _, err := s.c.SyncContacts(step(t, ctx), &relaypb.ContactsSync{Full: true, Entries: []*relaypb.ContactEntry{
 			{Id: "1", Name: "x", Phones: []*relaypb.ContactPhone{{Number: s.other}}}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -247,17 +264,17 @@ func mutualContacts(t *testing.T, ctx context.Context, a *client.Client, aNumber
 // status and go offline.
 func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
 	a, b := twoNodes(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, a, "13800138000")
 	bob := phone(t, b, "13900139000")
 	<-alice.PresenceLists() // alice is online: pushes reach her
 	mutualContacts(t, ctx, alice, "13800138000", bob, "13900139000")
 	// The connection table travels through NATS: set the text again until
 	// node B's push finds Alice on node A.
+	wait := step(t, ctx)
 	for i := 0; ; i++ {
 		text := fmt.Sprint("status ", i)
-		if _, err := bob.SetPresence(ctx, &relaypb.PresenceSet{StatusText: &text}); err != nil {
+		if _, err := bob.SetPresence(step(t, ctx), &relaypb.PresenceSet{StatusText: &text}); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -266,7 +283,7 @@ func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
 				t.Fatalf("push about %v", pc.Presence)
 			}
 		case <-time.After(500 * time.Millisecond):
-			if ctx.Err() != nil {
+			if wait.Err() != nil {
 				t.Fatal("no presence push across nodes")
 			}
 			continue
@@ -274,13 +291,14 @@ func TestPresenceAcrossNodesEndToEnd(t *testing.T) {
 		break
 	}
 	bob.Close()
+	wait = step(t, ctx)
 	for {
 		select {
 		case pc := <-alice.PresenceChanges():
 			if pc.Presence.Number == "+8613900139000" && pc.Presence.ImStatus == "offline" {
 				return
 			}
-		case <-ctx.Done():
+		case <-wait.Done():
 			t.Fatal("bob's logout on node B never reached alice on node A")
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
@@ -29,16 +28,16 @@ func loginAt(t *testing.T, httpAddr, relayAddr, number string) func() *client.Cl
 	ctx := context.Background()
 	api := &client.API{BaseURL: "http://" + httpAddr}
 	id := client.Identity{DeviceID: "imei-" + number, SIMID: "sim-" + number}
-	creds, err := api.RegisterHeader(ctx, "X-Up-Calling-Line-Id", number, id)
+	creds, err := api.RegisterHeader(step(t, ctx), "X-Up-Calling-Line-Id", number, id)
 	if err != nil {
 		t.Fatalf("register %s: %v", number, err)
 	}
-	sess, err := api.Login(ctx, number, id, creds.DeviceKey, "")
+	sess, err := api.Login(step(t, ctx), number, id, creds.DeviceKey, "")
 	if err != nil {
 		t.Fatalf("login %s: %v", number, err)
 	}
 	return func() *client.Client {
-		c, err := client.Dial(ctx, relayAddr, client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
+		c, err := client.Dial(step(t, ctx), relayAddr, client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
 		if err != nil {
 			t.Fatalf("dial %s: %v", number, err)
 		}
@@ -52,8 +51,7 @@ func loginAt(t *testing.T, httpAddr, relayAddr, number string) func() *client.Cl
 // SMS states as receipts.
 func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := phone(t, m, "13800138000")
 	bob := phone(t, m, "13900139000")
 
@@ -61,7 +59,7 @@ func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Wait(ctx)
+	res, err := p.Wait(step(t, ctx))
 	if err != nil || res.State != relaypb.MessageState_DELIVERED {
 		t.Fatalf("send result: %v %v", res, err)
 	}
@@ -70,7 +68,7 @@ func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 		if d.From != "+8613800138000" || d.Text != "你好 Bob 👋" {
 			t.Fatalf("bob got %+v", d)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("bob got nothing")
 	}
 
@@ -78,10 +76,10 @@ func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.Wait(ctx); err != nil || res.State == relaypb.MessageState_FAILED {
+	if res, err := p.Wait(step(t, ctx)); err != nil || res.State == relaypb.MessageState_FAILED {
 		t.Fatalf("fallback send result: %v %v", res, err)
 	}
-	subs, err := m.Sim.WaitSubmits(ctx, 1)
+	subs, err := m.Sim.WaitSubmits(step(t, ctx), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,13 +93,14 @@ func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 		t.Fatalf("fallback SMS at the SMSC: %q (all: %+v)", sms, subs)
 	}
 	// The receipt from the SMSC comes back to the sender.
+	wait := step(t, ctx)
 	for {
 		select {
 		case r := <-alice.Receipts():
 			if r.State == relaypb.MessageState_SMS_DELIVERED {
 				return
 			}
-		case <-ctx.Done():
+		case <-wait.Done():
 			t.Fatal("no sms_delivered receipt reached the sender")
 		}
 	}
@@ -110,19 +109,18 @@ func TestChatAndSMSFallbackEndToEnd(t *testing.T) {
 // A phone on UDP and a phone on TCP chat through the whole server.
 func TestChatOverUDPEndToEnd(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	api := &client.API{BaseURL: "http://" + m.HTTPAddr()}
 	id := client.Identity{DeviceID: "imei-udp", SIMID: "sim-udp"}
-	creds, err := api.RegisterHeader(ctx, "X-Up-Calling-Line-Id", "13500135000", id)
+	creds, err := api.RegisterHeader(step(t, ctx), "X-Up-Calling-Line-Id", "13500135000", id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := api.Login(ctx, "13500135000", id, creds.DeviceKey, "")
+	sess, err := api.Login(step(t, ctx), "13500135000", id, creds.DeviceKey, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	udp, err := client.DialUDP(ctx, m.RelayUDPAddr(), client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
+	udp, err := client.DialUDP(step(t, ctx), m.RelayUDPAddr(), client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +131,7 @@ func TestChatOverUDPEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.Wait(ctx); err != nil || res.State != relaypb.MessageState_DELIVERED {
+	if res, err := p.Wait(step(t, ctx)); err != nil || res.State != relaypb.MessageState_DELIVERED {
 		t.Fatalf("tcp -> udp: %v %v", res, err)
 	}
 	select {
@@ -141,14 +139,14 @@ func TestChatOverUDPEndToEnd(t *testing.T) {
 		if d.Text != "over UDP" || d.From != "+8613800138000" {
 			t.Fatalf("udp phone got %+v", d)
 		}
-	case <-ctx.Done():
+	case <-step(t, ctx).Done():
 		t.Fatal("nothing over UDP")
 	}
 	p, err = udp.Send("13800138000", "and back")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.Wait(ctx); err != nil || res.State != relaypb.MessageState_DELIVERED {
+	if res, err := p.Wait(step(t, ctx)); err != nil || res.State != relaypb.MessageState_DELIVERED {
 		t.Fatalf("udp -> tcp: %v %v", res, err)
 	}
 }

@@ -31,6 +31,7 @@ func loginPhone(t *testing.T, m *Main, number string) func() *client.Client {
 // want, after the first skip submits.
 func waitSubmit(t *testing.T, ctx context.Context, sim *smscsim.Sim, skip int, dest, want string) smscsim.Submit {
 	t.Helper()
+	ctx = step(t, ctx)
 	for {
 		subs := sim.Submits()
 		for _, s := range subs[min(skip, len(subs)):] {
@@ -50,7 +51,7 @@ func sendText(t *testing.T, ctx context.Context, c *client.Client, to, text stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Wait(ctx)
+	res, err := p.Wait(step(t, ctx))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +60,7 @@ func sendText(t *testing.T, ctx context.Context, c *client.Client, to, text stri
 
 func nextDelivery(t *testing.T, ctx context.Context, c *client.Client) *relaypb.Deliver {
 	t.Helper()
+	ctx = step(t, ctx)
 	select {
 	case d := <-c.Deliveries():
 		return d
@@ -71,6 +73,7 @@ func nextDelivery(t *testing.T, ctx context.Context, c *client.Client) *relaypb.
 // receiptFor waits for the receipt of message id in state.
 func receiptFor(t *testing.T, ctx context.Context, c *client.Client, id string, state relaypb.MessageState) *relaypb.Receipt {
 	t.Helper()
+	ctx = step(t, ctx)
 	for {
 		select {
 		case r := <-c.Receipts():
@@ -86,7 +89,7 @@ func receiptFor(t *testing.T, ctx context.Context, c *client.Client, id string, 
 
 func inject(t *testing.T, ctx context.Context, sim *smscsim.Sim, from, to, text string) {
 	t.Helper()
-	if err := sim.InjectMO(ctx, from, to, text); err != nil {
+	if err := sim.InjectMO(step(t, ctx), from, to, text); err != nil {
 		t.Fatalf("MO %s -> %s: %v", from, to, err)
 	}
 }
@@ -103,8 +106,7 @@ func extensionConfig(t *testing.T) config.Config {
 // she is online, and from the offline store at her next login.
 func TestSMSReplyExtensionEndToEnd(t *testing.T) {
 	m := startMain(t, extensionConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	dial := loginPhone(t, m, "13600136000")
 	alice := dial()
 
@@ -156,12 +158,12 @@ func TestSMSReplyExtensionEndToEnd(t *testing.T) {
 // comes in through node A's SMSC.
 func TestSMSReplyAcrossNodesEndToEnd(t *testing.T) {
 	a, b := twoNodes(t, func(c *config.Config) { c.SMSReply.Mode = "extension" })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := loginPhone(t, b, "13600136000")()
 	sendText(t, ctx, alice, "13700137000", "from node b")
 	// The nodes share the outbox: either one's SMSC may carry the SMS.
 	var source string
+	wait := step(t, ctx)
 	for source == "" {
 		for _, sim := range []*smscsim.Sim{a.Sim, b.Sim} {
 			for _, s := range sim.Submits() {
@@ -171,7 +173,7 @@ func TestSMSReplyAcrossNodesEndToEnd(t *testing.T) {
 			}
 		}
 		select {
-		case <-ctx.Done():
+		case <-wait.Done():
 			t.Fatal("the fallback SMS reached neither node's SMSC")
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -192,8 +194,7 @@ func TestSMSReplyStickyTwoSendersEndToEnd(t *testing.T) {
 			cfg := testConfig(t)
 			cfg.SMSReply.Mode, cfg.SMSReply.StickyRule = "sticky", rule
 			m := startMain(t, cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
+			ctx := t.Context()
 			alice := loginPhone(t, m, "13600136000")()
 			carol := loginPhone(t, m, "13500135000")()
 			sendText(t, ctx, alice, "13700137000", "from alice")
@@ -236,8 +237,7 @@ func TestSMSReplyStickyTwoSendersEndToEnd(t *testing.T) {
 // turns SMS on again.
 func TestSMSOptOutKeywordsEndToEnd(t *testing.T) {
 	m := startMain(t, testConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	optOuts := []string{"TD", "td", " T D ", "ＴＤ", "STOP", "Stop!", "退订", "UNSUBSCRIBE", "unsubscribe.", "ＳＴＯＰ", "退 订"}
 	optIns := []string{"START", "start", "恢复", "ｓｔａｒｔ", " Start "}
 	for i, kw := range optOuts {
@@ -274,8 +274,7 @@ func TestSMSOptOutKeywordsEndToEnd(t *testing.T) {
 // only that sender.
 func TestSMSOptOutPerSenderEndToEnd(t *testing.T) {
 	m := startMain(t, extensionConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := loginPhone(t, m, "13600136000")()
 	carol := loginPhone(t, m, "13500135000")()
 	sendText(t, ctx, alice, "13700137000", "hello from alice")
@@ -299,8 +298,7 @@ func TestSMSRecipientDailyCapEndToEnd(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.SMSReply.MaxPerRecipientDay = 3
 	m := startMain(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := loginPhone(t, m, "13600136000")()
 	carol := loginPhone(t, m, "13500135000")()
 	for i, c := range []*client.Client{alice, carol, alice} {
@@ -320,8 +318,7 @@ func TestSMSRecipientDailyCapEndToEnd(t *testing.T) {
 // server answered ESME_ROK), counted and dropped; the server goes on.
 func TestSMSReplyBadInputEndToEnd(t *testing.T) {
 	m := startMain(t, extensionConfig(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := loginPhone(t, m, "13600136000")()
 	sendText(t, ctx, alice, "13700137000", "hello")
 	sms := waitSubmit(t, ctx, m.Sim, 0, bobNumber, "hello")
@@ -382,13 +379,12 @@ func TestSMSReplyTourEndToEnd(t *testing.T) {
 	cfg.SMSC.SimulatorHTTP = ln.Addr().String()
 	ln.Close()
 	m := startMain(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	alice := filepath.Join(t.TempDir(), "alice.json")
 	run := func(args ...string) string {
 		t.Helper()
 		var out lockedBuffer
-		if err := runPhone(t, ctx, m, alice, &out, args...); err != nil {
+		if err := runPhone(t, step(t, ctx), m, alice, &out, args...); err != nil {
 			t.Fatalf("phone %v: %v\n%s", args, err, out.String())
 		}
 		return out.String()
@@ -399,18 +395,16 @@ func TestSMSReplyTourEndToEnd(t *testing.T) {
 		c.SetOut(&out)
 		c.SetErr(&out)
 		c.SetArgs(args)
-		err := c.ExecuteContext(ctx)
+		err := c.ExecuteContext(step(t, ctx))
 		return out.String(), err
 	}
 	run("register", "13600136000", "--method", "header")
-	if out := run("send", "13700137000", "dinner tonight?", "--wait", "3s"); !strings.Contains(out, "sms_delivered") {
-		t.Fatalf("send:\n%s", out)
-	}
+	phoneUntil(t, m, alice, "sms_delivered", "send", "13700137000", "dinner tonight?")
 
 	var listen lockedBuffer
 	lctx, stopListen := context.WithCancel(ctx)
 	listenDone := make(chan error, 1)
-	go func() { listenDone <- runPhone(t, lctx, m, alice, &listen, "listen", "--wait", "1m") }()
+	go func() { listenDone <- runPhone(t, lctx, m, alice, &listen, "listen", "--wait", "1h") }()
 	waitOutput(t, ctx, &listen, "contact(s) visible")
 
 	out, err := cli("smsc-sim", "mo", "--http", cfg.SMSC.SimulatorHTTP, "--from", bobNumber, "--reply", "好的", "七点见", "👍")
@@ -432,7 +426,7 @@ func TestSMSReplyTourEndToEnd(t *testing.T) {
 	if out, err := cli(append([]string{"admin", "optout", "list"}, db...)...); err != nil || !strings.Contains(out, "+8613700137000  +8613600136000") {
 		t.Fatalf("optout list: %q %v", out, err)
 	}
-	if out := run("send", "13700137000", "still there?", "--wait", "2s"); !strings.Contains(out, "failed (opted_out: ") {
+	if out := phoneUntil(t, m, alice, "failed", "send", "13700137000", "still there?"); !strings.Contains(out, "failed (opted_out: ") {
 		t.Fatalf("send to an opted-out number:\n%s", out)
 	}
 	if out, err := cli(append([]string{"admin", "optout", "remove", "13700137000"}, db...)...); err == nil || !strings.Contains(err.Error(), "no such opt-out") {
@@ -441,7 +435,5 @@ func TestSMSReplyTourEndToEnd(t *testing.T) {
 	if out, err := cli(append([]string{"admin", "optout", "remove", "13700137000", "--all"}, db...)...); err != nil || !strings.Contains(out, "1 opt-out(s) removed") {
 		t.Fatalf("optout remove --all: %q %v", out, err)
 	}
-	if out := run("send", "13700137000", "back again", "--wait", "3s"); !strings.Contains(out, "sms_delivered") {
-		t.Fatalf("send after the opt-out went:\n%s", out)
-	}
+	phoneUntil(t, m, alice, "sms_delivered", "send", "13700137000", "back again")
 }
