@@ -56,3 +56,25 @@ func TestBuildSMIL(t *testing.T) {
 		})
 	}
 }
+
+func TestNotCapable(t *testing.T) {
+	for _, tc := range []struct {
+		st    Status
+		codes []int
+		want  bool
+	}{
+		{NewStatus(2002, "recipient +8613700137000 is not MMS capable"), nil, true},
+		{Status{Code: 3002, Text: "Handset Not MMS-Capable"}, nil, true},
+		{Status{Code: 4000, Text: "not MMS capable"}, nil, false}, // temporary: not an answer about the phone
+		{Status{Code: 6102, Text: "Unsupported terminal"}, nil, true},
+		{Status{Code: 2001, Details: "subscriber is a non-MMS user"}, nil, true},
+		{NewStatus(4007, "VASP lacks the capability for this service"), nil, false},
+		{NewStatus(2003, "no such subscriber"), nil, false},
+		{NewStatus(2003, ""), []int{2003}, true},
+		{NewStatus(1000, "not capable"), nil, false},
+	} {
+		if got := notCapable(tc.st, tc.codes); got != tc.want {
+			t.Errorf("notCapable(%v, %v) = %v", tc.st, tc.codes, got)
+		}
+	}
+}
