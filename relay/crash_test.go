@@ -69,15 +69,24 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 			cmd.Wait()
 		}
 	}()
+	// Each phase has its own deadline: on a loaded machine a -race child's
+	// start or 400 answers may take minutes, and a deadline spent by one
+	// phase would make the next fail (or, below, lose answers that did
+	// arrive).
+	phase := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		t.Cleanup(cancel)
+		return ctx
+	}
 	var addr string
-	waitFor(t, "child server address", func() bool {
-		b, err := os.ReadFile(addrFile)
-		addr = string(b)
-		return err == nil && addr != ""
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	a, err := client.Dial(ctx, addr, client.Options{Token: "tok-alice", DeviceID: "dev-alice"})
+	for started := phase(); addr == ""; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			addr = string(b)
+		} else if started.Err() != nil {
+			t.Fatal("the child server never wrote its address")
+		}
+	}
+	a, err := client.Dial(phase(), addr, client.Options{Token: "tok-alice", DeviceID: "dev-alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +100,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ctx := phase()
 	for i := range n / 2 {
 		if r, err := pend[i].Wait(ctx); err != nil || r.State.String() != "STORED" {
 			t.Fatalf("message %d before the crash: %v %v", i, r, err)
@@ -102,6 +112,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	cmd.Wait()
 	killed = true
 	acked := map[string]string{}
+	ctx = phase()
 	for i, p := range pend {
 		// The lost connection fails every send still unanswered.
 		if r, err := p.Wait(ctx); err == nil {
@@ -114,7 +125,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	t.Logf("%d of %d messages acknowledged before SIGKILL", len(acked), n)
 
 	// Restart on the same file: every acknowledged message reaches bob.
-	db, err := store.Open(ctx, store.Options{Driver: "sqlite", DSN: dbPath})
+	db, err := store.Open(phase(), store.Options{Driver: "sqlite", DSN: dbPath})
 	if err != nil {
 		t.Fatal(err)
 	}

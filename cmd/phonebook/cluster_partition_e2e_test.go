@@ -41,8 +41,10 @@ func readyz(t *testing.T, m *Main) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// waitTrue polls cond for one step (stepPatience within ctx).
 func waitTrue(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
+	ctx = step(t, ctx)
 	for !cond() {
 		if ctx.Err() != nil {
 			t.Fatalf("timed out waiting for %s", what)
@@ -78,8 +80,7 @@ func TestPartitionEndToEnd(t *testing.T) {
 		return startMain(t, cfg)
 	}
 	a, x := node("a", ns.URL()), node("c", proxy.URL())
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	ctx := t.Context()
 
 	const ivyNum, ginaNum = "+8613800138000", "+8613900139000"
 	ivy := phone(t, a, "13800138000")
@@ -105,11 +106,12 @@ func TestPartitionEndToEnd(t *testing.T) {
 	}
 	// A purges C's sessions (after dead_after + purge_after) and marks
 	// gina offline: ivy is told.
+	purged := step(t, ctx)
 	for done := false; !done; {
 		select {
 		case pc := <-ivy.PresenceChanges():
 			done = pc.Presence.Number == ginaNum && pc.Presence.ImStatus == "offline"
-		case <-ctx.Done():
+		case <-purged.Done():
 			t.Fatal("ivy never saw gina go offline during the cut")
 		}
 	}
@@ -117,7 +119,7 @@ func TestPartitionEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := p.Wait(ctx); err != nil || r.State != relaypb.MessageState_STORED {
+	if r, err := p.Wait(step(t, ctx)); err != nil || r.State != relaypb.MessageState_STORED {
 		t.Fatalf("during the cut: %v %v, want STORED", r, err)
 	}
 	for len(gina.PresenceLists()) > 0 {
@@ -143,7 +145,7 @@ func TestPartitionEndToEnd(t *testing.T) {
 			t.Fatalf("within %s of the heal: message to ivy %v, ivy saw gina online %v, gina got a presence list %v", bound, gotMsg, gotOnline, gotList)
 		}
 	}
-	if st, err := a.DB.UserStatus(ctx, ginaNum); err != nil || st.IMStatus != contacts.StatusOnline {
+	if st, err := a.DB.UserStatus(step(t, ctx), ginaNum); err != nil || st.IMStatus != contacts.StatusOnline {
 		t.Fatalf("gina after the heal: %+v %v", st, err)
 	}
 	waitTrue(t, ctx, "C ready again", func() bool { code, _ := readyz(t, x); return code == 200 })
@@ -190,8 +192,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 		t.Cleanup(func() { m.Close() })
 		done := make(chan error, 1)
 		go func() { done <- m.Run(context.Background()) }()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
+		ctx := t.Context()
 		waitTrue(t, ctx, "a failed attempt", func() bool { return strings.Contains(logs.String(), "retrying") })
 		ns.Start()
 		select {
@@ -199,7 +200,7 @@ func TestServeWaitsForNATS(t *testing.T) {
 			if err != nil {
 				t.Fatalf("start once NATS is up: %v", err)
 			}
-		case <-ctx.Done():
+		case <-step(t, ctx).Done():
 			t.Fatal("did not start once NATS was up")
 		}
 		if _, body := readyz(t, m); !strings.Contains(body, `"cluster":"ok"`) {

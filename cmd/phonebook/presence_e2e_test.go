@@ -102,25 +102,20 @@ func TestPresenceEndToEnd(t *testing.T) {
 	go func() { listenDone <- runPhone(t, lctx, m, aliceState, &listen, "listen", "--wait", "1h") }()
 	waitOutput(t, ctx, &listen, "0 contact(s) visible")
 
-	// Bob stays connected while he imports, as a phone would: pushes about
-	// one user may be coalesced to the last state (docs/protocol.md), so
-	// a login as short as the import's alone may reach Alice as "offline"
-	// only on a busy machine. His presence when they become mutual must
-	// reach her; his going offline when his last connection ends, too.
-	var bobListen lockedBuffer
-	bctx, stopBob := context.WithCancel(ctx)
-	bobDone := make(chan error, 1)
-	go func() { bobDone <- runPhone(t, bctx, m, bobState, &bobListen, "listen", "--wait", "1h") }()
-	waitOutput(t, ctx, &bobListen, "online as +8613500135000")
 	if out := run(bobState, "contacts", "import", "../../docs/examples/bob.vcf"); !strings.Contains(out, "Alice Zhang          +8613600136000   on Phonebook, mutual, online") {
 		t.Fatalf("bob's import:\n%s", out)
 	}
-	waitOutput(t, ctx, &listen, "presence +8613500135000 online")
-	stopBob()
-	if err := <-bobDone; err != nil {
-		t.Fatalf("bob's listen: %v\n%s", err, bobListen.String())
-	}
+	// Bob's import is a short visit: Alice is told he is online (the push
+	// when they become mutual) and then offline. Pushes about one user may
+	// be coalesced to the last state (docs/protocol.md), so on a busy
+	// machine the two may arrive as "offline" only; never in the wrong
+	// order. (contacts' TestNewMutualContactGetsPresence shows the push
+	// itself.)
 	waitOutput(t, ctx, &listen, "presence +8613500135000 offline")
+	if got := listen.String(); strings.Contains(got, "presence +8613500135000 online") &&
+		strings.Index(got, "presence +8613500135000 online") > strings.Index(got, "presence +8613500135000 offline") {
+		t.Fatalf("alice saw bob online after he went offline:\n%s", got)
+	}
 	run(carolState, "register", "13700137000", "--method", "header")
 	waitOutput(t, ctx, &listen, "contact joined Phonebook: +8613700137000")
 
