@@ -219,10 +219,10 @@ func TestExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		url, err := s.Link(ctx, "m2", carol, []string{linked.ID}, 0)
-		if err != nil || !strings.HasPrefix(url, "http://localhost:8080/m/") || len(url) != len("http://localhost:8080/m/")+20 {
+		if err != nil || !strings.HasPrefix(url, "http://127.0.0.1:8080/m/") || len(url) != len("http://127.0.0.1:8080/m/")+20 {
 			t.Fatalf("link %q %v", url, err)
 		}
-		tok := strings.TrimPrefix(url, "http://localhost:8080/m/")
+		tok := strings.TrimPrefix(url, "http://127.0.0.1:8080/m/")
 		// After an hour the unsent upload goes; the sent one stays.
 		clock = clock.Add(time.Hour + time.Second)
 		if n, err := s.Expire(ctx, 100); err != nil || n != 1 {

@@ -49,11 +49,16 @@ type Config struct {
 	UploadsPerAddressHour int
 	// ThumbnailPixels is the longer side of an image's thumbnail.
 	ThumbnailPixels int
+	// LinkFailuresPerAddressHour: wrong /m/ links one client address
+	// may try per hour before it is refused (links cannot be guessed, and
+	// guessing is not let to go on).
+	LinkFailuresPerAddressHour int
 	// MaxPerMessage is how many media one message may carry.
 	MaxPerMessage int
-	// JanitorInterval is how often expired media are deleted.
-	JanitorInterval time.Duration
 }
+
+// janitorInterval is how often Run deletes expired media.
+const janitorInterval = time.Minute
 
 // DefaultConfig returns the values a zero Config stands for.
 func DefaultConfig() Config {
@@ -82,7 +87,7 @@ func (c *Config) setDefaults() {
 		c.LinkTTL = 7 * 24 * time.Hour
 	}
 	if c.PublicURL == "" {
-		c.PublicURL = "http://localhost:8080"
+		c.PublicURL = "http://127.0.0.1:8080"
 	}
 	if c.UploadsPerHour <= 0 {
 		c.UploadsPerHour = 60
@@ -93,11 +98,11 @@ func (c *Config) setDefaults() {
 	if c.ThumbnailPixels <= 0 {
 		c.ThumbnailPixels = 160
 	}
+	if c.LinkFailuresPerAddressHour <= 0 {
+		c.LinkFailuresPerAddressHour = 30
+	}
 	if c.MaxPerMessage <= 0 {
 		c.MaxPerMessage = 10
-	}
-	if c.JanitorInterval <= 0 {
-		c.JanitorInterval = time.Minute
 	}
 }
 
@@ -105,6 +110,9 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		return fmt.Errorf("media.public_url %q must start with http:// or https://", c.PublicURL)
+	}
+	if c.MaxPerMessage > 100 {
+		return fmt.Errorf("media.max_per_message %d is over 100", c.MaxPerMessage)
 	}
 	if c.MaxBytes > 64<<20 {
 		return fmt.Errorf("media.max_bytes %d is over 64 MiB; media are held in memory while they are checked", c.MaxBytes)
@@ -498,9 +506,9 @@ func (s *Service) Expire(ctx context.Context, limit int) (int, error) {
 	return len(deleted), nil
 }
 
-// Run deletes expired media every Config.JanitorInterval until ctx ends.
+// Run deletes expired media every minute until ctx ends.
 func (s *Service) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.JanitorInterval)
+	t := time.NewTicker(janitorInterval)
 	defer t.Stop()
 	for {
 		for {
