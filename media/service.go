@@ -293,7 +293,7 @@ func (s *Service) limit(ctx context.Context, owner phonebook.MSISDN, addrKey str
 			if i == 1 {
 				who = "this address"
 			}
-			e := phonebook.Errorf(phonebook.ERateLimited, "%s has made %d uploads this hour; the limit is %d", who, limits[i], limits[i])
+			e := phonebook.Errorf(phonebook.ERateLimited, "%s may upload %d media an hour", who, limits[i])
 			e.RetryAfter = resets[i]
 			return e
 		}
@@ -443,36 +443,37 @@ func hashToken(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// ResolveLink returns the media a link token gives, EExpired once it has
-// run out, ENotFound for a token that never was.
-func (s *Service) ResolveLink(ctx context.Context, tok string) ([]Info, error) {
+// ResolveLink returns the media a link token gives and when the link
+// expires: EExpired once it has run out, ENotFound for a token that never
+// was (or whose media are gone).
+func (s *Service) ResolveLink(ctx context.Context, tok string) ([]Info, time.Time, error) {
 	if len(tok) != 20 {
-		return nil, phonebook.Errorf(phonebook.ENotFound, "no such link")
+		return nil, time.Time{}, phonebook.Errorf(phonebook.ENotFound, "no such link")
 	}
 	l, err := s.store.MediaLink(ctx, hashToken(tok))
 	if phonebook.ErrorCode(err) == phonebook.ENotFound {
-		return nil, phonebook.Errorf(phonebook.ENotFound, "no such link")
+		return nil, time.Time{}, phonebook.Errorf(phonebook.ENotFound, "no such link")
 	}
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if !l.Expires.After(s.now()) {
-		return nil, phonebook.Errorf(phonebook.EExpired, "this link expired at %s", l.Expires.Format(time.RFC3339))
+		return nil, time.Time{}, phonebook.Errorf(phonebook.EExpired, "this link expired at %s", l.Expires.Format(time.RFC3339))
 	}
 	infos := make([]Info, 0, len(l.MediaIDs))
 	for _, id := range l.MediaIDs {
 		info, err := s.Info(ctx, id)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		infos = append(infos, info)
 	}
-	return infos, nil
+	return infos, l.Expires, nil
 }
 
 // OpenLink opens the n-th medium (from 0) of a link, or its thumbnail.
 func (s *Service) OpenLink(ctx context.Context, tok string, n int, thumbnail bool) (io.ReadSeekCloser, Info, error) {
-	infos, err := s.ResolveLink(ctx, tok)
+	infos, _, err := s.ResolveLink(ctx, tok)
 	if err != nil {
 		return nil, Info{}, err
 	}

@@ -23,7 +23,7 @@ func (m *Main) startMedia(ctx context.Context) error {
 		return err
 	}
 	m.Media = svc
-	// (the HTTP endpoints: api.EnableMedia, next)
+	m.API.EnableMedia(svc)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -34,7 +34,11 @@ func (m *Main) startMedia(ctx context.Context) error {
 
 func (m *Main) mediaBlobs(ctx context.Context, cfg media.Config) (media.Blobs, error) {
 	if cr, ok := m.relayRouter.(*cluster.Router); ok {
-		return cr.MediaBlobs(ctx, cfg.Bucket)
+		bucket := cfg.Bucket
+		if ns := m.cfg.Cluster.Namespace; ns != "" {
+			bucket += "_" + ns
+		}
+		return cr.MediaBlobs(ctx, bucket)
 	}
 	return media.NewDirBlobs(cfg.Dir)
 }
