@@ -1,9 +1,9 @@
 package mm7
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -41,28 +41,12 @@ func encodeMessage(soap func(href string) []byte, parts []Part, smil []byte) (bo
 	if len(parts) == 0 && len(smil) == 0 {
 		return body{`text/xml; charset="utf-8"`, soap("")}, nil
 	}
-	var inner bytes.Buffer
-	mw := multipart.NewWriter(&inner)
-	var contentType string
-	if len(smil) > 0 {
-		contentType = mime.FormatMediaType("multipart/related", map[string]string{
-			"boundary": mw.Boundary(), "type": "application/smil", "start": "<" + smilContentID + ">"})
-		if err := writePart(mw, Part{ContentType: "application/smil", ContentID: smilContentID, ContentLocation: "presentation.smil", Data: smil}); err != nil {
-			return body{}, err
-		}
-	} else {
-		contentType = mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": mw.Boundary()})
-	}
+	size := len(smil) + 4096
 	for _, p := range parts {
-		if err := writePart(mw, p); err != nil {
-			return body{}, err
-		}
+		size += len(p.Data)*137/100 + 256 // base64 and its line breaks, headers
 	}
-	if err := mw.Close(); err != nil {
-		return body{}, err
-	}
-
 	var outer bytes.Buffer
+	outer.Grow(size)
 	ow := multipart.NewWriter(&outer)
 	h := textproto.MIMEHeader{}
 	h.Set("Content-Type", `text/xml; charset="utf-8"`)
@@ -72,13 +56,40 @@ func encodeMessage(soap func(href string) []byte, parts []Part, smil []byte) (bo
 		return body{}, err
 	}
 	w.Write(soap("cid:" + contentContentID))
+
+	// The content, written straight into its part: its boundary is chosen
+	// first, for the part's Content-Type.
+	innerBoundary := multipart.NewWriter(io.Discard).Boundary()
+	var contentType string
+	if len(smil) > 0 {
+		contentType = mime.FormatMediaType("multipart/related", map[string]string{
+			"boundary": innerBoundary, "type": "application/smil", "start": "<" + smilContentID + ">"})
+	} else {
+		contentType = mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": innerBoundary})
+	}
 	h = textproto.MIMEHeader{}
 	h.Set("Content-Type", contentType)
 	h.Set("Content-ID", "<"+contentContentID+">")
 	if w, err = ow.CreatePart(h); err != nil {
 		return body{}, err
 	}
-	w.Write(inner.Bytes())
+	mw := multipart.NewWriter(w)
+	if err := mw.SetBoundary(innerBoundary); err != nil {
+		return body{}, err
+	}
+	if len(smil) > 0 {
+		if err := writePart(mw, Part{ContentType: "application/smil", ContentID: smilContentID, ContentLocation: "presentation.smil", Data: smil}); err != nil {
+			return body{}, err
+		}
+	}
+	for _, p := range parts {
+		if err := writePart(mw, p); err != nil {
+			return body{}, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return body{}, err
+	}
 	if err := ow.Close(); err != nil {
 		return body{}, err
 	}
@@ -116,33 +127,23 @@ func writePart(mw *multipart.Writer, p Part) error {
 		_, err = w.Write(p.Data)
 		return err
 	}
-	lw := &lineWriter{w: w}
-	enc := base64.NewEncoder(base64.StdEncoding, lw)
-	enc.Write(p.Data)
-	enc.Close()
-	return lw.err
+	_, err = w.Write(foldedBase64(p.Data))
+	return err
 }
 
-// lineWriter breaks base64 into 76-character lines (RFC 2045).
-type lineWriter struct {
-	w   io.Writer
-	n   int
-	err error
-}
-
-func (l *lineWriter) Write(b []byte) (int, error) {
-	total := len(b)
-	for len(b) > 0 && l.err == nil {
-		chunk := min(76-l.n, len(b))
-		_, l.err = l.w.Write(b[:chunk])
-		l.n += chunk
-		b = b[chunk:]
-		if l.n == 76 {
-			_, l.err = l.w.Write([]byte("\r\n"))
-			l.n = 0
-		}
+// foldedBase64 is data in base64, in lines of 76 characters (RFC 2045).
+func foldedBase64(data []byte) []byte {
+	enc := base64.StdEncoding.EncodedLen(len(data))
+	out := make([]byte, 0, enc+(enc/76+1)*2)
+	line := make([]byte, 76)
+	for len(data) > 0 {
+		chunk := data[:min(57, len(data))] // 57 bytes = 76 characters
+		base64.StdEncoding.Encode(line, chunk)
+		out = append(out, line[:base64.StdEncoding.EncodedLen(len(chunk))]...)
+		out = append(out, '\r', '\n')
+		data = data[len(chunk):]
 	}
-	return total, l.err
+	return out
 }
 
 // mimePart is one decoded MIME part.
@@ -299,25 +300,17 @@ func readMultipart(data []byte, boundary string, depth int, count *int) ([]*mime
 	if depth > maxDepth {
 		return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "multipart nested deeper than %d levels", maxDepth)
 	}
-	mr := multipart.NewReader(bytes.NewReader(data), boundary)
+	raws, err := splitMultipart(data, boundary)
+	if err != nil {
+		return nil, err
+	}
 	var parts []*mimePart
-	for {
-		p, err := mr.NextRawPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, multipartError(err)
-		}
+	for _, raw := range raws {
 		if *count++; *count > maxParts {
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "more than %d MIME parts", maxParts)
 		}
-		b, err := io.ReadAll(p)
-		if err != nil {
-			return nil, multipartError(err)
-		}
-		mp := &mimePart{header: p.Header}
-		ct := p.Header.Get("Content-Type")
+		mp := &mimePart{header: raw.header}
+		ct := raw.header.Get("Content-Type")
 		if ct == "" {
 			ct = "text/plain" // RFC 2045's default
 		}
@@ -326,7 +319,7 @@ func readMultipart(data []byte, boundary string, depth int, count *int) ([]*mime
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a part's Content-Type %q: %v", truncate(ct, 80), err)
 		}
 		mp.contentType, mp.params = mt, params
-		if mp.data, err = undoTransferEncoding(p.Header.Get("Content-Transfer-Encoding"), b); err != nil {
+		if mp.data, err = undoTransferEncoding(raw.header.Get("Content-Transfer-Encoding"), raw.body); err != nil {
 			return nil, err
 		}
 		if strings.HasPrefix(mt, "multipart/") {
@@ -342,11 +335,107 @@ func readMultipart(data []byte, boundary string, depth int, count *int) ([]*mime
 	return parts, nil
 }
 
-func multipartError(err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "multipart body truncated: it ends before its closing boundary")
+// rawPart is one part of a multipart body: its header and its body, a
+// slice of the body it was split from.
+type rawPart struct {
+	header textproto.MIMEHeader
+	body   []byte
+}
+
+// splitMultipart splits a multipart body held in memory (RFC 2046) without
+// copying it: parts are found between delimiter lines "--boundary", lines
+// end in CRLF or in LF alone, the preamble and epilogue are ignored. A body
+// without its closing delimiter is truncated: an error.
+func splitMultipart(data []byte, boundary string) ([]rawPart, error) {
+	delim := []byte("--" + boundary)
+	// The first delimiter starts the body or a line.
+	at := -1
+	for from := 0; from <= len(data); {
+		i := bytes.Index(data[from:], delim)
+		if i < 0 {
+			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "the multipart body has no boundary line --%s", truncate(boundary, 70))
+		}
+		if c := from + i; (c == 0 || data[c-1] == '\n') && isDelimiterEnd(data[c+len(delim):]) {
+			at = c
+			break
+		}
+		from += i + 1
 	}
-	return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "malformed multipart body: %v", err)
+	var parts []rawPart
+	for {
+		rest := data[at+len(delim):]
+		if bytes.HasPrefix(rest, []byte("--")) {
+			return parts, nil // the closing delimiter
+		}
+		nl := bytes.IndexByte(rest, '\n')
+		if nl < 0 {
+			return nil, truncated()
+		}
+		start := at + len(delim) + nl + 1
+		// The part ends at the line break before the next delimiter line.
+		end := -1
+		for from := start - 1; ; {
+			i := bytes.Index(data[from:], delim)
+			if i < 0 {
+				return nil, truncated()
+			}
+			c := from + i
+			if data[c-1] == '\n' && isDelimiterEnd(data[c+len(delim):]) {
+				at, end = c, c-1
+				break
+			}
+			from = c + 1
+		}
+		if end > start && data[end-1] == '\r' {
+			end--
+		}
+		raw := data[start:max(start, end)]
+		header, body, err := splitHeader(raw)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, rawPart{header, body})
+	}
+}
+
+// isDelimiterEnd reports whether what follows "--boundary" makes it a
+// delimiter line: "--" (the closing one), or transport padding and a line
+// break, or the end of the body (then truncated, as the caller finds).
+func isDelimiterEnd(rest []byte) bool {
+	if len(rest) == 0 || bytes.HasPrefix(rest, []byte("--")) {
+		return true
+	}
+	rest = bytes.TrimLeft(rest, " \t")
+	return len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r' && (len(rest) == 1 || rest[1] == '\n')
+}
+
+// splitHeader parses a part's header, up to the first empty line.
+func splitHeader(raw []byte) (textproto.MIMEHeader, []byte, error) {
+	var head, body []byte
+	switch {
+	case bytes.HasPrefix(raw, []byte("\r\n")):
+		return textproto.MIMEHeader{}, raw[2:], nil
+	case bytes.HasPrefix(raw, []byte("\n")):
+		return textproto.MIMEHeader{}, raw[1:], nil
+	}
+	crlf, lf := bytes.Index(raw, []byte("\r\n\r\n")), bytes.Index(raw, []byte("\n\n"))
+	switch {
+	case crlf >= 0 && (lf < 0 || crlf < lf):
+		head, body = raw[:crlf+4], raw[crlf+4:]
+	case lf >= 0:
+		head, body = raw[:lf+2], raw[lf+2:]
+	default:
+		head, body = append(bytes.Clone(raw), "\r\n\r\n"...), nil // headers only
+	}
+	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(head))).ReadMIMEHeader()
+	if err != nil {
+		return nil, nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a part's header is malformed: %v", err)
+	}
+	return h, body, nil
+}
+
+func truncated() error {
+	return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "multipart body truncated: it ends before its closing boundary")
 }
 
 func undoTransferEncoding(cte string, b []byte) ([]byte, error) {
@@ -354,11 +443,11 @@ func undoTransferEncoding(cte string, b []byte) ([]byte, error) {
 	case "", "7bit", "8bit", "binary":
 		return b, nil
 	case "base64":
-		out := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
-		clean := stripSpace(b)
-		n, err := base64.StdEncoding.Decode(out, clean)
-		if err != nil { // some senders leave out the padding
-			n, err = base64.RawStdEncoding.Decode(out, bytes.TrimRight(clean, "="))
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(b))) // no smaller than StdEncoding's
+		n, err := base64.StdEncoding.Decode(out, b)                   // CR and LF are skipped
+		if err != nil {                                               // spaces, or padding left out
+			clean := bytes.TrimRight(stripSpace(b), "=")
+			n, err = base64.RawStdEncoding.Decode(out, clean)
 		}
 		if err != nil {
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a base64 part does not decode: %v", err)

@@ -33,7 +33,7 @@ func ReadRequest(r *http.Request, maxBytes int64) (*Request, error) {
 	if r.ContentLength > maxBytes {
 		return nil, decodeError(http.StatusRequestEntityTooLarge, StatusContentRefused, "the body is %d bytes, over the limit of %d", r.ContentLength, maxBytes)
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	data, err := readBounded(r.Body, r.ContentLength, maxBytes)
 	if err != nil {
 		return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "reading the body: %v", err)
 	}
@@ -41,6 +41,17 @@ func ReadRequest(r *http.Request, maxBytes int64) (*Request, error) {
 		return nil, decodeError(http.StatusRequestEntityTooLarge, StatusContentRefused, "the body is over the limit of %d bytes", maxBytes)
 	}
 	return parseRequest(r.Header.Get("Content-Type"), data)
+}
+
+// readBounded reads a body of at most limit bytes (one more is read to
+// tell an oversized one), sized at once when its length is known.
+func readBounded(r io.Reader, length, limit int64) ([]byte, error) {
+	if length < 0 || length > limit {
+		return io.ReadAll(io.LimitReader(r, limit+1))
+	}
+	buf := make([]byte, length) // net/http ends the body at Content-Length
+	_, err := io.ReadFull(r, buf)
+	return buf, err
 }
 
 // parseRequest parses an MM7 request body (the fuzzed entry point).
