@@ -119,6 +119,10 @@ func (c *Config) Validate() error {
 	if err := c.MediaConfig().Validate(); err != nil {
 		return err
 	}
+	if c.Media.Retention > 0 && c.Media.Retention < c.Relay.OfflineTTL {
+		return fmt.Errorf("media.retention (%s) must be at least relay.offline_ttl (%s): a stored message must not outlive its media",
+			c.Media.Retention, c.Relay.OfflineTTL)
+	}
 	return nil
 }
 
