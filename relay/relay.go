@@ -85,6 +85,32 @@ type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
 
+// FallbackFuncs adapts functions that take an SMS's fields, e.g.
+// smsreply.Service's SendFallback and CheckFallback (the SMS side does not
+// import the relay), to Fallback and FallbackChecker.
+type FallbackFuncs struct {
+	Send  func(ctx context.Context, messageID string, from, to phonebook.MSISDN, text string) error
+	Check func(messageID string, from, to phonebook.MSISDN, text string) error // nil: every SMS can be sent
+}
+
+var (
+	_ Fallback        = FallbackFuncs{}
+	_ FallbackChecker = FallbackFuncs{}
+)
+
+// SendSMS implements Fallback.
+func (f FallbackFuncs) SendSMS(ctx context.Context, s FallbackSMS) error {
+	return f.Send(ctx, s.MessageID, s.From, s.To, s.Text)
+}
+
+// CheckSMS implements FallbackChecker.
+func (f FallbackFuncs) CheckSMS(s FallbackSMS) error {
+	if f.Check == nil {
+		return nil
+	}
+	return f.Check(s.MessageID, s.From, s.To, s.Text)
+}
+
 // FallbackChecker is implemented by Fallbacks that can tell, without
 // sending, whether an SMS could ever be sent (its length, its
 // destination). With one, a message to a number without an account that
