@@ -46,7 +46,9 @@ func TestRequireToken(t *testing.T) {
 			if got := w.Header().Get("WWW-Authenticate"); got != `Bearer realm="phonebook-admin"` {
 				t.Errorf("WWW-Authenticate %q", got)
 			}
-			var body struct{ Error struct{ Code, Message string } }
+			var body struct {
+				Error struct{ Code, Message string }
+			}
 			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error.Code != "unauthorized" || body.Error.Message == "" {
 				t.Errorf("body %s (%v)", w.Body, err)
 			}
