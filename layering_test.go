@@ -26,6 +26,15 @@ var layeringRules = []struct {
 	{module + "/config", []string{"cmd/phonebook"}, "main reads config and wires; packages take plain values"},
 	{module + "/smsc", []string{"smsc/...", "smsreply", "console", "config", "cmd/phonebook"}, "the relay reaches SMS only through interfaces wired in main"},
 	{module + "/relay", []string{"relay/...", "cluster", "console", "config", "cmd/phonebook"}, "the client and the SMS side stay free of the relay server"},
+	{module + "/mm7", []string{"mm7/...", "mms/...", "config", "cmd/phonebook"}, "the MMSC is reached through the MMS outbox, wired in main"},
+}
+
+// standalonePackages import nothing of this module but these (any outside
+// library may be used): protocol packages that know no store, relay or
+// server, so the simulator and the outbox both build on them.
+var standalonePackages = map[string][]string{
+	"mm7":         {},
+	"mm7/mmscsim": {"mm7", "internal/simctl"},
 }
 
 // leafPackages import nothing of this module but these, and nothing outside
@@ -95,6 +104,11 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s imports %s; only %v may (%s)", p.ImportPath, imp, r.only, r.because)
 				}
 			}
+			if allowed, ok := standalonePackages[rel]; ok {
+				if irel, internal := strings.CutPrefix(imp, module); internal && !covers(allowed, strings.TrimPrefix(irel, "/")) {
+					t.Errorf("%s imports %s; it may import only %v of this module", p.ImportPath, imp, allowed)
+				}
+			}
 			if allowed, ok := leafPackages[rel]; ok {
 				irel, internal := strings.CutPrefix(imp, module)
 				irel = strings.TrimPrefix(irel, "/")
@@ -108,7 +122,7 @@ func TestLayering(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"", "config", "store", "relay", "relay/wire", "client", "cmd/phonebook"} {
+	for _, want := range []string{"", "config", "store", "relay", "relay/wire", "client", "cmd/phonebook", "mm7", "mm7/mmscsim"} {
 		if !seen[want] {
 			t.Errorf("go list did not list %s/%s; the rules above check nothing for it", module, want)
 		}

@@ -2,12 +2,13 @@ package smscsim
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/phonebook/phonebook/internal/simctl"
 )
 
 // Handler is the HTTP control API:
@@ -28,16 +29,16 @@ func (s *Sim) Handler() http.Handler {
 			return
 		}
 		if req.From == "" || req.To == "" || req.Text == "" {
-			writeError(w, http.StatusBadRequest, "invalid_request", `"from", "to" and "text" are required`)
+			simctl.WriteError(w, http.StatusBadRequest, "invalid_request", `"from", "to" and "text" are required`)
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		if err := s.InjectMO(ctx, req.From, req.To, req.Text); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			simctl.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "delivered"})
+		simctl.WriteJSON(w, http.StatusOK, map[string]string{"status": "delivered"})
 	})
 	mux.HandleFunc("POST /reply", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ From, Text string }
@@ -45,25 +46,25 @@ func (s *Sim) Handler() http.Handler {
 			return
 		}
 		if req.From == "" || req.Text == "" {
-			writeError(w, http.StatusBadRequest, "invalid_request", `"from" and "text" are required`)
+			simctl.WriteError(w, http.StatusBadRequest, "invalid_request", `"from" and "text" are required`)
 			return
 		}
 		if _, ok := s.LastSource(req.From); !ok {
-			writeError(w, http.StatusNotFound, "not_found", req.From+" received no SMS to reply to")
+			simctl.WriteError(w, http.StatusNotFound, "not_found", req.From+" received no SMS to reply to")
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		to, err := s.Reply(ctx, req.From, req.Text)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			simctl.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "delivered", "to": to})
+		simctl.WriteJSON(w, http.StatusOK, map[string]string{"status": "delivered", "to": to})
 	})
 	mux.HandleFunc("POST /drop", func(w http.ResponseWriter, r *http.Request) {
 		s.DropLinks()
-		writeJSON(w, http.StatusOK, map[string]string{"status": "dropped"})
+		simctl.WriteJSON(w, http.StatusOK, map[string]string{"status": "dropped"})
 	})
 	mux.HandleFunc("POST /throttle", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -73,46 +74,28 @@ func (s *Sim) Handler() http.Handler {
 			return
 		}
 		if req.Every == nil || *req.Every < 0 {
-			writeError(w, http.StatusBadRequest, "invalid_request", `"every" must be a number, 0 or more (0 = off)`)
+			simctl.WriteError(w, http.StatusBadRequest, "invalid_request", `"every" must be a number, 0 or more (0 = off)`)
 			return
 		}
 		s.SetThrottleEvery(*req.Every)
-		writeJSON(w, http.StatusOK, map[string]int{"every": *req.Every})
+		simctl.WriteJSON(w, http.StatusOK, map[string]int{"every": *req.Every})
 	})
-	mux.HandleFunc("POST /resp-delay", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Delay *string `json:"delay"`
-		}
-		if !readJSON(w, r, &req) {
-			return
-		}
-		if req.Delay == nil {
-			writeError(w, http.StatusBadRequest, "invalid_request", `"delay" is required: "5ms", or a range "1ms-20ms" ("0s" = answer at once)`)
-			return
-		}
-		lo, hi, err := ParseDelayRange(*req.Delay)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
-			return
-		}
-		s.SetRespDelayRange(lo, hi)
-		writeJSON(w, http.StatusOK, map[string]string{"delay": s.respDelay.Load().String()})
-	})
+	mux.HandleFunc("POST /resp-delay", simctl.SetRespDelay(&s.respDelay))
 	mux.HandleFunc("GET /resp-delay", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"delay": s.respDelay.Load().String()})
+		simctl.WriteJSON(w, http.StatusOK, map[string]string{"delay": s.respDelay.Load().String()})
 	})
 	mux.HandleFunc("GET /submits", func(w http.ResponseWriter, r *http.Request) {
 		subs := s.Submits()
 		if subs == nil {
 			subs = []Submit{} // "[]", not "null"
 		}
-		writeJSON(w, http.StatusOK, subs)
+		simctl.WriteJSON(w, http.StatusOK, subs)
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Stats())
+		simctl.WriteJSON(w, http.StatusOK, s.Stats())
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats", r.Method, r.URL.Path))
+		simctl.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats", r.Method, r.URL.Path))
 	})
 	return mux
 }
@@ -135,21 +118,5 @@ func (s *Sim) StartHTTP(addr string) (string, error) {
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", "body is not the JSON this endpoint takes: "+err.Error())
-		return false
-	}
-	return true
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	return simctl.ReadJSON(w, r, v, 64<<10)
 }

@@ -297,7 +297,7 @@ func (ss *session) submit(f wire.Frame) {
 // respond answers a submit_sm, after RespDelay when configured.
 func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 	sim := ss.sim
-	delay := sim.respDelay.Load().pick()
+	delay := sim.respDelay.Load().Pick()
 	if delay <= 0 {
 		ss.mu.Lock()
 		delete(ss.outstanding, seq)

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -23,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/phonebook/phonebook/internal/simctl"
 )
 
 // Config configures a simulator. Zero values are the defaults noted.
@@ -132,7 +133,7 @@ type Sim struct {
 	wg      sync.WaitGroup
 
 	throttleEvery atomic.Int64
-	respDelay     atomic.Pointer[delayRange]
+	respDelay     atomic.Pointer[simctl.DelayRange]
 	submitN       atomic.Int64
 	nextID        atomic.Uint64
 	nextRef       atomic.Uint32
@@ -182,7 +183,7 @@ func New(cfg Config) *Sim {
 		concat:   make(map[concatKey]*concatParts),
 	}
 	s.throttleEvery.Store(int64(cfg.ThrottleEvery))
-	s.respDelay.Store(&delayRange{min: max(cfg.RespDelay, 0), max: max(cfg.RespDelay, cfg.RespDelayMax)})
+	s.respDelay.Store(simctl.NewDelayRange(cfg.RespDelay, cfg.RespDelayMax))
 	if !cfg.ShortIDs {
 		s.nextID.Store(0x5E1A0000)
 	}
@@ -316,47 +317,18 @@ func (s *Sim) SetRespDelay(d time.Duration) { s.SetRespDelayRange(d, d) }
 // time between lo and hi (hi below lo counts as lo).
 func (s *Sim) SetRespDelayRange(lo, hi time.Duration) {
 	lo = max(lo, 0)
-	s.respDelay.Store(&delayRange{min: lo, max: max(lo, hi)})
+	s.respDelay.Store(simctl.NewDelayRange(lo, hi))
 }
 
 // RespDelay returns the current submit_sm_resp delay range.
 func (s *Sim) RespDelay() (lo, hi time.Duration) {
 	r := s.respDelay.Load()
-	return r.min, r.max
-}
-
-// delayRange is a response delay: fixed when min == max.
-type delayRange struct{ min, max time.Duration }
-
-func (r *delayRange) pick() time.Duration {
-	if r.max <= r.min {
-		return r.min
-	}
-	return r.min + rand.N(r.max-r.min+1)
-}
-
-func (r *delayRange) String() string {
-	if r.max <= r.min {
-		return r.min.String()
-	}
-	return r.min.String() + "-" + r.max.String()
+	return r.Min, r.Max
 }
 
 // ParseDelayRange reads a response delay as the simulator's --resp-delay
 // and its HTTP API take it: one duration ("5ms") or a range ("1ms-20ms").
-func ParseDelayRange(v string) (lo, hi time.Duration, err error) {
-	a, b, isRange := strings.Cut(strings.TrimSpace(v), "-")
-	if lo, err = time.ParseDuration(strings.TrimSpace(a)); err != nil || lo < 0 {
-		return 0, 0, fmt.Errorf("response delay %q: want a duration like 5ms, or a range like 1ms-20ms", v)
-	}
-	hi = lo
-	if isRange {
-		if hi, err = time.ParseDuration(strings.TrimSpace(b)); err != nil || hi < lo {
-			return 0, 0, fmt.Errorf("response delay %q: want a range like 1ms-20ms, the second no shorter than the first", v)
-		}
-	}
-	return lo, hi, nil
-}
+func ParseDelayRange(v string) (lo, hi time.Duration, err error) { return simctl.ParseDelayRange(v) }
 
 // Stats returns the counters.
 func (s *Sim) Stats() Stats {
