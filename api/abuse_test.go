@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,10 +24,19 @@ import (
 
 // post is a goroutine-safe request through client (nil: a fresh one).
 func (e *env) post(client *http.Client, path, body string, hdr map[string]string) (resp, error) {
+	return e.postWith(context.Background(), client, path, body, hdr)
+}
+
+// postCtx is post with a context: cancelling it hangs up.
+func (e *env) postCtx(ctx context.Context, path, body string) (resp, error) {
+	return e.postWith(ctx, nil, path, body, nil)
+}
+
+func (e *env) postWith(ctx context.Context, client *http.Client, path, body string, hdr map[string]string) (resp, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
-	req, err := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, "POST", e.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		return resp{}, err
 	}

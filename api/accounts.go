@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -87,6 +88,9 @@ type loginBody struct {
 	SIMID          string `json:"sim_id"`
 	DeviceKey      string `json:"device_key"`
 	RescuePassword string `json:"rescue_password"`
+	// MMSCapable is the handset's report of whether it can receive MMS
+	// (docs/mms.md); absent = no report.
+	MMSCapable *bool `json:"mms_capable"`
 }
 
 // POST /v1/login
@@ -108,7 +112,28 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if body.MMSCapable != nil {
+		s.reportMMSCapable(r.Context(), sess.Number, *body.MMSCapable)
+	}
 	return writeJSON(w, http.StatusOK, sess)
+}
+
+// SetMMSCapabilityReporter sets where a handset's report of MMS
+// capability at login goes (the mms package's capability store). Without
+// one the field is accepted and ignored. Set it before serving.
+func (s *Server) SetMMSCapabilityReporter(f func(ctx context.Context, number phonebook.MSISDN, capable bool) error) {
+	s.mmsCapable = f
+}
+
+// reportMMSCapable records the report; a failure is logged, never the
+// login's: the capability can wait for the next login.
+func (s *Server) reportMMSCapable(ctx context.Context, n phonebook.MSISDN, capable bool) {
+	if s.mmsCapable == nil {
+		return
+	}
+	if err := s.mmsCapable(ctx, n, capable); err != nil {
+		s.log.Warn("login: MMS capability report not recorded", "number", n, "err", err)
+	}
 }
 
 type rescueBody struct {

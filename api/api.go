@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,7 +59,7 @@ type Server struct {
 	counter  Counter
 	log      *slog.Logger
 	gatherer prometheus.Gatherer
-	mux      *router
+	mux      *http.ServeMux
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 
@@ -69,6 +70,9 @@ type Server struct {
 	// bodyLimits raises MaxBodyBytes for routes that take large bodies
 	// (address-book sync, vCard import); set before serving, nil = none.
 	bodyLimits map[string]int64
+
+	// mmsCapable receives handsets' MMS capability reports at login.
+	mmsCapable func(ctx context.Context, number phonebook.MSISDN, capable bool) error
 }
 
 // Counter is a cluster-wide fixed-window counter (the store implements it).
@@ -119,7 +123,7 @@ func New(cfg Config, acc *accounts.Service, counter Counter, log *slog.Logger, r
 	}
 	s := &Server{
 		cfg: cfg, accounts: acc, counter: counter, log: log, gatherer: gatherer,
-		mux:    newRouter(),
+		mux:    http.NewServeMux(),
 		checks: map[string]Check{},
 		infos:  map[string]func() any{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -152,39 +156,38 @@ func (s *Server) AddInfo(name string, f func() any) {
 	s.infos[name] = f
 }
 
-// Handle registers an extra route (other packages' endpoints).
-func (s *Server) Handle(method, path string, h HandlerFunc) { s.mux.handle(method, path, h) }
+// Handle registers an extra route (other packages' endpoints) for a
+// pattern such as "GET /v1/things/{id}" (see handle).
+func (s *Server) Handle(pattern string, h HandlerFunc) { s.handle(pattern, h) }
 
 // HandleAuth registers an extra route that needs a session.
-func (s *Server) HandleAuth(method, path string, h AuthHandlerFunc) {
-	s.mux.handle(method, path, s.authed(h))
-}
+func (s *Server) HandleAuth(pattern string, h AuthHandlerFunc) { s.handle(pattern, s.authed(h)) }
 
 func (s *Server) routes() {
-	s.mux.handle("GET", "/healthz", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	s.mux.handle("GET", "/readyz", s.readyz)
+	s.handle("GET /readyz", s.readyz)
 	if s.gatherer != nil {
-		s.mux.handle("GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
+		s.handle("GET /metrics", func(w http.ResponseWriter, r *http.Request) error {
 			promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 			return nil
 		})
 	}
-	s.mux.handle("POST", "/v1/register/header", s.registerHeader)
-	s.mux.handle("POST", "/v1/register/client", s.registerClient)
-	s.mux.handle("POST", "/v1/login", s.login)
-	s.mux.handle("POST", "/v1/login/rescue", s.rescue)
-	s.mux.handle("POST", "/v1/logout", s.authed(s.logout))
-	s.mux.handle("GET", "/v1/me", s.authed(s.me))
-	s.mux.handle("PUT", "/v1/me/rescue", s.authed(s.setRescue))
+	s.handle("POST /v1/register/header", s.registerHeader)
+	s.handle("POST /v1/register/client", s.registerClient)
+	s.handle("POST /v1/login", s.login)
+	s.handle("POST /v1/login/rescue", s.rescue)
+	s.handle("POST /v1/logout", s.authed(s.logout))
+	s.handle("GET /v1/me", s.authed(s.me))
+	s.handle("PUT /v1/me/rescue", s.authed(s.setRescue))
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: 200}
-	route, h := s.mux.lookup(r.Method, r.URL.Path)
+	route, h := s.match(r)
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("panic in handler", "route", route, "panic", v)
@@ -201,9 +204,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(sw, r.Body, limit)
 	if err := h(sw, r); err != nil {
-		if phonebook.ErrorCode(err) == phonebook.EInternal {
-			s.log.Error("request failed", "route", route, "err", err)
-		}
 		writeError(sw, err)
 	}
 }
@@ -327,6 +327,10 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, statusOf(code), errorBody{Error: d})
 }
 
+// WriteError writes err as the API's error body, with the status its code
+// maps to (for handlers outside this package, e.g. on the admin listener).
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+
 // WriteJSON writes v with the status.
 func WriteJSON(w http.ResponseWriter, status int, v any) error { return writeJSON(w, status, v) }
 
@@ -444,56 +448,86 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// router matches exact paths and paths with one trailing {param} segment.
-type router struct {
-	routes map[string]map[string]HandlerFunc // path -> method -> handler
+// handle registers h for an http.ServeMux pattern with a method and an
+// exact path, e.g. "POST /v1/login" or "GET /v1/media/{id}"; the mux
+// matches methods (GET also answers HEAD) and {wildcards}, and ServeHTTP
+// answers what it does not match with the JSON error body.
+func (s *Server) handle(pattern string, h HandlerFunc) {
+	if strings.HasSuffix(pattern, "/") {
+		// A trailing-slash pattern would make the mux redirect /x to /x/
+		// instead of answering not_found; no API route is a subtree.
+		panic("api: route " + pattern + " must not end in /")
+	}
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			if phonebook.ErrorCode(err) == phonebook.EInternal {
+				s.log.Error("request failed", "route", routeOf(r.Pattern), "err", err)
+			}
+			writeError(w, err)
+		}
+	}))
 }
 
-func newRouter() *router { return &router{routes: map[string]map[string]HandlerFunc{}} }
-
-func (rt *router) handle(method, path string, h HandlerFunc) {
-	if rt.routes[path] == nil {
-		rt.routes[path] = map[string]HandlerFunc{}
-	}
-	rt.routes[path][method] = h
-}
-
-func (rt *router) lookup(method, path string) (string, HandlerFunc) {
-	pattern := path
-	methods, ok := rt.routes[path]
-	if !ok {
-		// One parameter segment: /v1/verify/mo/{id}
-		if i := strings.LastIndex(path, "/"); i > 0 {
-			pattern = path[:i] + "/{id}"
-			methods, ok = rt.routes[pattern]
+// match finds the route of r: its pattern's path ("/v1/login") and the
+// handler. What the mux does not route it answers itself as plain text (and
+// redirects unclean paths), so those answers are made here instead, as the
+// API's JSON errors: not_found, or method_not_allowed with an Allow header.
+func (s *Server) match(r *http.Request) (string, HandlerFunc) {
+	p := r.URL.EscapedPath()
+	if strings.HasPrefix(p, "/") && path.Clean(p) == p {
+		h, pattern := s.mux.Handler(r)
+		if pattern != "" {
+			return routeOf(pattern), func(w http.ResponseWriter, r *http.Request) error {
+				s.mux.ServeHTTP(w, r)
+				return nil
+			}
+		}
+		// Not found, or found with other methods: the mux's own answer
+		// says which: only a 405 lists the methods in an Allow header.
+		probe := headerProbe{}
+		h.ServeHTTP(probe, r)
+		if allow := probe.Header().Get("Allow"); allow != "" {
+			other := *r
+			other.Method, _, _ = strings.Cut(allow, ", ")
+			_, pattern := s.mux.Handler(&other)
+			route := routeOf(pattern)
+			return route, func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Allow", allow)
+				return phonebook.Errorf(phonebook.EMethod, "%s does not take %s; use %s", route, r.Method, strings.ReplaceAll(allow, ", ", " or "))
+			}
 		}
 	}
-	if !ok {
-		return "unknown", func(w http.ResponseWriter, r *http.Request) error {
-			return phonebook.Errorf(phonebook.ENotFound, "no endpoint %s; see docs/api.md", path)
-		}
-	}
-	if h, ok := methods[method]; ok {
-		return pattern, h
-	}
-	if method == http.MethodHead {
-		if h, ok := methods[http.MethodGet]; ok {
-			return pattern, h
-		}
-	}
-	allowed := make([]string, 0, len(methods))
-	for m := range methods {
-		allowed = append(allowed, m)
-	}
-	return pattern, func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		return phonebook.Errorf(phonebook.EMethod, "%s does not take %s; use %s", pattern, method, strings.Join(allowed, " or "))
+	return "unknown", func(w http.ResponseWriter, r *http.Request) error {
+		return phonebook.Errorf(phonebook.ENotFound, "no endpoint %s; see docs/api.md", r.URL.Path)
 	}
 }
 
-// PathParam returns the last path segment (the {id} of a route).
+// routeOf is the path of a mux pattern, "POST /v1/login" -> "/v1/login":
+// the route label of the metrics and the key of Server.bodyLimits.
+func routeOf(pattern string) string {
+	if i := strings.IndexByte(pattern, '/'); i >= 0 {
+		return pattern[i:]
+	}
+	return "unknown"
+}
+
+// headerProbe keeps the headers a handler sets and drops its answer.
+type headerProbe http.Header
+
+func (p headerProbe) Header() http.Header       { return http.Header(p) }
+func (headerProbe) WriteHeader(int)             {}
+func (headerProbe) Write(b []byte) (int, error) { return len(b), nil }
+
+// PathParam returns the value of the route's last path segment when that
+// is a {wildcard} ("GET /v1/media/{id}"), else "".
 func PathParam(r *http.Request) string {
-	return r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+	seg := r.Pattern[strings.LastIndexByte(r.Pattern, '/')+1:]
+	name, ok := strings.CutPrefix(seg, "{")
+	if !ok {
+		return ""
+	}
+	name = strings.TrimSuffix(strings.TrimSuffix(name, "}"), "...")
+	return r.PathValue(name)
 }
 
 // AddrKey is the network the request's peer counts as in per-address

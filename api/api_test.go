@@ -2,17 +2,21 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/store"
@@ -371,5 +375,43 @@ func TestMetricsCountRequests(t *testing.T) {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// A handset's MMS capability report at login reaches the reporter; a
+// login without the field reports nothing, and a failing reporter does
+// not fail the login.
+func TestLoginReportsMMSCapability(t *testing.T) {
+	e := newEnv(t, storetest.SQLite(t), accounts.Config{DefaultRegion: "CN"})
+	key := e.register("+8613800138000", "imei-1", "sim-1")
+	var mu sync.Mutex
+	got := map[phonebook.MSISDN]bool{}
+	calls := 0
+	fail := false
+	e.api.SetMMSCapabilityReporter(func(ctx context.Context, n phonebook.MSISDN, capable bool) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		got[n] = capable
+		if fail {
+			return errors.New("database down")
+		}
+		return nil
+	})
+	body := func(capable string) string {
+		return `{"number":"13800138000","device_id":"imei-1","sim_id":"sim-1","device_key":"` + key + `"` + capable + `}`
+	}
+	if r := e.do("POST", "/v1/login", body(""), nil); r.Status != 200 || calls != 0 {
+		t.Fatalf("login without a report: %d, %d reports", r.Status, calls)
+	}
+	if r := e.do("POST", "/v1/login", body(`,"mms_capable":true`), nil); r.Status != 200 || !got["+8613800138000"] {
+		t.Fatalf("login with mms_capable true: %d %v", r.Status, got)
+	}
+	fail = true
+	if r := e.do("POST", "/v1/login", body(`,"mms_capable":false`), nil); r.Status != 200 || got["+8613800138000"] || calls != 2 {
+		t.Fatalf("login with mms_capable false: %d %v", r.Status, got)
+	}
+	if r := e.do("POST", "/v1/login", body(`,"mms_capable":"yes"`), nil); r.Status != 400 || r.code() != "invalid_json" {
+		t.Fatalf("mms_capable as a string: %d %v", r.Status, r.Body)
 	}
 }

@@ -24,7 +24,7 @@ func (s *Server) SetContacts(c *contacts.Service) {
 	s.bodyLimits["/v1/contacts/sync"] = MaxSyncBytes
 	s.bodyLimits["/v1/contacts/import"] = contacts.MaxVCardBytes
 
-	s.mux.handle("POST", "/v1/contacts/sync", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("POST /v1/contacts/sync", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		var body struct {
 			contacts.SyncRequest
 			// Region writes national numbers in another region than the
@@ -44,7 +44,7 @@ func (s *Server) SetContacts(c *contacts.Service) {
 		}
 		return writeJSON(w, http.StatusOK, res)
 	}))
-	s.mux.handle("POST", "/v1/contacts/import", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("POST /v1/contacts/import", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || (mt != "text/vcard" && mt != "text/x-vcard" && mt != "text/directory") {
 			return phonebook.Errorf(phonebook.EMediaType, "send the vCard file as text/vcard")
@@ -59,35 +59,35 @@ func (s *Server) SetContacts(c *contacts.Service) {
 		}
 		return writeJSON(w, http.StatusOK, res)
 	}))
-	s.mux.handle("GET", "/v1/contacts", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("GET /v1/contacts", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		list, err := c.Contacts(r.Context(), p.Number)
 		if err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, map[string]any{"contacts": nonNil(list)})
 	}))
-	s.mux.handle("GET", "/v1/contacts/presence", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("GET /v1/contacts/presence", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		list, err := c.ContactsPresence(r.Context(), p.Number)
 		if err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, map[string]any{"presence": nonNil(list)})
 	}))
-	s.mux.handle("GET", "/v1/contacts/restore", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("GET /v1/contacts/restore", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		book, err := c.Restore(r.Context(), p.Number)
 		if err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, map[string]any{"entries": nonNil(book)})
 	}))
-	s.mux.handle("GET", "/v1/presence", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("GET /v1/presence", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		me, err := c.MyPresence(r.Context(), p.Number)
 		if err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, me)
 	}))
-	s.mux.handle("PUT", "/v1/presence", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	s.handle("PUT /v1/presence", s.authed(func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
 		var u contacts.PresenceUpdate
 		if err := DecodeJSON(r, &u); err != nil {
 			return err

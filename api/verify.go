@@ -10,7 +10,7 @@ import (
 
 // SetVerify adds the number-verification endpoints (methods A and C).
 func (s *Server) SetVerify(v *verify.Service) {
-	s.mux.handle("POST", "/v1/verify/sms/start", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("POST /v1/verify/sms/start", func(w http.ResponseWriter, r *http.Request) error {
 		var body clientNumberBody
 		if err := DecodeJSON(r, &body); err != nil {
 			return err
@@ -21,7 +21,7 @@ func (s *Server) SetVerify(v *verify.Service) {
 		}
 		return writeJSON(w, http.StatusAccepted, st)
 	})
-	s.mux.handle("POST", "/v1/verify/sms/check", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("POST /v1/verify/sms/check", func(w http.ResponseWriter, r *http.Request) error {
 		var body struct {
 			Number   string `json:"number"`
 			DeviceID string `json:"device_id"`
@@ -37,7 +37,7 @@ func (s *Server) SetVerify(v *verify.Service) {
 		}
 		return writeJSON(w, http.StatusOK, creds)
 	})
-	s.mux.handle("POST", "/v1/verify/mo/start", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("POST /v1/verify/mo/start", func(w http.ResponseWriter, r *http.Request) error {
 		var body identityBody
 		if err := DecodeJSON(r, &body); err != nil {
 			return err
@@ -48,7 +48,7 @@ func (s *Server) SetVerify(v *verify.Service) {
 		}
 		return writeJSON(w, http.StatusCreated, st)
 	})
-	s.mux.handle("POST", "/v1/verify/mo/poll", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("POST /v1/verify/mo/poll", func(w http.ResponseWriter, r *http.Request) error {
 		var body struct {
 			ID          string `json:"id"`
 			PollSecret  string `json:"poll_secret"`

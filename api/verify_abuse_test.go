@@ -14,6 +14,7 @@ import (
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 	"github.com/phonebook/phonebook/verify"
@@ -136,37 +137,57 @@ func TestMOPollsBounded(t *testing.T) {
 		for i := range toks {
 			toks[i].id, toks[i].secret, _ = start(fmt.Sprintf("imei-%d", i))
 		}
-		var polls tally
-		parallel(len(toks), func(i int) {
-			r, err := e.post(nil, "/v1/verify/mo/poll", js(map[string]any{"id": toks[i].id, "poll_secret": toks[i].secret, "wait_seconds": 2}), nil)
-			if err != nil {
-				t.Error(err)
-				return
+		// Every poll asks to wait 30 s, so no place frees up while the burst
+		// lasts, however slowly the machine schedules it: exactly MaxPollers
+		// polls hold a place and every other one is answered rate_limited at
+		// once. Then the holders hang up, which frees their places.
+		holdAll := func(n int, tokOf func(i int) tok) (limited *tally, held func() int, release func()) {
+			ctx, cancel := context.WithCancel(t.Context())
+			limited = &tally{}
+			var mu sync.Mutex
+			answered := 0
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					tk := tokOf(i)
+					r, err := e.postCtx(ctx, "/v1/verify/mo/poll", js(map[string]any{"id": tk.id, "poll_secret": tk.secret, "wait_seconds": 30}))
+					if err != nil {
+						return // a holder that hung up
+					}
+					if r.code() == "rate_limited" && r.Header.Get("Retry-After") == "" {
+						t.Errorf("rate_limited without Retry-After")
+					}
+					limited.add(r)
+					mu.Lock()
+					answered++
+					mu.Unlock()
+				}()
 			}
-			polls.add(r)
-			if r.code() == "rate_limited" && r.Header.Get("Retry-After") == "" {
-				t.Errorf("rate_limited without Retry-After")
-			}
-		})
-		t.Logf("300 polls: %v", polls.n)
-		if polls.get("200 ")+polls.get("429 rate_limited") != len(toks) || polls.get("200 ") > pollers || polls.get("200 ") == 0 {
-			t.Fatalf("300 polls with %d places: %v", pollers, polls.n)
+			return limited, func() int { mu.Lock(); defer mu.Unlock(); return answered }, func() { cancel(); wg.Wait() }
 		}
+		polls, answered, release := holdAll(len(toks), func(i int) tok { return toks[i] })
+		poll.Until(t, "the 280 polls without a place to be answered", func() bool { return answered() >= len(toks)-pollers })
+		if polls.get("429 rate_limited") != len(toks)-pollers || answered() != len(toks)-pollers {
+			t.Fatalf("300 polls with %d places: %v answered at once; want %d rate_limited and the rest waiting", pollers, polls.n, len(toks)-pollers)
+		}
+		release()
+		t.Logf("300 polls: %v answered at once, %d waited", polls.n, pollers)
 
 		id, secret, token := start("imei-owner")
-		var same tally
-		parallel(10, func(int) {
-			r, err := e.post(nil, "/v1/verify/mo/poll", js(map[string]any{"id": id, "poll_secret": secret, "wait_seconds": 1}), nil)
-			if err == nil {
-				same.add(r)
-			}
+		same, sameAnswered, releaseSame := holdAll(10, func(int) tok { return tok{id, secret} })
+		poll.Until(t, "9 of 10 polls of one verification to be answered", func() bool { return sameAnswered() >= 9 })
+		if same.get("429 rate_limited") != 9 || sameAnswered() != 9 {
+			t.Fatalf("10 simultaneous polls of one verification: %v answered at once; want 9 rate_limited, one waiting", same.n)
+		}
+		releaseSame()
+		// The places are free again once the server sees the hang-up: a poll
+		// of its own is answered.
+		poll.Until(t, "a poll to be answered after the holders hung up", func() bool {
+			r, err := e.post(nil, "/v1/verify/mo/poll", js(map[string]any{"id": id, "poll_secret": secret, "wait_seconds": 0}), nil)
+			return err == nil && r.Status == 200
 		})
-		if same.get("200 ") < 1 || same.get("200 ")+same.get("429 rate_limited") != 10 {
-			t.Fatalf("10 polls of one verification: %v", same.n)
-		}
-		if same.get("200 ") > 5 {
-			t.Fatalf("10 simultaneous polls of one verification: %v; one waits at a time", same.n)
-		}
 
 		// The number is taken, and blocked: the proof fails.
 		const number = "+8613800138000"

@@ -29,6 +29,7 @@ import (
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/mms"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsreply"
@@ -55,6 +56,7 @@ type Config struct {
 	Limits       Limits       `mapstructure:"limits"`
 	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
+	MMS          MMS          `mapstructure:"mms"`
 }
 
 // Limits says how client addresses are grouped by every per-address limit
@@ -252,6 +254,63 @@ type Relay struct {
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
 }
 
+// MMS configures the MMS fallback of media messages (mms/, docs/mms.md):
+// the links to operator MMSCs (MM7), the MMS outbox, and who is
+// MMS-capable by default. With no links, serve runs the built-in MMSC
+// simulator when smsc.simulator is set; otherwise media messages to
+// offline phones go as SMS with a download link.
+type MMS struct {
+	Links []MMSLink `mapstructure:"links"`
+	// VASPAddr is where MMSCs post delivery reports and MMS from phones:
+	// http://<vasp_addr>/mm7/<link name>. "" = no listener (with the
+	// simulator: a free loopback port).
+	VASPAddr        string        `mapstructure:"vasp_addr"`
+	SimulatorHTTP   string        `mapstructure:"simulator_http"` // the built-in MMSC simulator's HTTP control; "" = off; loopback
+	CapablePrefixes []string      `mapstructure:"capable_prefixes"`
+	Workers         int           `mapstructure:"workers"`
+	Lease           time.Duration `mapstructure:"lease"`
+	RetryBase       time.Duration `mapstructure:"retry_base"`
+	RetryMax        time.Duration `mapstructure:"retry_max"`
+	MaxAttempts     int           `mapstructure:"max_attempts"`
+	Validity        time.Duration `mapstructure:"validity"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// MMSLink is one MMSC (docs/mms.md#link-keys).
+type MMSLink struct {
+	Name                  string        `mapstructure:"name"`
+	URL                   string        `mapstructure:"url"`
+	Username              string        `mapstructure:"username"`
+	Password              string        `mapstructure:"password"`
+	VASPID                string        `mapstructure:"vasp_id"`
+	VASID                 string        `mapstructure:"vas_id"`
+	ServiceCode           string        `mapstructure:"service_code"`
+	SenderAddress         string        `mapstructure:"sender_address"`
+	Prefixes              []string      `mapstructure:"prefixes"`
+	MaxMessageBytes       int           `mapstructure:"max_message_bytes"`
+	Version               string        `mapstructure:"version"`
+	Timeout               time.Duration `mapstructure:"timeout"`
+	TLSCA                 string        `mapstructure:"tls_ca"`
+	TLSInsecureSkipVerify bool          `mapstructure:"tls_insecure_skip_verify"`
+	// The basic auth the MMSC presents when it posts to us ("" = none).
+	VASPUsername string `mapstructure:"vasp_username"`
+	VASPPassword string `mapstructure:"vasp_password"`
+}
+
+// fill sets the settings left out to the mms package's defaults.
+func (l *MMSLink) fill() {
+	d := mms.DefaultLinkConfig()
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if l.Version == "" {
+		l.Version = d.Version
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = d.Timeout
+	}
+}
+
 // SMSReply configures two-way SMS: how replies to fallback SMS find their
 // IM user, opt-outs, and the per-recipient daily cap (smsreply/).
 type SMSReply struct {
@@ -315,6 +374,7 @@ func Default() Config {
 		storage = "memory"
 	}
 	rep := smsreply.DefaultConfig()
+	mm := mms.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
@@ -390,6 +450,9 @@ func Default() Config {
 			MaxPerRecipientDay: rep.MaxPerRecipientDay,
 		},
 		Limits: Limits{IPv4Prefix: web.AddrPrefixes.V4, IPv6Prefix: web.AddrPrefixes.V6},
+		MMS: MMS{Links: []MMSLink{}, CapablePrefixes: mm.CapablePrefixes, Workers: mm.Workers, Lease: mm.Lease,
+			RetryBase: mm.RetryBase, RetryMax: mm.RetryMax, MaxAttempts: mm.MaxAttempts, Validity: mm.Validity,
+			ShutdownTimeout: mm.ShutdownTimeout},
 	}
 }
 
@@ -445,6 +508,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	}
 	for i := range c.SMSC.Links {
 		c.SMSC.Links[i].fill()
+	}
+	for i := range c.MMS.Links {
+		c.MMS.Links[i].fill()
 	}
 	if err := c.Validate(); err != nil {
 		if path != "" {
@@ -801,7 +867,27 @@ func (c *Config) Validate() error {
 	if c.SMSC.SimulatorHTTP != "" && !isLoopbackAddr(c.SMSC.SimulatorHTTP) {
 		return fmt.Errorf("smsc.simulator_http: %q is not a loopback address (it lists every SMS the simulator received)", c.SMSC.SimulatorHTTP)
 	}
+	if c.MMS.SimulatorHTTP != "" && !isLoopbackAddr(c.MMS.SimulatorHTTP) {
+		return fmt.Errorf("mms.simulator_http: %q is not a loopback address (it lists every MMS the simulator received)", c.MMS.SimulatorHTTP)
+	}
+	if err := c.MMSConfig().Validate(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// MMSConfig is the mms package's configuration (node id left to the caller).
+func (c *Config) MMSConfig() mms.Config {
+	m := c.MMS
+	out := mms.Config{CapablePrefixes: m.CapablePrefixes, Workers: m.Workers, Lease: m.Lease, RetryBase: m.RetryBase,
+		RetryMax: m.RetryMax, MaxAttempts: m.MaxAttempts, Validity: m.Validity, ShutdownTimeout: m.ShutdownTimeout}
+	for _, l := range m.Links {
+		out.Links = append(out.Links, mms.LinkConfig{Name: l.Name, URL: l.URL, Username: l.Username, Password: l.Password,
+			VASPID: l.VASPID, VASID: l.VASID, ServiceCode: l.ServiceCode, SenderAddress: l.SenderAddress, Prefixes: l.Prefixes,
+			MaxMessageBytes: l.MaxMessageBytes, Version: l.Version, Timeout: l.Timeout, TLSCA: l.TLSCA,
+			TLSInsecureSkipVerify: l.TLSInsecureSkipVerify, VASPUsername: l.VASPUsername, VASPPassword: l.VASPPassword})
+	}
+	return out
 }
 
 // AddrPrefixes is limits.ipv4_prefix and limits.ipv6_prefix.
@@ -903,6 +989,14 @@ func (c Config) Redacted() Config {
 	for i := range r.SMSC.Links {
 		if r.SMSC.Links[i].Password != "" {
 			r.SMSC.Links[i].Password = "REDACTED"
+		}
+	}
+	r.MMS.Links = append([]MMSLink(nil), c.MMS.Links...)
+	for i := range r.MMS.Links {
+		for _, p := range []*string{&r.MMS.Links[i].Password, &r.MMS.Links[i].VASPPassword} {
+			if *p != "" {
+				*p = "REDACTED"
+			}
 		}
 	}
 	return r

@@ -78,7 +78,7 @@ func (srv *Server) checkSMS(m *Message) error {
 }
 
 func (srv *Server) fallbackSMS(m *Message) FallbackSMS {
-	return FallbackSMS{MessageID: m.ID, From: m.From, To: m.To, Text: srv.FormatSMS(m.From, m.Text)}
+	return FallbackSMS{MessageID: m.ID, From: m.From, To: m.To, Text: srv.FormatSMS(m.From, m.Text), Caption: m.Text, Media: m.Media}
 }
 
 // sendSMSAsync starts the immediate fallback of a message just stored, if

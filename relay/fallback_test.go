@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +25,8 @@ func TestUnregisteredRecipientFallsBackToSMS(t *testing.T) {
 	}
 	waitFor(t, "SMS handed to the outbox", func() bool { return len(e.fallback.all()) == 1 })
 	sms := e.fallback.all()[0]
-	want := relay.FallbackSMS{MessageID: id, From: alice, To: carol, Text: "[Phonebook] +8613800138000: see you at 8"}
-	if sms != want {
+	want := relay.FallbackSMS{MessageID: id, From: alice, To: carol, Text: "[Phonebook] +8613800138000: see you at 8", Caption: "see you at 8"}
+	if !reflect.DeepEqual(sms, want) {
 		t.Fatalf("fallback got %+v, want %+v", sms, want)
 	}
 	if r := next(t, a.Receipts(), "SMS_QUEUED receipt"); r.ServerMsgId != id || r.State != relaypb.MessageState_SMS_QUEUED {

@@ -72,6 +72,13 @@ type FallbackSMS struct {
 	From      phonebook.MSISDN
 	To        phonebook.MSISDN
 	Text      string // already formatted with the sender shown (Config.SMSTemplate)
+	// Caption is the message's own text, unformatted (the caption of its
+	// media, if any).
+	Caption string
+	// Media the message carries, every field filled (relaypb.MediaRef):
+	// the fallback chooses an MMS or an SMS with a download link
+	// (media.Service.Link). Empty for a text message.
+	Media []*relaypb.MediaRef
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
@@ -149,9 +156,7 @@ type Message struct {
 	To          phonebook.MSISDN
 	Type        relaypb.MessageType
 	Text        string
-	ContentType string
-	MediaURL    string
-	MediaSize   uint64
+	Media       []*relaypb.MediaRef // every field filled
 	SentAt      time.Time
 	Offline     bool  // delivered from the offline store
 	ViaSMS      bool  // also sent as SMS
@@ -170,8 +175,7 @@ type Message struct {
 func (m *Message) Deliver() *relaypb.Deliver {
 	return &relaypb.Deliver{
 		ServerMsgId: m.ID, From: string(m.From), ClientMsgId: m.ClientMsgID, Text: m.Text, Type: m.Type,
-		SentAt: m.SentAt.UnixMicro(), Offline: m.Offline, ViaSms: m.ViaSMS,
-		ContentType: m.ContentType, MediaUrl: m.MediaURL, MediaSize: m.MediaSize,
+		SentAt: m.SentAt.UnixMicro(), Offline: m.Offline, ViaSms: m.ViaSMS, Media: m.Media,
 	}
 }
 
@@ -180,7 +184,7 @@ func (m *Message) Deliver() *relaypb.Deliver {
 func MessageFromDeliver(d *relaypb.Deliver, to phonebook.MSISDN) *Message {
 	return &Message{
 		ID: d.ServerMsgId, From: phonebook.MSISDN(d.From), ClientMsgID: d.ClientMsgId, To: to, Type: d.Type, Text: d.Text,
-		ContentType: d.ContentType, MediaURL: d.MediaUrl, MediaSize: d.MediaSize, SentAt: time.UnixMicro(d.SentAt),
+		Media: d.Media, SentAt: time.UnixMicro(d.SentAt),
 		Offline: d.Offline, ViaSMS: d.ViaSms,
 	}
 }

@@ -461,7 +461,7 @@ func (srv *Server) commit(batch []storeReq) {
 		m := r.m
 		sm := store.Message{
 			ID: m.ID, Sender: m.From, ClientMsgID: m.ClientMsgID, Recipient: m.To, Type: int(m.Type), Text: m.Text,
-			ContentType: m.ContentType, MediaURL: m.MediaURL, MediaSize: int64(m.MediaSize), SentAt: m.SentAt,
+			SentAt: m.SentAt,
 		}
 		sendNow := false
 		if srv.fallback != nil && srv.cfg.Fallback != FallbackNever {
@@ -607,7 +607,7 @@ func (srv *Server) isRegistered(n phonebook.MSISDN) bool {
 
 func storedToMessage(sm store.Message) *Message {
 	return &Message{ID: sm.ID, From: sm.Sender, ClientMsgID: sm.ClientMsgID, To: sm.Recipient, Type: relaypb.MessageType(sm.Type),
-		Text: sm.Text, ContentType: sm.ContentType, MediaURL: sm.MediaURL, MediaSize: uint64(sm.MediaSize), SentAt: sm.SentAt,
+		Text: sm.Text, SentAt: sm.SentAt,
 		ViaSMS: sm.ViaSMS, Seq: sm.Seq}
 }
 

@@ -107,7 +107,7 @@ func (s *session) Push(f *relaypb.Frame) bool {
 // failed to its sender (Message.undeliverable) instead of being written.
 func (s *session) Offer(m *Message, done func(bool)) {
 	f := &relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: m.Deliver()}}
-	if max := s.srv.cfg.MaxFrameSize; len(m.Text)+len(m.MediaURL)+len(m.ContentType)+phonebook.DeliverOverhead > max {
+	if max := s.srv.cfg.MaxFrameSize; len(m.Text)+mediaSize(m.Media)+phonebook.DeliverOverhead > max {
 		if n := proto.Size(f); n > max {
 			m.undeliverable = true
 			s.srv.failUndeliverable(m, frameTooLarge(n, max))
@@ -313,7 +313,6 @@ func (s *session) handleSend(req *relaypb.Send, now time.Time) {
 	}
 	m := &Message{
 		ID: s.srv.newID(), From: s.number, ClientMsgID: cid, To: to, Type: req.GetType(), Text: req.GetText(),
-		ContentType: req.GetContentType(), MediaURL: req.GetMediaUrl(), MediaSize: req.GetMediaSize(),
 		SentAt: now, entry: e, accepted: now, holder: s,
 	}
 	if m.Type == relaypb.MessageType_MESSAGE_TYPE_UNSPECIFIED {
@@ -327,14 +326,14 @@ func (s *session) validSend(req *relaypb.Send) error {
 	switch {
 	case cid == "" || len(cid) > 64:
 		return phonebook.Errorf(phonebook.EInvalid, "client_msg_id must be 1 to 64 bytes")
-	case req.GetText() == "" && req.GetMediaUrl() == "":
+	case len(req.GetMedia()) > 0:
+		return phonebook.Errorf(phonebook.EInvalid, "this server does not carry media")
+	case req.GetText() == "":
 		return phonebook.Errorf(phonebook.EInvalid, "message has neither text nor media")
 	case len(req.GetText()) > s.srv.cfg.MaxTextBytes:
 		return phonebook.Errorf(phonebook.ETooLarge, "text is %d bytes; the limit is %d", len(req.GetText()), s.srv.cfg.MaxTextBytes)
 	case !utf8.ValidString(req.GetText()):
 		return phonebook.Errorf(phonebook.EInvalid, "text is not UTF-8")
-	case len(req.GetContentType()) > 100 || len(req.GetMediaUrl()) > 1000:
-		return phonebook.Errorf(phonebook.EInvalid, "content_type or media_url too long")
 	case req.GetType() < 0 || req.GetType() > relaypb.MessageType_FILE:
 		return phonebook.Errorf(phonebook.EInvalid, "unknown message type %d", req.GetType())
 	}
@@ -427,4 +426,13 @@ func (s *session) drainPass(ctx context.Context) (ok bool) {
 		}
 	}
 	return false
+}
+
+// mediaSize is an upper bound of what refs add to a Deliver frame.
+func mediaSize(refs []*relaypb.MediaRef) int {
+	n := 0
+	for _, r := range refs {
+		n += proto.Size(r) + 4
+	}
+	return n
 }

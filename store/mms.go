@@ -239,10 +239,19 @@ func (d *DB) RecordMMS(ctx context.Context, node string, o MMSOutcome) ([]MMSCha
 				link = ?, mm7_message_id = ?, submitted_at = ? WHERE id = ?`,
 				MMSSubmitted, attempts, micros(t), clip(o.Link, 64), clip(o.MessageID, 128), micros(t), o.ID)
 		case MMSToSMS:
-			// Due at once for the SMS fallback; claimed again like a queued one.
-			_, err = tx.ExecContext(ctx, `UPDATE mms_outbox SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, error = ?,
-				claimed_by = '', claimed_until = 0 WHERE id = ?`,
-				MMSToSMS, attempts, micros(t), micros(t), clip(o.Error, 255), o.ID)
+			// Due for the SMS fallback (at once, or at NextAttemptAt when
+			// the hand-over is retried); claimed again like a queued one.
+			// An empty error keeps the one before.
+			due, e := o.NextAttemptAt, clip(o.Error, 255)
+			if due.IsZero() {
+				due = t
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE mms_outbox SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,
+				error = CASE WHEN ? = '' THEN error ELSE ? END, claimed_by = '', claimed_until = 0 WHERE id = ?`,
+				MMSToSMS, attempts, micros(due), micros(t), e, e, o.ID)
+			if err == nil && m.State == MMSToSMS {
+				return nil // a retried hand-over is no change for listeners
+			}
 		case MMSFailed, MMSExpired, MMSSMS:
 			// An empty error keeps the one before (why the MMS went to SMS).
 			e := clip(o.Error, 255)

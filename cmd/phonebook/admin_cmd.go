@@ -132,7 +132,7 @@ func newAdminCmd() *cobra.Command {
 		},
 	}
 	conns.Flags().String("admin-addr", "", "address of the running server's admin listener to ask (admin.addr; default 127.0.0.1:8090)")
-	c.AddCommand(user, conns, newOptOutCmd())
+	c.AddCommand(user, conns, newOptOutCmd(), newMMSCapableCmd())
 	return c
 }
 

@@ -103,6 +103,9 @@ const (
 	MessageState_FAILED                    MessageState = 4 // cannot be delivered
 	MessageState_STORED                    MessageState = 5 // durably stored; delivered when the recipient logs in
 	MessageState_SMS_QUEUED                MessageState = 6 // durably queued in the SMS outbox
+	MessageState_MMS_QUEUED                MessageState = 7 // durably queued in the MMS outbox
+	MessageState_MMS_SUBMITTED             MessageState = 8 // handed to the MMSC
+	MessageState_MMS_DELIVERED             MessageState = 9 // the MMSC reported delivery to the handset
 )
 
 // Enum value maps for MessageState.
@@ -115,6 +118,9 @@ var (
 		4: "FAILED",
 		5: "STORED",
 		6: "SMS_QUEUED",
+		7: "MMS_QUEUED",
+		8: "MMS_SUBMITTED",
+		9: "MMS_DELIVERED",
 	}
 	MessageState_value = map[string]int32{
 		"MESSAGE_STATE_UNSPECIFIED": 0,
@@ -124,6 +130,9 @@ var (
 		"FAILED":                    4,
 		"STORED":                    5,
 		"SMS_QUEUED":                6,
+		"MMS_QUEUED":                7,
+		"MMS_SUBMITTED":             8,
+		"MMS_DELIVERED":             9,
 	}
 )
 
@@ -733,15 +742,14 @@ func (x *HeartbeatAck) GetAt() int64 {
 // durably stored for later (offline store or SMS outbox).
 type Send struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
-	ClientMsgId string                 `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"` // unique per sender; a retry with the same id is not sent twice
-	To          string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`                                        // recipient number in any format; normalised by the server
-	Text        string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`                                    // UTF-8
-	Type        MessageType            `protobuf:"varint,4,opt,name=type,proto3,enum=phonebook.relay.v1.MessageType" json:"type,omitempty"`
-	// Media, for later: the body lives elsewhere (an upload service) and the
-	// message carries a reference.
-	ContentType   string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	MediaUrl      string `protobuf:"bytes,6,opt,name=media_url,json=mediaUrl,proto3" json:"media_url,omitempty"`
-	MediaSize     uint64 `protobuf:"varint,7,opt,name=media_size,json=mediaSize,proto3" json:"media_size,omitempty"`
+	ClientMsgId string                 `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`   // unique per sender; a retry with the same id is not sent twice
+	To          string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`                                          // recipient number in any format; normalised by the server
+	Text        string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`                                      // UTF-8
+	Type        MessageType            `protobuf:"varint,4,opt,name=type,proto3,enum=phonebook.relay.v1.MessageType" json:"type,omitempty"` // IMAGE, AUDIO, VIDEO, FILE or MMS for media; unset: TEXT, or from the first medium's type
+	// Media uploaded over HTTP (POST /v1/media, docs/api.md) that the message
+	// carries, with text as the caption. The client sets only id; the relay
+	// fills the rest from the upload. At most relay.max_media_per_message.
+	Media         []*MediaRef `protobuf:"bytes,8,rep,name=media,proto3" json:"media,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -804,25 +812,107 @@ func (x *Send) GetType() MessageType {
 	return MessageType_MESSAGE_TYPE_UNSPECIFIED
 }
 
-func (x *Send) GetContentType() string {
+func (x *Send) GetMedia() []*MediaRef {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
+// MediaRef names one uploaded medium a message carries. In Deliver every
+// field is set by the server; the recipient downloads the body with
+// GET /v1/media/{id} (docs/api.md) and, when thumbnail is true, a small
+// preview with GET /v1/media/{id}/thumbnail.
+type MediaRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                                      // the media id POST /v1/media returned
+	ContentType   string                 `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"` // sniffed from the bytes: image/jpeg, image/png, image/gif, audio/amr, audio/mp4, video/3gpp, video/mp4, text/vcard
+	Size          uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`                                 // bytes
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`                                  // the file name given at upload, may be empty
+	Width         uint32                 `protobuf:"varint,5,opt,name=width,proto3" json:"width,omitempty"`                               // pixels, images only
+	Height        uint32                 `protobuf:"varint,6,opt,name=height,proto3" json:"height,omitempty"`
+	Thumbnail     bool                   `protobuf:"varint,7,opt,name=thumbnail,proto3" json:"thumbnail,omitempty"` // GET /v1/media/{id}/thumbnail serves a preview
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MediaRef) Reset() {
+	*x = MediaRef{}
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaRef) ProtoMessage() {}
+
+func (x *MediaRef) ProtoReflect() protoreflect.Message {
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaRef.ProtoReflect.Descriptor instead.
+func (*MediaRef) Descriptor() ([]byte, []int) {
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MediaRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MediaRef) GetContentType() string {
 	if x != nil {
 		return x.ContentType
 	}
 	return ""
 }
 
-func (x *Send) GetMediaUrl() string {
+func (x *MediaRef) GetSize() uint64 {
 	if x != nil {
-		return x.MediaUrl
+		return x.Size
+	}
+	return 0
+}
+
+func (x *MediaRef) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
 }
 
-func (x *Send) GetMediaSize() uint64 {
+func (x *MediaRef) GetWidth() uint32 {
 	if x != nil {
-		return x.MediaSize
+		return x.Width
 	}
 	return 0
+}
+
+func (x *MediaRef) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *MediaRef) GetThumbnail() bool {
+	if x != nil {
+		return x.Thumbnail
+	}
+	return false
 }
 
 // SendResult answers Send.
@@ -838,7 +928,7 @@ type SendResult struct {
 
 func (x *SendResult) Reset() {
 	*x = SendResult{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[6]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +940,7 @@ func (x *SendResult) String() string {
 func (*SendResult) ProtoMessage() {}
 
 func (x *SendResult) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[6]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +953,7 @@ func (x *SendResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResult.ProtoReflect.Descriptor instead.
 func (*SendResult) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{6}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendResult) GetClientMsgId() string {
@@ -905,23 +995,24 @@ type Deliver struct {
 	Type        MessageType            `protobuf:"varint,4,opt,name=type,proto3,enum=phonebook.relay.v1.MessageType" json:"type,omitempty"`
 	SentAt      int64                  `protobuf:"varint,5,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"` // microseconds since epoch, when the relay accepted it
 	Offline     bool                   `protobuf:"varint,6,opt,name=offline,proto3" json:"offline,omitempty"`             // it was stored while the recipient was offline
-	ViaSms      bool                   `protobuf:"varint,7,opt,name=via_sms,json=viaSms,proto3" json:"via_sms,omitempty"` // it was also sent to the recipient as an SMS: do not notify again
-	ContentType string                 `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	MediaUrl    string                 `protobuf:"bytes,9,opt,name=media_url,json=mediaUrl,proto3" json:"media_url,omitempty"`
-	MediaSize   uint64                 `protobuf:"varint,10,opt,name=media_size,json=mediaSize,proto3" json:"media_size,omitempty"`
+	ViaSms      bool                   `protobuf:"varint,7,opt,name=via_sms,json=viaSms,proto3" json:"via_sms,omitempty"` // it was also sent to the recipient as an SMS (or MMS): do not notify again
 	// The sender's client_msg_id. (from, client_msg_id) names one message
 	// for good: a sender's retry that the relay could not recognise (through
 	// another node, or after the relay's dedup window) arrives under a new
 	// server_msg_id but the same pair, so drop duplicates by it as well as
 	// by server_msg_id (and acknowledge them).
-	ClientMsgId   string `protobuf:"bytes,11,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	ClientMsgId string `protobuf:"bytes,11,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// The media the message carries (text is then the caption), every
+	// field filled. Download with GET /v1/media/{id}: the recipient is
+	// authorised by this message.
+	Media         []*MediaRef `protobuf:"bytes,12,rep,name=media,proto3" json:"media,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Deliver) Reset() {
 	*x = Deliver{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[7]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1024,7 @@ func (x *Deliver) String() string {
 func (*Deliver) ProtoMessage() {}
 
 func (x *Deliver) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[7]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1037,7 @@ func (x *Deliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
 func (*Deliver) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{7}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Deliver) GetServerMsgId() string {
@@ -998,32 +1089,18 @@ func (x *Deliver) GetViaSms() bool {
 	return false
 }
 
-func (x *Deliver) GetContentType() string {
-	if x != nil {
-		return x.ContentType
-	}
-	return ""
-}
-
-func (x *Deliver) GetMediaUrl() string {
-	if x != nil {
-		return x.MediaUrl
-	}
-	return ""
-}
-
-func (x *Deliver) GetMediaSize() uint64 {
-	if x != nil {
-		return x.MediaSize
-	}
-	return 0
-}
-
 func (x *Deliver) GetClientMsgId() string {
 	if x != nil {
 		return x.ClientMsgId
 	}
 	return ""
+}
+
+func (x *Deliver) GetMedia() []*MediaRef {
+	if x != nil {
+		return x.Media
+	}
+	return nil
 }
 
 type DeliverAck struct {
@@ -1035,7 +1112,7 @@ type DeliverAck struct {
 
 func (x *DeliverAck) Reset() {
 	*x = DeliverAck{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[8]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1124,7 @@ func (x *DeliverAck) String() string {
 func (*DeliverAck) ProtoMessage() {}
 
 func (x *DeliverAck) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[8]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1137,7 @@ func (x *DeliverAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverAck.ProtoReflect.Descriptor instead.
 func (*DeliverAck) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeliverAck) GetServerMsgId() string {
@@ -1084,7 +1161,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[9]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1173,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[9]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1186,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{9}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Receipt) GetServerMsgId() string {
@@ -1164,7 +1241,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[10]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1253,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[10]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1266,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Error) GetCode() string {
@@ -1232,7 +1309,7 @@ type ContactPhone struct {
 
 func (x *ContactPhone) Reset() {
 	*x = ContactPhone{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1321,7 @@ func (x *ContactPhone) String() string {
 func (*ContactPhone) ProtoMessage() {}
 
 func (x *ContactPhone) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1334,7 @@ func (x *ContactPhone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactPhone.ProtoReflect.Descriptor instead.
 func (*ContactPhone) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ContactPhone) GetNumber() string {
@@ -1288,7 +1365,7 @@ type ContactEntry struct {
 
 func (x *ContactEntry) Reset() {
 	*x = ContactEntry{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[12]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1377,7 @@ func (x *ContactEntry) String() string {
 func (*ContactEntry) ProtoMessage() {}
 
 func (x *ContactEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[12]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1390,7 @@ func (x *ContactEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactEntry.ProtoReflect.Descriptor instead.
 func (*ContactEntry) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{12}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContactEntry) GetId() string {
@@ -1364,7 +1441,7 @@ type ContactsSync struct {
 
 func (x *ContactsSync) Reset() {
 	*x = ContactsSync{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[13]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1453,7 @@ func (x *ContactsSync) String() string {
 func (*ContactsSync) ProtoMessage() {}
 
 func (x *ContactsSync) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[13]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1466,7 @@ func (x *ContactsSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactsSync.ProtoReflect.Descriptor instead.
 func (*ContactsSync) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{13}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ContactsSync) GetRequestId() string {
@@ -1459,7 +1536,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[14]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1548,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[14]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1561,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{14}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Presence) GetNumber() string {
@@ -1570,7 +1647,7 @@ type PhoneResult struct {
 
 func (x *PhoneResult) Reset() {
 	*x = PhoneResult{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[15]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1659,7 @@ func (x *PhoneResult) String() string {
 func (*PhoneResult) ProtoMessage() {}
 
 func (x *PhoneResult) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[15]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1672,7 @@ func (x *PhoneResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhoneResult.ProtoReflect.Descriptor instead.
 func (*PhoneResult) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{15}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PhoneResult) GetRaw() string {
@@ -1669,7 +1746,7 @@ type EntryResult struct {
 
 func (x *EntryResult) Reset() {
 	*x = EntryResult{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[16]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1758,7 @@ func (x *EntryResult) String() string {
 func (*EntryResult) ProtoMessage() {}
 
 func (x *EntryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[16]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1771,7 @@ func (x *EntryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryResult.ProtoReflect.Descriptor instead.
 func (*EntryResult) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{16}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EntryResult) GetId() string {
@@ -1740,7 +1817,7 @@ type ContactsSyncResult struct {
 
 func (x *ContactsSyncResult) Reset() {
 	*x = ContactsSyncResult{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[17]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1829,7 @@ func (x *ContactsSyncResult) String() string {
 func (*ContactsSyncResult) ProtoMessage() {}
 
 func (x *ContactsSyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[17]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1842,7 @@ func (x *ContactsSyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactsSyncResult.ProtoReflect.Descriptor instead.
 func (*ContactsSyncResult) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{17}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContactsSyncResult) GetRequestId() string {
@@ -1821,7 +1898,7 @@ type PresenceSet struct {
 
 func (x *PresenceSet) Reset() {
 	*x = PresenceSet{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[18]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1910,7 @@ func (x *PresenceSet) String() string {
 func (*PresenceSet) ProtoMessage() {}
 
 func (x *PresenceSet) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[18]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1923,7 @@ func (x *PresenceSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSet.ProtoReflect.Descriptor instead.
 func (*PresenceSet) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{18}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PresenceSet) GetRequestId() string {
@@ -1916,7 +1993,7 @@ type PresenceSetResult struct {
 
 func (x *PresenceSetResult) Reset() {
 	*x = PresenceSetResult{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[19]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2005,7 @@ func (x *PresenceSetResult) String() string {
 func (*PresenceSetResult) ProtoMessage() {}
 
 func (x *PresenceSetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[19]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2018,7 @@ func (x *PresenceSetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSetResult.ProtoReflect.Descriptor instead.
 func (*PresenceSetResult) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{19}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PresenceSetResult) GetRequestId() string {
@@ -1968,7 +2045,7 @@ type PresenceQuery struct {
 
 func (x *PresenceQuery) Reset() {
 	*x = PresenceQuery{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[20]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2057,7 @@ func (x *PresenceQuery) String() string {
 func (*PresenceQuery) ProtoMessage() {}
 
 func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[20]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2070,7 @@ func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceQuery.ProtoReflect.Descriptor instead.
 func (*PresenceQuery) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{20}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PresenceQuery) GetRequestId() string {
@@ -2017,7 +2094,7 @@ type PresenceList struct {
 
 func (x *PresenceList) Reset() {
 	*x = PresenceList{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[21]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2106,7 @@ func (x *PresenceList) String() string {
 func (*PresenceList) ProtoMessage() {}
 
 func (x *PresenceList) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[21]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2119,7 @@ func (x *PresenceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceList.ProtoReflect.Descriptor instead.
 func (*PresenceList) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{21}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PresenceList) GetRequestId() string {
@@ -2076,7 +2153,7 @@ type PresenceChanged struct {
 
 func (x *PresenceChanged) Reset() {
 	*x = PresenceChanged{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[22]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2165,7 @@ func (x *PresenceChanged) String() string {
 func (*PresenceChanged) ProtoMessage() {}
 
 func (x *PresenceChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[22]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2178,7 @@ func (x *PresenceChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChanged.ProtoReflect.Descriptor instead.
 func (*PresenceChanged) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{22}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PresenceChanged) GetPresence() *Presence {
@@ -2123,7 +2200,7 @@ type ContactJoined struct {
 
 func (x *ContactJoined) Reset() {
 	*x = ContactJoined{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[23]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2212,7 @@ func (x *ContactJoined) String() string {
 func (*ContactJoined) ProtoMessage() {}
 
 func (x *ContactJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[23]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2225,7 @@ func (x *ContactJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactJoined.ProtoReflect.Descriptor instead.
 func (*ContactJoined) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{23}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ContactJoined) GetNumber() string {
@@ -2196,7 +2273,7 @@ type UdpEnvelope struct {
 
 func (x *UdpEnvelope) Reset() {
 	*x = UdpEnvelope{}
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2285,7 @@ func (x *UdpEnvelope) String() string {
 func (*UdpEnvelope) ProtoMessage() {}
 
 func (x *UdpEnvelope) ProtoReflect() protoreflect.Message {
-	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[24]
+	mi := &file_phonebook_relay_v1_relay_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2298,7 @@ func (x *UdpEnvelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UdpEnvelope.ProtoReflect.Descriptor instead.
 func (*UdpEnvelope) Descriptor() ([]byte, []int) {
-	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{24}
+	return file_phonebook_relay_v1_relay_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UdpEnvelope) GetSeq() uint32 {
@@ -2344,22 +2421,28 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x0e\n" +
 	"\x02at\x18\x01 \x01(\x03R\x02at\"\x1e\n" +
 	"\fHeartbeatAck\x12\x0e\n" +
-	"\x02at\x18\x01 \x01(\x03R\x02at\"\xe2\x01\n" +
+	"\x02at\x18\x01 \x01(\x03R\x02at\"\xee\x01\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x123\n" +
-	"\x04type\x18\x04 \x01(\x0e2\x1f.phonebook.relay.v1.MessageTypeR\x04type\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x1b\n" +
-	"\tmedia_url\x18\x06 \x01(\tR\bmediaUrl\x12\x1d\n" +
-	"\n" +
-	"media_size\x18\a \x01(\x04R\tmediaSize\"\xbd\x01\n" +
+	"\x04type\x18\x04 \x01(\x0e2\x1f.phonebook.relay.v1.MessageTypeR\x04type\x122\n" +
+	"\x05media\x18\b \x03(\v2\x1c.phonebook.relay.v1.MediaRefR\x05mediaJ\x04\b\x05\x10\x06J\x04\b\x06\x10\aJ\x04\b\a\x10\bR\fcontent_typeR\tmedia_urlR\n" +
+	"media_size\"\xb1\x01\n" +
+	"\bMediaRef\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x14\n" +
+	"\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x06 \x01(\rR\x06height\x12\x1c\n" +
+	"\tthumbnail\x18\a \x01(\bR\tthumbnail\"\xbd\x01\n" +
 	"\n" +
 	"SendResult\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\"\n" +
 	"\rserver_msg_id\x18\x02 \x01(\tR\vserverMsgId\x126\n" +
 	"\x05state\x18\x03 \x01(\x0e2 .phonebook.relay.v1.MessageStateR\x05state\x12/\n" +
-	"\x05error\x18\x04 \x01(\v2\x19.phonebook.relay.v1.ErrorR\x05error\"\xd9\x02\n" +
+	"\x05error\x18\x04 \x01(\v2\x19.phonebook.relay.v1.ErrorR\x05error\"\xe5\x02\n" +
 	"\aDeliver\x12\"\n" +
 	"\rserver_msg_id\x18\x01 \x01(\tR\vserverMsgId\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x12\n" +
@@ -2367,13 +2450,12 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\x0e2\x1f.phonebook.relay.v1.MessageTypeR\x04type\x12\x17\n" +
 	"\asent_at\x18\x05 \x01(\x03R\x06sentAt\x12\x18\n" +
 	"\aoffline\x18\x06 \x01(\bR\aoffline\x12\x17\n" +
-	"\avia_sms\x18\a \x01(\bR\x06viaSms\x12!\n" +
-	"\fcontent_type\x18\b \x01(\tR\vcontentType\x12\x1b\n" +
-	"\tmedia_url\x18\t \x01(\tR\bmediaUrl\x12\x1d\n" +
-	"\n" +
-	"media_size\x18\n" +
-	" \x01(\x04R\tmediaSize\x12\"\n" +
-	"\rclient_msg_id\x18\v \x01(\tR\vclientMsgId\"0\n" +
+	"\avia_sms\x18\a \x01(\bR\x06viaSms\x12\"\n" +
+	"\rclient_msg_id\x18\v \x01(\tR\vclientMsgId\x122\n" +
+	"\x05media\x18\f \x03(\v2\x1c.phonebook.relay.v1.MediaRefR\x05mediaJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
+	"J\x04\b\n" +
+	"\x10\vR\fcontent_typeR\tmedia_urlR\n" +
+	"media_size\"0\n" +
 	"\n" +
 	"DeliverAck\x12\"\n" +
 	"\rserver_msg_id\x18\x01 \x01(\tR\vserverMsgId\"\xca\x01\n" +
@@ -2503,7 +2585,7 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\x05IMAGE\x10\x04\x12\t\n" +
 	"\x05AUDIO\x10\x05\x12\t\n" +
 	"\x05VIDEO\x10\x06\x12\b\n" +
-	"\x04FILE\x10\a*\x8a\x01\n" +
+	"\x04FILE\x10\a*\xc0\x01\n" +
 	"\fMessageState\x12\x1d\n" +
 	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tDELIVERED\x10\x01\x12\x11\n" +
@@ -2514,7 +2596,11 @@ const file_phonebook_relay_v1_relay_proto_rawDesc = "" +
 	"\n" +
 	"\x06STORED\x10\x05\x12\x0e\n" +
 	"\n" +
-	"SMS_QUEUED\x10\x06B.Z,github.com/phonebook/phonebook/proto/relaypbb\x06proto3"
+	"SMS_QUEUED\x10\x06\x12\x0e\n" +
+	"\n" +
+	"MMS_QUEUED\x10\a\x12\x11\n" +
+	"\rMMS_SUBMITTED\x10\b\x12\x11\n" +
+	"\rMMS_DELIVERED\x10\tB.Z,github.com/phonebook/phonebook/proto/relaypbb\x06proto3"
 
 var (
 	file_phonebook_relay_v1_relay_proto_rawDescOnce sync.Once
@@ -2529,7 +2615,7 @@ func file_phonebook_relay_v1_relay_proto_rawDescGZIP() []byte {
 }
 
 var file_phonebook_relay_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_phonebook_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_phonebook_relay_v1_relay_proto_goTypes = []any{
 	(MessageType)(0),           // 0: phonebook.relay.v1.MessageType
 	(MessageState)(0),          // 1: phonebook.relay.v1.MessageState
@@ -2539,25 +2625,26 @@ var file_phonebook_relay_v1_relay_proto_goTypes = []any{
 	(*Heartbeat)(nil),          // 5: phonebook.relay.v1.Heartbeat
 	(*HeartbeatAck)(nil),       // 6: phonebook.relay.v1.HeartbeatAck
 	(*Send)(nil),               // 7: phonebook.relay.v1.Send
-	(*SendResult)(nil),         // 8: phonebook.relay.v1.SendResult
-	(*Deliver)(nil),            // 9: phonebook.relay.v1.Deliver
-	(*DeliverAck)(nil),         // 10: phonebook.relay.v1.DeliverAck
-	(*Receipt)(nil),            // 11: phonebook.relay.v1.Receipt
-	(*Error)(nil),              // 12: phonebook.relay.v1.Error
-	(*ContactPhone)(nil),       // 13: phonebook.relay.v1.ContactPhone
-	(*ContactEntry)(nil),       // 14: phonebook.relay.v1.ContactEntry
-	(*ContactsSync)(nil),       // 15: phonebook.relay.v1.ContactsSync
-	(*Presence)(nil),           // 16: phonebook.relay.v1.Presence
-	(*PhoneResult)(nil),        // 17: phonebook.relay.v1.PhoneResult
-	(*EntryResult)(nil),        // 18: phonebook.relay.v1.EntryResult
-	(*ContactsSyncResult)(nil), // 19: phonebook.relay.v1.ContactsSyncResult
-	(*PresenceSet)(nil),        // 20: phonebook.relay.v1.PresenceSet
-	(*PresenceSetResult)(nil),  // 21: phonebook.relay.v1.PresenceSetResult
-	(*PresenceQuery)(nil),      // 22: phonebook.relay.v1.PresenceQuery
-	(*PresenceList)(nil),       // 23: phonebook.relay.v1.PresenceList
-	(*PresenceChanged)(nil),    // 24: phonebook.relay.v1.PresenceChanged
-	(*ContactJoined)(nil),      // 25: phonebook.relay.v1.ContactJoined
-	(*UdpEnvelope)(nil),        // 26: phonebook.relay.v1.UdpEnvelope
+	(*MediaRef)(nil),           // 8: phonebook.relay.v1.MediaRef
+	(*SendResult)(nil),         // 9: phonebook.relay.v1.SendResult
+	(*Deliver)(nil),            // 10: phonebook.relay.v1.Deliver
+	(*DeliverAck)(nil),         // 11: phonebook.relay.v1.DeliverAck
+	(*Receipt)(nil),            // 12: phonebook.relay.v1.Receipt
+	(*Error)(nil),              // 13: phonebook.relay.v1.Error
+	(*ContactPhone)(nil),       // 14: phonebook.relay.v1.ContactPhone
+	(*ContactEntry)(nil),       // 15: phonebook.relay.v1.ContactEntry
+	(*ContactsSync)(nil),       // 16: phonebook.relay.v1.ContactsSync
+	(*Presence)(nil),           // 17: phonebook.relay.v1.Presence
+	(*PhoneResult)(nil),        // 18: phonebook.relay.v1.PhoneResult
+	(*EntryResult)(nil),        // 19: phonebook.relay.v1.EntryResult
+	(*ContactsSyncResult)(nil), // 20: phonebook.relay.v1.ContactsSyncResult
+	(*PresenceSet)(nil),        // 21: phonebook.relay.v1.PresenceSet
+	(*PresenceSetResult)(nil),  // 22: phonebook.relay.v1.PresenceSetResult
+	(*PresenceQuery)(nil),      // 23: phonebook.relay.v1.PresenceQuery
+	(*PresenceList)(nil),       // 24: phonebook.relay.v1.PresenceList
+	(*PresenceChanged)(nil),    // 25: phonebook.relay.v1.PresenceChanged
+	(*ContactJoined)(nil),      // 26: phonebook.relay.v1.ContactJoined
+	(*UdpEnvelope)(nil),        // 27: phonebook.relay.v1.UdpEnvelope
 }
 var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	3,  // 0: phonebook.relay.v1.Frame.auth:type_name -> phonebook.relay.v1.Auth
@@ -2565,41 +2652,43 @@ var file_phonebook_relay_v1_relay_proto_depIdxs = []int32{
 	5,  // 2: phonebook.relay.v1.Frame.heartbeat:type_name -> phonebook.relay.v1.Heartbeat
 	6,  // 3: phonebook.relay.v1.Frame.heartbeat_ack:type_name -> phonebook.relay.v1.HeartbeatAck
 	7,  // 4: phonebook.relay.v1.Frame.send:type_name -> phonebook.relay.v1.Send
-	8,  // 5: phonebook.relay.v1.Frame.send_result:type_name -> phonebook.relay.v1.SendResult
-	9,  // 6: phonebook.relay.v1.Frame.deliver:type_name -> phonebook.relay.v1.Deliver
-	10, // 7: phonebook.relay.v1.Frame.deliver_ack:type_name -> phonebook.relay.v1.DeliverAck
-	11, // 8: phonebook.relay.v1.Frame.receipt:type_name -> phonebook.relay.v1.Receipt
-	12, // 9: phonebook.relay.v1.Frame.error:type_name -> phonebook.relay.v1.Error
-	15, // 10: phonebook.relay.v1.Frame.contacts_sync:type_name -> phonebook.relay.v1.ContactsSync
-	19, // 11: phonebook.relay.v1.Frame.contacts_sync_result:type_name -> phonebook.relay.v1.ContactsSyncResult
-	20, // 12: phonebook.relay.v1.Frame.presence_set:type_name -> phonebook.relay.v1.PresenceSet
-	21, // 13: phonebook.relay.v1.Frame.presence_set_result:type_name -> phonebook.relay.v1.PresenceSetResult
-	22, // 14: phonebook.relay.v1.Frame.presence_query:type_name -> phonebook.relay.v1.PresenceQuery
-	23, // 15: phonebook.relay.v1.Frame.presence_list:type_name -> phonebook.relay.v1.PresenceList
-	24, // 16: phonebook.relay.v1.Frame.presence_changed:type_name -> phonebook.relay.v1.PresenceChanged
-	25, // 17: phonebook.relay.v1.Frame.contact_joined:type_name -> phonebook.relay.v1.ContactJoined
+	9,  // 5: phonebook.relay.v1.Frame.send_result:type_name -> phonebook.relay.v1.SendResult
+	10, // 6: phonebook.relay.v1.Frame.deliver:type_name -> phonebook.relay.v1.Deliver
+	11, // 7: phonebook.relay.v1.Frame.deliver_ack:type_name -> phonebook.relay.v1.DeliverAck
+	12, // 8: phonebook.relay.v1.Frame.receipt:type_name -> phonebook.relay.v1.Receipt
+	13, // 9: phonebook.relay.v1.Frame.error:type_name -> phonebook.relay.v1.Error
+	16, // 10: phonebook.relay.v1.Frame.contacts_sync:type_name -> phonebook.relay.v1.ContactsSync
+	20, // 11: phonebook.relay.v1.Frame.contacts_sync_result:type_name -> phonebook.relay.v1.ContactsSyncResult
+	21, // 12: phonebook.relay.v1.Frame.presence_set:type_name -> phonebook.relay.v1.PresenceSet
+	22, // 13: phonebook.relay.v1.Frame.presence_set_result:type_name -> phonebook.relay.v1.PresenceSetResult
+	23, // 14: phonebook.relay.v1.Frame.presence_query:type_name -> phonebook.relay.v1.PresenceQuery
+	24, // 15: phonebook.relay.v1.Frame.presence_list:type_name -> phonebook.relay.v1.PresenceList
+	25, // 16: phonebook.relay.v1.Frame.presence_changed:type_name -> phonebook.relay.v1.PresenceChanged
+	26, // 17: phonebook.relay.v1.Frame.contact_joined:type_name -> phonebook.relay.v1.ContactJoined
 	0,  // 18: phonebook.relay.v1.Send.type:type_name -> phonebook.relay.v1.MessageType
-	1,  // 19: phonebook.relay.v1.SendResult.state:type_name -> phonebook.relay.v1.MessageState
-	12, // 20: phonebook.relay.v1.SendResult.error:type_name -> phonebook.relay.v1.Error
-	0,  // 21: phonebook.relay.v1.Deliver.type:type_name -> phonebook.relay.v1.MessageType
-	1,  // 22: phonebook.relay.v1.Receipt.state:type_name -> phonebook.relay.v1.MessageState
-	12, // 23: phonebook.relay.v1.Receipt.error:type_name -> phonebook.relay.v1.Error
-	13, // 24: phonebook.relay.v1.ContactEntry.phones:type_name -> phonebook.relay.v1.ContactPhone
-	14, // 25: phonebook.relay.v1.ContactsSync.entries:type_name -> phonebook.relay.v1.ContactEntry
-	14, // 26: phonebook.relay.v1.ContactsSync.added:type_name -> phonebook.relay.v1.ContactEntry
-	14, // 27: phonebook.relay.v1.ContactsSync.changed:type_name -> phonebook.relay.v1.ContactEntry
-	16, // 28: phonebook.relay.v1.PhoneResult.presence:type_name -> phonebook.relay.v1.Presence
-	17, // 29: phonebook.relay.v1.EntryResult.phones:type_name -> phonebook.relay.v1.PhoneResult
-	18, // 30: phonebook.relay.v1.ContactsSyncResult.entries:type_name -> phonebook.relay.v1.EntryResult
-	16, // 31: phonebook.relay.v1.PresenceSetResult.presence:type_name -> phonebook.relay.v1.Presence
-	16, // 32: phonebook.relay.v1.PresenceList.presence:type_name -> phonebook.relay.v1.Presence
-	16, // 33: phonebook.relay.v1.PresenceChanged.presence:type_name -> phonebook.relay.v1.Presence
-	2,  // 34: phonebook.relay.v1.UdpEnvelope.frame:type_name -> phonebook.relay.v1.Frame
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	8,  // 19: phonebook.relay.v1.Send.media:type_name -> phonebook.relay.v1.MediaRef
+	1,  // 20: phonebook.relay.v1.SendResult.state:type_name -> phonebook.relay.v1.MessageState
+	13, // 21: phonebook.relay.v1.SendResult.error:type_name -> phonebook.relay.v1.Error
+	0,  // 22: phonebook.relay.v1.Deliver.type:type_name -> phonebook.relay.v1.MessageType
+	8,  // 23: phonebook.relay.v1.Deliver.media:type_name -> phonebook.relay.v1.MediaRef
+	1,  // 24: phonebook.relay.v1.Receipt.state:type_name -> phonebook.relay.v1.MessageState
+	13, // 25: phonebook.relay.v1.Receipt.error:type_name -> phonebook.relay.v1.Error
+	14, // 26: phonebook.relay.v1.ContactEntry.phones:type_name -> phonebook.relay.v1.ContactPhone
+	15, // 27: phonebook.relay.v1.ContactsSync.entries:type_name -> phonebook.relay.v1.ContactEntry
+	15, // 28: phonebook.relay.v1.ContactsSync.added:type_name -> phonebook.relay.v1.ContactEntry
+	15, // 29: phonebook.relay.v1.ContactsSync.changed:type_name -> phonebook.relay.v1.ContactEntry
+	17, // 30: phonebook.relay.v1.PhoneResult.presence:type_name -> phonebook.relay.v1.Presence
+	18, // 31: phonebook.relay.v1.EntryResult.phones:type_name -> phonebook.relay.v1.PhoneResult
+	19, // 32: phonebook.relay.v1.ContactsSyncResult.entries:type_name -> phonebook.relay.v1.EntryResult
+	17, // 33: phonebook.relay.v1.PresenceSetResult.presence:type_name -> phonebook.relay.v1.Presence
+	17, // 34: phonebook.relay.v1.PresenceList.presence:type_name -> phonebook.relay.v1.Presence
+	17, // 35: phonebook.relay.v1.PresenceChanged.presence:type_name -> phonebook.relay.v1.Presence
+	2,  // 36: phonebook.relay.v1.UdpEnvelope.frame:type_name -> phonebook.relay.v1.Frame
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_phonebook_relay_v1_relay_proto_init() }
@@ -2627,14 +2716,14 @@ func file_phonebook_relay_v1_relay_proto_init() {
 		(*Frame_PresenceChanged)(nil),
 		(*Frame_ContactJoined)(nil),
 	}
-	file_phonebook_relay_v1_relay_proto_msgTypes[18].OneofWrappers = []any{}
+	file_phonebook_relay_v1_relay_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phonebook_relay_v1_relay_proto_rawDesc), len(file_phonebook_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
