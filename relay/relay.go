@@ -52,8 +52,8 @@ type UDPAuthenticator interface {
 	AuthenticateUDP(ctx context.Context, udpID []byte) (number phonebook.MSISDN, deviceID string, tokenHash []byte, err error)
 }
 
-// AuthFunc adapts a function to Authenticator, e.g. around
-// accounts.Service.Authenticate, which returns a Principal.
+// AuthFunc adapts a function to Authenticator (AccountsAuth adapts the
+// accounts service).
 type AuthFunc func(ctx context.Context, token string) (phonebook.MSISDN, string, error)
 
 // Authenticate implements Authenticator.
@@ -82,8 +82,8 @@ type FallbackSMS struct {
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
-// survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names). An error whose code says the
+// survive a crash. It reports progress back through Server.SMSStateChanged,
+// or SMSOutboxStateChanged in the outbox's state names. An error whose code says the
 // SMS can never be sent (PermanentSMSError: too long, invalid destination,
 // the recipient opted out or had their daily allowance) ends the fallback
 // with a FAILED receipt carrying that reason; any other is retried with
