@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -91,7 +90,8 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 const maxResponseBytes = 1 << 20
 
 // Submit sends a SubmitReq. A failure status or SOAP fault from the MMSC is
-// a *StatusError (Status.Permanent tells whether to try again;
+// a *StatusError (and so is a request that cannot be sent as it is: 2007,
+// HTTPStatus 0) (Status.Permanent tells whether to try again;
 // IsNotCapable whether the recipient cannot take MMS); any other error
 // (no connection, a timeout, an HTTP error without SOAP, an answer we cannot
 // read) is temporary: the MMSC may or may not have the message.
@@ -110,15 +110,15 @@ func (c *Client) Submit(ctx context.Context, r *SubmitReq) (*SubmitRsp, error) {
 		req.VASID = c.cfg.VASID
 	}
 	if len(req.To) == 0 {
-		return nil, errors.New("mm7 SubmitReq: no recipient")
+		return nil, unsendable("SubmitReq", errors.New("no recipient"))
 	}
 	if err := checkSMILRefs(req.SMIL, req.Parts); err != nil {
-		return nil, fmt.Errorf("mm7 SubmitReq: %w", err)
+		return nil, unsendable("SubmitReq", err)
 	}
 	now := time.Now()
-	b, err := encodeMessage(func(href string) []byte { return encodeSubmitReq(c.cfg.Version, &req, now, href) }, req.Parts, req.SMIL)
+	b, err := encodeMessage(func(href string) []byte { return encodeSubmitReq(schemaOf(c.cfg.Version), &req, now, href) }, req.Parts, req.SMIL)
 	if err != nil {
-		return nil, fmt.Errorf("mm7 SubmitReq: %w", err)
+		return nil, unsendable("SubmitReq", err)
 	}
 	env, err := c.post(ctx, "SubmitReq", b)
 	if err != nil {
@@ -140,7 +140,7 @@ func (c *Client) DeliveryReport(ctx context.Context, r *DeliveryReportReq) (Stat
 	if req.TransactionID == "" {
 		req.TransactionID = NewTransactionID()
 	}
-	b := body{`text/xml; charset="utf-8"`, encodeDeliveryReportReq(c.cfg.Version, &req, time.Now())}
+	b := body{`text/xml; charset="utf-8"`, encodeDeliveryReportReq(schemaOf(c.cfg.Version), &req, time.Now())}
 	env, err := c.post(ctx, "DeliveryReportReq", b)
 	if err != nil {
 		return Status{}, err
@@ -159,12 +159,12 @@ func (c *Client) Deliver(ctx context.Context, r *DeliverReq) (Status, error) {
 		req.TransactionID = NewTransactionID()
 	}
 	if err := checkSMILRefs(req.SMIL, req.Parts); err != nil {
-		return Status{}, fmt.Errorf("mm7 DeliverReq: %w", err)
+		return Status{}, unsendable("DeliverReq", err)
 	}
 	now := time.Now()
-	b, err := encodeMessage(func(href string) []byte { return encodeDeliverReq(c.cfg.Version, &req, now, href) }, req.Parts, req.SMIL)
+	b, err := encodeMessage(func(href string) []byte { return encodeDeliverReq(schemaOf(c.cfg.Version), &req, now, href) }, req.Parts, req.SMIL)
 	if err != nil {
-		return Status{}, fmt.Errorf("mm7 DeliverReq: %w", err)
+		return Status{}, unsendable("DeliverReq", err)
 	}
 	env, err := c.post(ctx, "DeliverReq", b)
 	if err != nil {
@@ -172,6 +172,13 @@ func (c *Client) Deliver(ctx context.Context, r *DeliverReq) (Status, error) {
 	}
 	_, st, err := c.answer(env, "DeliverReq", "DeliverRsp")
 	return st, err
+}
+
+// unsendable is a request that cannot be written as it is (no recipient,
+// a presentation naming no part, a malformed content type): a permanent
+// 2007 Message format corrupt, found before sending (HTTPStatus 0).
+func unsendable(op string, err error) error {
+	return &StatusError{Op: op, Status: NewStatus(StatusMessageFormatCorrupt, err.Error())}
 }
 
 // HTTPError is an HTTP answer without a SOAP envelope in it: a proxy's or
@@ -209,7 +216,7 @@ func (c *Client) post(ctx context.Context, op string, b body) (*envelopeIn, erro
 	if len(data) > maxResponseBytes {
 		return nil, fmt.Errorf("mm7 %s: the answer is over %d bytes", op, maxResponseBytes)
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mt, _, _ := parseMediaType(resp.Header.Get("Content-Type"))
 	soapish := isXML(mt) || strings.HasPrefix(mt, "multipart/")
 	if !soapish || len(bytes.TrimSpace(data)) == 0 {
 		if resp.StatusCode == http.StatusRequestEntityTooLarge {

@@ -1,6 +1,7 @@
 package mm7
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"golang.org/x/text/encoding/htmlindex"
 )
 
 const (
@@ -41,28 +44,12 @@ func encodeMessage(soap func(href string) []byte, parts []Part, smil []byte) (bo
 	if len(parts) == 0 && len(smil) == 0 {
 		return body{`text/xml; charset="utf-8"`, soap("")}, nil
 	}
-	var inner bytes.Buffer
-	mw := multipart.NewWriter(&inner)
-	var contentType string
-	if len(smil) > 0 {
-		contentType = mime.FormatMediaType("multipart/related", map[string]string{
-			"boundary": mw.Boundary(), "type": "application/smil", "start": "<" + smilContentID + ">"})
-		if err := writePart(mw, Part{ContentType: "application/smil", ContentID: smilContentID, ContentLocation: "presentation.smil", Data: smil}); err != nil {
-			return body{}, err
-		}
-	} else {
-		contentType = mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": mw.Boundary()})
-	}
+	size := len(smil) + 4096
 	for _, p := range parts {
-		if err := writePart(mw, p); err != nil {
-			return body{}, err
-		}
+		size += len(p.Data)*137/100 + 256 // base64 and its line breaks, headers
 	}
-	if err := mw.Close(); err != nil {
-		return body{}, err
-	}
-
 	var outer bytes.Buffer
+	outer.Grow(size)
 	ow := multipart.NewWriter(&outer)
 	h := textproto.MIMEHeader{}
 	h.Set("Content-Type", `text/xml; charset="utf-8"`)
@@ -72,13 +59,40 @@ func encodeMessage(soap func(href string) []byte, parts []Part, smil []byte) (bo
 		return body{}, err
 	}
 	w.Write(soap("cid:" + contentContentID))
+
+	// The content, written straight into its part: its boundary is chosen
+	// first, for the part's Content-Type.
+	innerBoundary := multipart.NewWriter(io.Discard).Boundary()
+	var contentType string
+	if len(smil) > 0 {
+		contentType = mime.FormatMediaType("multipart/related", map[string]string{
+			"boundary": innerBoundary, "type": "application/smil", "start": "<" + smilContentID + ">"})
+	} else {
+		contentType = mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": innerBoundary})
+	}
 	h = textproto.MIMEHeader{}
 	h.Set("Content-Type", contentType)
 	h.Set("Content-ID", "<"+contentContentID+">")
 	if w, err = ow.CreatePart(h); err != nil {
 		return body{}, err
 	}
-	w.Write(inner.Bytes())
+	mw := multipart.NewWriter(w)
+	if err := mw.SetBoundary(innerBoundary); err != nil {
+		return body{}, err
+	}
+	if len(smil) > 0 {
+		if err := writePart(mw, Part{ContentType: "application/smil", ContentID: smilContentID, ContentLocation: "presentation.smil", Data: smil}); err != nil {
+			return body{}, err
+		}
+	}
+	for _, p := range parts {
+		if err := writePart(mw, p); err != nil {
+			return body{}, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return body{}, err
+	}
 	if err := ow.Close(); err != nil {
 		return body{}, err
 	}
@@ -116,33 +130,23 @@ func writePart(mw *multipart.Writer, p Part) error {
 		_, err = w.Write(p.Data)
 		return err
 	}
-	lw := &lineWriter{w: w}
-	enc := base64.NewEncoder(base64.StdEncoding, lw)
-	enc.Write(p.Data)
-	enc.Close()
-	return lw.err
+	_, err = w.Write(foldedBase64(p.Data))
+	return err
 }
 
-// lineWriter breaks base64 into 76-character lines (RFC 2045).
-type lineWriter struct {
-	w   io.Writer
-	n   int
-	err error
-}
-
-func (l *lineWriter) Write(b []byte) (int, error) {
-	total := len(b)
-	for len(b) > 0 && l.err == nil {
-		chunk := min(76-l.n, len(b))
-		_, l.err = l.w.Write(b[:chunk])
-		l.n += chunk
-		b = b[chunk:]
-		if l.n == 76 {
-			_, l.err = l.w.Write([]byte("\r\n"))
-			l.n = 0
-		}
+// foldedBase64 is data in base64, in lines of 76 characters (RFC 2045).
+func foldedBase64(data []byte) []byte {
+	enc := base64.StdEncoding.EncodedLen(len(data))
+	out := make([]byte, 0, enc+(enc/76+1)*2)
+	line := make([]byte, 76)
+	for len(data) > 0 {
+		chunk := data[:min(57, len(data))] // 57 bytes = 76 characters
+		base64.StdEncoding.Encode(line, chunk)
+		out = append(out, line[:base64.StdEncoding.EncodedLen(len(chunk))]...)
+		out = append(out, '\r', '\n')
+		data = data[len(chunk):]
 	}
-	return total, l.err
+	return out
 }
 
 // mimePart is one decoded MIME part.
@@ -179,7 +183,7 @@ func decodeMessage(contentType string, data []byte) (*message, *envelopeIn, erro
 	if contentType == "" {
 		return nil, nil, decodeError(http.StatusUnsupportedMediaType, StatusMessageFormatCorrupt, "no Content-Type: want text/xml or multipart/related")
 	}
-	mt, params, err := mime.ParseMediaType(contentType)
+	mt, params, err := parseMediaType(contentType)
 	if err != nil {
 		return nil, nil, decodeError(http.StatusUnsupportedMediaType, StatusMessageFormatCorrupt, "Content-Type %q: %v", truncate(contentType, 80), err)
 	}
@@ -242,9 +246,12 @@ func (msg *message) takeContent(parts []*mimePart, href string) error {
 	if href == "" && len(parts) == 0 {
 		return nil
 	}
-	var content *mimePart
-	switch {
-	case href != "":
+	// Without an href (some MMSCs leave it out, or attach the parts beside
+	// the envelope without a multipart of their own) every attachment is
+	// content.
+	leaves := parts
+	if href != "" {
+		var content *mimePart
 		for _, p := range parts {
 			if matchHref(p, href) {
 				content = p
@@ -254,30 +261,98 @@ func (msg *message) takeContent(parts []*mimePart, href string) error {
 		if content == nil {
 			return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "the Content href %q names no attachment", truncate(href, 80))
 		}
-	case len(parts) == 1:
-		content = parts[0] // no href, one attachment: that is the content
-	default:
-		return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "%d attachments and no Content href to say which is the content", len(parts))
-	}
-	var leaves []*mimePart
-	if content.children != nil {
-		leaves = content.children
-	} else {
 		leaves = []*mimePart{content}
 	}
-	for _, p := range leaves {
+	for _, p := range flatten(leaves) {
 		if p.contentType == "application/smil" && msg.smil == nil {
 			msg.smil = p.data
 			continue
 		}
-		msg.content = append(msg.content, Part{
+		msg.content = append(msg.content, textToUTF8(Part{
 			ContentType:     p.header.Get("Content-Type"),
 			ContentID:       p.contentID(),
 			ContentLocation: strings.TrimSpace(p.header.Get("Content-Location")),
 			Data:            p.data,
-		})
+		}))
 	}
 	return nil
+}
+
+// parseMediaType is mime.ParseMediaType, and when that refuses a header
+// for its parameters, a lenient reading: MMSCs write type=text/xml and
+// boundaries with "/" or "=" unquoted.
+func parseMediaType(v string) (string, map[string]string, error) {
+	mt, params, err := mime.ParseMediaType(v)
+	if err == nil || !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return mt, params, err
+	}
+	params = map[string]string{}
+	segs := splitOutsideQuotes(v, ';')
+	for _, seg := range segs[1:] {
+		k, val, ok := strings.Cut(seg, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		if !ok || k == "" {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+			val = val[1 : len(val)-1]
+		}
+		params[k] = val
+	}
+	return mt, params, nil
+}
+
+// splitOutsideQuotes splits s at sep where sep is not inside double quotes.
+func splitOutsideQuotes(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// textToUTF8 converts a text/plain part in another charset (GB2312, GBK,
+// Big5, EUC-KR, Shift_JIS, ISO-8859-x, UTF-16 ...: phones write them) to
+// UTF-8, so that readers of Parts deal with one; a charset we do not know,
+// or text that does not convert, is left as it came.
+func textToUTF8(p Part) Part {
+	mt, params, err := parseMediaType(p.ContentType)
+	cs := strings.ToLower(params["charset"])
+	if err != nil || mt != "text/plain" || cs == "" || cs == "utf-8" || cs == "us-ascii" {
+		return p
+	}
+	enc, err := htmlindex.Get(cs)
+	if err != nil {
+		return p
+	}
+	data, err := enc.NewDecoder().Bytes(p.Data)
+	if err != nil {
+		return p
+	}
+	params["charset"] = "utf-8"
+	p.ContentType, p.Data = mime.FormatMediaType(mt, params), data
+	return p
+}
+
+// flatten replaces each multipart part by its parts, at every depth.
+func flatten(parts []*mimePart) []*mimePart {
+	var out []*mimePart
+	for _, p := range parts {
+		if p.children != nil {
+			out = append(out, flatten(p.children)...)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func matchHref(p *mimePart, href string) bool {
@@ -299,34 +374,26 @@ func readMultipart(data []byte, boundary string, depth int, count *int) ([]*mime
 	if depth > maxDepth {
 		return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "multipart nested deeper than %d levels", maxDepth)
 	}
-	mr := multipart.NewReader(bytes.NewReader(data), boundary)
+	raws, err := splitMultipart(data, boundary)
+	if err != nil {
+		return nil, err
+	}
 	var parts []*mimePart
-	for {
-		p, err := mr.NextRawPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, multipartError(err)
-		}
+	for _, raw := range raws {
 		if *count++; *count > maxParts {
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "more than %d MIME parts", maxParts)
 		}
-		b, err := io.ReadAll(p)
-		if err != nil {
-			return nil, multipartError(err)
-		}
-		mp := &mimePart{header: p.Header}
-		ct := p.Header.Get("Content-Type")
+		mp := &mimePart{header: raw.header}
+		ct := raw.header.Get("Content-Type")
 		if ct == "" {
 			ct = "text/plain" // RFC 2045's default
 		}
-		mt, params, err := mime.ParseMediaType(ct)
+		mt, params, err := parseMediaType(ct)
 		if err != nil {
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a part's Content-Type %q: %v", truncate(ct, 80), err)
 		}
 		mp.contentType, mp.params = mt, params
-		if mp.data, err = undoTransferEncoding(p.Header.Get("Content-Transfer-Encoding"), b); err != nil {
+		if mp.data, err = undoTransferEncoding(raw.header.Get("Content-Transfer-Encoding"), raw.body); err != nil {
 			return nil, err
 		}
 		if strings.HasPrefix(mt, "multipart/") {
@@ -342,11 +409,107 @@ func readMultipart(data []byte, boundary string, depth int, count *int) ([]*mime
 	return parts, nil
 }
 
-func multipartError(err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "multipart body truncated: it ends before its closing boundary")
+// rawPart is one part of a multipart body: its header and its body, a
+// slice of the body it was split from.
+type rawPart struct {
+	header textproto.MIMEHeader
+	body   []byte
+}
+
+// splitMultipart splits a multipart body held in memory (RFC 2046) without
+// copying it: parts are found between delimiter lines "--boundary", lines
+// end in CRLF or in LF alone, the preamble and epilogue are ignored. A body
+// without its closing delimiter is truncated: an error.
+func splitMultipart(data []byte, boundary string) ([]rawPart, error) {
+	delim := []byte("--" + boundary)
+	// The first delimiter starts the body or a line.
+	at := -1
+	for from := 0; from <= len(data); {
+		i := bytes.Index(data[from:], delim)
+		if i < 0 {
+			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "the multipart body has no boundary line --%s", truncate(boundary, 70))
+		}
+		if c := from + i; (c == 0 || data[c-1] == '\n') && isDelimiterEnd(data[c+len(delim):]) {
+			at = c
+			break
+		}
+		from += i + 1
 	}
-	return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "malformed multipart body: %v", err)
+	var parts []rawPart
+	for {
+		rest := data[at+len(delim):]
+		if bytes.HasPrefix(rest, []byte("--")) {
+			return parts, nil // the closing delimiter
+		}
+		nl := bytes.IndexByte(rest, '\n')
+		if nl < 0 {
+			return nil, truncated()
+		}
+		start := at + len(delim) + nl + 1
+		// The part ends at the line break before the next delimiter line.
+		end := -1
+		for from := start - 1; ; {
+			i := bytes.Index(data[from:], delim)
+			if i < 0 {
+				return nil, truncated()
+			}
+			c := from + i
+			if data[c-1] == '\n' && isDelimiterEnd(data[c+len(delim):]) {
+				at, end = c, c-1
+				break
+			}
+			from = c + 1
+		}
+		if end > start && data[end-1] == '\r' {
+			end--
+		}
+		raw := data[start:max(start, end)]
+		header, body, err := splitHeader(raw)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, rawPart{header, body})
+	}
+}
+
+// isDelimiterEnd reports whether what follows "--boundary" makes it a
+// delimiter line: "--" (the closing one), or transport padding and a line
+// break, or the end of the body (then truncated, as the caller finds).
+func isDelimiterEnd(rest []byte) bool {
+	if len(rest) == 0 || bytes.HasPrefix(rest, []byte("--")) {
+		return true
+	}
+	rest = bytes.TrimLeft(rest, " \t")
+	return len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r' && (len(rest) == 1 || rest[1] == '\n')
+}
+
+// splitHeader parses a part's header, up to the first empty line.
+func splitHeader(raw []byte) (textproto.MIMEHeader, []byte, error) {
+	var head, body []byte
+	switch {
+	case bytes.HasPrefix(raw, []byte("\r\n")):
+		return textproto.MIMEHeader{}, raw[2:], nil
+	case bytes.HasPrefix(raw, []byte("\n")):
+		return textproto.MIMEHeader{}, raw[1:], nil
+	}
+	crlf, lf := bytes.Index(raw, []byte("\r\n\r\n")), bytes.Index(raw, []byte("\n\n"))
+	switch {
+	case crlf >= 0 && (lf < 0 || crlf < lf):
+		head, body = raw[:crlf+4], raw[crlf+4:]
+	case lf >= 0:
+		head, body = raw[:lf+2], raw[lf+2:]
+	default:
+		head, body = append(bytes.Clone(raw), "\r\n\r\n"...), nil // headers only
+	}
+	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(head))).ReadMIMEHeader()
+	if err != nil {
+		return nil, nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a part's header is malformed: %v", err)
+	}
+	return h, body, nil
+}
+
+func truncated() error {
+	return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "multipart body truncated: it ends before its closing boundary")
 }
 
 func undoTransferEncoding(cte string, b []byte) ([]byte, error) {
@@ -354,11 +517,11 @@ func undoTransferEncoding(cte string, b []byte) ([]byte, error) {
 	case "", "7bit", "8bit", "binary":
 		return b, nil
 	case "base64":
-		out := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
-		clean := stripSpace(b)
-		n, err := base64.StdEncoding.Decode(out, clean)
-		if err != nil { // some senders leave out the padding
-			n, err = base64.RawStdEncoding.Decode(out, bytes.TrimRight(clean, "="))
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(b))) // no smaller than StdEncoding's
+		n, err := base64.StdEncoding.Decode(out, b)                   // CR and LF are skipped
+		if err != nil {                                               // spaces, or padding left out
+			clean := bytes.TrimRight(stripSpace(b), "=")
+			n, err = base64.RawStdEncoding.Decode(out, clean)
 		}
 		if err != nil {
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a base64 part does not decode: %v", err)

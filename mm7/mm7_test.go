@@ -170,7 +170,8 @@ func TestSubmitRefusesSMILPointingAtNothing(t *testing.T) {
 	c := mm7.NewClient(mm7.ClientConfig{URL: srv.URL, Username: "vasp", Password: "secret"})
 	parts := []mm7.Part{{ContentType: "image/png", ContentLocation: "a.png", Data: []byte("x")}}
 	_, err := c.Submit(context.Background(), &mm7.SubmitReq{To: []string{"+1"}, Parts: parts, SMIL: mm7.BuildSMIL(parts, "a caption without its part")})
-	if err == nil || !strings.Contains(err.Error(), mm7.CaptionLocation) {
+	var se *mm7.StatusError
+	if !errors.As(err, &se) || se.Status.Code != mm7.StatusMessageFormatCorrupt || mm7.Temporary(err) || !strings.Contains(err.Error(), mm7.CaptionLocation) {
 		t.Fatalf("err = %v", err)
 	}
 	if len(m.reqs) != 0 {

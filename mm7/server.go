@@ -33,7 +33,7 @@ func ReadRequest(r *http.Request, maxBytes int64) (*Request, error) {
 	if r.ContentLength > maxBytes {
 		return nil, decodeError(http.StatusRequestEntityTooLarge, StatusContentRefused, "the body is %d bytes, over the limit of %d", r.ContentLength, maxBytes)
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	data, err := readBounded(r.Body, r.ContentLength, maxBytes)
 	if err != nil {
 		return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "reading the body: %v", err)
 	}
@@ -41,6 +41,17 @@ func ReadRequest(r *http.Request, maxBytes int64) (*Request, error) {
 		return nil, decodeError(http.StatusRequestEntityTooLarge, StatusContentRefused, "the body is over the limit of %d bytes", maxBytes)
 	}
 	return parseRequest(r.Header.Get("Content-Type"), data)
+}
+
+// readBounded reads a body of at most limit bytes (one more is read to
+// tell an oversized one), sized at once when its length is known.
+func readBounded(r io.Reader, length, limit int64) ([]byte, error) {
+	if length < 0 || length > limit {
+		return io.ReadAll(io.LimitReader(r, limit+1))
+	}
+	buf := make([]byte, length) // net/http ends the body at Content-Length
+	_, err := io.ReadFull(r, buf)
+	return buf, err
 }
 
 // parseRequest parses an MM7 request body (the fuzzed entry point).
@@ -134,7 +145,7 @@ func parseRequest(contentType string, data []byte) (*Request, error) {
 // WriteResponse answers req with status st: a SubmitRsp (with messageID),
 // DeliverRsp or DeliveryReportRsp in req's schema version, HTTP 200.
 func WriteResponse(w http.ResponseWriter, req *Request, st Status, messageID string) {
-	version := responseVersion(req.Version)
+	version := responseSchema(req)
 	var b []byte
 	switch req.Op {
 	case "SubmitReq":
@@ -164,9 +175,9 @@ func writeFault(w http.ResponseWriter, req *Request, err error, detail string) {
 			httpStatus = se.HTTPStatus
 		}
 	}
-	version, txID := REL5, ""
+	version, txID := schemaOf(REL5), ""
 	if req != nil {
-		version, txID = responseVersion(req.Version), req.TransactionID
+		version, txID = responseSchema(req), req.TransactionID
 	}
 	if httpStatus == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
@@ -174,16 +185,17 @@ func writeFault(w http.ResponseWriter, req *Request, err error, detail string) {
 	writeXML(w, httpStatus, encodeFault(version, txID, detail, st))
 }
 
-// responseVersion answers in the request's schema version when it is one
-// this package writes, else in the nearest one.
-func responseVersion(v string) string {
-	switch {
-	case knownVersion(v) && v != "":
-		return v
-	case strings.HasPrefix(v, "REL-6"):
-		return REL6
+// responseSchema answers in the request's schema namespace and
+// MM7Version (REL5's when it had none).
+func responseSchema(req *Request) schema {
+	if req.Version == "" {
+		return schemaOf(REL5)
 	}
-	return REL5
+	sc := schemaOf(req.Version)
+	if req.MM7Version != "" && len(req.MM7Version) <= 16 {
+		sc.mm7v = req.MM7Version
+	}
+	return sc
 }
 
 func writeXML(w http.ResponseWriter, status int, b []byte) {

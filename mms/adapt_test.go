@@ -36,7 +36,7 @@ func photo(t testing.TB, w, h, quality int) []byte {
 
 // The acceptance: a 3 MiB JPEG is adapted under 300 KiB.
 func TestAdaptThreeMiBJPEG(t *testing.T) {
-	big := photo(t, 2400, 1800, 97)
+	big := photo(t, 1700, 1275, 100)
 	if len(big) < 3<<20 {
 		t.Fatalf("the test photo is %d bytes, want at least 3 MiB", len(big))
 	}
@@ -59,7 +59,7 @@ func TestAdaptThreeMiBJPEG(t *testing.T) {
 	if d := cfg.Width*3 - cfg.Height*4; d < -4 || d > 4 || cfg.Width < 320 {
 		t.Fatalf("adapted to %dx%d", cfg.Width, cfg.Height)
 	}
-	t.Logf("%d bytes at 2400x1800 -> %d bytes at %dx%d", len(big), len(out[0].Data), cfg.Width, cfg.Height)
+	t.Logf("%d bytes at 1700x1275 -> %d bytes at %dx%d", len(big), len(out[0].Data), cfg.Width, cfg.Height)
 }
 
 func TestAdaptLeavesWhatFits(t *testing.T) {
@@ -74,7 +74,7 @@ func TestAdaptLeavesWhatFits(t *testing.T) {
 // A PNG with transparency becomes a JPEG over white; only the images
 // shrink, the other parts stay.
 func TestAdaptPNGAndOtherParts(t *testing.T) {
-	img := image.NewNRGBA(image.Rect(0, 0, 1500, 1500))
+	img := image.NewNRGBA(image.Rect(0, 0, 700, 700))
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := range img.Pix {
 		img.Pix[i] = uint8(r.IntN(256))
@@ -131,7 +131,7 @@ func bomb(t *testing.T) []byte {
 }
 
 func BenchmarkAdaptThreeMiBJPEG(b *testing.B) {
-	big := photo(b, 2400, 1800, 97)
+	big := photo(b, 1700, 1275, 100)
 	b.SetBytes(int64(len(big)))
 	for b.Loop() {
 		if _, err := Adapt([]Part{{ContentType: "image/jpeg", Data: big}}, "", 300<<10); err != nil {

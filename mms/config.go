@@ -43,7 +43,7 @@ type LinkConfig struct {
 	// MaxMessageBytes is the largest MMS the MMSC takes; larger images are
 	// adapted to it [300 KiB].
 	MaxMessageBytes int
-	Version         string        // MM7 schema: REL-5-MM7-1-2 or REL-6-MM7-1-4 [REL-6-MM7-1-4]
+	Version         string        // MM7 schema: REL-5-MM7-1-2 or REL-6-MM7-1-4 [REL-5-MM7-1-2]
 	Timeout         time.Duration // per request [30s]
 	// TLS for https URLs: a CA file for an MMSC with a private CA, and
 	// (never in production) skipping verification.
@@ -57,7 +57,7 @@ type LinkConfig struct {
 // Default values.
 const (
 	DefaultMaxMessageBytes = 300 << 10
-	DefaultVersion         = "REL-6-MM7-1-4"
+	DefaultVersion         = "REL-5-MM7-1-2"
 )
 
 // DefaultConfig returns the values a zero Config stands for.

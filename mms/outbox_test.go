@@ -380,3 +380,41 @@ func TestReportState(t *testing.T) {
 		t.Error("an unknown MMStatus was known")
 	}
 }
+
+// The fallback decision: capable and routed -> MMS; not capable, or no
+// link for the number -> SMS with the text and a download link.
+func TestSendChoosesMMSOrSMS(t *testing.T) {
+	r := newRig(t, storetest.SQLite(t), Config{CapablePrefixes: []string{"+86138"}})
+	ctx := context.Background()
+	msg := func(ref string, to phonebook.MSISDN) Message {
+		return Message{Ref: ref, From: "+8613900139000", To: to, Text: "[+8613900139000] look", Media: []string{"photo"}}
+	}
+	if via, err := r.ob.Send(ctx, msg("c", "+8613800000001")); err != nil || via != ViaMMS {
+		t.Fatalf("capable: %s %v", via, err)
+	}
+	r.waitStates(t, "c", store.MMSSubmitted)
+	if via, err := r.ob.Send(ctx, msg("n", "+8615000000001")); err != nil || via != ViaSMS {
+		t.Fatalf("not capable: %s %v", via, err)
+	}
+	if err := r.ob.Capabilities().Report(ctx, "+8613800000002", store.CapabilityClient, false); err != nil {
+		t.Fatal(err)
+	}
+	if via, err := r.ob.Send(ctx, msg("h", "+8613800000002")); err != nil || via != ViaSMS {
+		t.Fatalf("the handset said no: %s %v", via, err)
+	}
+	sms := r.sms.all()
+	if len(sms) != 2 || sms[0].ref != "n" || sms[0].text != "[+8613900139000] look https://pb.example/m/n" {
+		t.Fatalf("SMS %+v", sms)
+	}
+	if _, err := r.ob.Send(ctx, Message{Ref: "x", From: "+8613900139000", To: "+8613800000001", Text: "no media"}); phonebook.ErrorCode(err) != phonebook.EInvalid {
+		t.Fatalf("no media: %v", err)
+	}
+	// No link routes the number: SMS whatever the handset can do.
+	ob, err := NewOutbox(Config{CapablePrefixes: []string{"+86"}}, Deps{Store: r.db, Media: memMedia{}, SMS: r.sms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if via, err := ob.Send(ctx, msg("nl", "+8613800000003")); err != nil || via != ViaSMS {
+		t.Fatalf("no link: %s %v", via, err)
+	}
+}

@@ -379,38 +379,88 @@ func (s *Service) HandleMO(ctx context.Context, mo smsc.MO) (bool, error) {
 		return true, s.optInMO(ctx, mo, ext)
 	}
 	started := s.now()
-	if ext != "" {
-		c, found, err := s.db.SMSConversationByExt(ctx, mo.From, ext, started)
-		if err != nil {
-			return true, err
-		}
-		if !found {
-			s.inbound.WithLabelValues("unknown_extension").Inc()
-			s.log.Info("SMS reply to an extension with no conversation for its sender dropped", "from", mo.From, "to", mo.To)
-			return true, nil
-		}
-		return true, s.deliver(ctx, mo, c.Sender, mo.Text, started)
-	}
-	recent, err := s.db.RecentSMSSenders(ctx, mo.From, started.Add(-s.cfg.StickyWindow), 10)
-	if err != nil {
+	r, err := s.route(ctx, mo.From, ext, mo.Text, started)
+	switch {
+	case err != nil:
 		return true, err
-	}
-	if len(recent) == 0 {
+	case r.unknownExt:
+		s.inbound.WithLabelValues("unknown_extension").Inc()
+		s.log.Info("SMS reply to an extension with no conversation for its sender dropped", "from", mo.From, "to", mo.To)
+		return true, nil
+	case r.to == "" && len(r.ask) == 0:
 		return false, nil
+	case r.to == "" && s.cfg.StickyRule == RuleAsk:
+		return true, s.ask(ctx, mo, r.ask)
 	}
-	if to, rest, ok := s.addressed(mo.Text, recent); ok {
-		if err := s.db.TouchSMSConversation(ctx, mo.From, to, started); err != nil {
-			return true, err
+	return true, s.deliver(ctx, mo, r.to, r.text, started)
+}
+
+// routed is where a reply goes: to (with text, the part meant for them),
+// or, when several IM users wrote and the reply names none, ask holds
+// them (to is then the most recent).
+type routed struct {
+	to         phonebook.MSISDN
+	text       string
+	ask        []store.SMSConversation
+	unknownExt bool
+}
+
+// route finds the IM user a reply from number answers: the conversation
+// of the extension, else the sticky rule. It records the use of the
+// conversation, except when the rule would ask.
+func (s *Service) route(ctx context.Context, number phonebook.MSISDN, ext, text string, at time.Time) (routed, error) {
+	if ext != "" {
+		c, found, err := s.db.SMSConversationByExt(ctx, number, ext, at)
+		if err != nil || !found {
+			return routed{unknownExt: !found}, err
 		}
-		return true, s.deliver(ctx, mo, to, rest, started)
+		return routed{to: c.Sender, text: text}, nil
 	}
-	if len(recent) > 1 && s.cfg.StickyRule == RuleAsk {
-		return true, s.ask(ctx, mo, recent)
+	recent, err := s.db.RecentSMSSenders(ctx, number, at.Add(-s.cfg.StickyWindow), 10)
+	if err != nil || len(recent) == 0 {
+		return routed{}, err
 	}
-	if err := s.db.TouchSMSConversation(ctx, mo.From, recent[0].Sender, started); err != nil {
-		return true, err
+	to, rest, ok := s.addressed(text, recent)
+	if !ok {
+		if len(recent) > 1 && s.cfg.StickyRule == RuleAsk {
+			return routed{ask: recent}, nil
+		}
+		to, rest = recent[0].Sender, text
 	}
-	return true, s.deliver(ctx, mo, recent[0].Sender, mo.Text, started)
+	if err := s.db.TouchSMSConversation(ctx, number, to, at); err != nil {
+		return routed{}, err
+	}
+	return routed{to: to, text: rest}, nil
+}
+
+// RouteReply finds the IM user a message from number (a phone without the
+// app) to the short number to answers, as HandleMO routes SMS replies: by
+// the extension after the short number, else to who wrote last (a message
+// that starts with the number of one of the recent writers goes to that
+// one, without the number). A message that cannot be answered with a
+// question (an MMS) goes to the most recent writer under the ask rule
+// too. found is false when to is not the short number or nobody wrote to
+// number within the sticky window; rest is text without a leading number.
+func (s *Service) RouteReply(ctx context.Context, number phonebook.MSISDN, to, text string) (user phonebook.MSISDN, rest string, found bool, err error) {
+	ext, ours := s.extension(to)
+	if !ours || number == "" {
+		return "", "", false, nil
+	}
+	if s.cfg.Mode == ModeSticky {
+		ext = ""
+	}
+	at := s.now()
+	r, err := s.route(ctx, number, ext, text, at)
+	if err != nil || r.unknownExt {
+		return "", "", false, err
+	}
+	if r.to == "" && len(r.ask) > 0 {
+		r.to, r.text = r.ask[0].Sender, text
+		if err := s.db.TouchSMSConversation(ctx, number, r.to, at); err != nil {
+			return "", "", false, err
+		}
+	}
+	return r.to, r.text, r.to != "", nil
 }
 
 // addressed reads a reply that starts with the number of one of the recent

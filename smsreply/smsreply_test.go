@@ -178,3 +178,45 @@ func FuzzNormalizeKeyword(f *testing.F) {
 		}
 	})
 }
+
+// RouteReply routes a message that cannot be answered with a question (an
+// MMS) as SMS replies are routed: by extension, by a leading number, to
+// the most recent writer even under the ask rule; nothing for strangers.
+func TestRouteReply(t *testing.T) {
+	ctx := context.Background()
+	t.Run("extension", func(t *testing.T) {
+		s, rec, _ := newService(t, Config{Mode: ModeExtension})
+		for i := range 2 {
+			if err := s.SendFallback(ctx, "m", sender(i), bob, "hi"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		src := rec.last().From // sender(1)'s conversation
+		if to, rest, ok, err := s.RouteReply(ctx, bob, src, "photo"); err != nil || !ok || to != sender(1) || rest != "photo" {
+			t.Fatalf("by extension: %s %q %v %v", to, rest, ok, err)
+		}
+		if _, _, ok, err := s.RouteReply(ctx, bob, "106909999", "x"); err != nil || ok {
+			t.Fatalf("unknown extension: %v %v", ok, err)
+		}
+		if _, _, ok, err := s.RouteReply(ctx, bob, "95555", "x"); err != nil || ok {
+			t.Fatalf("another short number: %v %v", ok, err)
+		}
+	})
+	t.Run("sticky ask", func(t *testing.T) {
+		s, _, _ := newService(t, Config{Mode: ModeSticky, StickyRule: RuleAsk})
+		for i := range 2 {
+			if err := s.SendFallback(ctx, "m", sender(i), bob, "hi"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if to, _, ok, err := s.RouteReply(ctx, bob, "10690", "look"); err != nil || !ok || (to != sender(1) && to != sender(0)) {
+			t.Fatalf("most recent: %s %v %v", to, ok, err)
+		}
+		if to, rest, ok, err := s.RouteReply(ctx, bob, "10690", string(sender(0))+" for you"); err != nil || !ok || to != sender(0) || rest != "for you" {
+			t.Fatalf("addressed: %s %q %v %v", to, rest, ok, err)
+		}
+		if _, _, ok, err := s.RouteReply(ctx, "+8613900000000", "10690", "hello?"); err != nil || ok {
+			t.Fatalf("nobody wrote to this number: %v %v", ok, err)
+		}
+	})
+}

@@ -4,15 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
 	"sort"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/phonebook/phonebook"
 )
@@ -21,15 +16,6 @@ import (
 const (
 	FlagOneWay = 1 // the other side has not added me
 	FlagMutual = 2 // both have each other
-)
-
-// chunk bounds the values of one IN (...) list, and insertArgs the
-// placeholders of one multi-row INSERT, so a large book never builds a
-// statement either engine refuses (SQLite allows 32766 placeholders, MySQL
-// prepared statements 65535) while a 1,000-entry book takes few round trips.
-const (
-	chunk      = 1000
-	insertArgs = 6000
 )
 
 // BookEntry is one card of an owner's address book, as the phone wrote it.
@@ -60,14 +46,6 @@ func (e BookEntry) equal(o BookEntry) bool {
 		}
 	}
 	return true
-}
-
-// LookupBudget is the anti-enumeration token bucket: each number new to an
-// owner's contact list takes one token; the bucket holds Capacity tokens and
-// refills RefillPerSecond. Capacity 0 disables it.
-type LookupBudget struct {
-	Capacity        int64
-	RefillPerSecond float64
 }
 
 // BookChange is one sync: with Replace, Upsert is the whole new book;
@@ -407,76 +385,6 @@ func (d *DB) addContacts(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN
 	return mutual, nil
 }
 
-// lockBudget creates the owner's bucket row if missing (full), locks it and
-// returns its state.
-func (d *DB) lockBudget(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN, b LookupBudget, t time.Time) (int64, time.Time, error) {
-	ins := "INSERT INTO lookup_budget (owner, tokens_milli, updated_at) VALUES (?, ?, ?) ON CONFLICT (owner) DO NOTHING"
-	sel := "SELECT tokens_milli, updated_at FROM lookup_budget WHERE owner = ?"
-	if d.dialect == MySQL {
-		ins = "INSERT INTO lookup_budget (owner, tokens_milli, updated_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE owner = owner"
-		sel += " FOR UPDATE"
-	}
-	if _, err := tx.ExecContext(ctx, ins, owner, b.Capacity*1000, t.UnixMicro()); err != nil {
-		return 0, time.Time{}, err
-	}
-	var milli, at int64
-	if err := tx.QueryRowContext(ctx, sel, owner).Scan(&milli, &at); err != nil {
-		return 0, time.Time{}, formatError(err)
-	}
-	return milli, time.UnixMicro(at).UTC(), nil
-}
-
-// chargeBudget takes need tokens or fails with ERateLimited and the time the
-// bucket will hold them.
-func (d *DB) chargeBudget(ctx context.Context, tx *sql.Tx, owner phonebook.MSISDN, b LookupBudget, milli int64, at time.Time, need int64, t time.Time) error {
-	if b.Capacity <= 0 || need == 0 {
-		return nil
-	}
-	perMicro := b.RefillPerSecond * 1000 / 1e6
-	level := b.level(milli, at, t)
-	needMilli := float64(need * 1000)
-	if level < needMilli {
-		short := needMilli - level
-		e := phonebook.Errorf(phonebook.ERateLimited,
-			"this sync looks up %d new numbers; %d more may be looked up now", need, int64(level/1000))
-		if need > b.Capacity {
-			e.Message = fmt.Sprintf("this sync looks up %d new numbers; at most %d may be looked up at once", need, b.Capacity)
-			short = float64(b.Capacity*1000) - level
-		}
-		if perMicro > 0 {
-			e.RetryAfter = t.Add(time.Duration(math.Ceil(short/perMicro)) * time.Microsecond)
-		} else {
-			e.RetryAfter = t.Add(24 * time.Hour)
-		}
-		return e
-	}
-	_, err := tx.ExecContext(ctx, "UPDATE lookup_budget SET tokens_milli = ?, updated_at = ? WHERE owner = ?",
-		int64(level-needMilli), t.UnixMicro(), owner)
-	return err
-}
-
-// LookupTokens reports the owner's bucket level now (for tests and admin).
-func (d *DB) LookupTokens(ctx context.Context, owner phonebook.MSISDN, b LookupBudget) (int64, error) {
-	var milli, at int64
-	err := d.db.QueryRowContext(ctx, "SELECT tokens_milli, updated_at FROM lookup_budget WHERE owner = ?", owner).Scan(&milli, &at)
-	if errors.Is(err, sql.ErrNoRows) {
-		return b.Capacity, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return int64(b.level(milli, time.UnixMicro(at), now()) / 1000), nil
-}
-
-// level is the bucket's content in milli-tokens at t, refilled since at.
-func (b LookupBudget) level(milli int64, at, t time.Time) float64 {
-	elapsed := t.Sub(at).Microseconds()
-	if elapsed < 0 {
-		elapsed = 0 // another node's clock ran ahead; never refill backwards
-	}
-	return math.Min(float64(b.Capacity*1000), float64(milli)+float64(elapsed)*b.RefillPerSecond/1000)
-}
-
 // AddressBook returns the owner's book for restore, entries in id order and
 // phones in the order the phone sent them.
 func (d *DB) AddressBook(ctx context.Context, owner phonebook.MSISDN) ([]BookEntry, error) {
@@ -608,106 +516,6 @@ func (d *DB) Holders(ctx context.Context, number phonebook.MSISDN, onlineOnly, m
 		args = append(args, FlagMutual)
 	}
 	return queryNumbers(ctx, d.db, q+" ORDER BY c.owner", args...)
-}
-
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func queryNumbers(ctx context.Context, q querier, query string, args ...any) ([]phonebook.MSISDN, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []phonebook.MSISDN
-	for rows.Next() {
-		var n phonebook.MSISDN
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
-}
-
-func insertRows(ctx context.Context, tx *sql.Tx, table string, rows [][]any) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	width := len(rows[0])
-	one := "(" + placeholders(width) + ")"
-	per := insertArgs / width
-	for start := 0; start < len(rows); start += per {
-		end := min(start+per, len(rows))
-		vals := make([]string, 0, end-start)
-		args := make([]any, 0, (end-start)*width)
-		for _, r := range rows[start:end] {
-			vals = append(vals, one)
-			args = append(args, r...)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO "+table+" VALUES "+strings.Join(vals, ","), args...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func chunks[T any](xs []T) [][]T {
-	var out [][]T
-	for start := 0; start < len(xs); start += chunk {
-		out = append(out, xs[start:min(start+chunk, len(xs))])
-	}
-	return out
-}
-
-func anys[T any](xs []T) []any {
-	out := make([]any, len(xs))
-	for i, x := range xs {
-		out[i] = x
-	}
-	return out
-}
-
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
-}
-
-// retryTx runs fn in a transaction and runs it again when MySQL picked it as
-// a deadlock victim, which concurrent syncs touching each other's rows can
-// cause. MySQL runs it at READ COMMITTED so that reads of absent rows take no
-// gap locks.
-func (d *DB) retryTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	var opts *sql.TxOptions
-	if d.dialect == MySQL {
-		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
-	}
-	for attempt := 0; ; attempt++ {
-		err := func() error {
-			tx, err := d.db.BeginTx(ctx, opts)
-			if err != nil {
-				return err
-			}
-			if err := fn(tx); err != nil {
-				tx.Rollback()
-				return err
-			}
-			return tx.Commit()
-		}()
-		if err == nil || attempt >= 4 || !isDeadlock(err) {
-			return formatError(err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
-		}
-	}
-}
-
-func isDeadlock(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1213
 }
 
 // ForgetContacts deletes what the contacts service holds for a user who is

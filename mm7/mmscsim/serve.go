@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -71,28 +72,21 @@ func (s *Sim) serveMM7(w http.ResponseWriter, r *http.Request) {
 		lose, rec.ResponseLost = true, true
 	}
 	s.mu.Lock()
-	if s.txIDs[rec.TransactionID] {
-		s.stats.Duplicates++
-	}
-	s.txIDs[rec.TransactionID] = true
-	s.submissions = append(s.submissions, rec)
-	s.stats.Submits++
-	s.notify()
+	s.record(rec)
 	s.mu.Unlock()
 	s.print(rec)
 
 	if rec.DeliveryReport && s.vasp != nil {
 		status := s.reportStatus()
 		for _, to := range rec.To {
-			i := s.addReport(Report{MessageID: rec.MessageID, Recipient: to, MMStatus: status})
+			r := s.addReport(Report{MessageID: rec.MessageID, Recipient: to, MMStatus: status})
 			if s.cfg.ReportBeforeResp {
-				s.sendReport(i, rec.Sender)
-				if !s.reportDone(i) {
-					s.goReport(i, rec.Sender, s.cfg.RedeliverAfter)
+				if !s.sendReport(r, rec.Sender) {
+					s.goReport(r, rec.Sender, s.cfg.RedeliverAfter)
 				}
 				continue
 			}
-			s.goReport(i, rec.Sender, s.cfg.ReportDelay)
+			s.goReport(r, rec.Sender, s.cfg.ReportDelay)
 		}
 	}
 	if !s.sleep(s.respDelay.Load().Pick()) {
@@ -137,35 +131,39 @@ func (s *Sim) reportStatus() string {
 	return canonicalMMStatus(s.cfg.ReportStatus)
 }
 
-func (s *Sim) addReport(r Report) int {
+func (s *Sim) addReport(r Report) *Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reports = append(s.reports, r)
+	s.reports = append(s.reports, &r)
+	if n := len(s.reports); n >= 2*s.cfg.Keep {
+		s.reports = slices.Clone(s.reports[n-s.cfg.Keep:])
+	}
 	s.notify()
-	return len(s.reports) - 1
+	return &r
 }
 
-func (s *Sim) reportDone(i int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reports[i].Done
-}
-
-// goReport sends report i after wait, and again until it is done.
-func (s *Sim) goReport(i int, sender string, wait time.Duration) {
+// goReport sends report r after wait, and again until it is done.
+func (s *Sim) goReport(r *Report, sender string, wait time.Duration) {
+	s.srvMu.Lock()
+	defer s.srvMu.Unlock()
+	select {
+	case <-s.closed:
+		return // a request still running when the simulator closed
+	default:
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		for s.sleep(wait) && !s.sendReport(i, sender) {
+		for s.sleep(wait) && !s.sendReport(r, sender) {
 			wait = s.cfg.RedeliverAfter
 		}
 	}()
 }
 
-// sendReport makes one attempt at report i; true when it is done.
-func (s *Sim) sendReport(i int, sender string) bool {
+// sendReport makes one attempt at report rp; true when it is done.
+func (s *Sim) sendReport(rp *Report, sender string) bool {
 	s.mu.Lock()
-	r := s.reports[i]
+	r := *rp
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
@@ -173,7 +171,6 @@ func (s *Sim) sendReport(i int, sender string) bool {
 		Date: time.Now(), MMStatus: r.MMStatus, StatusText: r.MMStatus})
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rp := &s.reports[i]
 	rp.Attempts++
 	rp.Status, rp.Error = st, ""
 	var se *mm7.StatusError

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,10 @@ type Config struct {
 	// Address Error) and details "recipient ... is not MMS capable".
 	NotCapablePrefixes []string
 	NotCapableCode     int
+	// Keep is how many of the newest submissions and reports the simulator
+	// keeps (with their parts) for Submissions, Reports and GET
+	// /submissions; older ones are forgotten, counted in Stats. Default 1000.
+	Keep int
 	// MessageIDStyle: "hex" (default, 16 hex digits), "short" (1, 2, 3 ...)
 	// or "odd" (with spaces inside, XML specials and non-ASCII).
 	MessageIDStyle string
@@ -200,9 +205,10 @@ type Sim struct {
 	ctrlSrv *http.Server
 
 	mu          sync.Mutex
-	submissions []Submission
-	txIDs       map[string]bool
-	reports     []Report
+	submissions []Submission   // the newest Keep
+	submitted   int            // ever accepted; submissions holds the last of them
+	txIDs       map[string]int // of the kept submissions, how many have each TransactionID
+	reports     []*Report      // the newest Keep
 	notCapable  []string
 	changed     chan struct{} // closed and replaced whenever submissions or reports change
 	stats       Stats
@@ -234,6 +240,9 @@ func New(cfg Config) *Sim {
 	if cfg.NotCapableCode == 0 {
 		cfg.NotCapableCode = mm7.StatusAddressError
 	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = 1000
+	}
 	if cfg.MessageIDStyle == "" {
 		cfg.MessageIDStyle = "hex"
 	}
@@ -247,7 +256,7 @@ func New(cfg Config) *Sim {
 		cfg:        cfg,
 		log:        cfg.Log,
 		closed:     make(chan struct{}),
-		txIDs:      make(map[string]bool),
+		txIDs:      make(map[string]int),
 		changed:    make(chan struct{}),
 		notCapable: append([]string(nil), cfg.NotCapablePrefixes...),
 	}
@@ -343,14 +352,15 @@ func (s *Sim) Down() bool {
 
 // Close stops serving and sending; reports not yet sent are dropped.
 func (s *Sim) Close() {
+	s.srvMu.Lock() // goReport adds to wg under it, never after this
 	select {
 	case <-s.closed:
+		s.srvMu.Unlock()
 		return
 	default:
 	}
 	close(s.closed)
 	s.cancel()
-	s.srvMu.Lock()
 	for _, srv := range []*http.Server{s.srv, s.ctrlSrv} {
 		if srv != nil {
 			srv.Close()
@@ -423,26 +433,33 @@ func (s *Sim) count(f func(*Stats)) {
 	s.mu.Unlock()
 }
 
-// Submissions is every accepted message so far, in order.
+// Submissions is the accepted messages (the newest Config.Keep), in order.
 func (s *Sim) Submissions() []Submission {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Submission(nil), s.submissions...)
+	return slices.Clone(s.submissions[max(len(s.submissions)-s.cfg.Keep, 0):])
 }
 
-// Reports is every delivery report sent or being sent, in order.
+// Reports is the delivery reports sent or being sent (the newest
+// Config.Keep), in order.
 func (s *Sim) Reports() []Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Report(nil), s.reports...)
+	kept := s.reports[max(len(s.reports)-s.cfg.Keep, 0):]
+	out := make([]Report, len(kept))
+	for i, r := range kept {
+		out[i] = *r
+	}
+	return out
 }
 
-// WaitSubmissions waits until at least n messages were accepted.
+// WaitSubmissions waits until at least n messages were accepted in all,
+// and returns the kept ones.
 func (s *Sim) WaitSubmissions(ctx context.Context, n int) ([]Submission, error) {
 	for {
 		s.mu.Lock()
-		if len(s.submissions) >= n {
-			out := append([]Submission(nil), s.submissions...)
+		if s.submitted >= n {
+			out := slices.Clone(s.submissions[max(len(s.submissions)-s.cfg.Keep, 0):])
 			s.mu.Unlock()
 			return out, nil
 		}
@@ -456,6 +473,26 @@ func (s *Sim) WaitSubmissions(ctx context.Context, n int) ([]Submission, error) 
 			return nil, errors.New("mmscsim: closed")
 		}
 	}
+}
+
+// record keeps an accepted submission; mu is held.
+func (s *Sim) record(rec Submission) {
+	if s.txIDs[rec.TransactionID] > 0 {
+		s.stats.Duplicates++
+	}
+	s.txIDs[rec.TransactionID]++
+	s.submissions = append(s.submissions, rec)
+	if n := len(s.submissions); n >= 2*s.cfg.Keep { // forget in batches: amortised O(1)
+		for _, old := range s.submissions[:n-s.cfg.Keep] {
+			if s.txIDs[old.TransactionID]--; s.txIDs[old.TransactionID] <= 0 {
+				delete(s.txIDs, old.TransactionID)
+			}
+		}
+		s.submissions = slices.Clone(s.submissions[n-s.cfg.Keep:])
+	}
+	s.submitted++
+	s.stats.Submits++
+	s.notify()
 }
 
 // notify wakes waiters; mu is held.

@@ -327,3 +327,72 @@ func TestSimControlHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSimKeepsTheNewest(t *testing.T) {
+	sim, c := start(t, mmscsim.Config{Keep: 2})
+	var last string
+	for range 5 {
+		rsp, err := c.Submit(context.Background(), message("+8613800138000"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = rsp.MessageID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Patience)
+	defer cancel()
+	subs, err := sim.WaitSubmissions(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(subs) != 2 || subs[1].MessageID != last || sim.Stats().Submits != 5 {
+		t.Fatalf("kept %d, last %q (want %q), stats %+v", len(subs), subs[len(subs)-1].MessageID, last, sim.Stats())
+	}
+}
+
+func TestSimOverTLS(t *testing.T) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS() // for its certificate
+	defer srv.Close()
+	sim := mmscsim.New(mmscsim.Config{TLS: srv.TLS})
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	if !strings.HasPrefix(sim.URL(), "https://") {
+		t.Fatalf("url %s", sim.URL())
+	}
+	c := mm7.NewClient(mm7.ClientConfig{URL: sim.URL(), TLS: srv.Client().Transport.(*http.Transport).TLSClientConfig})
+	defer c.Close()
+	if _, err := c.Submit(context.Background(), message("+8613800138000")); err != nil {
+		t.Fatal(err)
+	}
+	plain := mm7.NewClient(mm7.ClientConfig{URL: "http://" + sim.Addr() + "/mm7"})
+	defer plain.Close()
+	if _, err := plain.Submit(context.Background(), message("+8613800138000")); err == nil {
+		t.Fatal("plain HTTP taken by a TLS-only MMSC")
+	}
+	untrusting := mm7.NewClient(mm7.ClientConfig{URL: sim.URL()})
+	defer untrusting.Close()
+	if _, err := untrusting.Submit(context.Background(), message("+8613800138000")); err == nil {
+		t.Fatal("an unknown certificate was trusted")
+	}
+}
+
+// TestSimClosesWithWorkInFlight: Close returns while a SubmitRsp is held
+// back and reports wait to be sent again, and the VASP sees an error.
+func TestSimClosesWithWorkInFlight(t *testing.T) {
+	v := newVASP(t)
+	v.srv.Close() // reports fail and wait to be sent again
+	sim, c := start(t, mmscsim.Config{VASPURL: v.srv.URL, RespDelay: time.Hour, RedeliverAfter: time.Hour})
+	errs := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(context.Background(), message("+8613800138000"))
+		errs <- err
+	}()
+	poll.Until(t, "the message taken", func() bool { return sim.Stats().Submits == 1 })
+	poll.Until(t, "a report attempt", func() bool { return sim.Stats().ReportsFailed == 1 })
+	sim.Close()
+	if err := <-errs; err == nil || !mm7.Temporary(err) {
+		t.Fatalf("submit: %v", err)
+	}
+}
