@@ -108,12 +108,50 @@ func startChild(t *testing.T, configPath string) *child {
 	return c
 }
 
-// startVerifications queues n verification codes, to prefix followed by
-// eight digits, 16 at a time. Each request has its own deadline: under
-// load a thousand starts take minutes, and none of them may eat the time
-// of the next.
-func startVerifications(t *testing.T, api *client.API, prefix string, n int) {
+func (c *child) kill() {
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	c.cmd.Wait()
+}
+
+// crashConfig writes a serve config with a temp SQLite database and one SMPP
+// link to an address nothing listens on yet (the SMSC is down); extra adds
+// settings to the link, e.g. "resp_timeout: 10s". It returns the config's
+// path and the SMSC address.
+func crashConfig(t *testing.T, extra string) (cfgPath, smscAddr string) {
 	t.Helper()
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	smscAddr = l.Addr().String()
+	l.Close()
+	if extra != "" {
+		extra += ", "
+	}
+	cfgPath = filepath.Join(dir, "phonebook.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+http: {addr: "127.0.0.1:0"}
+relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
+admin: {addr: "127.0.0.1:0"}
+database: {dsn: %q}
+verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
+smsc:
+  links:
+    - {name: a, addr: %q, system_id: pb, window: 100, %sreconnect_min: 50ms, reconnect_max: 200ms}
+`, filepath.Join(dir, "pb.db"), smscAddr, extra)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, smscAddr
+}
+
+// queueVerifications starts n SMS verifications at srv, for the numbers
+// prefix followed by 00000000 to n-1, 16 at a time; each queues an SMS.
+// Each request has its own deadline (stepPatience): under load a thousand
+// starts take minutes, and none of them may eat the time of the next.
+func queueVerifications(t *testing.T, srv *child, prefix string, n int) {
+	t.Helper()
+	api := &client.API{BaseURL: "http://" + srv.http}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 16)
@@ -137,40 +175,17 @@ func startVerifications(t *testing.T, api *client.API, prefix string, n int) {
 	}
 }
 
-func (c *child) kill() {
-	c.cmd.Process.Signal(syscall.SIGKILL)
-	c.cmd.Wait()
-}
-
 // The server is SIGKILLed while 1,000 SMS wait in the outbox (the SMSC is
 // down); after a restart, with the SMSC up, every one is sent, none twice.
 func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns servers")
 	}
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	smscAddr := l.Addr().String()
-	l.Close()
-	cfgPath := filepath.Join(dir, "phonebook.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-http: {addr: "127.0.0.1:0"}
-relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
-admin: {addr: "127.0.0.1:0"}
-database: {dsn: %q}
-verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
-smsc:
-  links:
-    - {name: a, addr: %q, system_id: pb, window: 100, reconnect_min: 50ms, reconnect_max: 200ms}
-`, filepath.Join(dir, "pb.db"), smscAddr)), 0o600)
+	cfgPath, smscAddr := crashConfig(t, "")
 
 	const n = 1000
 	srv := startChild(t, cfgPath)
-	api := &client.API{BaseURL: "http://" + srv.http}
-	startVerifications(t, api, "+86138", n)
+	queueVerifications(t, srv, "+86138", n)
 	srv.kill()
 
 	sim := smscsim.New(smscsim.Config{})
@@ -206,30 +221,12 @@ func TestOutboxSIGTERMSendsNoDuplicates(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns servers")
 	}
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	smscAddr := l.Addr().String()
-	l.Close()
-	cfgPath := filepath.Join(dir, "phonebook.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-http: {addr: "127.0.0.1:0"}
-relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
-admin: {addr: "127.0.0.1:0"}
-database: {dsn: %q}
-verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
-smsc:
-  links:
-    - {name: a, addr: %q, system_id: pb, window: 100, resp_timeout: 10s, reconnect_min: 50ms, reconnect_max: 200ms}
-`, filepath.Join(dir, "pb.db"), smscAddr)), 0o600)
+	cfgPath, smscAddr := crashConfig(t, "resp_timeout: 10s")
 
 	const n = 1000
 	// Queue n codes while the SMSC is down.
 	srv := startChild(t, cfgPath)
-	api := &client.API{BaseURL: "http://" + srv.http}
-	startVerifications(t, api, "+86139", n)
+	queueVerifications(t, srv, "+86139", n)
 	// The SMSC comes up, answering each submit after 300 ms: the server
 	// claims every message and fills its window. No receipt comes during
 	// the test: busy receipt handlers would hold an early unbind back.
