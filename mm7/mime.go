@@ -130,23 +130,32 @@ func writePart(mw *multipart.Writer, p Part) error {
 		_, err = w.Write(p.Data)
 		return err
 	}
-	_, err = w.Write(foldedBase64(p.Data))
-	return err
+	return writeBase64(w, p.Data)
 }
 
-// foldedBase64 is data in base64, in lines of 76 characters (RFC 2045).
-func foldedBase64(data []byte) []byte {
-	enc := base64.StdEncoding.EncodedLen(len(data))
-	out := make([]byte, 0, enc+(enc/76+1)*2)
-	line := make([]byte, 76)
+// writeBase64 writes data in base64, in lines of 76 characters (RFC 2045),
+// through a small buffer: 57 bytes make a line.
+func writeBase64(w io.Writer, data []byte) error {
+	const linesPerChunk = 64
+	var buf [linesPerChunk * 78]byte
 	for len(data) > 0 {
-		chunk := data[:min(57, len(data))] // 57 bytes = 76 characters
-		base64.StdEncoding.Encode(line, chunk)
-		out = append(out, line[:base64.StdEncoding.EncodedLen(len(chunk))]...)
-		out = append(out, '\r', '\n')
-		data = data[len(chunk):]
+		n := 0
+		for range linesPerChunk {
+			if len(data) == 0 {
+				break
+			}
+			chunk := data[:min(57, len(data))]
+			base64.StdEncoding.Encode(buf[n:], chunk)
+			n += base64.StdEncoding.EncodedLen(len(chunk))
+			buf[n], buf[n+1] = '\r', '\n'
+			n += 2
+			data = data[len(chunk):]
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
 // mimePart is one decoded MIME part.

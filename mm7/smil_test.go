@@ -1,6 +1,8 @@
 package mm7
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/xml"
 	"strings"
 	"testing"
@@ -75,6 +77,29 @@ func TestNotCapable(t *testing.T) {
 	} {
 		if got := notCapable(tc.st, tc.codes); got != tc.want {
 			t.Errorf("notCapable(%v, %v) = %v", tc.st, tc.codes, got)
+		}
+	}
+}
+
+func TestWriteBase64FoldsLines(t *testing.T) {
+	for _, n := range []int{0, 1, 56, 57, 58, 57 * 64, 57*64 + 1, 100 << 10} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i*31 + i/7)
+		}
+		var b bytes.Buffer
+		if err := writeBase64(&b, data); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(b.String(), "\r\n"), "\r\n")
+		for i, l := range lines {
+			if len(l) > 76 || i < len(lines)-1 && len(l) != 76 {
+				t.Fatalf("%d bytes: line %d is %d characters", n, i, len(l))
+			}
+		}
+		got, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(b.String(), "\r\n", ""))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: round trip %v", n, err)
 		}
 	}
 }
