@@ -53,8 +53,8 @@ type UDPAuthenticator interface {
 	AuthenticateUDP(ctx context.Context, udpID []byte) (number phonebook.MSISDN, deviceID string, tokenHash []byte, err error)
 }
 
-// AuthFunc adapts a function to Authenticator, e.g. around
-// accounts.Service.Authenticate, which returns a Principal.
+// AuthFunc adapts a function to Authenticator (AccountsAuth adapts the
+// accounts service).
 type AuthFunc func(ctx context.Context, token string) (phonebook.MSISDN, string, error)
 
 // Authenticate implements Authenticator.
@@ -83,14 +83,40 @@ type FallbackSMS struct {
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
-// survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names). An error whose code says the
+// survive a crash. It reports progress back through Server.SMSStateChanged,
+// or SMSOutboxStateChanged in the outbox's state names. An error whose code says the
 // SMS can never be sent (PermanentSMSError: too long, invalid destination,
 // the recipient opted out or had their daily allowance) ends the fallback
 // with a FAILED receipt carrying that reason; any other is retried with
 // backoff until Config.FallbackExpiry.
 type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
+}
+
+// FallbackFuncs adapts functions that take an SMS's fields, e.g.
+// smsreply.Service's SendFallback and CheckFallback (the SMS side does not
+// import the relay), to Fallback and FallbackChecker.
+type FallbackFuncs struct {
+	Send  func(ctx context.Context, messageID string, from, to phonebook.MSISDN, text string) error
+	Check func(messageID string, from, to phonebook.MSISDN, text string) error // nil: every SMS can be sent
+}
+
+var (
+	_ Fallback        = FallbackFuncs{}
+	_ FallbackChecker = FallbackFuncs{}
+)
+
+// SendSMS implements Fallback.
+func (f FallbackFuncs) SendSMS(ctx context.Context, s FallbackSMS) error {
+	return f.Send(ctx, s.MessageID, s.From, s.To, s.Text)
+}
+
+// CheckSMS implements FallbackChecker.
+func (f FallbackFuncs) CheckSMS(s FallbackSMS) error {
+	if f.Check == nil {
+		return nil
+	}
+	return f.Check(s.MessageID, s.From, s.To, s.Text)
 }
 
 // FallbackChecker is implemented by Fallbacks that can tell, without
