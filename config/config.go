@@ -19,13 +19,13 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/media"
 	"github.com/phonebook/phonebook/mms"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -54,6 +54,24 @@ type Config struct {
 	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
 	MMS          MMS          `mapstructure:"mms"`
+	Media        Media        `mapstructure:"media"`
+}
+
+// Media configures media uploads and downloads (media/, docs/api.md#media):
+// limits, how long media live, and the public links an SMS carries.
+type Media struct {
+	Dir                        string        `mapstructure:"dir"`    // bodies on a single node
+	Bucket                     string        `mapstructure:"bucket"` // JetStream Object Store bucket on a cluster
+	MaxBytes                   int64         `mapstructure:"max_bytes"`
+	UnsentTTL                  time.Duration `mapstructure:"unsent_ttl"`
+	Retention                  time.Duration `mapstructure:"retention"`
+	LinkTTL                    time.Duration `mapstructure:"link_ttl"`
+	PublicURL                  string        `mapstructure:"public_url"`
+	UploadsPerHour             int           `mapstructure:"uploads_per_hour"`
+	UploadsPerAddressHour      int           `mapstructure:"uploads_per_address_hour"`
+	LinkFailuresPerAddressHour int           `mapstructure:"link_failures_per_address_hour"`
+	ThumbnailPixels            int           `mapstructure:"thumbnail_pixels"`
+	MaxPerMessage              int           `mapstructure:"max_per_message"`
 }
 
 // Limits says how client addresses are grouped by every per-address limit
@@ -372,6 +390,7 @@ func Default() Config {
 	}
 	rep := smsreply.DefaultConfig()
 	mm := mms.DefaultConfig()
+	med := media.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
@@ -450,6 +469,10 @@ func Default() Config {
 		MMS: MMS{Links: []MMSLink{}, CapablePrefixes: mm.CapablePrefixes, Workers: mm.Workers, Lease: mm.Lease,
 			RetryBase: mm.RetryBase, RetryMax: mm.RetryMax, MaxAttempts: mm.MaxAttempts, Validity: mm.Validity,
 			ShutdownTimeout: mm.ShutdownTimeout},
+		Media: Media{Dir: med.Dir, Bucket: med.Bucket, MaxBytes: med.MaxBytes, UnsentTTL: med.UnsentTTL, Retention: med.Retention,
+			LinkTTL: med.LinkTTL, PublicURL: med.PublicURL, UploadsPerHour: med.UploadsPerHour,
+			UploadsPerAddressHour: med.UploadsPerAddressHour, LinkFailuresPerAddressHour: med.LinkFailuresPerAddressHour,
+			ThumbnailPixels: med.ThumbnailPixels, MaxPerMessage: med.MaxPerMessage},
 	}
 }
 
@@ -597,6 +620,14 @@ func (l Log) SlogLevel() (slog.Level, error) {
 	return 0, fmt.Errorf("log.level: %q is not debug, info, warn or error", l.Level)
 }
 
+// MediaConfig is the media package's configuration.
+func (c *Config) MediaConfig() media.Config {
+	m := c.Media
+	return media.Config{Dir: m.Dir, Bucket: m.Bucket, MaxBytes: m.MaxBytes, UnsentTTL: m.UnsentTTL, Retention: m.Retention,
+		LinkTTL: m.LinkTTL, PublicURL: m.PublicURL, UploadsPerHour: m.UploadsPerHour, UploadsPerAddressHour: m.UploadsPerAddressHour,
+		LinkFailuresPerAddressHour: m.LinkFailuresPerAddressHour, ThumbnailPixels: m.ThumbnailPixels, MaxPerMessage: m.MaxPerMessage}
+}
+
 // MMSConfig is the mms package's configuration (node id left to the caller).
 func (c *Config) MMSConfig() mms.Config {
 	m := c.MMS
@@ -636,88 +667,4 @@ func (c *Config) TrustedProxies() ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, nil
-}
-
-// Redacted returns a copy with secrets replaced, for `config print`.
-func (c Config) Redacted() Config {
-	r := c
-	if r.Database.DSN != "" {
-		r.Database.DSN = redactDSN(r.Database.DSN)
-	}
-	if r.Verify.SecretKey != "" {
-		r.Verify.SecretKey = "REDACTED"
-	}
-	if r.Admin.Token != "" {
-		r.Admin.Token = "REDACTED"
-	}
-	r.SMSC.Links = append([]Link(nil), c.SMSC.Links...)
-	for i := range r.SMSC.Links {
-		if r.SMSC.Links[i].Password != "" {
-			r.SMSC.Links[i].Password = "REDACTED"
-		}
-	}
-	r.MMS.Links = append([]MMSLink(nil), c.MMS.Links...)
-	for i := range r.MMS.Links {
-		for _, p := range []*string{&r.MMS.Links[i].Password, &r.MMS.Links[i].VASPPassword} {
-			if *p != "" {
-				*p = "REDACTED"
-			}
-		}
-	}
-	return r
-}
-
-// redactDSN hides the password in user:pass@tcp(...)/db.
-func redactDSN(dsn string) string {
-	at := strings.LastIndex(dsn, "@")
-	if at < 0 {
-		return dsn
-	}
-	cred := dsn[:at]
-	if c := strings.Index(cred, ":"); c >= 0 {
-		return cred[:c] + ":REDACTED" + dsn[at:]
-	}
-	return dsn
-}
-
-// YAML renders the configuration with its file keys.
-func (c Config) YAML() ([]byte, error) {
-	var m map[string]any
-	if err := mapstructure.Decode(c, &m); err != nil {
-		return nil, err
-	}
-	return yaml.Marshal(toPlain(m))
-}
-
-func toPlain(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = toPlain(e)
-		}
-		return x
-	case time.Duration:
-		return x.String()
-	case []time.Duration:
-		s := make([]string, len(x))
-		for i, d := range x {
-			s[i] = d.String()
-		}
-		return s
-	}
-	rv := reflect.ValueOf(v)
-	if rv.Kind() == reflect.Struct {
-		var m map[string]any
-		if mapstructure.Decode(v, &m) == nil {
-			return toPlain(m)
-		}
-	}
-	if rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Struct {
-		out := make([]any, rv.Len())
-		for i := range out {
-			out[i] = toPlain(rv.Index(i).Interface())
-		}
-		return out
-	}
-	return v
 }

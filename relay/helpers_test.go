@@ -84,6 +84,7 @@ type env struct {
 	auth     *tokenAuth
 	fallback *recordingFallback
 	reg      *prometheus.Registry
+	media    relay.Media // nil: none
 }
 
 func testConfig() relay.Config {
@@ -100,21 +101,38 @@ func start(t *testing.T, cfg relay.Config, db *store.DB) *env {
 	return e
 }
 
+// startWithMedia is start with a Media service built on the env's store.
+func startWithMedia(t *testing.T, cfg relay.Config, db *store.DB, newMedia func(*store.DB) relay.Media) *env {
+	t.Helper()
+	if db == nil {
+		db = storetest.SQLite(t)
+	}
+	e := &env{t: t, db: db, auth: newTokenAuth(), fallback: &recordingFallback{}, media: newMedia(db)}
+	e.startServer(cfg)
+	return e
+}
+
 func (e *env) startServer(cfg relay.Config) {
 	t := e.t
 	e.reg = prometheus.NewRegistry()
 	srv, err := relay.NewServer(cfg, relay.Deps{Auth: e.auth, Store: e.db, Directory: e.auth, Fallback: e.fallback,
-		Metrics: e.reg})
+		Metrics: e.reg, Media: e.media})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.serve(srv)
+}
+
+// serve runs srv on a fresh loopback port as e's server and shuts it down
+// when the test ends.
+func (e *env) serve(srv *relay.Server) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	go srv.Serve(ln)
 	e.srv, e.addr = srv, ln.Addr().String()
-	t.Cleanup(func() {
+	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
