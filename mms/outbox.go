@@ -2,11 +2,9 @@ package mms
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/internal/backoff"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -581,17 +580,7 @@ func permanentSMSError(err error) bool {
 // backoff is exponential from RetryBase, capped at RetryMax, with "equal
 // jitter" (half fixed, half random).
 func (o *Outbox) backoff(attempts int) time.Duration {
-	d := o.cfg.RetryBase
-	for i := 1; i < attempts && d < o.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, o.cfg.RetryMax)
-	half := int64(d / 2)
-	n, err := rand.Int(rand.Reader, big.NewInt(half+1))
-	if err != nil {
-		return d
-	}
-	return time.Duration(half + n.Int64())
+	return backoff.Equal(o.cfg.RetryBase, o.cfg.RetryMax, attempts)
 }
 
 // HandleReport applies an MMSC's delivery report for the MessageID it
