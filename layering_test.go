@@ -41,10 +41,11 @@ var standalonePackages = map[string][]string{
 // the standard library but protobuf (and the domain package's own
 // phone-number library): both the server and the Go client build on them.
 var leafPackages = map[string][]string{
-	"":              {},
-	"proto/relaypb": {},
-	"relay/wire":    {"", "proto/relaypb"},
-	"relay/rudp":    {"proto/relaypb"},
+	"":                {},
+	"proto/relaypb":   {},
+	"proto/clusterpb": {},
+	"relay/wire":      {"", "proto/relaypb"},
+	"relay/rudp":      {"proto/relaypb"},
 }
 
 // covers reports whether rel (a package path relative to the module) is

@@ -26,6 +26,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/accounts"
+	"github.com/phonebook/phonebook/media"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -73,6 +74,9 @@ type Server struct {
 
 	// mmsCapable receives handsets' MMS capability reports at login.
 	mmsCapable func(ctx context.Context, number phonebook.MSISDN, capable bool) error
+
+	// media serves /v1/media and the /m/ links (media.go); nil = off.
+	media *media.Service
 }
 
 // Counter is a cluster-wide fixed-window counter (the store implements it).
@@ -441,6 +445,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {

@@ -86,34 +86,17 @@ func (a *API) do(ctx context.Context, method, path, token string, in, out any) e
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	for k, v := range a.Header {
-		req.Header.Set(k, v)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	hc := a.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 60 * time.Second}
-	}
-	res, err := hc.Do(req)
+	res, err := a.send(req, token)
 	if err != nil {
 		return err
 	}
 	defer res.Body.Close()
+	if err := checkStatus(res); err != nil {
+		return err
+	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	if err != nil {
 		return err
-	}
-	if res.StatusCode >= 300 {
-		var e struct {
-			Error APIError `json:"error"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error.Code == "" {
-			return &APIError{Status: res.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(b))}
-		}
-		e.Error.Status = res.StatusCode
-		return &e.Error
 	}
 	if out == nil {
 		return nil

@@ -54,18 +54,22 @@ func (re *remoteEndpoint) Offer(m *relay.Message, done func(bool)) {
 		return
 	}
 	fb, err := marshalFrame(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: m.Deliver()}})
+	var data []byte
+	if err == nil {
+		env := envelope{numbers: []phonebook.MSISDN{m.To}, device: re.info.DeviceID, frame: fb}
+		data, err = env.marshal()
+	}
 	if err != nil {
 		r.metrics.offers[offerError].Inc()
 		done(false)
 		return
 	}
-	env := envelope{numbers: []phonebook.MSISDN{m.To}, device: re.info.DeviceID, frame: fb}
 	id := r.offerSeq.Add(1)
 	now := time.Now()
 	r.omu.Lock()
 	r.offers[id] = &offer{done: done, deadline: now.Add(r.cfg.DeliverTimeout), start: now}
 	r.omu.Unlock()
-	err = r.nc.PublishMsg(&nats.Msg{Subject: re.base + "deliver", Reply: r.replyPrefix + strconv.FormatUint(id, 36), Data: env.marshal()})
+	err = r.nc.PublishMsg(&nats.Msg{Subject: re.base + "deliver", Reply: r.replyPrefix + strconv.FormatUint(id, 36), Data: data})
 	if err != nil {
 		if o := r.takeOffer(id); o != nil {
 			r.metrics.offers[offerError].Inc()
@@ -113,7 +117,11 @@ func (r *Router) publish(subj string, env *envelope) bool {
 	if r.closed.Load() {
 		return false
 	}
-	if err := r.nc.Publish(subj, env.marshal()); err != nil {
+	data, err := env.marshal()
+	if err == nil {
+		err = r.nc.Publish(subj, data)
+	}
+	if err != nil {
 		r.metrics.forwardErrors.Inc()
 		return false
 	}

@@ -5,27 +5,17 @@ import (
 	"errors"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/proto/clusterpb"
 	"github.com/phonebook/phonebook/proto/relaypb"
 )
 
-// envelope is what nodes send each other on pb.node.<node>.*. It is
-// encoded by hand in protobuf wire format, so it reads as this message:
-//
-//	message Envelope {
-//	  repeated string numbers = 1; // E.164 recipients
-//	  string device = 2;           // one device; empty: the newest session of each number
-//	  bytes frame = 3;             // a relay Frame (Deliver, Receipt, SendResult, ...)
-//	  string session_id = 4;       // close: only this session
-//	  string code = 5;             // close: the error code sent to the client
-//	  string message = 6;
-//	}
-//
-// The relay's own Frame carries the message itself, so a node forwards
-// exactly the bytes its clients would get.
+// envelope is what nodes send each other on pb.node.<node>.*: a
+// clusterpb.Envelope (proto/phonebook/cluster/v1/cluster.proto) with the
+// numbers typed. The relay's own Frame carries the message itself, so a
+// node forwards exactly the bytes its clients would get.
 type envelope struct {
 	numbers   []phonebook.MSISDN
 	device    string
@@ -35,31 +25,15 @@ type envelope struct {
 	message   string
 }
 
-func (e *envelope) marshal() []byte {
-	n := len(e.frame) + len(e.device) + len(e.sessionID) + len(e.code) + len(e.message) + 16
-	for _, num := range e.numbers {
-		n += len(num) + 2
+// marshal fails only for a string that is not UTF-8, which proto3 refuses;
+// the numbers are normalised and the ids validated long before they get here.
+func (e *envelope) marshal() ([]byte, error) {
+	numbers := make([]string, len(e.numbers))
+	for i, n := range e.numbers {
+		numbers[i] = string(n)
 	}
-	b := make([]byte, 0, n)
-	for _, num := range e.numbers {
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, string(num))
-	}
-	appendStr := func(num protowire.Number, s string) {
-		if s != "" {
-			b = protowire.AppendTag(b, num, protowire.BytesType)
-			b = protowire.AppendString(b, s)
-		}
-	}
-	appendStr(2, e.device)
-	if len(e.frame) > 0 {
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendBytes(b, e.frame)
-	}
-	appendStr(4, e.sessionID)
-	appendStr(5, e.code)
-	appendStr(6, e.message)
-	return b
+	return proto.Marshal(&clusterpb.Envelope{Numbers: numbers, Device: e.device, Frame: e.frame,
+		SessionId: e.sessionID, Code: e.code, Message: e.message})
 }
 
 var errBadEnvelope = errors.New("cluster: malformed envelope")
@@ -69,43 +43,15 @@ var errBadEnvelope = errors.New("cluster: malformed envelope")
 const maxEnvelopeNumbers = 10000
 
 func (e *envelope) unmarshal(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errBadEnvelope
-		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return errBadEnvelope
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return errBadEnvelope
-		}
-		b = b[n:]
-		switch num {
-		case 1:
-			if len(e.numbers) >= maxEnvelopeNumbers {
-				return errBadEnvelope
-			}
-			e.numbers = append(e.numbers, phonebook.MSISDN(v))
-		case 2:
-			e.device = string(v)
-		case 3:
-			e.frame = v
-		case 4:
-			e.sessionID = string(v)
-		case 5:
-			e.code = string(v)
-		case 6:
-			e.message = string(v)
-		}
+	var pb clusterpb.Envelope
+	if err := proto.Unmarshal(b, &pb); err != nil || len(pb.Numbers) > maxEnvelopeNumbers {
+		return errBadEnvelope
 	}
+	e.numbers = make([]phonebook.MSISDN, len(pb.Numbers))
+	for i, n := range pb.Numbers {
+		e.numbers[i] = phonebook.MSISDN(n)
+	}
+	e.device, e.frame, e.sessionID, e.code, e.message = pb.Device, pb.Frame, pb.SessionId, pb.Code, pb.Message
 	return nil
 }
 

@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"slices"
 	"sync"
 	"testing"
@@ -19,23 +21,78 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	in := envelope{numbers: []phonebook.MSISDN{"+8613800138000", "+447700900123"}, device: "dev 1/ü", frame: fb,
 		sessionID: "s-1", code: "session_replaced", message: "moved"}
 	var out envelope
-	if err := out.unmarshal(in.marshal()); err != nil {
+	if err := out.unmarshal(mustMarshal(t, &in)); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(out.numbers, in.numbers) || out.device != in.device || string(out.frame) != string(in.frame) ||
-		out.sessionID != in.sessionID || out.code != in.code || out.message != in.message {
+	if !sameEnvelope(out, in) {
 		t.Fatalf("round trip: %+v != %+v", out, in)
 	}
 	f, err := unmarshalFrame(out.frame)
 	if err != nil || f.GetDeliver().GetText() != "你好 😀" {
 		t.Fatalf("frame: %v %v", f, err)
 	}
-	for _, bad := range [][]byte{{0x0a}, {0x0a, 0x05, 'a'}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}} {
+	tooMany := make([]phonebook.MSISDN, maxEnvelopeNumbers+1)
+	for i := range tooMany {
+		tooMany[i] = "+8613800138000"
+	}
+	for _, bad := range [][]byte{{0x0a}, {0x0a, 0x05, 'a'}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		mustMarshal(t, &envelope{numbers: tooMany})} {
 		var e envelope
 		if err := e.unmarshal(bad); err == nil {
-			t.Errorf("unmarshal(%x) accepted", bad)
+			t.Errorf("unmarshal(%.20x...) accepted", bad)
 		}
 	}
+}
+
+// The envelope was encoded by hand before cluster.proto declared it; these
+// bytes are what that encoder wrote. The generated code writes and reads the
+// same bytes, so old and new nodes understand each other during a rolling
+// upgrade.
+func TestEnvelopeBytesMatchTheHandEncoding(t *testing.T) {
+	fb, err := marshalFrame(&relaypb.Frame{Body: &relaypb.Frame_Deliver{Deliver: &relaypb.Deliver{ServerMsgId: "m1", Text: "你好"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  envelope
+		hex  string
+	}{
+		{"deliver", envelope{numbers: []phonebook.MSISDN{"+8613800138000", "+447700900123"}, device: "dev-1", frame: fb},
+			"0a0e2b383631333830303133383030300a0d2b34343737303039303031323312056465762d311a0e3a0c0a026d311a06e4bda0e5a5bd"},
+		{"close", envelope{numbers: []phonebook.MSISDN{"+8613800138000"}, device: "dev-1", sessionID: "s-1", code: "session_replaced", message: "signed in elsewhere"},
+			"0a0e2b3836313338303031333830303012056465762d312203732d312a1073657373696f6e5f7265706c6163656432137369676e656420696e20656c73657768657265"},
+		{"wake", envelope{numbers: []phonebook.MSISDN{"+8613800138000"}}, "0a0e2b38363133383030313338303030"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := hex.EncodeToString(mustMarshal(t, &tt.env)); got != tt.hex {
+				t.Errorf("marshal:\n got %s\nwant %s", got, tt.hex)
+			}
+			golden, _ := hex.DecodeString(tt.hex)
+			// A field a later version adds (here 7, a varint) is skipped.
+			for _, b := range [][]byte{golden, append(golden, 0x38, 0x01)} {
+				var out envelope
+				if err := out.unmarshal(b); err != nil || !sameEnvelope(out, tt.env) {
+					t.Errorf("unmarshal(%x) = %+v, %v; want %+v", b, out, err, tt.env)
+				}
+			}
+		})
+	}
+}
+
+func mustMarshal(t testing.TB, e *envelope) []byte {
+	t.Helper()
+	b, err := e.marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sameEnvelope(a, b envelope) bool {
+	return slices.Equal(a.numbers, b.numbers) && a.device == b.device && bytes.Equal(a.frame, b.frame) &&
+		a.sessionID == b.sessionID && a.code == b.code && a.message == b.message
 }
 
 func TestSessionKeyIsAValidKVKey(t *testing.T) {
@@ -57,7 +114,7 @@ func TestSessionKeyIsAValidKVKey(t *testing.T) {
 }
 
 func FuzzEnvelope(f *testing.F) {
-	f.Add((&envelope{numbers: []phonebook.MSISDN{"+8613800138000"}, device: "d", frame: []byte{1, 2}}).marshal())
+	f.Add(mustMarshal(f, &envelope{numbers: []phonebook.MSISDN{"+8613800138000"}, device: "d", frame: []byte{1, 2}}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var e envelope
@@ -65,10 +122,10 @@ func FuzzEnvelope(f *testing.F) {
 			return
 		}
 		var again envelope
-		if err := again.unmarshal(e.marshal()); err != nil {
+		if err := again.unmarshal(mustMarshal(t, &e)); err != nil {
 			t.Fatalf("re-encoding failed: %v", err)
 		}
-		if !slices.Equal(again.numbers, e.numbers) || again.device != e.device || string(again.frame) != string(e.frame) {
+		if !sameEnvelope(again, e) {
 			t.Fatalf("re-encoding changed the envelope")
 		}
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/phonebook/phonebook/api"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/media"
 	"github.com/phonebook/phonebook/mms"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -54,6 +55,24 @@ type Config struct {
 	SMSReply     SMSReply     `mapstructure:"sms_reply"`
 	Admin        Admin        `mapstructure:"admin"`
 	MMS          MMS          `mapstructure:"mms"`
+	Media        Media        `mapstructure:"media"`
+}
+
+// Media configures media uploads and downloads (media/, docs/api.md#media):
+// limits, how long media live, and the public links an SMS carries.
+type Media struct {
+	Dir                        string        `mapstructure:"dir"`    // bodies on a single node
+	Bucket                     string        `mapstructure:"bucket"` // JetStream Object Store bucket on a cluster
+	MaxBytes                   int64         `mapstructure:"max_bytes"`
+	UnsentTTL                  time.Duration `mapstructure:"unsent_ttl"`
+	Retention                  time.Duration `mapstructure:"retention"`
+	LinkTTL                    time.Duration `mapstructure:"link_ttl"`
+	PublicURL                  string        `mapstructure:"public_url"`
+	UploadsPerHour             int           `mapstructure:"uploads_per_hour"`
+	UploadsPerAddressHour      int           `mapstructure:"uploads_per_address_hour"`
+	LinkFailuresPerAddressHour int           `mapstructure:"link_failures_per_address_hour"`
+	ThumbnailPixels            int           `mapstructure:"thumbnail_pixels"`
+	MaxPerMessage              int           `mapstructure:"max_per_message"`
 }
 
 // Limits says how client addresses are grouped by every per-address limit
@@ -372,6 +391,7 @@ func Default() Config {
 	}
 	rep := smsreply.DefaultConfig()
 	mm := mms.DefaultConfig()
+	med := media.DefaultConfig()
 	return Config{
 		Node:     host,
 		Log:      Log{Level: "info", Format: "text"},
@@ -450,6 +470,10 @@ func Default() Config {
 		MMS: MMS{Links: []MMSLink{}, CapablePrefixes: mm.CapablePrefixes, Workers: mm.Workers, Lease: mm.Lease,
 			RetryBase: mm.RetryBase, RetryMax: mm.RetryMax, MaxAttempts: mm.MaxAttempts, Validity: mm.Validity,
 			ShutdownTimeout: mm.ShutdownTimeout},
+		Media: Media{Dir: med.Dir, Bucket: med.Bucket, MaxBytes: med.MaxBytes, UnsentTTL: med.UnsentTTL, Retention: med.Retention,
+			LinkTTL: med.LinkTTL, PublicURL: med.PublicURL, UploadsPerHour: med.UploadsPerHour,
+			UploadsPerAddressHour: med.UploadsPerAddressHour, LinkFailuresPerAddressHour: med.LinkFailuresPerAddressHour,
+			ThumbnailPixels: med.ThumbnailPixels, MaxPerMessage: med.MaxPerMessage},
 	}
 }
 
@@ -595,6 +619,14 @@ func (l Log) SlogLevel() (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("log.level: %q is not debug, info, warn or error", l.Level)
+}
+
+// MediaConfig is the media package's configuration.
+func (c *Config) MediaConfig() media.Config {
+	m := c.Media
+	return media.Config{Dir: m.Dir, Bucket: m.Bucket, MaxBytes: m.MaxBytes, UnsentTTL: m.UnsentTTL, Retention: m.Retention,
+		LinkTTL: m.LinkTTL, PublicURL: m.PublicURL, UploadsPerHour: m.UploadsPerHour, UploadsPerAddressHour: m.UploadsPerAddressHour,
+		LinkFailuresPerAddressHour: m.LinkFailuresPerAddressHour, ThumbnailPixels: m.ThumbnailPixels, MaxPerMessage: m.MaxPerMessage}
 }
 
 // MMSConfig is the mms package's configuration (node id left to the caller).

@@ -116,6 +116,13 @@ func (c *Config) Validate() error {
 	if err := c.MMSConfig().Validate(); err != nil {
 		return err
 	}
+	if err := c.MediaConfig().Validate(); err != nil {
+		return err
+	}
+	if c.Media.Retention > 0 && c.Media.Retention < c.Relay.OfflineTTL {
+		return fmt.Errorf("media.retention (%s) must be at least relay.offline_ttl (%s): a stored message must not outlive its media",
+			c.Media.Retention, c.Relay.OfflineTTL)
+	}
 	return nil
 }
 

@@ -219,10 +219,10 @@ func TestExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		url, err := s.Link(ctx, "m2", carol, []string{linked.ID}, 0)
-		if err != nil || !strings.HasPrefix(url, "http://localhost:8080/m/") || len(url) != len("http://localhost:8080/m/")+20 {
+		if err != nil || !strings.HasPrefix(url, "http://127.0.0.1:8080/m/") || len(url) != len("http://127.0.0.1:8080/m/")+20 {
 			t.Fatalf("link %q %v", url, err)
 		}
-		tok := strings.TrimPrefix(url, "http://localhost:8080/m/")
+		tok := strings.TrimPrefix(url, "http://127.0.0.1:8080/m/")
 		// After an hour the unsent upload goes; the sent one stays.
 		clock = clock.Add(time.Hour + time.Second)
 		if n, err := s.Expire(ctx, 100); err != nil || n != 1 {
@@ -245,17 +245,17 @@ func TestExpiry(t *testing.T) {
 		if err := s.Readable(ctx, sent.ID, bob); phonebook.ErrorCode(err) != phonebook.ENotFound {
 			t.Fatalf("bob after the retention: %v", err)
 		}
-		if infos, err := s.ResolveLink(ctx, tok); err != nil || len(infos) != 1 || infos[0].ID != linked.ID {
+		if infos, _, err := s.ResolveLink(ctx, tok); err != nil || len(infos) != 1 || infos[0].ID != linked.ID {
 			t.Fatalf("link before it expires: %v %v", infos, err)
 		}
 		clock = clock.Add(24 * time.Hour)
-		if _, err := s.ResolveLink(ctx, tok); phonebook.ErrorCode(err) != phonebook.EExpired {
+		if _, _, err := s.ResolveLink(ctx, tok); phonebook.ErrorCode(err) != phonebook.EExpired {
 			t.Fatalf("link after it expired: %v", err)
 		}
 		if n, err := s.Expire(ctx, 100); err != nil || n != 1 {
 			t.Fatalf("expire after the link: %d %v", n, err)
 		}
-		if _, err := s.ResolveLink(ctx, tok); phonebook.ErrorCode(err) != phonebook.ENotFound {
+		if _, _, err := s.ResolveLink(ctx, tok); phonebook.ErrorCode(err) != phonebook.ENotFound {
 			t.Fatalf("link after the janitor: %v", err)
 		}
 		if _, _, err := s.OpenLink(ctx, "aaaaaaaaaaaaaaaaaaaa", 0, false); phonebook.ErrorCode(err) != phonebook.ENotFound {

@@ -49,11 +49,16 @@ type Config struct {
 	UploadsPerAddressHour int
 	// ThumbnailPixels is the longer side of an image's thumbnail.
 	ThumbnailPixels int
+	// LinkFailuresPerAddressHour: wrong /m/ links one client address
+	// may try per hour before it is refused (links cannot be guessed, and
+	// guessing is not let to go on).
+	LinkFailuresPerAddressHour int
 	// MaxPerMessage is how many media one message may carry.
 	MaxPerMessage int
-	// JanitorInterval is how often expired media are deleted.
-	JanitorInterval time.Duration
 }
+
+// janitorInterval is how often Run deletes expired media.
+const janitorInterval = time.Minute
 
 // DefaultConfig returns the values a zero Config stands for.
 func DefaultConfig() Config {
@@ -82,7 +87,7 @@ func (c *Config) setDefaults() {
 		c.LinkTTL = 7 * 24 * time.Hour
 	}
 	if c.PublicURL == "" {
-		c.PublicURL = "http://localhost:8080"
+		c.PublicURL = "http://127.0.0.1:8080"
 	}
 	if c.UploadsPerHour <= 0 {
 		c.UploadsPerHour = 60
@@ -93,11 +98,11 @@ func (c *Config) setDefaults() {
 	if c.ThumbnailPixels <= 0 {
 		c.ThumbnailPixels = 160
 	}
+	if c.LinkFailuresPerAddressHour <= 0 {
+		c.LinkFailuresPerAddressHour = 30
+	}
 	if c.MaxPerMessage <= 0 {
 		c.MaxPerMessage = 10
-	}
-	if c.JanitorInterval <= 0 {
-		c.JanitorInterval = time.Minute
 	}
 }
 
@@ -105,6 +110,9 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		return fmt.Errorf("media.public_url %q must start with http:// or https://", c.PublicURL)
+	}
+	if c.MaxPerMessage > 100 {
+		return fmt.Errorf("media.max_per_message %d is over 100", c.MaxPerMessage)
 	}
 	if c.MaxBytes > 64<<20 {
 		return fmt.Errorf("media.max_bytes %d is over 64 MiB; media are held in memory while they are checked", c.MaxBytes)
@@ -285,7 +293,7 @@ func (s *Service) limit(ctx context.Context, owner phonebook.MSISDN, addrKey str
 			if i == 1 {
 				who = "this address"
 			}
-			e := phonebook.Errorf(phonebook.ERateLimited, "%s has made %d uploads this hour; the limit is %d", who, limits[i], limits[i])
+			e := phonebook.Errorf(phonebook.ERateLimited, "%s may upload %d media an hour", who, limits[i])
 			e.RetryAfter = resets[i]
 			return e
 		}
@@ -435,36 +443,37 @@ func hashToken(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// ResolveLink returns the media a link token gives, EExpired once it has
-// run out, ENotFound for a token that never was.
-func (s *Service) ResolveLink(ctx context.Context, tok string) ([]Info, error) {
+// ResolveLink returns the media a link token gives and when the link
+// expires: EExpired once it has run out, ENotFound for a token that never
+// was (or whose media are gone).
+func (s *Service) ResolveLink(ctx context.Context, tok string) ([]Info, time.Time, error) {
 	if len(tok) != 20 {
-		return nil, phonebook.Errorf(phonebook.ENotFound, "no such link")
+		return nil, time.Time{}, phonebook.Errorf(phonebook.ENotFound, "no such link")
 	}
 	l, err := s.store.MediaLink(ctx, hashToken(tok))
 	if phonebook.ErrorCode(err) == phonebook.ENotFound {
-		return nil, phonebook.Errorf(phonebook.ENotFound, "no such link")
+		return nil, time.Time{}, phonebook.Errorf(phonebook.ENotFound, "no such link")
 	}
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if !l.Expires.After(s.now()) {
-		return nil, phonebook.Errorf(phonebook.EExpired, "this link expired at %s", l.Expires.Format(time.RFC3339))
+		return nil, time.Time{}, phonebook.Errorf(phonebook.EExpired, "this link expired at %s", l.Expires.Format(time.RFC3339))
 	}
 	infos := make([]Info, 0, len(l.MediaIDs))
 	for _, id := range l.MediaIDs {
 		info, err := s.Info(ctx, id)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		infos = append(infos, info)
 	}
-	return infos, nil
+	return infos, l.Expires, nil
 }
 
 // OpenLink opens the n-th medium (from 0) of a link, or its thumbnail.
 func (s *Service) OpenLink(ctx context.Context, tok string, n int, thumbnail bool) (io.ReadSeekCloser, Info, error) {
-	infos, err := s.ResolveLink(ctx, tok)
+	infos, _, err := s.ResolveLink(ctx, tok)
 	if err != nil {
 		return nil, Info{}, err
 	}
@@ -498,9 +507,9 @@ func (s *Service) Expire(ctx context.Context, limit int) (int, error) {
 	return len(deleted), nil
 }
 
-// Run deletes expired media every Config.JanitorInterval until ctx ends.
+// Run deletes expired media every minute until ctx ends.
 func (s *Service) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.JanitorInterval)
+	t := time.NewTicker(janitorInterval)
 	defer t.Stop()
 	for {
 		for {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -117,7 +116,7 @@ func (c *Client) Submit(ctx context.Context, r *SubmitReq) (*SubmitRsp, error) {
 		return nil, unsendable("SubmitReq", err)
 	}
 	now := time.Now()
-	b, err := encodeMessage(func(href string) []byte { return encodeSubmitReq(c.cfg.Version, &req, now, href) }, req.Parts, req.SMIL)
+	b, err := encodeMessage(func(href string) []byte { return encodeSubmitReq(schemaOf(c.cfg.Version), &req, now, href) }, req.Parts, req.SMIL)
 	if err != nil {
 		return nil, unsendable("SubmitReq", err)
 	}
@@ -141,7 +140,7 @@ func (c *Client) DeliveryReport(ctx context.Context, r *DeliveryReportReq) (Stat
 	if req.TransactionID == "" {
 		req.TransactionID = NewTransactionID()
 	}
-	b := body{`text/xml; charset="utf-8"`, encodeDeliveryReportReq(c.cfg.Version, &req, time.Now())}
+	b := body{`text/xml; charset="utf-8"`, encodeDeliveryReportReq(schemaOf(c.cfg.Version), &req, time.Now())}
 	env, err := c.post(ctx, "DeliveryReportReq", b)
 	if err != nil {
 		return Status{}, err
@@ -163,7 +162,7 @@ func (c *Client) Deliver(ctx context.Context, r *DeliverReq) (Status, error) {
 		return Status{}, unsendable("DeliverReq", err)
 	}
 	now := time.Now()
-	b, err := encodeMessage(func(href string) []byte { return encodeDeliverReq(c.cfg.Version, &req, now, href) }, req.Parts, req.SMIL)
+	b, err := encodeMessage(func(href string) []byte { return encodeDeliverReq(schemaOf(c.cfg.Version), &req, now, href) }, req.Parts, req.SMIL)
 	if err != nil {
 		return Status{}, unsendable("DeliverReq", err)
 	}
@@ -217,7 +216,7 @@ func (c *Client) post(ctx context.Context, op string, b body) (*envelopeIn, erro
 	if len(data) > maxResponseBytes {
 		return nil, fmt.Errorf("mm7 %s: the answer is over %d bytes", op, maxResponseBytes)
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mt, _, _ := parseMediaType(resp.Header.Get("Content-Type"))
 	soapish := isXML(mt) || strings.HasPrefix(mt, "multipart/")
 	if !soapish || len(bytes.TrimSpace(data)) == 0 {
 		if resp.StatusCode == http.StatusRequestEntityTooLarge {

@@ -17,16 +17,16 @@ func fuzzSeeds(f *testing.F) {
 	now := time.Unix(1700000000, 0)
 	sub := &SubmitReq{TransactionID: "t1", VASPID: "v", SenderAddress: "1069", To: []string{"+8613800138000", "a@b.c"}, Subject: "s", DeliveryReport: true, Expiry: time.Hour}
 	for _, v := range []string{REL5, REL6} {
-		b, _ := encodeMessage(func(href string) []byte { return encodeSubmitReq(v, sub, now, href) }, parts, BuildSMIL(parts, "hi"))
+		b, _ := encodeMessage(func(href string) []byte { return encodeSubmitReq(schemaOf(v), sub, now, href) }, parts, BuildSMIL(parts, "hi"))
 		f.Add(b.contentType, b.data)
-		b, _ = encodeMessage(func(href string) []byte { return encodeSubmitReq(v, sub, now, href) }, parts, nil)
+		b, _ = encodeMessage(func(href string) []byte { return encodeSubmitReq(schemaOf(v), sub, now, href) }, parts, nil)
 		f.Add(b.contentType, b.data)
 		d := &DeliverReq{TransactionID: "t2", LinkedID: "l", Sender: "+1", Recipients: []string{"1069"}, Subject: "mo"}
-		b, _ = encodeMessage(func(href string) []byte { return encodeDeliverReq(v, d, now, href) }, parts, BuildSMIL(parts, "hi"))
+		b, _ = encodeMessage(func(href string) []byte { return encodeDeliverReq(schemaOf(v), d, now, href) }, parts, BuildSMIL(parts, "hi"))
 		f.Add(b.contentType, b.data)
-		f.Add(`text/xml; charset="utf-8"`, encodeDeliveryReportReq(v, &DeliveryReportReq{TransactionID: "t3", MessageID: "m", Recipient: "+1", MMStatus: "Retrieved"}, now))
-		f.Add(`text/xml`, encodeSubmitRsp(v, &SubmitRsp{TransactionID: "t", MessageID: "m", Status: NewStatus(1000, "")}))
-		f.Add(`text/xml`, encodeFault(v, "t", "RSErrorRsp", NewStatus(2002, "not MMS capable")))
+		f.Add(`text/xml; charset="utf-8"`, encodeDeliveryReportReq(schemaOf(v), &DeliveryReportReq{TransactionID: "t3", MessageID: "m", Recipient: "+1", MMStatus: "Retrieved"}, now))
+		f.Add(`text/xml`, encodeSubmitRsp(schemaOf(v), &SubmitRsp{TransactionID: "t", MessageID: "m", Status: NewStatus(1000, "")}))
+		f.Add(`text/xml`, encodeFault(schemaOf(v), "t", "RSErrorRsp", NewStatus(2002, "not MMS capable")))
 	}
 	f.Add(`multipart/related; boundary=b; start="<s>"`, []byte("--b\r\nContent-ID: <s>\r\nContent-Type: text/xml\r\n\r\n<Envelope><Body/></Envelope>\r\n--b--"))
 }

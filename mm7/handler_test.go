@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,5 +172,54 @@ func TestHandlerAnswersBadInputWithFaults(t *testing.T) {
 	}()
 	if code != http.StatusUnauthorized {
 		t.Fatalf("GET without auth: %d", code)
+	}
+}
+
+// TestParsesAnMMSCsFlatDeliverReq reads a DeliverReq the way some MMSCs
+// write it: LF line endings, no start parameter, another prefix, a REL-6
+// namespace we do not write, no Content href with the parts beside the
+// envelope, quoted-printable text, base64 without padding, an MM1-style
+// address.
+func TestParsesAnMMSCsFlatDeliverReq(t *testing.T) {
+	v, srv := newVASP(t, 0)
+	data, err := os.ReadFile("testdata/deliver_flat.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := post(t, srv.URL, "multipart/related; boundary=MIME_boundary; type=text/xml", string(data), true)
+	if code != 200 || !strings.Contains(body, "<DeliverRsp") || !strings.Contains(body, "REL-6-MM7-1-0") || !strings.Contains(body, "<MM7Version>6.3.0</MM7Version>") ||
+		!strings.Contains(body, "<StatusCode>1000</StatusCode>") || !strings.Contains(body, ">1000001</mm7:TransactionID>") {
+		t.Fatalf("HTTP %d: %s", code, body)
+	}
+	mo := v.mos[0]
+	if mo.TransactionID != "1000001" || mo.LinkedID != "LNK-77" || mo.Sender != "+8613900001111" || len(mo.Recipients) != 1 || mo.Recipients[0] != "10690042" ||
+		mo.Subject != "Photo" || !mo.Received.Equal(time.Date(2026, 11, 29, 12, 15, 0, 0, time.UTC)) {
+		t.Fatalf("mo %+v", mo)
+	}
+	if len(mo.Parts) != 2 || string(mo.Parts[0].Data) != "Café at 8? Bring the photo." || mo.Parts[0].ContentLocation != "text_0.txt" {
+		t.Fatalf("text part %+v", mo.Parts)
+	}
+	if gif := mo.Parts[1]; gif.ContentID != "dot" || len(gif.Data) != 35 || !bytes.HasPrefix(gif.Data, []byte("GIF89a")) {
+		t.Fatalf("gif part %q %q %d bytes", gif.ContentType, gif.ContentID, len(gif.Data))
+	}
+}
+
+func TestMOTextInOtherCharsetsArrivesAsUTF8(t *testing.T) {
+	v, srv := newVASP(t, 0)
+	c := mm7.NewClient(mm7.ClientConfig{URL: srv.URL, Username: "mmsc", Password: "pw"})
+	gbk := []byte{0xc4, 0xe3, 0xba, 0xc3} // 你好 in GB2312
+	parts := []mm7.Part{
+		{ContentType: "text/plain; charset=gb2312", ContentLocation: "a.txt", Data: gbk},
+		{ContentType: "text/plain; charset=x-unknown", ContentLocation: "b.txt", Data: []byte("as is")},
+	}
+	if _, err := c.Deliver(context.Background(), &mm7.DeliverReq{Sender: "+8613900001111", Recipients: []string{"10690042"}, Parts: parts}); err != nil {
+		t.Fatal(err)
+	}
+	got := v.mos[0].Parts
+	if string(got[0].Data) != "你好" || got[0].ContentType != "text/plain; charset=utf-8" {
+		t.Fatalf("gb2312 part: %q %q", got[0].ContentType, got[0].Data)
+	}
+	if string(got[1].Data) != "as is" || got[1].ContentType != "text/plain; charset=x-unknown" {
+		t.Fatalf("unknown charset part: %q %q", got[1].ContentType, got[1].Data)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -13,6 +14,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"golang.org/x/text/encoding/htmlindex"
 )
 
 const (
@@ -127,23 +130,32 @@ func writePart(mw *multipart.Writer, p Part) error {
 		_, err = w.Write(p.Data)
 		return err
 	}
-	_, err = w.Write(foldedBase64(p.Data))
-	return err
+	return writeBase64(w, p.Data)
 }
 
-// foldedBase64 is data in base64, in lines of 76 characters (RFC 2045).
-func foldedBase64(data []byte) []byte {
-	enc := base64.StdEncoding.EncodedLen(len(data))
-	out := make([]byte, 0, enc+(enc/76+1)*2)
-	line := make([]byte, 76)
+// writeBase64 writes data in base64, in lines of 76 characters (RFC 2045),
+// through a small buffer: 57 bytes make a line.
+func writeBase64(w io.Writer, data []byte) error {
+	const linesPerChunk = 64
+	var buf [linesPerChunk * 78]byte
 	for len(data) > 0 {
-		chunk := data[:min(57, len(data))] // 57 bytes = 76 characters
-		base64.StdEncoding.Encode(line, chunk)
-		out = append(out, line[:base64.StdEncoding.EncodedLen(len(chunk))]...)
-		out = append(out, '\r', '\n')
-		data = data[len(chunk):]
+		n := 0
+		for range linesPerChunk {
+			if len(data) == 0 {
+				break
+			}
+			chunk := data[:min(57, len(data))]
+			base64.StdEncoding.Encode(buf[n:], chunk)
+			n += base64.StdEncoding.EncodedLen(len(chunk))
+			buf[n], buf[n+1] = '\r', '\n'
+			n += 2
+			data = data[len(chunk):]
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
 // mimePart is one decoded MIME part.
@@ -180,7 +192,7 @@ func decodeMessage(contentType string, data []byte) (*message, *envelopeIn, erro
 	if contentType == "" {
 		return nil, nil, decodeError(http.StatusUnsupportedMediaType, StatusMessageFormatCorrupt, "no Content-Type: want text/xml or multipart/related")
 	}
-	mt, params, err := mime.ParseMediaType(contentType)
+	mt, params, err := parseMediaType(contentType)
 	if err != nil {
 		return nil, nil, decodeError(http.StatusUnsupportedMediaType, StatusMessageFormatCorrupt, "Content-Type %q: %v", truncate(contentType, 80), err)
 	}
@@ -243,9 +255,12 @@ func (msg *message) takeContent(parts []*mimePart, href string) error {
 	if href == "" && len(parts) == 0 {
 		return nil
 	}
-	var content *mimePart
-	switch {
-	case href != "":
+	// Without an href (some MMSCs leave it out, or attach the parts beside
+	// the envelope without a multipart of their own) every attachment is
+	// content.
+	leaves := parts
+	if href != "" {
+		var content *mimePart
 		for _, p := range parts {
 			if matchHref(p, href) {
 				content = p
@@ -255,30 +270,98 @@ func (msg *message) takeContent(parts []*mimePart, href string) error {
 		if content == nil {
 			return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "the Content href %q names no attachment", truncate(href, 80))
 		}
-	case len(parts) == 1:
-		content = parts[0] // no href, one attachment: that is the content
-	default:
-		return decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "%d attachments and no Content href to say which is the content", len(parts))
-	}
-	var leaves []*mimePart
-	if content.children != nil {
-		leaves = content.children
-	} else {
 		leaves = []*mimePart{content}
 	}
-	for _, p := range leaves {
+	for _, p := range flatten(leaves) {
 		if p.contentType == "application/smil" && msg.smil == nil {
 			msg.smil = p.data
 			continue
 		}
-		msg.content = append(msg.content, Part{
+		msg.content = append(msg.content, textToUTF8(Part{
 			ContentType:     p.header.Get("Content-Type"),
 			ContentID:       p.contentID(),
 			ContentLocation: strings.TrimSpace(p.header.Get("Content-Location")),
 			Data:            p.data,
-		})
+		}))
 	}
 	return nil
+}
+
+// parseMediaType is mime.ParseMediaType, and when that refuses a header
+// for its parameters, a lenient reading: MMSCs write type=text/xml and
+// boundaries with "/" or "=" unquoted.
+func parseMediaType(v string) (string, map[string]string, error) {
+	mt, params, err := mime.ParseMediaType(v)
+	if err == nil || !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return mt, params, err
+	}
+	params = map[string]string{}
+	segs := splitOutsideQuotes(v, ';')
+	for _, seg := range segs[1:] {
+		k, val, ok := strings.Cut(seg, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		if !ok || k == "" {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+			val = val[1 : len(val)-1]
+		}
+		params[k] = val
+	}
+	return mt, params, nil
+}
+
+// splitOutsideQuotes splits s at sep where sep is not inside double quotes.
+func splitOutsideQuotes(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// textToUTF8 converts a text/plain part in another charset (GB2312, GBK,
+// Big5, EUC-KR, Shift_JIS, ISO-8859-x, UTF-16 ...: phones write them) to
+// UTF-8, so that readers of Parts deal with one; a charset we do not know,
+// or text that does not convert, is left as it came.
+func textToUTF8(p Part) Part {
+	mt, params, err := parseMediaType(p.ContentType)
+	cs := strings.ToLower(params["charset"])
+	if err != nil || mt != "text/plain" || cs == "" || cs == "utf-8" || cs == "us-ascii" {
+		return p
+	}
+	enc, err := htmlindex.Get(cs)
+	if err != nil {
+		return p
+	}
+	data, err := enc.NewDecoder().Bytes(p.Data)
+	if err != nil {
+		return p
+	}
+	params["charset"] = "utf-8"
+	p.ContentType, p.Data = mime.FormatMediaType(mt, params), data
+	return p
+}
+
+// flatten replaces each multipart part by its parts, at every depth.
+func flatten(parts []*mimePart) []*mimePart {
+	var out []*mimePart
+	for _, p := range parts {
+		if p.children != nil {
+			out = append(out, flatten(p.children)...)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func matchHref(p *mimePart, href string) bool {
@@ -314,7 +397,7 @@ func readMultipart(data []byte, boundary string, depth int, count *int) ([]*mime
 		if ct == "" {
 			ct = "text/plain" // RFC 2045's default
 		}
-		mt, params, err := mime.ParseMediaType(ct)
+		mt, params, err := parseMediaType(ct)
 		if err != nil {
 			return nil, decodeError(http.StatusBadRequest, StatusMessageFormatCorrupt, "a part's Content-Type %q: %v", truncate(ct, 80), err)
 		}

@@ -132,9 +132,11 @@ type DeliverReq struct {
 	Sender        string
 	Recipients    []string // To, Cc and Bcc
 	Subject       string
-	Parts         []Part // the content, without the presentation
-	SMIL          []byte // the presentation, if the content had one
-	Received      time.Time
+	// Parts is the content without the presentation; text/plain parts
+	// in another charset are converted to UTF-8 (charset=utf-8).
+	Parts    []Part
+	SMIL     []byte // the presentation, if the content had one
+	Received time.Time
 }
 
 // Request is a parsed MM7 request (see ReadRequest): one of Submit, Deliver

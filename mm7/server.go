@@ -145,7 +145,7 @@ func parseRequest(contentType string, data []byte) (*Request, error) {
 // WriteResponse answers req with status st: a SubmitRsp (with messageID),
 // DeliverRsp or DeliveryReportRsp in req's schema version, HTTP 200.
 func WriteResponse(w http.ResponseWriter, req *Request, st Status, messageID string) {
-	version := responseVersion(req.Version)
+	version := responseSchema(req)
 	var b []byte
 	switch req.Op {
 	case "SubmitReq":
@@ -175,9 +175,9 @@ func writeFault(w http.ResponseWriter, req *Request, err error, detail string) {
 			httpStatus = se.HTTPStatus
 		}
 	}
-	version, txID := REL5, ""
+	version, txID := schemaOf(REL5), ""
 	if req != nil {
-		version, txID = responseVersion(req.Version), req.TransactionID
+		version, txID = responseSchema(req), req.TransactionID
 	}
 	if httpStatus == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
@@ -185,16 +185,17 @@ func writeFault(w http.ResponseWriter, req *Request, err error, detail string) {
 	writeXML(w, httpStatus, encodeFault(version, txID, detail, st))
 }
 
-// responseVersion answers in the request's schema version when it is one
-// this package writes, else in the nearest one.
-func responseVersion(v string) string {
-	switch {
-	case knownVersion(v) && v != "":
-		return v
-	case strings.HasPrefix(v, "REL-6"):
-		return REL6
+// responseSchema answers in the request's schema namespace and
+// MM7Version (REL5's when it had none).
+func responseSchema(req *Request) schema {
+	if req.Version == "" {
+		return schemaOf(REL5)
 	}
-	return REL5
+	sc := schemaOf(req.Version)
+	if req.MM7Version != "" && len(req.MM7Version) <= 16 {
+		sc.mm7v = req.MM7Version
+	}
+	return sc
 }
 
 func writeXML(w http.ResponseWriter, status int, b []byte) {

@@ -69,11 +69,17 @@ func xsdBool(b bool) string {
 
 func xsdTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
+// schema is the namespace version and MM7Version an envelope is written in.
+type schema struct{ rel, mm7v string }
+
+// schemaOf is the schema of version v, with its MM7Version.
+func schemaOf(v string) schema { return schema{v, mm7Version(v)} }
+
 // envelope wraps a body element: op is written with the schema namespace
 // as its default namespace; body writes its children.
-func envelope(version, txID, op string, body func(w *xw)) []byte {
+func envelope(sc schema, txID, op string, body func(w *xw)) []byte {
 	var w xw
-	ns := namespace(version)
+	ns := namespace(sc.rel)
 	w.raw(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
 	w.raw(`<env:Envelope xmlns:env="` + soapNS + `"><env:Header>`)
 	w.raw(`<mm7:TransactionID xmlns:mm7="` + ns + `" env:mustUnderstand="1">`)
@@ -83,7 +89,7 @@ func envelope(version, txID, op string, body func(w *xw)) []byte {
 		body(&w)
 	} else {
 		w.raw(`<` + op + ` xmlns="` + ns + `">`)
-		w.el("MM7Version", mm7Version(version))
+		w.el("MM7Version", sc.mm7v)
 		body(&w)
 		w.close(op)
 	}
@@ -92,8 +98,8 @@ func envelope(version, txID, op string, body func(w *xw)) []byte {
 }
 
 // encodeSubmitReq writes a SubmitReq; href names the content part ("" = none).
-func encodeSubmitReq(version string, r *SubmitReq, now time.Time, href string) []byte {
-	return envelope(version, r.TransactionID, "SubmitReq", func(w *xw) {
+func encodeSubmitReq(sc schema, r *SubmitReq, now time.Time, href string) []byte {
+	return envelope(sc, r.TransactionID, "SubmitReq", func(w *xw) {
 		w.open("SenderIdentification")
 		w.el("VASPID", r.VASPID)
 		w.el("VASID", r.VASID)
@@ -127,15 +133,15 @@ func encodeSubmitReq(version string, r *SubmitReq, now time.Time, href string) [
 	})
 }
 
-func encodeSubmitRsp(version string, r *SubmitRsp) []byte {
-	return envelope(version, r.TransactionID, "SubmitRsp", func(w *xw) {
+func encodeSubmitRsp(sc schema, r *SubmitRsp) []byte {
+	return envelope(sc, r.TransactionID, "SubmitRsp", func(w *xw) {
 		w.status(r.Status)
 		w.el("MessageID", r.MessageID)
 	})
 }
 
-func encodeDeliveryReportReq(version string, r *DeliveryReportReq, now time.Time) []byte {
-	return envelope(version, r.TransactionID, "DeliveryReportReq", func(w *xw) {
+func encodeDeliveryReportReq(sc schema, r *DeliveryReportReq, now time.Time) []byte {
+	return envelope(sc, r.TransactionID, "DeliveryReportReq", func(w *xw) {
 		w.el("MessageID", r.MessageID)
 		w.open("Recipient")
 		w.address(r.Recipient, true)
@@ -153,8 +159,8 @@ func encodeDeliveryReportReq(version string, r *DeliveryReportReq, now time.Time
 	})
 }
 
-func encodeDeliverReq(version string, r *DeliverReq, now time.Time, href string) []byte {
-	return envelope(version, r.TransactionID, "DeliverReq", func(w *xw) {
+func encodeDeliverReq(sc schema, r *DeliverReq, now time.Time, href string) []byte {
+	return envelope(sc, r.TransactionID, "DeliverReq", func(w *xw) {
 		w.el("LinkedID", r.LinkedID)
 		w.open("Sender")
 		w.address(r.Sender, true)
@@ -181,22 +187,22 @@ func encodeDeliverReq(version string, r *DeliverReq, now time.Time, href string)
 }
 
 // encodeStatusRsp writes DeliverRsp, DeliveryReportRsp (op) with a status.
-func encodeStatusRsp(version, txID, op string, st Status) []byte {
-	return envelope(version, txID, op, func(w *xw) { w.status(st) })
+func encodeStatusRsp(sc schema, txID, op string, st Status) []byte {
+	return envelope(sc, txID, op, func(w *xw) { w.status(st) })
 }
 
 // encodeFault writes a SOAP fault carrying an MM7 error response (detail
 // is "RSErrorRsp" from an MMSC, "VASPErrorRsp" from a VASP).
-func encodeFault(version, txID, detail string, st Status) []byte {
+func encodeFault(sc schema, txID, detail string, st Status) []byte {
 	code := "env:Server"
 	if st.Permanent() {
 		code = "env:Client"
 	}
-	return envelope(version, txID, "Fault", func(w *xw) {
+	return envelope(sc, txID, "Fault", func(w *xw) {
 		w.raw(`<env:Fault><faultcode>` + code + `</faultcode>`)
 		w.el("faultstring", st.String())
-		w.raw(`<detail><` + detail + ` xmlns="` + namespace(version) + `">`)
-		w.el("MM7Version", mm7Version(version))
+		w.raw(`<detail><` + detail + ` xmlns="` + namespace(sc.rel) + `">`)
+		w.el("MM7Version", sc.mm7v)
 		w.status(st)
 		w.raw(`</` + detail + `></detail></env:Fault>`)
 	})

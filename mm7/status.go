@@ -161,7 +161,8 @@ func Temporary(err error) bool {
 // cannot receive MMS. MMSCs have no dedicated code for it: a permanent
 // StatusError counts when its code is one of ClientConfig.NotCapableCodes,
 // or its text or details say so (see notCapableWords: "not MMS capable",
-// "incapable", "non-MMS", "MMS not supported", "unsupported terminal" ...).
+// "not capable", "incapable", "non-MMS", "MMS not supported", "unsupported
+// terminal" ...).
 // The simulator answers 2002 "Address Error" with details "recipient ... is
 // not MMS capable".
 func IsNotCapable(err error) bool {
@@ -170,12 +171,15 @@ func IsNotCapable(err error) bool {
 }
 
 // notCapableWords are lower-case phrases MMSCs put in a status's text or
-// details when the recipient's handset cannot take MMS.
+// details when the recipient's handset cannot take MMS. "capability"
+// alone is not one: a VASP can lack a capability too.
 var notCapableWords = []string{
-	"capab", // not capable, incapable, capability
+	"not capable", "incapable", "non-capable", "no mms capability",
 	"non-mms", "non mms", "no mms", "not mms", "mms not supported", "mms unsupported",
+	"does not support mms", "doesn't support mms",
 	"unsupported terminal", "unsupported handset", "unsupported device",
 	"not supported by terminal", "not supported by handset", "not supported by device",
+	"terminal not supported", "handset not supported", "device not supported",
 }
 
 // notCapable classifies a failure status; codes are the link's own

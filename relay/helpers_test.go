@@ -84,6 +84,7 @@ type env struct {
 	auth     *tokenAuth
 	fallback *recordingFallback
 	reg      *prometheus.Registry
+	media    relay.Media // nil: none
 }
 
 func testConfig() relay.Config {
@@ -100,11 +101,22 @@ func start(t *testing.T, cfg relay.Config, db *store.DB) *env {
 	return e
 }
 
+// startWithMedia is start with a Media service built on the env's store.
+func startWithMedia(t *testing.T, cfg relay.Config, db *store.DB, newMedia func(*store.DB) relay.Media) *env {
+	t.Helper()
+	if db == nil {
+		db = storetest.SQLite(t)
+	}
+	e := &env{t: t, db: db, auth: newTokenAuth(), fallback: &recordingFallback{}, media: newMedia(db)}
+	e.startServer(cfg)
+	return e
+}
+
 func (e *env) startServer(cfg relay.Config) {
 	t := e.t
 	e.reg = prometheus.NewRegistry()
 	srv, err := relay.NewServer(cfg, relay.Deps{Auth: e.auth, Store: e.db, Directory: e.auth, Fallback: e.fallback,
-		Metrics: e.reg})
+		Metrics: e.reg, Media: e.media})
 	if err != nil {
 		t.Fatal(err)
 	}

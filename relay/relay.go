@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -373,6 +374,15 @@ func (c *Config) setDefaults() {
 	def(&c.OfflineTTL, 30*24*time.Hour)
 }
 
+// Media checks and attaches the media a Send names (media.Service): ids
+// must be sender's own uploads, not expired; once Attach returns, message
+// msgID carries them and recipient may download them. It returns their
+// descriptions, every field filled, in the order of ids. Errors carry
+// phonebook codes (not_found for an id that is not the sender's).
+type Media interface {
+	Attach(ctx context.Context, msgID string, sender, recipient phonebook.MSISDN, ids []string) ([]*relaypb.MediaRef, error)
+}
+
 // Deps are the relay's collaborators. Auth and Store are required.
 type Deps struct {
 	Auth      Authenticator
@@ -381,6 +391,48 @@ type Deps struct {
 	Fallback  Fallback  // nil: no SMS fallback
 	Router    Router    // nil: NewLocalRouter
 	Contacts  Contacts  // nil: no contacts or presence over the relay (presence.go)
+	Media     Media     // nil: a Send with media is refused
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer // nil: not registered
+}
+
+func toStoreMedia(refs []*relaypb.MediaRef) []store.MessageMedia {
+	if len(refs) == 0 {
+		return nil
+	}
+	out := make([]store.MessageMedia, len(refs))
+	for i, r := range refs {
+		out[i] = store.MessageMedia{ID: r.Id, ContentType: r.ContentType, Size: int64(r.Size), Name: r.Name,
+			Width: int(r.Width), Height: int(r.Height), Thumbnail: r.Thumbnail}
+	}
+	return out
+}
+
+func fromStoreMedia(ms []store.MessageMedia) []*relaypb.MediaRef {
+	if len(ms) == 0 {
+		return nil
+	}
+	out := make([]*relaypb.MediaRef, len(ms))
+	for i, m := range ms {
+		out[i] = &relaypb.MediaRef{Id: m.ID, ContentType: m.ContentType, Size: uint64(m.Size), Name: m.Name,
+			Width: uint32(m.Width), Height: uint32(m.Height), Thumbnail: m.Thumbnail}
+	}
+	return out
+}
+
+// mediaType is the message type a message with media but no type gets,
+// from its first medium.
+func mediaType(refs []*relaypb.MediaRef) relaypb.MessageType {
+	if len(refs) == 0 {
+		return relaypb.MessageType_TEXT
+	}
+	switch ct := refs[0].ContentType; {
+	case strings.HasPrefix(ct, "image/"):
+		return relaypb.MessageType_IMAGE
+	case strings.HasPrefix(ct, "audio/"):
+		return relaypb.MessageType_AUDIO
+	case strings.HasPrefix(ct, "video/"):
+		return relaypb.MessageType_VIDEO
+	}
+	return relaypb.MessageType_FILE
 }

@@ -36,6 +36,7 @@ type Server struct {
 	store     Store
 	dir       Directory
 	fallback  Fallback
+	media     Media
 	router    Router
 	log       *slog.Logger
 	metrics   *metrics
@@ -101,7 +102,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	rand.Read(rnd[:])
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{
-		cfg: cfg, auth: deps.Auth, store: deps.Store, dir: deps.Directory, fallback: deps.Fallback,
+		cfg: cfg, auth: deps.Auth, store: deps.Store, dir: deps.Directory, fallback: deps.Fallback, media: deps.Media,
 		router: deps.Router, log: deps.Logger, metrics: newMetrics(deps.Metrics),
 		dedup:     newDedupTable(cfg.DedupWindow),
 		sendRate:  newKeyedLimiter[phonebook.MSISDN](rate.Limit(cfg.SendRate), cfg.SendBurst),
@@ -373,7 +374,7 @@ func (srv *Server) deliveredOnline(m *Message) {
 	srv.metrics.outcome(outcomeDelivered)
 	srv.recorder.record(store.ChatRecord{
 		ID: m.ID, Sender: m.From, ClientMsgID: m.ClientMsgID, Receiver: m.To, Content: m.Text, Type: int(m.Type),
-		SentAt: m.SentAt, ReceivedAt: now, State: store.MsgDelivered,
+		Media: toStoreMedia(m.Media), SentAt: m.SentAt, ReceivedAt: now, State: store.MsgDelivered,
 	})
 }
 
@@ -458,7 +459,7 @@ func (srv *Server) commit(batch []storeReq) {
 		m := r.m
 		sm := store.Message{
 			ID: m.ID, Sender: m.From, ClientMsgID: m.ClientMsgID, Recipient: m.To, Type: int(m.Type), Text: m.Text,
-			SentAt: m.SentAt,
+			Media: toStoreMedia(m.Media), SentAt: m.SentAt,
 		}
 		sendNow := false
 		if srv.fallback != nil && srv.cfg.Fallback != FallbackNever {
@@ -604,7 +605,7 @@ func (srv *Server) isRegistered(n phonebook.MSISDN) bool {
 
 func storedToMessage(sm store.Message) *Message {
 	return &Message{ID: sm.ID, From: sm.Sender, ClientMsgID: sm.ClientMsgID, To: sm.Recipient, Type: relaypb.MessageType(sm.Type),
-		Text: sm.Text, SentAt: sm.SentAt,
+		Text: sm.Text, Media: fromStoreMedia(sm.Media), SentAt: sm.SentAt,
 		ViaSMS: sm.ViaSMS, Seq: sm.Seq}
 }
 
@@ -626,12 +627,34 @@ func (srv *Server) FormatSMS(from phonebook.MSISDN, text string) string {
 // session does not acknowledge it; either way it is delivered or durably
 // stored when InjectSMS returns nil. It returns the server_msg_id.
 func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, text string) (string, error) {
+	return srv.inject(ctx, from, to, relaypb.MessageType_SMS, text, nil)
+}
+
+// InjectMMS is InjectSMS for a multimedia message that came by MMS (an MO
+// MMS to the short number): mediaIDs are uploads owned by from
+// (media.Service.Upload), which the message carries to to; text is the
+// caption. The chat record's type is MMS.
+func (srv *Server) InjectMMS(ctx context.Context, from, to phonebook.MSISDN, text string, mediaIDs []string) (string, error) {
+	if srv.media == nil {
+		return "", phonebook.Errorf(phonebook.EInvalid, "this relay carries no media")
+	}
+	return srv.inject(ctx, from, to, relaypb.MessageType_MMS, text, mediaIDs)
+}
+
+func (srv *Server) inject(ctx context.Context, from, to phonebook.MSISDN, typ relaypb.MessageType, text string, mediaIDs []string) (string, error) {
 	if srv.stopping.Load() {
 		return "", phonebook.Errorf(phonebook.EShuttingDown, "the relay is stopping")
 	}
 	now := time.Now()
-	m := &Message{ID: srv.newID(), From: from, To: to, Type: relaypb.MessageType_SMS, Text: text, SentAt: now, accepted: now}
+	m := &Message{ID: srv.newID(), From: from, To: to, Type: typ, Text: text, SentAt: now, accepted: now}
 	m.ClientMsgID = m.ID
+	if len(mediaIDs) > 0 {
+		refs, err := srv.media.Attach(ctx, m.ID, from, to, mediaIDs)
+		if err != nil {
+			return "", err
+		}
+		m.Media = refs
+	}
 	if ep := srv.router.Locate(to); ep != nil {
 		acked := make(chan bool, 1)
 		ep.Offer(m, func(ok bool) { acked <- ok })
@@ -640,7 +663,7 @@ func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, tex
 			if ok {
 				srv.metrics.outcome(outcomeDelivered)
 				srv.recorder.record(store.ChatRecord{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID, Receiver: to, Content: text,
-					Type: int(m.Type), SentAt: now, ReceivedAt: time.Now(), State: store.MsgDelivered})
+					Media: toStoreMedia(m.Media), Type: int(m.Type), SentAt: now, ReceivedAt: time.Now(), State: store.MsgDelivered})
 				return m.ID, nil
 			}
 		case <-ctx.Done():
@@ -649,7 +672,7 @@ func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, tex
 		}
 	}
 	_, err := srv.store.StoreMessages(context.WithoutCancel(ctx), []store.Message{{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID,
-		Recipient: to, Type: int(m.Type), Text: text, SentAt: now}})
+		Recipient: to, Type: int(m.Type), Text: text, Media: toStoreMedia(m.Media), SentAt: now}})
 	if err != nil {
 		return "", err
 	}

@@ -315,10 +315,37 @@ func (s *session) handleSend(req *relaypb.Send, now time.Time) {
 		ID: s.srv.newID(), From: s.number, ClientMsgID: cid, To: to, Type: req.GetType(), Text: req.GetText(),
 		SentAt: now, entry: e, accepted: now, holder: s,
 	}
+	if len(req.GetMedia()) > 0 && !s.attachMedia(m, req.GetMedia()) {
+		return
+	}
 	if m.Type == relaypb.MessageType_MESSAGE_TYPE_UNSPECIFIED {
-		m.Type = relaypb.MessageType_TEXT
+		m.Type = mediaType(m.Media)
 	}
 	s.srv.route(m)
+}
+
+// attachMedia checks the media a Send names and authorises the recipient
+// to read them (Media.Attach) before the message goes anywhere; a refusal
+// answers FAILED. It runs on the session's reader: a media message waits
+// for one database transaction, and the sender's rate limit bounds them.
+func (s *session) attachMedia(m *Message, refs []*relaypb.MediaRef) bool {
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.GetId()
+	}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, 10*time.Second)
+	defer cancel()
+	full, err := s.srv.media.Attach(ctx, m.ID, m.From, m.To, ids)
+	if err != nil {
+		if phonebook.ErrorCode(err) == phonebook.EInternal {
+			s.srv.log.Warn("relay: attaching media", "id", m.ID, "from", m.From, "err", err)
+			err = phonebook.Errorf(phonebook.EUnavailable, "the media could not be checked; send again with the same client_msg_id")
+		}
+		s.srv.refuseStored(m, err)
+		return false
+	}
+	m.Media = full
+	return true
 }
 
 func (s *session) validSend(req *relaypb.Send) error {
@@ -326,9 +353,11 @@ func (s *session) validSend(req *relaypb.Send) error {
 	switch {
 	case cid == "" || len(cid) > 64:
 		return phonebook.Errorf(phonebook.EInvalid, "client_msg_id must be 1 to 64 bytes")
-	case len(req.GetMedia()) > 0:
+	case len(req.GetMedia()) > 0 && s.srv.media == nil:
 		return phonebook.Errorf(phonebook.EInvalid, "this server does not carry media")
-	case req.GetText() == "":
+	case len(req.GetMedia()) > maxMediaPerSend:
+		return phonebook.Errorf(phonebook.EInvalid, "a message carries at most %d media", maxMediaPerSend)
+	case req.GetText() == "" && len(req.GetMedia()) == 0:
 		return phonebook.Errorf(phonebook.EInvalid, "message has neither text nor media")
 	case len(req.GetText()) > s.srv.cfg.MaxTextBytes:
 		return phonebook.Errorf(phonebook.ETooLarge, "text is %d bytes; the limit is %d", len(req.GetText()), s.srv.cfg.MaxTextBytes)
@@ -427,6 +456,10 @@ func (s *session) drainPass(ctx context.Context) (ok bool) {
 	}
 	return false
 }
+
+// maxMediaPerSend bounds the ids a Send may name before they are looked
+// up (media.max_per_message is the limit in force, at most this).
+const maxMediaPerSend = 100
 
 // mediaSize is an upper bound of what refs add to a Deliver frame.
 func mediaSize(refs []*relaypb.MediaRef) int {

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -29,9 +31,7 @@ type Message struct {
 	Recipient   phonebook.MSISDN
 	Type        int
 	Text        string
-	ContentType string
-	MediaURL    string
-	MediaSize   int64
+	Media       []MessageMedia // what it carries besides text (the text is then the caption)
 	SentAt      time.Time
 	ViaSMS      bool
 	SMSDueAt    time.Time // zero: no SMS fallback scheduled
@@ -46,12 +46,45 @@ type ChatRecord struct {
 	ClientMsgID string
 	Receiver    phonebook.MSISDN
 	Content     string
+	Media       []MessageMedia
 	Type        int
 	SentAt      time.Time
 	ReceivedAt  time.Time // zero until the recipient acknowledged it
 	Offline     bool
 	ViaSMS      bool
 	State       int
+}
+
+// MessageMedia is one medium a message carries (media/, relay
+// MediaRef), kept with the stored message and its chat record as JSON.
+type MessageMedia struct {
+	ID          string `json:"id"`
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+	Name        string `json:"name,omitempty"`
+	Width       int    `json:"width,omitempty"`
+	Height      int    `json:"height,omitempty"`
+	Thumbnail   bool   `json:"thumbnail,omitempty"`
+}
+
+// encodeMedia is the media column's value: NULL for a text message.
+func encodeMedia(ms []MessageMedia) any {
+	if len(ms) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(ms)
+	return string(b)
+}
+
+func decodeMedia(s sql.NullString) ([]MessageMedia, error) {
+	if !s.Valid || s.String == "" {
+		return nil, nil
+	}
+	var ms []MessageMedia
+	if err := json.Unmarshal([]byte(s.String), &ms); err != nil {
+		return nil, fmt.Errorf("store: media column: %w", err)
+	}
+	return ms, nil
 }
 
 // StoreResult tells what StoreMessages did with one message.
@@ -97,21 +130,22 @@ func (d *DB) StoreMessages(ctx context.Context, msgs []Message) ([]StoreResult, 
 	res := make([]StoreResult, len(msgs))
 	err := d.tx(ctx, func(tx *sql.Tx) error {
 		rec, err := tx.PrepareContext(ctx, d.insertIgnore()+` chat_records
-			(id, sender, client_msg_id, receiver, content, type, sent_at, offline, via_sms, state)
-			VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`)
+			(id, sender, client_msg_id, receiver, content, media, type, sent_at, offline, via_sms, state)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer rec.Close()
 		off, err := tx.PrepareContext(ctx, `INSERT INTO offline_messages
-			(id, sender, client_msg_id, recipient, type, text, content_type, media_url, media_size, sent_at, via_sms, sms_due_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+			(id, sender, client_msg_id, recipient, type, text, media, sent_at, via_sms, sms_due_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer off.Close()
 		for i, m := range msgs {
-			r, err := rec.ExecContext(ctx, m.ID, string(m.Sender), m.ClientMsgID, string(m.Recipient), m.Text, m.Type,
+			media := encodeMedia(m.Media)
+			r, err := rec.ExecContext(ctx, m.ID, string(m.Sender), m.ClientMsgID, string(m.Recipient), m.Text, media, m.Type,
 				micros(m.SentAt), b2i(m.ViaSMS), MsgStored)
 			if err != nil {
 				return err
@@ -127,7 +161,7 @@ func (d *DB) StoreMessages(ctx context.Context, msgs []Message) ([]StoreResult, 
 				continue
 			}
 			if _, err := off.ExecContext(ctx, m.ID, string(m.Sender), m.ClientMsgID, string(m.Recipient), m.Type, m.Text,
-				m.ContentType, m.MediaURL, m.MediaSize, micros(m.SentAt), b2i(m.ViaSMS), nullMicros(m.SMSDueAt)); err != nil {
+				media, micros(m.SentAt), b2i(m.ViaSMS), nullMicros(m.SMSDueAt)); err != nil {
 				return formatError(err)
 			}
 			res[i] = StoreResult{ID: m.ID, State: MsgStored}
@@ -150,19 +184,19 @@ const recordChunk = 64
 func (d *DB) RecordMessages(ctx context.Context, recs []ChatRecord) error {
 	return d.tx(ctx, func(tx *sql.Tx) error {
 		var full *sql.Stmt
-		args := make([]any, 0, 11*recordChunk)
+		args := make([]any, 0, 12*recordChunk)
 		for len(recs) > 0 {
 			n := min(len(recs), recordChunk)
 			args = args[:0]
 			for _, r := range recs[:n] {
 				// int64, not int: database/sql converts other integer
 				// types by reflection, an allocation per value.
-				args = append(args, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, int64(r.Type),
+				args = append(args, r.ID, string(r.Sender), r.ClientMsgID, string(r.Receiver), r.Content, encodeMedia(r.Media), int64(r.Type),
 					micros(r.SentAt), nullMicros(r.ReceivedAt), int64(b2i(r.Offline)), int64(b2i(r.ViaSMS)), int64(r.State))
 			}
 			q := d.insertIgnore() + ` chat_records
-				(id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state) VALUES ` +
-				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?),", n), ",")
+				(id, sender, client_msg_id, receiver, content, media, type, sent_at, received_at, offline, via_sms, state) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?),", n), ",")
 			var err error
 			if n == recordChunk {
 				if full == nil {
@@ -184,7 +218,7 @@ func (d *DB) RecordMessages(ctx context.Context, recs []ChatRecord) error {
 	})
 }
 
-const messageCols = `seq, id, sender, client_msg_id, recipient, type, text, content_type, media_url, media_size, sent_at, via_sms, sms_due_at, sms_attempts`
+const messageCols = `seq, id, sender, client_msg_id, recipient, type, text, media, sent_at, via_sms, sms_due_at, sms_attempts`
 
 func scanMessages(rows *sql.Rows) ([]Message, error) {
 	defer rows.Close()
@@ -194,8 +228,13 @@ func scanMessages(rows *sql.Rows) ([]Message, error) {
 		var sentAt int64
 		var viaSMS int
 		var due sql.NullInt64
-		if err := rows.Scan(&m.Seq, &m.ID, &m.Sender, &m.ClientMsgID, &m.Recipient, &m.Type, &m.Text, &m.ContentType,
-			&m.MediaURL, &m.MediaSize, &sentAt, &viaSMS, &due, &m.SMSAttempts); err != nil {
+		var media sql.NullString
+		if err := rows.Scan(&m.Seq, &m.ID, &m.Sender, &m.ClientMsgID, &m.Recipient, &m.Type, &m.Text, &media,
+			&sentAt, &viaSMS, &due, &m.SMSAttempts); err != nil {
+			return nil, err
+		}
+		var err error
+		if m.Media, err = decodeMedia(media); err != nil {
 			return nil, err
 		}
 		m.SentAt = fromMicros(sentAt)
@@ -302,15 +341,20 @@ func (d *DB) SetMessageState(ctx context.Context, id string, state int) (ChatRec
 	return d.ChatRecord(ctx, id)
 }
 
-const recordCols = `id, sender, client_msg_id, receiver, content, type, sent_at, received_at, offline, via_sms, state`
+const recordCols = `id, sender, client_msg_id, receiver, content, media, type, sent_at, received_at, offline, via_sms, state`
 
 func scanRecord(sc interface{ Scan(...any) error }) (ChatRecord, error) {
 	var r ChatRecord
 	var sent int64
 	var recv sql.NullInt64
 	var offline, viaSMS int
-	if err := sc.Scan(&r.ID, &r.Sender, &r.ClientMsgID, &r.Receiver, &r.Content, &r.Type, &sent, &recv, &offline, &viaSMS, &r.State); err != nil {
+	var media sql.NullString
+	if err := sc.Scan(&r.ID, &r.Sender, &r.ClientMsgID, &r.Receiver, &r.Content, &media, &r.Type, &sent, &recv, &offline, &viaSMS, &r.State); err != nil {
 		return ChatRecord{}, formatError(err)
+	}
+	var err error
+	if r.Media, err = decodeMedia(media); err != nil {
+		return ChatRecord{}, err
 	}
 	r.SentAt = fromMicros(sent)
 	if recv.Valid {

@@ -25,7 +25,7 @@ const (
 
 // account registers number by method D and logs in; it returns the session
 // token and device id, for dialling the relay.
-func account(t *testing.T, httpAddr, number string) (token, device string) {
+func account(t testing.TB, httpAddr, number string) (token, device string) {
 	t.Helper()
 	ctx := context.Background()
 	api := &client.API{BaseURL: "http://" + httpAddr}
@@ -41,7 +41,7 @@ func account(t *testing.T, httpAddr, number string) (token, device string) {
 	return sess.Token, id.DeviceID
 }
 
-func dialRelay(t *testing.T, relayAddr, token, device string) *client.Client {
+func dialRelay(t testing.TB, relayAddr, token, device string) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

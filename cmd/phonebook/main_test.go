@@ -25,6 +25,7 @@ func testConfigTB(t testing.TB) config.Config {
 	cfg.Relay.TCPAddr = "127.0.0.1:0"
 	cfg.Relay.UDPAddr = "127.0.0.1:0"
 	cfg.Database.DSN = filepath.Join(t.TempDir(), "phonebook.db")
+	cfg.Media.Dir = filepath.Join(t.TempDir(), "media")
 	cfg.Registration.Header.TrustedProxies = []string{"127.0.0.0/8"}
 	cfg.Admin.Addr = "127.0.0.1:0"
 	cfg.SMSC.Simulator = true

@@ -32,6 +32,8 @@ type phoneState struct {
 	DeviceID  string `json:"device_id"`
 	SIMID     string `json:"sim_id"`
 	DeviceKey string `json:"device_key"`
+
+	token string // this run's session token (not kept)
 }
 
 func loadPhone(path string) (phoneState, error) {
@@ -98,11 +100,16 @@ answers still due (at most --timeout each), keeps printing for --wait, and ends.
 It then prints receipts for --wait.
 
 ` + phoneExitCodes,
-		Args: cobra.MinimumNArgs(2),
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			files, _ := cmd.Flags().GetStringArray("media")
+			if len(args) < 2 && len(files) == 0 {
+				return fmt.Errorf("send needs a number and a text, or --media FILE")
+			}
 			return phoneSession(cmd, strings.NewReader(args[0]+" "+strings.Join(args[1:], " ")+"\n"))
 		},
 	}
+	send.Flags().StringArray("media", nil, "a photo, voice note, video or vCard to send (repeatable); the text is its caption")
 	send.Flags().Duration("wait", 2*time.Second, "how long to keep printing receipts after the result")
 	send.Flags().Duration("timeout", 30*time.Second, "how long to wait for the server's answer")
 	listen := &cobra.Command{
@@ -114,6 +121,9 @@ It then prints receipts for --wait.
 		},
 	}
 	listen.Flags().Duration("wait", 5*time.Second, "how long to listen")
+	for _, cmd := range []*cobra.Command{chat, send, listen} {
+		cmd.Flags().String("media-dir", "phone-media", "where media that arrive with messages are saved (\"\" = not downloaded)")
+	}
 	c.AddCommand(reg, chat, send, listen)
 	for _, f := range phoneExtras {
 		c.AddCommand(f())
@@ -247,6 +257,7 @@ func phoneConnect(cmd *cobra.Command) (*client.Client, phoneState, error) {
 	if err != nil {
 		return nil, st, refusedLogin(fmt.Errorf("relay %s: %w", st.Relay, err))
 	}
+	st.token = sess.Token
 	return c, st, nil
 }
 
@@ -286,7 +297,11 @@ func phoneSession(cmd *cobra.Command, in io.Reader) error {
 	}
 	defer c.Close()
 	fmt.Fprintf(cmd.OutOrStdout(), "online as %s (session %s)\n", st.Number, c.SessionID)
-	return phoneSessionOn(cmd, c, in)
+	pm, err := newPhoneMedia(cmd, st)
+	if err != nil {
+		return err
+	}
+	return phoneSessionWith(cmd, c, in, pm)
 }
 
 // phoneSessionOn is phoneSession on an open connection. Input lines are
@@ -295,6 +310,12 @@ func phoneSession(cmd *cobra.Command, in io.Reader) error {
 // of the input it waits for the answers still due, then prints what
 // arrives for --wait.
 func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
+	return phoneSessionWith(cmd, c, in, nil)
+}
+
+// phoneSessionWith is phoneSessionOn that sends pm's uploads with each
+// message and saves the media that arrive (pm nil: neither).
+func phoneSessionWith(cmd *cobra.Command, c *client.Client, in io.Reader, pm *phoneMedia) error {
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
 	wait, timeout := 24*time.Hour, 30*time.Second
@@ -316,7 +337,7 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 		case <-quit:
 		}
 	}
-	go printIncoming(c, say, quit)
+	go printIncoming(c, say, quit, pm)
 
 	var refused, unanswered atomic.Int64
 	answered := make(chan struct{}) // the input ended and every line has its answer
@@ -338,12 +359,13 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 				say(msg)
 				continue
 			}
-			to, text, found := strings.Cut(line, " ")
-			if !found || strings.TrimSpace(text) == "" {
+			to, text, _ := strings.Cut(line, " ")
+			text = strings.TrimSpace(text)
+			if text == "" && pm.sendsNothing() {
 				say("type: NUMBER text, or /status TEXT, /im busy|away|online, /activity WORD, /who")
 				continue
 			}
-			p, err := c.Send(to, strings.TrimSpace(text))
+			p, err := pm.send(c, to, text)
 			if err != nil {
 				unanswered.Add(1)
 				say(fmt.Sprintf("not sent -> %s: %v", to, err))
@@ -418,7 +440,7 @@ func phoneSessionOn(cmd *cobra.Command, c *client.Client, in io.Reader) error {
 
 // printIncoming prints what the server sends on its own: messages,
 // receipts, presence, contacts joining.
-func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
+func printIncoming(c *client.Client, say func(string), quit <-chan struct{}, pm *phoneMedia) {
 	for {
 		select {
 		case d, ok := <-c.Deliveries():
@@ -436,6 +458,9 @@ func printIncoming(c *client.Client, say func(string), quit <-chan struct{}) {
 				tag += " [also sent by SMS]"
 			}
 			say(fmt.Sprintf("%s %s: %s%s", time.UnixMicro(d.GetSentAt()).Local().Format("15:04:05"), d.From, d.Text, tag))
+			for _, line := range pm.save(d) {
+				say(line)
+			}
 		case r, ok := <-c.Receipts():
 			if !ok {
 				return

@@ -132,6 +132,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		Fallback:  fb,
 		Router:    m.relayRouter,
 		Contacts:  m.Contacts,
+		Media:     m.Media,
 		Logger:    m.log,
 		Metrics:   m.reg,
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/console"
 	"github.com/phonebook/phonebook/contacts"
+	"github.com/phonebook/phonebook/media"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
@@ -74,6 +75,7 @@ type Main struct {
 	Replies  *smsreply.Service
 	Relay    *relay.Server
 	Contacts *contacts.Service
+	Media    *media.Service
 	Console  *console.Console // on the admin listener; nil without one
 
 	relayLn     net.Listener
@@ -170,6 +172,9 @@ func (m *Main) Run(ctx context.Context) error {
 	// Contacts before the relay: the relay serves contacts and presence
 	// frames and marks users online and offline.
 	if err := startContacts(ctx, m); err != nil {
+		return err
+	}
+	if err := m.startMedia(ctx); err != nil {
 		return err
 	}
 	if err := m.startRelay(ctx); err != nil {

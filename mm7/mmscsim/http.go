@@ -233,8 +233,14 @@ func (s *Sim) StartHTTP(addr string) (string, error) {
 	}
 	srv := &http.Server{Handler: s.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
 	s.srvMu.Lock()
+	defer s.srvMu.Unlock()
+	select {
+	case <-s.closed:
+		ln.Close()
+		return "", errors.New("mmscsim: closed")
+	default:
+	}
 	s.ctrlSrv = srv
-	s.srvMu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -144,6 +144,13 @@ func (s *Sim) addReport(r Report) *Report {
 
 // goReport sends report r after wait, and again until it is done.
 func (s *Sim) goReport(r *Report, sender string, wait time.Duration) {
+	s.srvMu.Lock()
+	defer s.srvMu.Unlock()
+	select {
+	case <-s.closed:
+		return // a request still running when the simulator closed
+	default:
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -352,14 +352,15 @@ func (s *Sim) Down() bool {
 
 // Close stops serving and sending; reports not yet sent are dropped.
 func (s *Sim) Close() {
+	s.srvMu.Lock() // goReport adds to wg under it, never after this
 	select {
 	case <-s.closed:
+		s.srvMu.Unlock()
 		return
 	default:
 	}
 	close(s.closed)
 	s.cancel()
-	s.srvMu.Lock()
 	for _, srv := range []*http.Server{s.srv, s.ctrlSrv} {
 		if srv != nil {
 			srv.Close()

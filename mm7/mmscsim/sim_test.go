@@ -377,3 +377,22 @@ func TestSimOverTLS(t *testing.T) {
 		t.Fatal("an unknown certificate was trusted")
 	}
 }
+
+// TestSimClosesWithWorkInFlight: Close returns while a SubmitRsp is held
+// back and reports wait to be sent again, and the VASP sees an error.
+func TestSimClosesWithWorkInFlight(t *testing.T) {
+	v := newVASP(t)
+	v.srv.Close() // reports fail and wait to be sent again
+	sim, c := start(t, mmscsim.Config{VASPURL: v.srv.URL, RespDelay: time.Hour, RedeliverAfter: time.Hour})
+	errs := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(context.Background(), message("+8613800138000"))
+		errs <- err
+	}()
+	poll.Until(t, "the message taken", func() bool { return sim.Stats().Submits == 1 })
+	poll.Until(t, "a report attempt", func() bool { return sim.Stats().ReportsFailed == 1 })
+	sim.Close()
+	if err := <-errs; err == nil || !mm7.Temporary(err) {
+		t.Fatalf("submit: %v", err)
+	}
+}
