@@ -106,6 +106,7 @@ type Message struct {
 	Text     string   // the caption, as the recipient reads it
 	Media    []string // media ids, in order
 	Validity time.Duration
+	source   string // the sender address, set by Send: "" = the link's
 }
 
 // Event is a state change of an MMS, for OnStateChange listeners.
@@ -236,7 +237,7 @@ func (o *Outbox) Enqueue(ctx context.Context, msg Message) (int64, error) {
 	if validity <= 0 || validity > o.cfg.Validity {
 		validity = o.cfg.Validity
 	}
-	ids, err := o.db.EnqueueMMS(ctx, store.MMS{Dest: string(msg.To), Sender: string(msg.From), Caption: msg.Text, Media: msg.Media,
+	ids, err := o.db.EnqueueMMS(ctx, store.MMS{Dest: string(msg.To), Source: msg.source, Sender: string(msg.From), Caption: msg.Text, Media: msg.Media,
 		Kind: kind, Ref: msg.Ref, ExpiresAt: time.Now().Add(validity)})
 	if err != nil {
 		return 0, err

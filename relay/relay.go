@@ -93,6 +93,16 @@ type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
 
+// MediaFallback is implemented by Fallbacks that can send a message with
+// media as an MMS (the mms package): SendFallback is used instead of
+// SendSMS, with the same contract, and returns the state the sender is
+// told: MMS_QUEUED when it went to the MMS outbox, SMS_QUEUED when it went
+// as an SMS (with a download link). Later states come through
+// Server.SMSStateChanged, which takes the MMS states too.
+type MediaFallback interface {
+	SendFallback(ctx context.Context, sms FallbackSMS) (relaypb.MessageState, error)
+}
+
 // FallbackChecker is implemented by Fallbacks that can tell, without
 // sending, whether an SMS could ever be sent (its length, its
 // destination). With one, a message to a number without an account that

@@ -11,6 +11,7 @@ import (
 	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/cluster"
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/mms"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
@@ -22,8 +23,9 @@ import (
 // opted out or had enough today; the outbox's state changes come back to
 // the relay as receipts.
 type replyFallback struct {
-	r  *smsreply.Service
-	ob *smsc.Outbox
+	r   *smsreply.Service
+	ob  *smsc.Outbox
+	mms *mms.Outbox // media messages (mms_wiring.go); nil = text only
 }
 
 func (f replyFallback) SendSMS(ctx context.Context, s relay.FallbackSMS) error {
@@ -123,7 +125,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	}
 	var fb relay.Fallback
 	if cfg.Relay.Fallback != "never" {
-		fb = replyFallback{m.Replies, m.Outbox}
+		fb = replyFallback{m.Replies, m.Outbox, m.mmsOutbox()}
 	}
 	srv, err := relay.NewServer(relayConfig(cfg), relay.Deps{
 		Auth:      accountsAuth{m.Accounts},
@@ -141,6 +143,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	}
 	m.Relay = srv
 	m.Replies.SetRelay(srv)
+	m.connectMMS(srv)
 	// Sessions revoked by this process's API close their connections at
 	// once; the relay's periodic check finds the rest.
 	m.Accounts.OnSessionsRevoked(func(ctx context.Context, n phonebook.MSISDN) { srv.Recheck(ctx, n) })
