@@ -25,6 +25,7 @@ var layeringRules = []struct {
 	{"github.com/nats-io/", []string{"cluster/...", "cmd/phonebook"}, "only the cluster speaks NATS"},
 	{module + "/config", []string{"cmd/phonebook"}, "main reads config and wires; packages take plain values"},
 	{module + "/smsc", []string{"smsc/...", "smsreply", "console", "config", "cmd/phonebook"}, "the relay reaches SMS only through interfaces wired in main"},
+	{module + "/media", []string{"api", "cluster", "config", "mms", "cmd/phonebook"}, "the relay reaches media only through relay.Media, wired in main"},
 	{module + "/relay", []string{"relay/...", "cluster", "console", "config", "cmd/phonebook"}, "the client and the SMS side stay free of the relay server"},
 	{module + "/mm7", []string{"mm7/...", "mms/...", "config", "cmd/phonebook"}, "the MMSC is reached through the MMS outbox, wired in main"},
 }

@@ -569,6 +569,18 @@ func (s *Service) RevokeSessions(ctx context.Context, n phonebook.MSISDN) (int64
 	return revoked, nil
 }
 
+// Delete removes the account, its sessions (the relay closes their
+// connections, as after RevokeSessions), and its address book, contact
+// list and status, so that whoever gets the number next cannot restore
+// them.
+func (s *Service) Delete(ctx context.Context, n phonebook.MSISDN) error {
+	if err := s.db.DeleteUser(ctx, n); err != nil {
+		return err
+	}
+	s.sessionsRevoked(ctx, n)
+	return nil
+}
+
 // User returns the account record.
 func (s *Service) User(ctx context.Context, n phonebook.MSISDN) (*store.User, error) {
 	return s.db.User(ctx, n)

@@ -173,6 +173,14 @@ func (s *Service) Offline(ctx context.Context, number phonebook.MSISDN) error {
 	return err
 }
 
+// ResetOnline records every user offline, their phone activity cleared,
+// without pushes: for a server that starts alone, whose users a crash
+// left online (relay.Server.RecoverPresence). It returns how many it
+// changed.
+func (s *Service) ResetOnline(ctx context.Context) (int64, error) {
+	return s.db.ResetOnline(ctx)
+}
+
 func (s *Service) update(ctx context.Context, number phonebook.MSISDN, u store.StatusUpdate) (store.Status, error) {
 	st, changed, err := s.db.UpdateStatus(ctx, number, u)
 	if err != nil {

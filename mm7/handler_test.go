@@ -160,6 +160,9 @@ func TestHandlerAnswersBadInputWithFaults(t *testing.T) {
 			if tc.wantHTTP != 200 && (!strings.Contains(body, "VASPErrorRsp") || !strings.Contains(body, "<Details>")) {
 				t.Fatalf("fault without VASPErrorRsp details: %s", body)
 			}
+			if tc.wantCode == 4003 && !strings.Contains(body, `env:mustUnderstand="1">t1</mm7:TransactionID>`) {
+				t.Fatalf("the fault does not quote the request's TransactionID: %s", body)
+			}
 		})
 	}
 	code, _ := func() (int, string) {

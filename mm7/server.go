@@ -22,7 +22,9 @@ const DefaultMaxBytes = 4 << 20
 // method other than POST, 413 for a body over the limit, 415 for a wrong
 // Content-Type, 400 for malformed MIME or SOAP (2007 Message format corrupt),
 // missing elements (4004 Validation error) or an operation this package
-// does not read (4003 Unsupported operation).
+// does not read (4003 Unsupported operation). With an error, the request
+// is returned too when its envelope could be read, so that the fault
+// quotes its TransactionID and schema.
 func ReadRequest(r *http.Request, maxBytes int64) (*Request, error) {
 	if r.Method != http.MethodPost {
 		return nil, decodeError(http.StatusMethodNotAllowed, StatusUnsupportedOperation, "MM7 requests are HTTP POST, not %s", r.Method)
@@ -43,8 +45,8 @@ func ReadRequest(r *http.Request, maxBytes int64) (*Request, error) {
 	return parseRequest(r.Header.Get("Content-Type"), data)
 }
 
-// readBounded reads a body of at most limit bytes (one more is read to
-// tell an oversized one), sized at once when its length is known.
+// readBounded reads a body into one buffer of its length when that is known
+// (and within limit); else up to limit+1 bytes, to tell an oversized one.
 func readBounded(r io.Reader, length, limit int64) ([]byte, error) {
 	if length < 0 || length > limit {
 		return io.ReadAll(io.LimitReader(r, limit+1))
@@ -65,7 +67,7 @@ func parseRequest(contentType string, data []byte) (*Request, error) {
 		return &StatusError{Op: env.op, HTTPStatus: http.StatusBadRequest, Status: NewStatus(StatusValidationError, fmt.Sprintf(format, args...))}
 	}
 	if req.TransactionID == "" {
-		return nil, invalid("the SOAP Header has no TransactionID")
+		return req, invalid("the SOAP Header has no TransactionID")
 	}
 	b := env.x.Body
 	switch {
@@ -86,7 +88,7 @@ func parseRequest(contentType string, data []byte) (*Request, error) {
 		}
 		s.To = x.Recipients.all()
 		if len(s.To) == 0 {
-			return nil, invalid("SubmitReq has no recipient")
+			return req, invalid("SubmitReq has no recipient")
 		}
 		if exp := parseTime(x.ExpiryDate); !exp.IsZero() {
 			if ts := parseTime(x.TimeStamp); !ts.IsZero() {
@@ -110,7 +112,7 @@ func parseRequest(contentType string, data []byte) (*Request, error) {
 		}
 		d.Recipients = x.Recipients.all()
 		if d.Sender == "" {
-			return nil, invalid("DeliverReq has no Sender")
+			return req, invalid("DeliverReq has no Sender")
 		}
 		req.Deliver = d
 	case b.DeliveryReportReq != nil:
@@ -130,13 +132,13 @@ func parseRequest(contentType string, data []byte) (*Request, error) {
 		}
 		switch {
 		case d.MessageID == "":
-			return nil, invalid("DeliveryReportReq has no MessageID")
+			return req, invalid("DeliveryReportReq has no MessageID")
 		case d.MMStatus == "":
-			return nil, invalid("DeliveryReportReq has no MMStatus")
+			return req, invalid("DeliveryReportReq has no MMStatus")
 		}
 		req.DeliveryReport = d
 	default:
-		return nil, &StatusError{Op: env.op, HTTPStatus: http.StatusBadRequest,
+		return req, &StatusError{Op: env.op, HTTPStatus: http.StatusBadRequest,
 			Status: NewStatus(StatusUnsupportedOperation, fmt.Sprintf("%s is not a request this endpoint takes", truncate(env.op, 40)))}
 	}
 	return req, nil

@@ -208,6 +208,35 @@ func SMSState(outboxState string) (relaypb.MessageState, bool) {
 	return 0, false
 }
 
+// SMSFailure is the reason a sender reads for an SMS the outbox gave up
+// on, from its state and error text: code expired for "expired",
+// undeliverable for "undeliverable", unavailable for anything else.
+func SMSFailure(outboxState, detail string) error {
+	code := phonebook.EUnavailable
+	switch outboxState {
+	case "expired":
+		code = phonebook.EExpired
+	case "undeliverable":
+		code = phonebook.EUndeliverable
+	}
+	return phonebook.Errorf(code, "%s: %s", outboxState, detail)
+}
+
+// SMSOutboxStateChanged is SMSStateChanged in the outbox's terms: its
+// state name (see SMSState) and, for a failure, its error text. A state
+// the relay has no counterpart for is ignored.
+func (srv *Server) SMSOutboxStateChanged(ctx context.Context, messageID, outboxState, detail string) error {
+	st, ok := SMSState(outboxState)
+	if !ok {
+		return nil
+	}
+	var reason error
+	if st == relaypb.MessageState_FAILED {
+		reason = SMSFailure(outboxState, detail)
+	}
+	return srv.SMSStateChanged(ctx, messageID, st, reason)
+}
+
 // SMSStateChanged is the SMS and MMS outboxes' callback: the message's
 // stored state is updated and its sender, if connected, gets a Receipt.
 // reason says why a FAILED one failed (the outbox's error: the SMSC's or

@@ -127,6 +127,79 @@ func TestSMSStateMapping(t *testing.T) {
 	if _, ok := relay.SMSState("queued"); ok {
 		t.Error("unknown outbox state mapped")
 	}
+	for state, want := range map[string]phonebook.Code{
+		"expired": phonebook.EExpired, "undeliverable": phonebook.EUndeliverable, "failed": phonebook.EUnavailable,
+	} {
+		err := relay.SMSFailure(state, "why")
+		if phonebook.ErrorCode(err) != want || phonebook.ErrorMessage(err) != state+": why" {
+			t.Errorf("SMSFailure(%q) = %v, want code %s", state, err, want)
+		}
+	}
+}
+
+// The outbox's states, in its own words, reach the sender as receipts:
+// "queued" means nothing to the relay and is ignored; "undeliverable"
+// ends the message FAILED with code undeliverable and the outbox's reason.
+func TestSMSOutboxStateChanged(t *testing.T) {
+	e := start(t, testConfig(), nil)
+	a := e.alice(client.Options{})
+	p, _ := a.Send(string(carol), "by sms")
+	id, _ := wait(t, p)
+	next(t, a.Receipts(), "SMS_QUEUED receipt")
+	ctx := context.Background()
+	if err := e.srv.SMSOutboxStateChanged(ctx, id, "queued", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.SMSOutboxStateChanged(ctx, id, "submitted", ""); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(t, a.Receipts(), "SMS_SUBMITTED receipt"); r.State != relaypb.MessageState_SMS_SUBMITTED {
+		t.Fatalf("after queued and submitted: %v", r)
+	}
+	if err := e.srv.SMSOutboxStateChanged(ctx, id, "undeliverable", "stat UNDELIV err 001"); err != nil {
+		t.Fatal(err)
+	}
+	r := next(t, a.Receipts(), "FAILED receipt")
+	if r.State != relaypb.MessageState_FAILED || r.Error.GetCode() != string(phonebook.EUndeliverable) ||
+		!strings.Contains(r.Error.GetMessage(), "undeliverable: stat UNDELIV err 001") {
+		t.Fatalf("receipt %v", r)
+	}
+	if rec, err := e.db.ChatRecord(ctx, id); err != nil || rec.State != store.MsgFailed {
+		t.Fatalf("record %+v %v", rec, err)
+	}
+	if err := e.srv.SMSOutboxStateChanged(ctx, "no-such-id", "delivered", ""); err == nil {
+		t.Fatal("unknown message id accepted")
+	}
+}
+
+// FallbackFuncs hands the SMS's fields to its functions; without Check
+// every SMS passes the check.
+func TestFallbackFuncs(t *testing.T) {
+	var got []string
+	f := relay.FallbackFuncs{
+		Send: func(_ context.Context, id string, from, to phonebook.MSISDN, text string) error {
+			got = append(got, strings.Join([]string{"send", id, string(from), string(to), text}, " "))
+			return nil
+		},
+		Check: func(id string, from, to phonebook.MSISDN, text string) error {
+			got = append(got, strings.Join([]string{"check", id, string(from), string(to), text}, " "))
+			return phonebook.Errorf(phonebook.ETooLarge, "too long")
+		},
+	}
+	sms := relay.FallbackSMS{MessageID: "m1", From: alice, To: carol, Text: "hi"}
+	if err := f.CheckSMS(sms); phonebook.ErrorCode(err) != phonebook.ETooLarge {
+		t.Fatalf("check: %v", err)
+	}
+	if err := f.SendSMS(context.Background(), sms); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"check m1 +8613800138000 +8613700137000 hi", "send m1 +8613800138000 +8613700137000 hi"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if err := (relay.FallbackFuncs{Send: f.Send}).CheckSMS(sms); err != nil {
+		t.Fatalf("no Check: %v", err)
+	}
 }
 
 func TestSMSFallbackQuotaPerSender(t *testing.T) {

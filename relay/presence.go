@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -25,6 +26,8 @@ type Contacts interface {
 	ContactsPresence(ctx context.Context, owner phonebook.MSISDN) ([]contacts.Presence, error)
 	Online(ctx context.Context, number phonebook.MSISDN) error
 	Offline(ctx context.Context, number phonebook.MSISDN) error
+	// ResetOnline records every user offline (RecoverPresence).
+	ResetOnline(ctx context.Context) (int64, error)
 }
 
 var _ Contacts = (*contacts.Service)(nil)
@@ -180,6 +183,44 @@ func (srv *Server) Resynced(ep Endpoint, reassert bool) {
 		defer srv.presence.wg.Done()
 		srv.sendPresenceList(s, "")
 	}()
+}
+
+// Gone is told by a cluster router (cluster.Router.OnGone) that number's
+// session on a node that died was removed and that the number has no
+// session left anywhere: nobody marked the user offline, so the relay
+// does, as that node would have at logout, unless the user reconnected
+// meanwhile.
+func (srv *Server) Gone(ctx context.Context, number phonebook.MSISDN) {
+	if srv.contacts == nil {
+		return
+	}
+	if err := srv.contacts.Offline(ctx, number); err != nil {
+		srv.log.Warn("relay: presence of a dead node's user not recorded", "number", number, "err", err)
+		return
+	}
+	if srv.router.Locate(number) != nil {
+		srv.contacts.Online(ctx, number) // reconnected meanwhile
+	}
+}
+
+// RecoverPresence runs once, before Serve. A relay alone (Deps.Router nil)
+// held every connection and holds none yet, so users that a crash left
+// online are recorded offline; otherwise they would look online to their
+// contacts until they next logged in and out. In a cluster other nodes
+// hold connections, and their users' presence stays; the cluster router
+// reports a dead node's users (Gone).
+func (srv *Server) RecoverPresence(ctx context.Context) error {
+	if !srv.alone || srv.contacts == nil {
+		return nil
+	}
+	n, err := srv.contacts.ResetOnline(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: reset presence: %w", err)
+	}
+	if n > 0 {
+		srv.log.Info("users left online by the last run marked offline", "count", n)
+	}
+	return nil
 }
 
 // wait waits for transitions in flight (at shutdown, after every session

@@ -53,8 +53,8 @@ type UDPAuthenticator interface {
 	AuthenticateUDP(ctx context.Context, udpID []byte) (number phonebook.MSISDN, deviceID string, tokenHash []byte, err error)
 }
 
-// AuthFunc adapts a function to Authenticator, e.g. around
-// accounts.Service.Authenticate, which returns a Principal.
+// AuthFunc adapts a function to Authenticator (AccountsAuth adapts the
+// accounts service).
 type AuthFunc func(ctx context.Context, token string) (phonebook.MSISDN, string, error)
 
 // Authenticate implements Authenticator.
@@ -83,8 +83,8 @@ type FallbackSMS struct {
 }
 
 // Fallback enqueues an SMS durably; when SendSMS returns nil the SMS must
-// survive a crash. It reports progress back through Server.SMSStateChanged
-// (SMSState maps the outbox's state names). An error whose code says the
+// survive a crash. It reports progress back through Server.SMSStateChanged,
+// or SMSOutboxStateChanged in the outbox's state names. An error whose code says the
 // SMS can never be sent (PermanentSMSError: too long, invalid destination,
 // the recipient opted out or had their daily allowance) ends the fallback
 // with a FAILED receipt carrying that reason; any other is retried with
@@ -101,6 +101,45 @@ type Fallback interface {
 // Server.SMSStateChanged, which takes the MMS states too.
 type MediaFallback interface {
 	SendFallback(ctx context.Context, sms FallbackSMS) (relaypb.MessageState, error)
+}
+
+// FallbackFuncs adapts functions that take an SMS's fields, e.g.
+// smsreply.Service's SendFallback and CheckFallback (the SMS side does not
+// import the relay), to Fallback and FallbackChecker.
+type FallbackFuncs struct {
+	Send  func(ctx context.Context, messageID string, from, to phonebook.MSISDN, text string) error
+	Check func(messageID string, from, to phonebook.MSISDN, text string) error // nil: every SMS can be sent
+	// Media takes a message with media (the MMS side: an MMS or an SMS
+	// with a download link) and returns the state its sender is told; nil:
+	// media messages go by Send, as text.
+	Media func(ctx context.Context, sms FallbackSMS) (relaypb.MessageState, error)
+}
+
+var (
+	_ Fallback        = FallbackFuncs{}
+	_ FallbackChecker = FallbackFuncs{}
+	_ MediaFallback   = FallbackFuncs{}
+)
+
+// SendFallback implements MediaFallback.
+func (f FallbackFuncs) SendFallback(ctx context.Context, s FallbackSMS) (relaypb.MessageState, error) {
+	if f.Media != nil && len(s.Media) > 0 {
+		return f.Media(ctx, s)
+	}
+	return relaypb.MessageState_SMS_QUEUED, f.SendSMS(ctx, s)
+}
+
+// SendSMS implements Fallback.
+func (f FallbackFuncs) SendSMS(ctx context.Context, s FallbackSMS) error {
+	return f.Send(ctx, s.MessageID, s.From, s.To, s.Text)
+}
+
+// CheckSMS implements FallbackChecker.
+func (f FallbackFuncs) CheckSMS(s FallbackSMS) error {
+	if f.Check == nil {
+		return nil
+	}
+	return f.Check(s.MessageID, s.From, s.To, s.Text)
 }
 
 // FallbackChecker is implemented by Fallbacks that can tell, without

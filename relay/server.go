@@ -46,6 +46,7 @@ type Server struct {
 	recorder  *recorder
 	contacts  Contacts
 	presence  *presenceTracker
+	alone     bool // no Deps.Router: this node holds every connection
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -92,7 +93,8 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if cfg.NodeID == "" {
 		cfg.NodeID, _ = os.Hostname()
 	}
-	if deps.Router == nil {
+	alone := deps.Router == nil
+	if alone {
 		deps.Router = NewLocalRouter()
 	}
 	if deps.Logger == nil {
@@ -121,6 +123,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	}
 	srv.recorder = newRecorder(srv)
 	srv.contacts = deps.Contacts
+	srv.alone = alone
 	srv.presence = newPresenceTracker(srv)
 	go srv.commitLoop()
 	srv.bg.Add(3)

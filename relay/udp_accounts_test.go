@@ -22,20 +22,6 @@ import (
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
-// accountsAuth is the server's wiring of the accounts service into the
-// relay (cmd/phonebook), for tests on a real store.
-type accountsAuth struct{ *accounts.Service }
-
-func (a accountsAuth) Authenticate(ctx context.Context, token string) (phonebook.MSISDN, string, error) {
-	p, err := a.Service.Authenticate(ctx, token)
-	return p.Number, p.DeviceID, err
-}
-
-func (a accountsAuth) AuthenticateUDP(ctx context.Context, id []byte) (phonebook.MSISDN, string, []byte, error) {
-	p, err := a.Service.AuthenticateUDP(ctx, id)
-	return p.Number, p.DeviceID, p.Token, err
-}
-
 // A real login's token over UDP, on SQLite and MariaDB: the session is
 // found by its public id in the store and the proof checked; the capture
 // holds neither the token nor its hash. Then 100 attackers at once, from
@@ -58,7 +44,7 @@ func TestUDPLoginAttackedOnRealStores(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := relay.NewServer(testConfig(), relay.Deps{Auth: accountsAuth{acc}, Store: db, Metrics: prometheus.NewRegistry()})
+		srv, err := relay.NewServer(testConfig(), relay.Deps{Auth: relay.AccountsAuth{Accounts: acc}, Store: db, Metrics: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}

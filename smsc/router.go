@@ -131,6 +131,25 @@ func (r *Router) Capacity() int {
 	return n
 }
 
+// Ready is the SMS side's readiness check (/readyz): nil while at least
+// one link is bound; otherwise an error naming each link with its last
+// error. One bound link is enough: the router sends every SMS it can
+// through it.
+func (r *Router) Ready(context.Context) error {
+	var down []string
+	for _, s := range r.States() {
+		if s.Bound {
+			return nil
+		}
+		msg := s.Name
+		if s.LastError != "" {
+			msg += " (" + s.LastError + ")"
+		}
+		down = append(down, msg)
+	}
+	return fmt.Errorf("no SMSC link is bound: %s", strings.Join(down, ", "))
+}
+
 // States reports every link, for /readyz.
 func (r *Router) States() []LinkState {
 	out := make([]LinkState, len(r.links))

@@ -152,7 +152,15 @@ var _ Store = (*store.DB)(nil)
 // Outbox enqueues SMS durably; *smsc.Outbox is one.
 type Outbox interface {
 	Enqueue(ctx context.Context, s smsc.SMS) (int64, error)
+	// Check tells, without storing, whether Enqueue would accept s.
+	Check(s smsc.SMS) error
 }
+
+var _ Outbox = (*smsc.Outbox)(nil)
+
+// kindFallback is the outbox kind (smsc.SMS.Kind) of fallback SMS; their
+// Ref is the relay's message id.
+const kindFallback = "fallback"
 
 // Relay takes a reply as an IM message; *relay.Server is one.
 type Relay interface {
@@ -266,7 +274,7 @@ func (s *Service) SendFallback(ctx context.Context, ref string, from, to phonebo
 	if err != nil {
 		return err
 	}
-	_, err = s.outbox.Enqueue(ctx, smsc.SMS{To: to, From: source, Text: text, Kind: "fallback", Ref: ref})
+	_, err = s.outbox.Enqueue(ctx, smsc.SMS{To: to, From: source, Text: text, Kind: kindFallback, Ref: ref})
 	return err
 }
 
@@ -295,6 +303,29 @@ func (s *Service) NoteConversation(ctx context.Context, from, to phonebook.MSISD
 		return s.cfg.ShortNumber + ext, nil
 	}
 	return "", nil
+}
+
+// CheckFallback tells, without sending, whether the outbox could ever
+// take an IM message's fallback SMS (its destination, its length): the
+// error SendFallback's Enqueue would return (invalid_number,
+// request_too_large...), or nil.
+func (s *Service) CheckFallback(ref string, from, to phonebook.MSISDN, text string) error {
+	return s.outbox.Check(smsc.SMS{To: to, Text: text, Kind: kindFallback, Ref: ref})
+}
+
+// FallbackStates returns an outbox listener (smsc.Outbox.OnStateChange)
+// that hands report the state changes of fallback SMS, by the message id
+// SendFallback was given (e.g. relay.Server.SMSOutboxStateChanged), and
+// ignores every other kind of SMS. A report that fails is logged.
+func (s *Service) FallbackStates(report func(ctx context.Context, ref, state, detail string) error) func(context.Context, smsc.OutboxEvent) {
+	return func(ctx context.Context, ev smsc.OutboxEvent) {
+		if ev.Kind != kindFallback || ev.Ref == "" {
+			return
+		}
+		if err := report(ctx, ev.Ref, ev.State, ev.Error); err != nil {
+			s.log.Warn("sms fallback state not recorded", "message", ev.Ref, "state", ev.State, "err", err)
+		}
+	}
 }
 
 // MOHandler returns the handler for every inbound SMS that no prefix

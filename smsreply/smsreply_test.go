@@ -65,6 +65,8 @@ func (r *recorder) Enqueue(_ context.Context, s smsc.SMS) (int64, error) {
 	return int64(len(r.sms)), nil
 }
 
+func (r *recorder) Check(smsc.SMS) error { return nil }
+
 func (r *recorder) InjectSMS(_ context.Context, from, to phonebook.MSISDN, text string) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

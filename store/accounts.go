@@ -202,15 +202,6 @@ func (d *DB) RevokeSessions(ctx context.Context, number phonebook.MSISDN) (int64
 	return res.RowsAffected()
 }
 
-// DeleteExpiredSessions removes sessions that expired before t.
-func (d *DB) DeleteExpiredSessions(ctx context.Context, t time.Time) (int64, error) {
-	res, err := d.db.ExecContext(ctx, "DELETE FROM sessions WHERE expires_at < ?", us(t))
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
-}
-
 // SetValid blocks (false) or unblocks (true) a user.
 func (d *DB) SetValid(ctx context.Context, number phonebook.MSISDN, valid bool) error {
 	v := 0
@@ -459,13 +450,4 @@ func (d *DB) Count(ctx context.Context, name string, window time.Duration) (int6
 func (d *DB) ResetCounter(ctx context.Context, name string) error {
 	_, err := d.db.ExecContext(ctx, "DELETE FROM counters WHERE name IN ("+shardPlaceholders+")", shardNames(name)...)
 	return err
-}
-
-// PurgeCounters deletes counters whose window started before t.
-func (d *DB) PurgeCounters(ctx context.Context, t time.Time) (int64, error) {
-	res, err := d.db.ExecContext(ctx, "DELETE FROM counters WHERE window_start < ?", us(t))
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
 }

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/phonebook/phonebook"
 )
 
 //go:embed migrations
@@ -157,4 +159,48 @@ func (d *DB) Version(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	return int(v.Int64), nil
+}
+
+// CheckSchema reports, without changing anything, whether every migration
+// embedded in this binary has been applied: nil if so; otherwise an error
+// (code unavailable) saying to run `phonebook migrate`. Commands that work
+// on a store without serving (admin) call it instead of Migrate, so that
+// only `migrate` and `serve` change the schema.
+func (d *DB) CheckSchema(ctx context.Context) error {
+	ms, err := Migrations(d.dialect)
+	if err != nil {
+		return err
+	}
+	applied := map[int]bool{}
+	rows, err := d.db.QueryContext(ctx, "SELECT version FROM schema_migrations")
+	if err == nil {
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: schema version: %w", err)
+			}
+			applied[v] = true
+		}
+		err = rows.Err()
+		rows.Close()
+	}
+	if err != nil && d.Ping(ctx) != nil {
+		return fmt.Errorf("store: schema version: %w", err)
+	}
+	// With the database reachable, a failed query means no
+	// schema_migrations table: nothing was ever migrated.
+	missing := false
+	for _, m := range ms {
+		missing = missing || !applied[m.Version]
+	}
+	if !missing {
+		return nil
+	}
+	have := 0
+	for v := range applied {
+		have = max(have, v)
+	}
+	return phonebook.Errorf(phonebook.EUnavailable,
+		"the database schema is at version %d; this phonebook needs %d: run `phonebook migrate`", have, ms[len(ms)-1].Version)
 }

@@ -2,9 +2,13 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -60,4 +64,54 @@ func TestMigrateFromTwoNodesAtOnce(t *testing.T) {
 	if sum != len(ms) {
 		t.Fatalf("migrations applied %d times in all, want %d (each once)", sum, len(ms))
 	}
+}
+
+// A store never migrated, or migrated by an older binary, is refused with
+// a clear error saying what to run, and nothing is changed; once migrated
+// it is accepted.
+func TestCheckSchema(t *testing.T) {
+	ctx := context.Background()
+	behind := func(t *testing.T, db *store.DB, version int) {
+		t.Helper()
+		err := db.CheckSchema(ctx)
+		want := fmt.Sprintf("the database schema is at version %d; ", version)
+		if phonebook.ErrorCode(err) != phonebook.EUnavailable || !strings.HasPrefix(phonebook.ErrorMessage(err), want) ||
+			!strings.HasSuffix(err.Error(), ": run `phonebook migrate`") {
+			t.Fatalf("schema at %d: %v", version, err)
+		}
+	}
+	fresh := map[string]func(t *testing.T) store.Options{
+		"sqlite": func(t *testing.T) store.Options {
+			return store.Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "pb.db")}
+		},
+		"mysql": func(t *testing.T) store.Options { return store.Options{Driver: "mysql", DSN: storetest.MySQLDSN(t)} },
+	}
+	for name, opts := range fresh {
+		t.Run("never migrated/"+name, func(t *testing.T) {
+			db, err := store.Open(ctx, opts(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			behind(t, db, 0)
+			behind(t, db, 0) // checking created nothing
+			if _, err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.CheckSchema(ctx); err != nil {
+				t.Fatalf("after migrate: %v", err)
+			}
+		})
+	}
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		if err := db.CheckSchema(ctx); err != nil {
+			t.Fatalf("migrated: %v", err)
+		}
+		ms, _ := store.Migrations(db.Dialect())
+		last := ms[len(ms)-1].Version
+		if _, err := db.SQL().ExecContext(ctx, "DELETE FROM schema_migrations WHERE version = ?", last); err != nil {
+			t.Fatal(err)
+		}
+		behind(t, db, ms[len(ms)-2].Version)
+	})
 }

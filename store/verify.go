@@ -201,12 +201,3 @@ func (d *DB) UnclaimToken(ctx context.Context, id string) error {
 	_, err := d.db.ExecContext(ctx, "UPDATE verify_tokens SET state = ? WHERE id = ? AND state = ?", TokenProven, id, TokenClaimed)
 	return err
 }
-
-// DeleteExpiredVerifications removes codes and tokens that expired before t.
-func (d *DB) DeleteExpiredVerifications(ctx context.Context, t time.Time) error {
-	if _, err := d.db.ExecContext(ctx, "DELETE FROM verify_codes WHERE expires_at < ? AND next_send_at < ?", us(t), us(t)); err != nil {
-		return err
-	}
-	_, err := d.db.ExecContext(ctx, "DELETE FROM verify_tokens WHERE expires_at < ?", us(t))
-	return err
-}

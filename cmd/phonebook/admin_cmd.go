@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/user"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/accounts"
 	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
@@ -21,7 +24,7 @@ func newAdminCmd() *cobra.Command {
 	user := &cobra.Command{Use: "user", Short: "Show, block, unblock or delete a user (works on the store: --database-driver, --database-dsn)"}
 	addStoreFlags(c.PersistentFlags())
 
-	withUser := func(use, short string, fn func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error) *cobra.Command {
+	withUser := func(use, short string, fn func(cmd *cobra.Command, acc *accounts.Service, db *store.DB, n phonebook.MSISDN) error) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " NUMBER",
 			Short: short,
@@ -32,14 +35,18 @@ func newAdminCmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					return fn(cmd, db, n)
+					acfg, err := accountsConfig(cfg)
+					if err != nil {
+						return err
+					}
+					return fn(cmd, accounts.New(db, acfg, nil, nil), db, n)
 				})
 			},
 		}
 	}
 	user.AddCommand(
-		withUser("show", "Show the user record", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
-			u, err := db.User(cmd.Context(), n)
+		withUser("show", "Show the user record", func(cmd *cobra.Command, acc *accounts.Service, _ *store.DB, n phonebook.MSISDN) error {
+			u, err := acc.User(cmd.Context(), n)
 			if err != nil {
 				return err
 			}
@@ -52,28 +59,26 @@ func newAdminCmd() *cobra.Command {
 			enc.SetIndent("", "  ")
 			return enc.Encode(out)
 		}),
-		withUser("block", "Block the account: logins and sessions are refused", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
-			if err := db.SetValid(cmd.Context(), n, false); err != nil {
+		withUser("block", "Block the account: logins and sessions are refused", func(cmd *cobra.Command, acc *accounts.Service, db *store.DB, n phonebook.MSISDN) error {
+			revoked, err := acc.Block(cmd.Context(), n)
+			detail := fmt.Sprintf("%d sessions revoked", revoked)
+			if err := audited(cmd, db, "block", n, detail, err); err != nil {
 				return err
 			}
-			revoked, err := db.RevokeSessions(cmd.Context(), n)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s blocked; %d sessions revoked\n", n, revoked)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s blocked; %s\n", n, detail)
 			return nil
 		}),
-		withUser("unblock", "Unblock the account", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
-			if err := db.SetValid(cmd.Context(), n, true); err != nil {
+		withUser("unblock", "Unblock the account", func(cmd *cobra.Command, acc *accounts.Service, db *store.DB, n phonebook.MSISDN) error {
+			if err := audited(cmd, db, "unblock", n, "", acc.Unblock(cmd.Context(), n)); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s unblocked\n", n)
 			return nil
 		}),
-		withUser("delete", "Delete the user, their sessions, address book, contact list and status", func(cmd *cobra.Command, db *store.DB, n phonebook.MSISDN) error {
+		withUser("delete", "Delete the user, their sessions, address book, contact list and status", func(cmd *cobra.Command, acc *accounts.Service, db *store.DB, n phonebook.MSISDN) error {
 			// The book goes too: whoever gets the number next must not
 			// restore it.
-			if err := db.DeleteUser(cmd.Context(), n); err != nil {
+			if err := audited(cmd, db, "delete_user", n, "", acc.Delete(cmd.Context(), n)); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", n)
@@ -129,4 +134,28 @@ func newAdminCmd() *cobra.Command {
 	conns.Flags().String("admin-addr", "", "address of the running server's admin listener to ask (admin.addr; default 127.0.0.1:8090)")
 	c.AddCommand(user, conns, newOptOutCmd(), newMMSCapableCmd())
 	return c
+}
+
+// audited records an operator action of `phonebook admin user` in the
+// audit log, as the console records its own (action, or action_failed with
+// the error), by "cli:" and the operating-system user, from this host. It
+// returns the action's error; an action done but not recorded is reported.
+func audited(cmd *cobra.Command, db *store.DB, action string, n phonebook.MSISDN, detail string, err error) error {
+	e := store.AuditEntry{Actor: "cli:" + osUser(), Action: action, Target: string(n), Detail: detail}
+	e.Remote, _ = os.Hostname()
+	if err != nil {
+		e.Action, e.Detail = action+"_failed", err.Error()
+	}
+	if aerr := db.AddAudit(cmd.Context(), e); aerr != nil && err == nil {
+		return fmt.Errorf("%s %s was done, but not recorded in the audit log: %w", action, n, aerr)
+	}
+	return err
+}
+
+// osUser names who runs the command, for the audit log.
+func osUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }

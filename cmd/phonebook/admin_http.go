@@ -1,20 +1,16 @@
 package main
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/api"
 )
 
@@ -66,7 +62,7 @@ func (m *Main) startAdmin() error {
 	}
 	m.adminLn = ln
 	srv := &http.Server{
-		Handler:           adminAuth(cfg.Token, m.adminMux, m.adminOwnAuth),
+		Handler:           api.RequireToken(cfg.Token, m.adminMux, m.adminOwnAuth...),
 		ReadHeaderTimeout: 5 * time.Second,
 		// pprof's profile and trace run for ?seconds= (30 by default).
 		WriteTimeout: 5 * time.Minute,
@@ -85,33 +81,6 @@ func (m *Main) startAdmin() error {
 	}
 	m.adminSrv = srv
 	return nil
-}
-
-// adminAuth requires the bearer token, when there is one, except under the
-// prefixes of handlers that check it themselves. Both sides are hashed
-// first so that the comparison takes the same time whatever the lengths.
-func adminAuth(token string, next http.Handler, ownAuth []string) http.Handler {
-	if token == "" {
-		return next
-	}
-	want := sha256.Sum256([]byte(token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, p := range ownAuth {
-			if strings.HasPrefix(r.URL.Path, p) {
-				next.ServeHTTP(w, r)
-				return
-			}
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="phonebook-admin"`)
-			api.WriteJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]string{
-				"code": string(phonebook.EUnauthorized), "message": "the admin listener needs Authorization: Bearer <admin.token>"}})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // AdminAddr returns the admin listener's address ("" when there is none).

@@ -12,8 +12,10 @@ import (
 	"github.com/phonebook/phonebook/store"
 )
 
-// withStore loads the configuration, opens and migrates the store, and
-// runs fn on it.
+// withStore loads the configuration, opens the store and runs fn on it.
+// It does not migrate (only `migrate` and `serve` change the schema): a
+// schema older than this binary is refused, saying to run `phonebook
+// migrate`.
 func withStore(cmd *cobra.Command, fn func(cfg config.Config, db *store.DB) error) error {
 	cfg, err := loadConfig(cmd)
 	if err != nil {
@@ -24,7 +26,7 @@ func withStore(cmd *cobra.Command, fn func(cfg config.Config, db *store.DB) erro
 		return err
 	}
 	defer db.Close()
-	if _, err := db.Migrate(cmd.Context()); err != nil {
+	if err := db.CheckSchema(cmd.Context()); err != nil {
 		return err
 	}
 	return fn(cfg, db)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/phonebook/phonebook/config"
+	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/store"
 )
@@ -126,7 +127,7 @@ func checkConfig(cfg config.Config) error {
 		add(errNoSMSC)
 	}
 	add(relayConfig(cfg).Validate())
-	_, err := relayTLS(cfg)
+	_, err := relay.LoadTLS(cfg.Relay.TLSCert, cfg.Relay.TLSKey)
 	add(err)
 	add(verifyConfig(cfg).Validate())
 	add(smsc.ValidateLinks(linkConfigs(cfg.SMSC.Links)))

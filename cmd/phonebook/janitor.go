@@ -5,9 +5,9 @@ import (
 	"time"
 )
 
-// startJanitor removes what has expired: sessions, verification codes and
-// tokens, and rate-limit counters of past windows. Every node may run it;
-// the deletes are idempotent.
+// startJanitor applies the store's retention policy (store.DeleteExpired)
+// at start and every hour. Every node may run it; the deletes are
+// idempotent.
 func (m *Main) startJanitor(ctx context.Context) {
 	ctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -16,16 +16,8 @@ func (m *Main) startJanitor(ctx context.Context) {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
 		for {
-			now := time.Now()
-			if _, err := m.DB.DeleteExpiredSessions(ctx, now); err != nil && ctx.Err() == nil {
-				m.log.Warn("janitor: sessions", "err", err)
-			}
-			if err := m.DB.DeleteExpiredVerifications(ctx, now); err != nil && ctx.Err() == nil {
-				m.log.Warn("janitor: verifications", "err", err)
-			}
-			// The longest window is a day: anything older than two is dead.
-			if _, err := m.DB.PurgeCounters(ctx, now.Add(-48*time.Hour)); err != nil && ctx.Err() == nil {
-				m.log.Warn("janitor: counters", "err", err)
+			if _, err := m.DB.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
+				m.log.Warn("janitor", "err", err)
 			}
 			select {
 			case <-ctx.Done():

@@ -123,6 +123,9 @@ func TestAdminUserCommands(t *testing.T) {
 	if out, err := run("admin", "user", "block", "13800138000"); err != nil || !strings.Contains(out, "blocked") {
 		t.Fatalf("block: %q %v", out, err)
 	}
+	if _, err := run("admin", "user", "block", "13900139000"); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Fatalf("block of no one: %v", err)
+	}
 	if out, _ := run("admin", "user", "show", "13800138000"); !strings.Contains(out, `"valid": false`) {
 		t.Fatalf("after block: %q", out)
 	}
@@ -134,5 +137,50 @@ func TestAdminUserCommands(t *testing.T) {
 	}
 	if _, err := run("admin", "user", "show", "13800138000"); err == nil || !strings.Contains(err.Error(), "not_found") {
 		t.Fatalf("after delete: %v", err)
+	}
+	// Each action is in the audit log, as the console's are: who (the
+	// operating-system user, from which host), what, on which number.
+	entries, err := m.DB.Audit(context.Background(), "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Actor, "cli:") || e.Remote == "" {
+			t.Errorf("audit entry by %q from %q", e.Actor, e.Remote)
+		}
+		got = append(got, e.Action+" "+e.Target+" "+e.Detail)
+	}
+	want := []string{ // newest first
+		"delete_user +8613800138000 ",
+		"block_failed +8613900139000 not_found: no user with number +8613900139000",
+		"block +8613800138000 0 sessions revoked",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Only migrate and serve change the schema: the admin commands, on a
+// database never migrated (or migrated by an older binary), stop and say
+// what to run, and create nothing.
+func TestAdminCommandsDoNotMigrate(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "pb.db")
+	for _, args := range [][]string{
+		{"admin", "user", "show", "13800138000"},
+		{"admin", "user", "block", "13800138000"},
+		{"admin", "optout", "list"},
+	} {
+		_, err := runCLI(t, append(args, "--database-dsn", dsn)...)
+		if err == nil || !strings.Contains(err.Error(), "unavailable: the database schema is at version 0") ||
+			!strings.HasSuffix(err.Error(), "run `phonebook migrate`") {
+			t.Fatalf("%v on an empty database: %v", args, err)
+		}
+	}
+	if out, err := runCLI(t, "migrate", "--database-dsn", dsn); err != nil || !strings.Contains(out, "schema at version") {
+		t.Fatalf("migrate: %q %v", out, err)
+	}
+	if _, err := runCLI(t, "admin", "user", "show", "13800138000", "--database-dsn", dsn); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Fatalf("show after migrate: %v", err)
 	}
 }

@@ -51,7 +51,7 @@ func BenchmarkMediaUploadAndDelivery(b *testing.B) {
 	}
 	ps := make([]pair, pairs)
 	for i := range ps {
-		a, bn := fmt.Sprintf("+86136%08d", i), fmt.Sprintf("+86137%08d", i)
+		a, bn := fmt.Sprintf("136%08d", i), fmt.Sprintf("137%08d", i)
 		at, ad := account(b, m.HTTPAddr(), a)
 		bt, bd := account(b, m.HTTPAddr(), bn)
 		ps[i] = pair{from: dialRelay(b, m.RelayAddr(), at, ad), to: dialRelay(b, m.RelayAddr(), bt, bd), fromTok: at, toTok: bt, toNumber: bn}

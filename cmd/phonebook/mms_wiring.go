@@ -95,29 +95,25 @@ func (m *Main) connectMMS(srv *relay.Server) {
 	})
 }
 
-// SendFallback implements relay.MediaFallback: a message with media goes
-// to the MMS side, which picks an MMS or an SMS with a download link.
-func (f replyFallback) SendFallback(ctx context.Context, s relay.FallbackSMS) (relaypb.MessageState, error) {
-	if len(s.Media) == 0 || f.mms == nil {
-		return relaypb.MessageState_SMS_QUEUED, f.SendSMS(ctx, s)
-	}
-	ids := make([]string, len(s.Media))
-	for i, r := range s.Media {
-		ids[i] = r.Id
-	}
-	via, err := f.mms.Send(ctx, mms.Message{Ref: s.MessageID, From: s.From, To: s.To, Text: s.Text, Media: ids})
-	if err != nil {
-		return 0, err
-	}
-	if via == mms.ViaMMS {
-		return relaypb.MessageState_MMS_QUEUED, nil
-	}
-	return relaypb.MessageState_SMS_QUEUED, nil
-}
-
-func (m *Main) mmsOutbox() *mms.Outbox {
+// mediaFallback is the relay's fallback for messages with media: the MMS
+// side picks an MMS or an SMS with a download link (nil without one).
+func (m *Main) mediaFallback() func(context.Context, relay.FallbackSMS) (relaypb.MessageState, error) {
 	if m.MMS == nil {
 		return nil
 	}
-	return m.MMS.Outbox
+	ob := m.MMS.Outbox
+	return func(ctx context.Context, s relay.FallbackSMS) (relaypb.MessageState, error) {
+		ids := make([]string, len(s.Media))
+		for i, r := range s.Media {
+			ids[i] = r.Id
+		}
+		via, err := ob.Send(ctx, mms.Message{Ref: s.MessageID, From: s.From, To: s.To, Text: s.Text, Media: ids})
+		if err != nil {
+			return 0, err
+		}
+		if via == mms.ViaMMS {
+			return relaypb.MessageState_MMS_QUEUED, nil
+		}
+		return relaypb.MessageState_SMS_QUEUED, nil
+	}
 }

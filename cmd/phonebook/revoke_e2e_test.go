@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,21 +67,17 @@ func TestRevokedSessionsCloseTheirConnections(t *testing.T) {
 	closedUnauthorized(t, "bob after logout", bob2, 2*time.Second)
 }
 
-// An operator's block, done by `phonebook admin user block` in another
-// process, reaches live connections through the periodic check.
+// An operator's block, done by `phonebook admin user block` (on its own
+// store connection, as from another process), reaches live connections
+// through the periodic check.
 func TestBlockedUserIsDisconnected(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Relay.ReauthInterval = 100 * time.Millisecond
 	m := startMain(t, cfg)
-	ctx := context.Background()
 	alice := phone(t, m, "13800138000")
 	bob := phone(t, m, "13900139000")
-	// What the admin command does, on the store.
-	if err := m.DB.SetValid(ctx, "+8613800138000", false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.DB.RevokeSessions(ctx, "+8613800138000"); err != nil {
-		t.Fatal(err)
+	if out, err := runCLI(t, "admin", "user", "block", "13800138000", "--database-dsn", cfg.Database.DSN); err != nil || !strings.Contains(out, "1 sessions revoked") {
+		t.Fatalf("admin user block: %q %v", out, err)
 	}
 	closedUnauthorized(t, "blocked alice", alice, 5*time.Second)
 	select {

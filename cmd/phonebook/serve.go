@@ -136,21 +136,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if len(applied) > 0 {
 		m.log.Info("schema migrated", "applied", applied)
 	}
-	proxies, err := cfg.TrustedProxies()
+	acfg, err := accountsConfig(cfg)
 	if err != nil {
 		return err
 	}
-	m.Accounts = accounts.New(db, accounts.Config{
-		DefaultRegion:        cfg.Phone.DefaultRegion,
-		SessionTTL:           cfg.Session.TTL,
-		LoginFailuresPerHour: cfg.Login.MaxFailuresPerHour,
-		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
-		RescueHashSlots:      cfg.Login.RescueHashSlots,
-		RescueHashQueue:      cfg.Login.RescueHashQueue,
-		TrustClientNumber:    cfg.Registration.TrustClientNumber,
-		TrustedProxies:       proxies,
-		RecycleAfter:         cfg.Registration.RecycleAfter,
-	}, m.log, m.reg)
+	m.Accounts = accounts.New(db, acfg, m.log, m.reg)
 	m.API = api.New(api.Config{
 		MaxBodyBytes:          cfg.HTTP.MaxBodyBytes,
 		NumberHeader:          cfg.Registration.Header.Name,
@@ -225,6 +215,25 @@ func (m *Main) Run(ctx context.Context) error {
 	m.log.Info("phonebook serving", "http", m.httpLn.Addr().String(), "relay", relayAddr, "admin", m.AdminAddr(),
 		"database", cfg.Database.Driver, "smsc", smscMode, "node", cfg.Node)
 	return nil
+}
+
+// accountsConfig is the accounts service's part of the configuration.
+func accountsConfig(cfg config.Config) (accounts.Config, error) {
+	proxies, err := cfg.TrustedProxies()
+	if err != nil {
+		return accounts.Config{}, err
+	}
+	return accounts.Config{
+		DefaultRegion:        cfg.Phone.DefaultRegion,
+		SessionTTL:           cfg.Session.TTL,
+		LoginFailuresPerHour: cfg.Login.MaxFailuresPerHour,
+		RescueFailuresPerDay: cfg.Login.MaxRescueFailuresPerDay,
+		RescueHashSlots:      cfg.Login.RescueHashSlots,
+		RescueHashQueue:      cfg.Login.RescueHashQueue,
+		TrustClientNumber:    cfg.Registration.TrustClientNumber,
+		TrustedProxies:       proxies,
+		RecycleAfter:         cfg.Registration.RecycleAfter,
+	}, nil
 }
 
 // HTTPAddr returns the address the API listens on.

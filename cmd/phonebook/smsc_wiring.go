@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/phonebook/phonebook/config"
 	"github.com/phonebook/phonebook/smsc"
@@ -137,25 +136,7 @@ func (m *Main) startSMSC(ctx context.Context) error {
 	m.closers = append(m.closers, func(context.Context) error { stop(); <-done; return nil })
 
 	m.API.AddInfo("smsc_links", func() any { return router.States() })
-	m.API.AddCheck("smsc", func(ctx context.Context) error {
-		var down []string
-		bound := 0
-		for _, s := range router.States() {
-			if s.Bound {
-				bound++
-			} else {
-				msg := s.Name
-				if s.LastError != "" {
-					msg += " (" + s.LastError + ")"
-				}
-				down = append(down, msg)
-			}
-		}
-		if bound == 0 {
-			return fmt.Errorf("no SMSC link is bound: %s", strings.Join(down, ", "))
-		}
-		return nil
-	})
+	m.API.AddCheck("smsc", router.Ready)
 
 	v, err := verify.New(ctx, m.DB, m.Accounts, outbox.SenderFor("verify", cfg.Verify.CodeTTL), verifyConfig(cfg), cfg.Phone.DefaultRegion, m.log, m.reg)
 	if err != nil {

@@ -61,8 +61,9 @@ func (s *Sim) serveMM7(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	id, n := s.newMessageID()
 	rec := Submission{
-		TransactionID: req.TransactionID, MessageID: s.newMessageID(), Version: req.Version,
+		TransactionID: req.TransactionID, MessageID: id, Version: req.Version,
 		VASPID: sub.VASPID, VASID: sub.VASID, ServiceCode: sub.ServiceCode, Sender: sub.SenderAddress,
 		To: sub.To, Subject: sub.Subject, LinkedID: sub.LinkedID, DeliveryReport: sub.DeliveryReport,
 		SMIL: string(sub.SMIL), Parts: sub.Parts, Bytes: int(r.ContentLength), Time: time.Now(),
@@ -77,7 +78,7 @@ func (s *Sim) serveMM7(w http.ResponseWriter, r *http.Request) {
 	s.print(rec)
 
 	if rec.DeliveryReport && s.vasp != nil {
-		status := s.reportStatus()
+		status := s.reportStatus(n)
 		for _, to := range rec.To {
 			r := s.addReport(Report{MessageID: rec.MessageID, Recipient: to, MMStatus: status})
 			if s.cfg.ReportBeforeResp {
@@ -124,9 +125,10 @@ func reset(w http.ResponseWriter) {
 
 var mixed = []string{"Retrieved", "Rejected", "Expired"}
 
-func (s *Sim) reportStatus() string {
+// reportStatus is the MMStatus of the reports for the nth message.
+func (s *Sim) reportStatus(n int64) string {
 	if strings.EqualFold(s.cfg.ReportStatus, "MIXED") {
-		return mixed[int(s.nextID.Load())%len(mixed)]
+		return mixed[int((n-1)%int64(len(mixed)))]
 	}
 	return canonicalMMStatus(s.cfg.ReportStatus)
 }
@@ -227,7 +229,8 @@ func (s *Sim) InjectMO(ctx context.Context, mo MO) error {
 	if mo.Text != "" {
 		parts = append(parts, mm7.CaptionPart(mo.Text))
 	}
-	_, err := s.vasp.Deliver(ctx, &mm7.DeliverReq{LinkedID: "mo-" + s.newMessageID(), Sender: mo.From, Recipients: []string{mo.To},
+	linked, _ := s.newMessageID()
+	_, err := s.vasp.Deliver(ctx, &mm7.DeliverReq{LinkedID: "mo-" + linked, Sender: mo.From, Recipients: []string{mo.To},
 		Subject: mo.Subject, Parts: parts, SMIL: mm7.BuildSMIL(mo.Media, mo.Text), Received: time.Now()})
 	s.count(func(st *Stats) {
 		if err != nil {

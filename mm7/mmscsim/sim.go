@@ -501,15 +501,15 @@ func (s *Sim) notify() {
 	s.changed = make(chan struct{})
 }
 
-func (s *Sim) newMessageID() string {
+func (s *Sim) newMessageID() (string, int64) {
 	n := s.nextID.Add(1)
 	switch s.cfg.MessageIDStyle {
 	case "short":
-		return fmt.Sprint(n)
+		return fmt.Sprint(n), n
 	case "odd":
-		return fmt.Sprintf("MMSC:%04d / α&<β> #%d", n, n)
+		return fmt.Sprintf("MMSC:%04d / α&<β> #%d", n, n), n
 	}
-	return fmt.Sprintf("%016X", uint64(0x5E1A000000000000)+uint64(n))
+	return fmt.Sprintf("%016X", uint64(0x5E1A000000000000)+uint64(n)), n
 }
 
 // ParseDelayRange reads "5ms" or "1ms-20ms".

@@ -396,3 +396,20 @@ func TestSimClosesWithWorkInFlight(t *testing.T) {
 		t.Fatalf("submit: %v", err)
 	}
 }
+
+func TestSimMixedReports(t *testing.T) {
+	v := newVASP(t)
+	_, c := start(t, mmscsim.Config{VASPURL: v.srv.URL, ReportStatus: "MIXED", MessageIDStyle: "short"})
+	want := map[string]string{"1": "Retrieved", "2": "Rejected", "3": "Expired", "4": "Retrieved"}
+	for range want {
+		if _, err := c.Submit(context.Background(), message("+8613800138000")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, status := range want {
+		poll.Until(t, "the report for "+id, func() bool { return len(v.reportsFor(id)) == 1 })
+		if got := v.reportsFor(id)[0].MMStatus; got != status {
+			t.Errorf("message %s: %s, want %s", id, got, status)
+		}
+	}
+}
