@@ -244,18 +244,10 @@ func locatedOn(n *node, number phonebook.MSISDN, want string) bool {
 	return ep.Info().Node == want
 }
 
+// next receives from ch; see poll.Next.
 func next[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v, ok := <-ch:
-		if !ok {
-			t.Fatalf("%s: channel closed", what)
-		}
-		return v
-	case <-time.After(30 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	panic("unreachable")
+	return poll.Next(t, ch, what)
 }
 
 func result(t testing.TB, p *client.Pending) (id, state string) {

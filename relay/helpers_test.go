@@ -120,13 +120,19 @@ func (e *env) startServer(cfg relay.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.serve(srv)
+}
+
+// serve runs srv on a fresh loopback port as e's server and shuts it down
+// when the test ends.
+func (e *env) serve(srv *relay.Server) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	go srv.Serve(ln)
 	e.srv, e.addr = srv, ln.Addr().String()
-	t.Cleanup(func() {
+	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)

@@ -45,18 +45,12 @@ func startPresenceWith(t *testing.T, cfg relay.Config, db *store.DB, router rela
 		t.Fatal(err)
 	}
 	svc.SetNotifier(srv.Notifier())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	e.srv, e.addr = srv, ln.Addr().String()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
 		svc.Close(ctx)
 	})
+	e.serve(srv) // its cleanup, registered later, runs first: the server stops before svc
 	return e, svc
 }
 

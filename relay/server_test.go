@@ -11,24 +11,17 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
 
-func next[T any](t *testing.T, ch <-chan T, what string) T {
+// next receives from ch; see poll.Next.
+func next[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v, ok := <-ch:
-		if !ok {
-			t.Fatalf("%s: channel closed", what)
-		}
-		return v
-	case <-time.After(15 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	panic("unreachable")
+	return poll.Next(t, ch, what)
 }
 
 func TestOnlineDeliveryWithReceipt(t *testing.T) {

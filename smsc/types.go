@@ -1,5 +1,5 @@
 // Package smsc connects Phonebook to operator SMSCs over SMPP 3.4: links and
-// routing (link.go, router.go), the durable SMS outbox (outbox.go), text
+// routing (link*.go, router.go), the durable SMS outbox (outbox*.go), text
 // encoding and splitting (text.go), delivery receipts (receipt.go) and
 // inbound SMS (mo.go). It uses go-smpp's PDU codec and owns the session
 // layer, because go-smpp's session loses deliver_sm PDUs whose sequence

@@ -6,9 +6,9 @@ import (
 	"reflect"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -319,17 +319,13 @@ func TestBookLookupBudgetRefills(t *testing.T) {
 		budget := store.LookupBudget{Capacity: 2, RefillPerSecond: 100}
 		apply(t, db, alice, store.BookChange{Budget: budget, Upsert: []store.BookEntry{entry("1", "x", bob, carol)}})
 		ch := store.BookChange{Budget: budget, Upsert: []store.BookEntry{entry("2", "y", dave)}}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		poll.Until(t, "the bucket to refill", func() bool {
 			_, err := db.ApplyBookChange(context.Background(), alice, ch)
-			if err == nil {
-				break
-			}
-			if phonebook.ErrorCode(err) != phonebook.ERateLimited || time.Now().After(deadline) {
+			if err != nil && phonebook.ErrorCode(err) != phonebook.ERateLimited {
 				t.Fatalf("waiting for the bucket to refill: %v", err)
 			}
-			time.Sleep(2 * time.Millisecond)
-		}
+			return err == nil
+		})
 		if got := flags(t, db, alice); len(got) != 3 {
 			t.Fatalf("contacts after refill %v", got)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
 )
@@ -166,13 +167,13 @@ func TestOutboxLeaseExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		var c []store.SMS
-		deadline := time.Now().Add(10 * time.Second)
-		for len(c) == 0 && time.Now().Before(deadline) {
+		poll.Until(t, "the dead node's claim to lapse", func() bool {
 			var err error
 			if c, err = db.ClaimSMS(ctx, "alive", 10, time.Minute); err != nil {
 				t.Fatal(err)
 			}
-		}
+			return len(c) > 0
+		})
 		if len(c) != 1 || !slices.Equal(c[0].SentParts, []int{1}) {
 			t.Fatalf("reclaimed %+v", c)
 		}
@@ -329,18 +330,15 @@ func TestOutboxReceiptOtherForms(t *testing.T) {
 // wait store.ReceiptGrace first).
 func applyPending(t *testing.T, db *store.DB, rules store.ReceiptRules) store.ReceiptResult {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		res, err := db.ApplyPendingReceipts(context.Background(), 100, rules)
-		if err != nil {
+	var res store.ReceiptResult
+	poll.Until(t, "a stored receipt to come due", func() bool {
+		var err error
+		if res, err = db.ApplyPendingReceipts(context.Background(), 100, rules); err != nil {
 			t.Fatal(err)
 		}
-		if res.Seen > 0 {
-			return res
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("no stored receipt came due")
-	return store.ReceiptResult{}
+		return res.Seen > 0
+	})
+	return res
 }
 
 func TestMOFragments(t *testing.T) {

@@ -53,19 +53,6 @@ func dialRelay(t testing.TB, relayAddr, token, device string) *client.Client {
 	return c
 }
 
-func sendWait(t *testing.T, ctx context.Context, c *client.Client, to, text string) *relaypb.SendResult {
-	t.Helper()
-	p, err := c.Send(to, text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := p.Wait(ctx)
-	if err != nil {
-		t.Fatalf("SendResult: %v", err)
-	}
-	return r
-}
-
 func quotaUsed(t *testing.T, db *store.DB, sender phonebook.MSISDN) int64 {
 	t.Helper()
 	n, _, err := db.Count(context.Background(), "relay_sms:"+string(sender), time.Hour)
@@ -91,7 +78,7 @@ func TestOverlongFallbackFailsWithReasonEndToEnd(t *testing.T) {
 	long := strings.Repeat("长", 5000)
 	alice := phone(t, m, "13800138000")
 
-	r := sendWait(t, ctx, alice, "13700137000", long)
+	r := sendText(t, ctx, alice, "13700137000", long)
 	if r.State != relaypb.MessageState_FAILED || r.Error.GetCode() != string(phonebook.ETooLarge) ||
 		!strings.Contains(r.Error.GetMessage(), "SMS") {
 		t.Fatalf("over-long message to a number without an account: %v", r)
@@ -101,7 +88,7 @@ func TestOverlongFallbackFailsWithReasonEndToEnd(t *testing.T) {
 	}
 
 	bobToken, bobDevice := account(t, m.HTTPAddr(), "13900139000") // a member, offline
-	r = sendWait(t, ctx, alice, "13900139000", long)
+	r = sendText(t, ctx, alice, "13900139000", long)
 	longID := r.ServerMsgId
 	if r.State != relaypb.MessageState_STORED {
 		t.Fatalf("over-long message to an offline member: %v", r)
@@ -114,7 +101,7 @@ func TestOverlongFallbackFailsWithReasonEndToEnd(t *testing.T) {
 		t.Fatalf("failed fallback took %d of the quota", n)
 	}
 	// A short one goes by SMS and counts: the quota is really counted.
-	r = sendWait(t, ctx, alice, "13700137000", "short")
+	r = sendText(t, ctx, alice, "13700137000", "short")
 	receiptFor(t, ctx, alice, r.ServerMsgId, relaypb.MessageState_SMS_QUEUED)
 	if n := quotaUsed(t, m.DB, aliceNum); n != 1 {
 		t.Fatalf("queued fallback counted %d, want 1", n)
@@ -164,7 +151,7 @@ func TestSMSQuotaAcrossReconnectsNodesAndRestartEndToEnd(t *testing.T) {
 		}
 		n := nodes[i%2]
 		c := dialRelay(t, n.RelayAddr(), token, device)
-		r := sendWait(t, ctx, c, "13700137000", "hello "+string(rune('a'+i%26)))
+		r := sendText(t, ctx, c, "13700137000", "hello "+string(rune('a'+i%26)))
 		if r.State != relaypb.MessageState_STORED {
 			t.Fatalf("message %d: %v", i, r)
 		}
@@ -242,24 +229,24 @@ func TestOfflineStoreBoundsEndToEnd(t *testing.T) {
 
 	var stored []string
 	for i := range 3 {
-		r := sendWait(t, ctx, alice, "13900139000", "for bob")
+		r := sendText(t, ctx, alice, "13900139000", "for bob")
 		if r.State != relaypb.MessageState_STORED {
 			t.Fatalf("message %d to bob: %v", i, r)
 		}
 		stored = append(stored, r.ServerMsgId)
 	}
-	if r := sendWait(t, ctx, alice, "13900139000", "one too many"); r.State != relaypb.MessageState_FAILED ||
+	if r := sendText(t, ctx, alice, "13900139000", "one too many"); r.State != relaypb.MessageState_FAILED ||
 		r.Error.GetCode() != string(phonebook.EOfflineFull) || !strings.Contains(r.Error.GetMessage(), string(bobNum)) {
 		t.Fatalf("over the recipient's cap: %v", r)
 	}
 	for i := range 2 {
-		r := sendWait(t, ctx, alice, "13600136000", "for dave")
+		r := sendText(t, ctx, alice, "13600136000", "for dave")
 		if r.State != relaypb.MessageState_STORED {
 			t.Fatalf("message %d to dave: %v", i, r)
 		}
 		stored = append(stored, r.ServerMsgId)
 	}
-	if r := sendWait(t, ctx, alice, "13600136000", "one too many"); r.State != relaypb.MessageState_FAILED ||
+	if r := sendText(t, ctx, alice, "13600136000", "one too many"); r.State != relaypb.MessageState_FAILED ||
 		r.Error.GetCode() != string(phonebook.EOfflineFull) || !strings.Contains(r.Error.GetMessage(), "your messages") {
 		t.Fatalf("over the sender's cap: %v", r)
 	}
@@ -278,7 +265,7 @@ func TestOfflineStoreBoundsEndToEnd(t *testing.T) {
 		t.Fatalf("%d expired messages still stored for bob", n)
 	}
 	// Room again; bob gets only what was stored after the expiry.
-	r := sendWait(t, ctx, alice, "13900139000", "after expiry")
+	r := sendText(t, ctx, alice, "13900139000", "after expiry")
 	if r.State != relaypb.MessageState_STORED {
 		t.Fatalf("after expiry: %v", r)
 	}
@@ -367,7 +354,7 @@ func TestAppearOfflineEndToEnd(t *testing.T) {
 			t.Fatalf("alice sees bob %s", p.ImStatus)
 		}
 	}
-	r := sendWait(t, ctx, alice, "13900139000", "you there?")
+	r := sendText(t, ctx, alice, "13900139000", "you there?")
 	if r.State != relaypb.MessageState_DELIVERED {
 		t.Fatalf("to bob appearing offline: %v", r)
 	}
@@ -389,7 +376,7 @@ func TestAppearOfflineEndToEnd(t *testing.T) {
 		Recipient: bobNum, Type: int(relaypb.MessageType_TEXT), Text: "due", SentAt: time.Now(), SMSDueAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
-	r = sendWait(t, ctx, alice, "13600136000", "and you?")
+	r = sendText(t, ctx, alice, "13600136000", "and you?")
 	receiptFor(t, ctx, alice, r.ServerMsgId, relaypb.MessageState_SMS_QUEUED)
 	if _, err := m.Sim.WaitSubmits(ctx, 1); err != nil {
 		t.Fatal(err)

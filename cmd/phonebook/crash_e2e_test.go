@@ -113,21 +113,24 @@ func (c *child) kill() {
 	c.cmd.Wait()
 }
 
-// The server is SIGKILLed while 1,000 SMS wait in the outbox (the SMSC is
-// down); after a restart, with the SMSC up, every one is sent, none twice.
-func TestOutboxSurvivesSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns servers")
-	}
+// crashConfig writes a serve config with a temp SQLite database and one SMPP
+// link to an address nothing listens on yet (the SMSC is down); extra adds
+// settings to the link, e.g. "resp_timeout: 10s". It returns the config's
+// path and the SMSC address.
+func crashConfig(t *testing.T, extra string) (cfgPath, smscAddr string) {
+	t.Helper()
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	smscAddr := l.Addr().String()
+	smscAddr = l.Addr().String()
 	l.Close()
-	cfgPath := filepath.Join(dir, "phonebook.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	if extra != "" {
+		extra += ", "
+	}
+	cfgPath = filepath.Join(dir, "phonebook.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 http: {addr: "127.0.0.1:0"}
 relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
 admin: {addr: "127.0.0.1:0"}
@@ -135,13 +138,17 @@ database: {dsn: %q}
 verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
 smsc:
   links:
-    - {name: a, addr: %q, system_id: pb, window: 100, reconnect_min: 50ms, reconnect_max: 200ms}
-`, filepath.Join(dir, "pb.db"), smscAddr)), 0o600)
+    - {name: a, addr: %q, system_id: pb, window: 100, %sreconnect_min: 50ms, reconnect_max: 200ms}
+`, filepath.Join(dir, "pb.db"), smscAddr, extra)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, smscAddr
+}
 
-	const n = 1000
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	srv := startChild(t, cfgPath)
+// queueVerifications starts n SMS verifications at srv, for the numbers
+// prefix followed by 00000000 to n-1, 16 at a time; each queues an SMS.
+func queueVerifications(t *testing.T, ctx context.Context, srv *child, prefix string, n int) {
+	t.Helper()
 	api := &client.API{BaseURL: "http://" + srv.http}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -151,7 +158,7 @@ smsc:
 		sem <- struct{}{}
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
-			_, err := api.StartSMS(ctx, fmt.Sprintf("+86138%08d", i), client.Identity{DeviceID: fmt.Sprintf("d%d", i), SIMID: "s"})
+			_, err := api.StartSMS(ctx, fmt.Sprintf("%s%08d", prefix, i), client.Identity{DeviceID: fmt.Sprintf("d%d", i), SIMID: "s"})
 			if err != nil {
 				errs <- err
 			}
@@ -162,6 +169,21 @@ smsc:
 	for err := range errs {
 		t.Fatalf("start verification: %v", err)
 	}
+}
+
+// The server is SIGKILLed while 1,000 SMS wait in the outbox (the SMSC is
+// down); after a restart, with the SMSC up, every one is sent, none twice.
+func TestOutboxSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns servers")
+	}
+	cfgPath, smscAddr := crashConfig(t, "")
+
+	const n = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv := startChild(t, cfgPath)
+	queueVerifications(t, ctx, srv, "+86138", n)
 	srv.kill()
 
 	sim := smscsim.New(smscsim.Config{})
@@ -197,50 +219,14 @@ func TestOutboxSIGTERMSendsNoDuplicates(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns servers")
 	}
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	smscAddr := l.Addr().String()
-	l.Close()
-	cfgPath := filepath.Join(dir, "phonebook.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-http: {addr: "127.0.0.1:0"}
-relay: {tcp_addr: "127.0.0.1:0", udp_addr: ""}
-admin: {addr: "127.0.0.1:0"}
-database: {dsn: %q}
-verify: {max_per_ip_hour: 100000, max_per_prefix_hour: 100000}
-smsc:
-  links:
-    - {name: a, addr: %q, system_id: pb, window: 100, resp_timeout: 10s, reconnect_min: 50ms, reconnect_max: 200ms}
-`, filepath.Join(dir, "pb.db"), smscAddr)), 0o600)
+	cfgPath, smscAddr := crashConfig(t, "resp_timeout: 10s")
 
 	const n = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	// Queue n codes while the SMSC is down.
 	srv := startChild(t, cfgPath)
-	api := &client.API{BaseURL: "http://" + srv.http}
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
-			_, err := api.StartSMS(ctx, fmt.Sprintf("+86139%08d", i), client.Identity{DeviceID: fmt.Sprintf("d%d", i), SIMID: "s"})
-			if err != nil {
-				errs <- err
-			}
-		}(i)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("start verification: %v", err)
-	}
+	queueVerifications(t, ctx, srv, "+86139", n)
 	// The SMSC comes up, answering each submit after 300 ms: the server
 	// claims every message and fills its window. No receipt comes during
 	// the test: busy receipt handlers would hold an early unbind back.

@@ -26,25 +26,8 @@ func phoneAt(t *testing.T, httpAddr, relayAddr, number string) *client.Client {
 // returns opens a relay connection with that session, again each call.
 func loginAt(t *testing.T, httpAddr, relayAddr, number string) func() *client.Client {
 	t.Helper()
-	ctx := context.Background()
-	api := &client.API{BaseURL: "http://" + httpAddr}
-	id := client.Identity{DeviceID: "imei-" + number, SIMID: "sim-" + number}
-	creds, err := api.RegisterHeader(ctx, "X-Up-Calling-Line-Id", number, id)
-	if err != nil {
-		t.Fatalf("register %s: %v", number, err)
-	}
-	sess, err := api.Login(ctx, number, id, creds.DeviceKey, "")
-	if err != nil {
-		t.Fatalf("login %s: %v", number, err)
-	}
-	return func() *client.Client {
-		c, err := client.Dial(ctx, relayAddr, client.Options{Token: sess.Token, DeviceID: id.DeviceID, AutoAck: true})
-		if err != nil {
-			t.Fatalf("dial %s: %v", number, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	token, device := account(t, httpAddr, number)
+	return func() *client.Client { return dialRelay(t, relayAddr, token, device) }
 }
 
 // Two phones chat through the whole server; a message to a number with no

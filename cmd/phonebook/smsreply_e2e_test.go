@@ -44,6 +44,7 @@ func waitSubmit(t *testing.T, ctx context.Context, sim *smscsim.Sim, skip int, d
 	}
 }
 
+// sendText sends text to to and waits for its SendResult.
 func sendText(t *testing.T, ctx context.Context, c *client.Client, to, text string) *relaypb.SendResult {
 	t.Helper()
 	p, err := c.Send(to, text)
@@ -52,7 +53,7 @@ func sendText(t *testing.T, ctx context.Context, c *client.Client, to, text stri
 	}
 	res, err := p.Wait(ctx)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("SendResult: %v", err)
 	}
 	return res
 }

@@ -24,3 +24,19 @@ func Until(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Next receives a value from ch and fails t when ch is closed or nothing
+// arrives within Patience; what names the value in the failure.
+func Next[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: channel closed", what)
+		}
+		return v
+	case <-time.After(Patience):
+		t.Fatalf("timed out after %v waiting for %s", Patience, what)
+	}
+	panic("unreachable")
+}
