@@ -293,3 +293,42 @@ mms:
 		t.Fatalf("%d distinct recipients, %d submits; want %d each", len(seen), sim.Stats().Submits, n)
 	}
 }
+
+// `phonebook admin mms-capable` provisions numbers in the store the
+// server decides from; the admin endpoint shows the same verdict.
+func TestAdminMMSCapableCommands(t *testing.T) {
+	cfg := testConfig(t)
+	m := startMain(t, cfg)
+	dsn := []string{"--database-dsn", cfg.Database.DSN}
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"admin", "mms-capable"}, args...), dsn...)...)
+	}
+	if out, err := run("set", "138 0013 8000", "yes"); err != nil || !strings.Contains(out, `"capable": true`) || !strings.Contains(out, `"source": "operator"`) {
+		t.Fatalf("set: %v\n%s", err, out)
+	}
+	list := filepath.Join(t.TempDir(), "list.csv")
+	os.WriteFile(list, []byte("# from the HLR export\n13900139000,yes\n13700137000,no\n"), 0o600)
+	if out, err := run("import", list); err != nil || !strings.Contains(out, "2 numbers provisioned: 1 MMS-capable, 1 not") {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	os.WriteFile(list, []byte("13900139000,maybe\n"), 0o600)
+	if _, err := run("import", list); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("bad list: %v", err)
+	}
+	res, err := http.Get("http://" + m.AdminAddr() + "/admin/mms-capable/13700137000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(b), `"capable":false`) {
+		t.Fatalf("admin endpoint: %d %s", res.StatusCode, b)
+	}
+	if out, err := run("clear", "13700137000"); err != nil || !strings.Contains(out, `"source": "none"`) {
+		t.Fatalf("clear: %v\n%s", err, out)
+	}
+	if _, err := run("clear", "13700137000"); err == nil {
+		t.Fatal("clearing nothing succeeded")
+	}
+}
