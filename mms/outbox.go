@@ -25,6 +25,10 @@ type Submission struct {
 	Parts          []Part // the media, adapted to the link's limit
 	DeliveryReport bool
 	Expiry         time.Duration // relative validity at the MMSC
+	// TransactionID names the outbox row, the same on every attempt, so an
+	// MMSC that keeps transaction ids can tell a retry (after a response
+	// that was lost) from a new message.
+	TransactionID string
 }
 
 // Submitter submits an MMS to one MMSC and returns the MMSC's MessageID;
@@ -480,7 +484,7 @@ func (o *Outbox) submit(m store.MMS, claimed time.Time) store.MMSOutcome {
 		return toSMS(err.Error())
 	}
 	sub := &Submission{To: phonebook.MSISDN(m.Dest), From: m.Source, Subject: m.Subject, Text: m.Caption, Parts: parts,
-		DeliveryReport: true, Expiry: time.Until(m.ExpiresAt).Round(time.Second)}
+		DeliveryReport: true, Expiry: time.Until(m.ExpiresAt).Round(time.Second), TransactionID: fmt.Sprintf("pb-mms-%d", m.ID)}
 	id, err := link.Submitter.Submit(o.runCtx, sub)
 	if err == nil {
 		o.m.submits.WithLabelValues("ok").Inc()
