@@ -62,6 +62,9 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request, p accounts.
 	// A slow phone gets more than the server's read timeout for a body up
 	// to media.max_bytes.
 	http.NewResponseController(w).SetReadDeadline(time.Now().Add(mediaTransferTime))
+	if err := s.media.Admit(r.Context(), p.Number, s.AddrKey(r)); err != nil {
+		return err
+	}
 	max := s.media.Config().MaxBytes
 	var body []byte
 	name := r.URL.Query().Get("name")
@@ -80,7 +83,7 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request, p accounts.
 	if err != nil {
 		return err
 	}
-	info, err := s.media.Upload(r.Context(), p.Number, s.AddrKey(r), name, bytes.NewReader(body))
+	info, err := s.media.UploadAdmitted(r.Context(), p.Number, name, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,25 @@ type CardPhone struct {
 	Pref   bool
 }
 
+// Why this parser and not github.com/emersion/go-vcard (evaluated at
+// v0.0.0-20260618161152-d854b7e0e2d3 for issue 16): its decoder covers 3.0
+// and 4.0 but loses what phones export as 2.1, which is most of what users
+// import, and it reports nothing about bad input. Fed the lines our tests
+// hold (TestVCardWhatGoVCardLoses), it
+//   - reads "TEL;CELL;PREF:+86..." (2.1 bare types) as a PREF parameter
+//     whose value is the number, leaving the TEL value empty;
+//   - ends a quoted-printable value at its soft line break ("=" at the end
+//     of a line) and drops the continuation line;
+//   - unescapes "\," before a list is split, so "CATEGORIES:a\,b,c" is three
+//     groups, not two;
+//   - skips lines it cannot parse and takes BEGIN:VCARD inside a card as a
+//     property: no error, let alone one naming the line;
+//   - reads a line of any length into memory, so the import limits below
+//     would need a reader of our own in front of it anyway;
+//   - leaves CHARSET and ENCODING to the caller.
+// What remained for it after working around those is splitting
+// name;params:value, so the parser below stays whole.
+
 // ParseVCards reads vCard 2.1, 3.0 and 4.0 cards: folded lines, 2.1 bare
 // types (TEL;CELL;PREF) and quoted-printable with soft line breaks, CHARSET
 // parameters (UTF-8, GBK, Big5, ... as phones export them), 3.0 TYPE lists

@@ -226,3 +226,24 @@ func TestVCardTooManyCards(t *testing.T) {
 		t.Fatalf("%d cards: %v", contacts.MaxVCards+1, err)
 	}
 }
+
+// What github.com/emersion/go-vcard gets wrong on these lines (see the
+// comment above ParseVCards) is why the parser is our own; this pins each.
+func TestVCardWhatGoVCardLoses(t *testing.T) {
+	in := "BEGIN:VCARD\r\nVERSION:2.1\r\n" +
+		"FN;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:=E5=BC=A0=\r\n=E4=BC=9F\r\n" +
+		"TEL;CELL;PREF:+8613800138000\r\n" +
+		"CATEGORIES:a\\,b,c\r\n" +
+		"END:VCARD\r\n"
+	cards, err := contacts.ParseVCards(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCards(t, cards, []wantCard{{name: "张伟", phones: []string{"+8613800138000"},
+		types: [][]string{{"cell"}}, pref: []bool{true}, groups: []string{"a,b", "c"}}})
+
+	_, err = contacts.ParseVCards(strings.NewReader("BEGIN:VCARD\nFN:x\nBEGIN:VCARD\nEND:VCARD\n"))
+	if phonebook.ErrorCode(err) != phonebook.EInvalid || !strings.Contains(err.Error(), "line 3") {
+		t.Fatalf("nested BEGIN: %v; want invalid_request naming line 3", err)
+	}
+}

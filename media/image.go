@@ -7,9 +7,13 @@ import (
 	_ "image/gif" // GIF for image.Decode
 	"image/jpeg"
 	"image/png"
+	"runtime"
 
 	"golang.org/x/image/draw"
 )
+
+// decoding holds a slot per image being decoded.
+var decoding = make(chan struct{}, runtime.GOMAXPROCS(0))
 
 // MaxPixels is the largest image (width x height) an upload may be: a few
 // compressed bytes can claim an enormous picture, and decoding one would
@@ -27,6 +31,10 @@ func imageFacts(data []byte, px int) (w, h int, thumb []byte, err error) {
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxPixels {
 		return 0, 0, nil, fmt.Errorf("%dx%d pixels is more than %d", cfg.Width, cfg.Height, MaxPixels)
 	}
+	// A decoded image takes up to 4 bytes a pixel: decoding one per core
+	// at a time bounds that memory however many uploads arrive at once.
+	decoding <- struct{}{}
+	defer func() { <-decoding }()
 	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return 0, 0, nil, err

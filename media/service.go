@@ -222,9 +222,15 @@ func cleanName(name string) string {
 // bytes and must be one of AllowedTypes (else EMediaType). addrKey names
 // the client's network for the per-address limit ("" skips it).
 func (s *Service) Upload(ctx context.Context, owner phonebook.MSISDN, addrKey, name string, body io.Reader) (Info, error) {
-	if err := s.limit(ctx, owner, addrKey); err != nil {
+	if err := s.Admit(ctx, owner, addrKey); err != nil {
 		return Info{}, err
 	}
+	return s.UploadAdmitted(ctx, owner, name, body)
+}
+
+// UploadAdmitted is Upload after Admit: the HTTP handler counts an upload
+// before it reads the body, so that a refused client costs no memory.
+func (s *Service) UploadAdmitted(ctx context.Context, owner phonebook.MSISDN, name string, body io.Reader) (Info, error) {
 	data, err := io.ReadAll(io.LimitReader(body, s.cfg.MaxBytes+1))
 	if err != nil {
 		return Info{}, err
@@ -274,9 +280,12 @@ func (s *Service) Upload(ctx context.Context, owner phonebook.MSISDN, addrKey, n
 	return fromStore(m), nil
 }
 
-// limit counts one upload against owner's and the address's hourly
-// allowance (counting first: concurrent uploads cannot all slip through).
-func (s *Service) limit(ctx context.Context, owner phonebook.MSISDN, addrKey string) error {
+// Admit counts one upload against owner's and the address's hourly
+// allowance (media.uploads_per_hour, media.uploads_per_address_hour;
+// addrKey "" skips the address) and refuses it past either with
+// ERateLimited. It counts first, so concurrent uploads cannot all slip
+// through.
+func (s *Service) Admit(ctx context.Context, owner phonebook.MSISDN, addrKey string) error {
 	hits := []store.CounterHit{{Name: "media:user:" + string(owner), Window: time.Hour}}
 	limits := []int{s.cfg.UploadsPerHour}
 	if addrKey != "" {

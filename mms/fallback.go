@@ -12,6 +12,13 @@ const (
 	ViaSMS = "sms" // queued as an SMS with the caption and a download link
 )
 
+// Conversations is implemented by an SMS fallback that routes replies
+// (smsreply.Service): NoteConversation records that from writes to to and
+// returns the source address a reply comes back to ("" = the link's).
+type Conversations interface {
+	NoteConversation(ctx context.Context, from, to phonebook.MSISDN) (string, error)
+}
+
 // Send is the relay's fallback for a message with media to a phone that
 // is offline or has no app: an MMS when the recipient is MMS-capable and
 // an MMSC link serves its number, otherwise (or when the MMS later fails
@@ -28,6 +35,15 @@ func (o *Outbox) Send(ctx context.Context, msg Message) (string, error) {
 			return "", err
 		}
 		if v.Capable {
+			if c, ok := o.sms.(Conversations); ok && msg.From != "" {
+				// A reply MMS (or SMS) to the address it comes from finds
+				// the sender.
+				src, err := c.NoteConversation(ctx, msg.From, msg.To)
+				if err != nil {
+					return "", err
+				}
+				msg.source = src
+			}
 			if _, err := o.Enqueue(ctx, msg); err != nil {
 				return "", err
 			}

@@ -106,7 +106,7 @@ func (s *MM7Submitter) Submit(ctx context.Context, sub *Submission) (string, err
 	if from == "" {
 		from = s.cfg.SenderAddress
 	}
-	rsp, err := s.client.Submit(ctx, &mm7.SubmitReq{ServiceCode: s.cfg.ServiceCode, SenderAddress: from, To: []string{string(sub.To)},
+	rsp, err := s.client.Submit(ctx, &mm7.SubmitReq{TransactionID: sub.TransactionID, ServiceCode: s.cfg.ServiceCode, SenderAddress: from, To: []string{string(sub.To)},
 		Subject: sub.Subject, Parts: parts, SMIL: smil, DeliveryReport: sub.DeliveryReport, Expiry: sub.Expiry})
 	if err != nil {
 		return "", classifyMM7(err)

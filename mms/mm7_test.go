@@ -196,3 +196,39 @@ func TestMMSCDownThirtySeconds(t *testing.T) {
 		t.Fatalf("d0 took %d attempts: refused connections must cost none", ms[0].Attempts)
 	}
 }
+
+// An MMSC that resets the connection after accepting every third submit
+// (the SubmitRsp lost): the outbox tries those messages again, and every
+// copy of one message carries the same TransactionID, so an MMSC that keeps
+// transaction ids can drop the repeat; no two messages share one.
+func TestMM7RetryKeepsTheTransactionID(t *testing.T) {
+	r := newSimRig(t, storetest.SQLite(t), Config{RetryBase: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond},
+		mmscsim.Config{ResetEvery: 3})
+	const n = 12
+	for i := 0; i < n; i++ {
+		r.send(t, fmt.Sprint("t", i), phonebook.MSISDN(fmt.Sprintf("+86139%08d", i)), "photo")
+	}
+	for i := 0; i < n; i++ {
+		r.waitStates(t, fmt.Sprint("t", i), store.MMSSubmitted, store.MMSDelivered)
+	}
+	txOf, owner := map[string]string{}, map[string]string{}
+	copies := 0
+	for _, s := range r.sim.Submissions() {
+		to := s.To[0]
+		copies++
+		if tx, ok := txOf[to]; ok && tx != s.TransactionID {
+			t.Fatalf("%s: copies with transaction ids %q and %q", to, tx, s.TransactionID)
+		}
+		txOf[to] = s.TransactionID
+		if o, ok := owner[s.TransactionID]; ok && o != to {
+			t.Fatalf("transaction id %q used for %s and %s", s.TransactionID, o, to)
+		}
+		owner[s.TransactionID] = to
+	}
+	if len(txOf) != n || copies == n {
+		t.Fatalf("%d recipients in %d submissions: want %d, some of them twice (every third response is lost)", len(txOf), copies, n)
+	}
+	if d := r.sim.Stats().Duplicates; d != int64(copies-n) {
+		t.Fatalf("the simulator counted %d repeats, want %d", d, copies-n)
+	}
+}

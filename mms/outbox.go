@@ -2,11 +2,9 @@ package mms
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/internal/backoff"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -26,6 +25,10 @@ type Submission struct {
 	Parts          []Part // the media, adapted to the link's limit
 	DeliveryReport bool
 	Expiry         time.Duration // relative validity at the MMSC
+	// TransactionID names the outbox row, the same on every attempt, so an
+	// MMSC that keeps transaction ids can tell a retry (after a response
+	// that was lost) from a new message.
+	TransactionID string
 }
 
 // Submitter submits an MMS to one MMSC and returns the MMSC's MessageID;
@@ -107,6 +110,7 @@ type Message struct {
 	Text     string   // the caption, as the recipient reads it
 	Media    []string // media ids, in order
 	Validity time.Duration
+	source   string // the sender address, set by Send: "" = the link's
 }
 
 // Event is a state change of an MMS, for OnStateChange listeners.
@@ -237,7 +241,7 @@ func (o *Outbox) Enqueue(ctx context.Context, msg Message) (int64, error) {
 	if validity <= 0 || validity > o.cfg.Validity {
 		validity = o.cfg.Validity
 	}
-	ids, err := o.db.EnqueueMMS(ctx, store.MMS{Dest: string(msg.To), Sender: string(msg.From), Caption: msg.Text, Media: msg.Media,
+	ids, err := o.db.EnqueueMMS(ctx, store.MMS{Dest: string(msg.To), Source: msg.source, Sender: string(msg.From), Caption: msg.Text, Media: msg.Media,
 		Kind: kind, Ref: msg.Ref, ExpiresAt: time.Now().Add(validity)})
 	if err != nil {
 		return 0, err
@@ -480,7 +484,7 @@ func (o *Outbox) submit(m store.MMS, claimed time.Time) store.MMSOutcome {
 		return toSMS(err.Error())
 	}
 	sub := &Submission{To: phonebook.MSISDN(m.Dest), From: m.Source, Subject: m.Subject, Text: m.Caption, Parts: parts,
-		DeliveryReport: true, Expiry: time.Until(m.ExpiresAt).Round(time.Second)}
+		DeliveryReport: true, Expiry: time.Until(m.ExpiresAt).Round(time.Second), TransactionID: fmt.Sprintf("pb-mms-%d", m.ID)}
 	id, err := link.Submitter.Submit(o.runCtx, sub)
 	if err == nil {
 		o.m.submits.WithLabelValues("ok").Inc()
@@ -581,17 +585,7 @@ func permanentSMSError(err error) bool {
 // backoff is exponential from RetryBase, capped at RetryMax, with "equal
 // jitter" (half fixed, half random).
 func (o *Outbox) backoff(attempts int) time.Duration {
-	d := o.cfg.RetryBase
-	for i := 1; i < attempts && d < o.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, o.cfg.RetryMax)
-	half := int64(d / 2)
-	n, err := rand.Int(rand.Reader, big.NewInt(half+1))
-	if err != nil {
-		return d
-	}
-	return time.Duration(half + n.Int64())
+	return backoff.Equal(o.cfg.RetryBase, o.cfg.RetryMax, attempts)
 }
 
 // HandleReport applies an MMSC's delivery report for the MessageID it

@@ -148,10 +148,10 @@ func (r *rig) start(t *testing.T) {
 		r.cfg.NodeID = "n1"
 	}
 	if r.cfg.RetryBase == 0 {
-		r.cfg.RetryBase = 20 * time.Millisecond
+		r.cfg.RetryBase = 100 * time.Millisecond
 	}
 	if r.cfg.Poll == 0 {
-		r.cfg.Poll = 10 * time.Millisecond
+		r.cfg.Poll = 50 * time.Millisecond
 	}
 	media := memMedia{parts: map[string]Part{
 		"photo": {ContentType: "image/jpeg", Name: "p.jpg", Data: photo(t, 64, 48, 80)},
@@ -280,7 +280,7 @@ func TestOutboxSMSHandOverErrors(t *testing.T) {
 // submitted once when the MMSC is back.
 func TestOutboxRetriesThroughAnOutage(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
-		r := newRig(t, db, Config{RetryMax: 50 * time.Millisecond})
+		r := newRig(t, db, Config{RetryMax: 300 * time.Millisecond})
 		var down sync.Mutex
 		calls := 0
 		r.mmsc.setAnswer(func(s *Submission) (string, error) {

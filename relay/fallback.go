@@ -134,7 +134,8 @@ func (srv *Server) sendSMS(m *Message) {
 		}
 		return
 	}
-	if err := srv.fallback.SendSMS(ctx, sms); err != nil {
+	queued, err := srv.sendFallback(ctx, sms)
+	if err != nil {
 		srv.unhit(ctx, key)
 		if PermanentSMSError(err) {
 			srv.endFallback(ctx, m, err)
@@ -150,7 +151,16 @@ func (srv *Server) sendSMS(m *Message) {
 		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
 	}
 	srv.metrics.outcome(outcomeSMS)
-	srv.receipt(m.From, m.ID, m.ClientMsgID, relaypb.MessageState_SMS_QUEUED, nil)
+	srv.receipt(m.From, m.ID, m.ClientMsgID, queued, nil)
+}
+
+// sendFallback hands sms to the Fallback and returns the state its sender
+// is told: SMS_QUEUED, or what a MediaFallback says (MMS_QUEUED).
+func (srv *Server) sendFallback(ctx context.Context, sms FallbackSMS) (relaypb.MessageState, error) {
+	if mf, ok := srv.fallback.(MediaFallback); ok {
+		return mf.SendFallback(ctx, sms)
+	}
+	return relaypb.MessageState_SMS_QUEUED, srv.fallback.SendSMS(ctx, sms)
 }
 
 func (srv *Server) unhit(ctx context.Context, key string) {
@@ -227,15 +237,17 @@ func (srv *Server) SMSOutboxStateChanged(ctx context.Context, messageID, outboxS
 	return srv.SMSStateChanged(ctx, messageID, st, reason)
 }
 
-// SMSStateChanged is the SMS outbox's callback: the message's stored state
-// is updated and its sender, if connected, gets a Receipt. reason says why
-// a FAILED one failed (the outbox's error: the SMSC's status, a receipt's
-// "undeliverable", expiry); nil for other states.
+// SMSStateChanged is the SMS and MMS outboxes' callback: the message's
+// stored state is updated and its sender, if connected, gets a Receipt.
+// reason says why a FAILED one failed (the outbox's error: the SMSC's or
+// MMSC's status, a receipt's "undeliverable", expiry); nil for other
+// states.
 func (srv *Server) SMSStateChanged(ctx context.Context, messageID string, state relaypb.MessageState, reason error) error {
 	switch state {
-	case relaypb.MessageState_SMS_QUEUED, relaypb.MessageState_SMS_SUBMITTED, relaypb.MessageState_SMS_DELIVERED, relaypb.MessageState_FAILED:
+	case relaypb.MessageState_SMS_QUEUED, relaypb.MessageState_SMS_SUBMITTED, relaypb.MessageState_SMS_DELIVERED, relaypb.MessageState_FAILED,
+		relaypb.MessageState_MMS_QUEUED, relaypb.MessageState_MMS_SUBMITTED, relaypb.MessageState_MMS_DELIVERED:
 	default:
-		return phonebook.Errorf(phonebook.EInvalid, "%s is not an SMS state", state)
+		return phonebook.Errorf(phonebook.EInvalid, "%s is not an SMS or MMS state", state)
 	}
 	rec, err := srv.store.SetMessageState(ctx, messageID, int(state))
 	if err != nil {

@@ -93,18 +93,41 @@ type Fallback interface {
 	SendSMS(ctx context.Context, sms FallbackSMS) error
 }
 
+// MediaFallback is implemented by Fallbacks that can send a message with
+// media as an MMS (the mms package): SendFallback is used instead of
+// SendSMS, with the same contract, and returns the state the sender is
+// told: MMS_QUEUED when it went to the MMS outbox, SMS_QUEUED when it went
+// as an SMS (with a download link). Later states come through
+// Server.SMSStateChanged, which takes the MMS states too.
+type MediaFallback interface {
+	SendFallback(ctx context.Context, sms FallbackSMS) (relaypb.MessageState, error)
+}
+
 // FallbackFuncs adapts functions that take an SMS's fields, e.g.
 // smsreply.Service's SendFallback and CheckFallback (the SMS side does not
 // import the relay), to Fallback and FallbackChecker.
 type FallbackFuncs struct {
 	Send  func(ctx context.Context, messageID string, from, to phonebook.MSISDN, text string) error
 	Check func(messageID string, from, to phonebook.MSISDN, text string) error // nil: every SMS can be sent
+	// Media takes a message with media (the MMS side: an MMS or an SMS
+	// with a download link) and returns the state its sender is told; nil:
+	// media messages go by Send, as text.
+	Media func(ctx context.Context, sms FallbackSMS) (relaypb.MessageState, error)
 }
 
 var (
 	_ Fallback        = FallbackFuncs{}
 	_ FallbackChecker = FallbackFuncs{}
+	_ MediaFallback   = FallbackFuncs{}
 )
+
+// SendFallback implements MediaFallback.
+func (f FallbackFuncs) SendFallback(ctx context.Context, s FallbackSMS) (relaypb.MessageState, error) {
+	if f.Media != nil && len(s.Media) > 0 {
+		return f.Media(ctx, s)
+	}
+	return relaypb.MessageState_SMS_QUEUED, f.SendSMS(ctx, s)
+}
 
 // SendSMS implements Fallback.
 func (f FallbackFuncs) SendSMS(ctx context.Context, s FallbackSMS) error {

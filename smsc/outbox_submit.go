@@ -6,15 +6,14 @@ package smsc
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"math/big"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/internal/backoff"
 	"github.com/phonebook/phonebook/store"
 )
 
@@ -391,15 +390,5 @@ func reason(err error) string {
 // jitter" (half fixed, half random) so that a burst of throttled messages
 // does not come back as one burst.
 func (o *Outbox) backoff(attempts int) time.Duration {
-	d := o.cfg.RetryBase
-	for i := 1; i < attempts && d < o.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, o.cfg.RetryMax)
-	half := int64(d / 2)
-	n, err := rand.Int(rand.Reader, big.NewInt(half+1))
-	if err != nil {
-		return d
-	}
-	return time.Duration(half + n.Int64())
+	return backoff.Equal(o.cfg.RetryBase, o.cfg.RetryMax, attempts)
 }

@@ -47,6 +47,13 @@ func (f *finalEvents) get(id int64) smsc.OutboxEvent {
 // left unanswered) and ended in the state of the receipt the simulator
 // sent for the id it gave that message, and that the last event a
 // listener (the relay) got for it says the same, with its own reference.
+// patientLink waits long for each submit_sm_resp. These tests count how
+// often each message reached the SMSC and allow a second copy only where a
+// reset lost a response; on a loaded machine under -race the simulator's
+// answer can take longer than the tests' usual 2 s, and the retry of a
+// submit that timed out is a second copy the test would have to excuse.
+func patientLink(lc *smsc.LinkConfig) { lc.RespTimeout = 30 * time.Second }
+
 func checkOwnReceipts(t *testing.T, s *stack, ids []int64, texts []string, events *finalEvents, resets bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -138,7 +145,7 @@ func TestE2EReceiptsReachTheirOwnMessage(t *testing.T) {
 			sim := startSim(t, simCfg)
 			cfg := e2eConfig()
 			cfg.ReceiptIDWait = 2 * time.Second
-			s := newStack(t, storetest.SQLite(t), sim, window, cfg, func(lc *smsc.LinkConfig) { lc.ReceiptIDs = tt.rule })
+			s := newStack(t, storetest.SQLite(t), sim, window, cfg, patientLink, func(lc *smsc.LinkConfig) { lc.ReceiptIDs = tt.rule })
 			var events finalEvents
 			s.ob.OnStateChange(events.add)
 			s.run()
@@ -160,7 +167,7 @@ func TestE2EReceiptsReachTheirOwnMessageMySQL(t *testing.T) {
 		ReceiptStat: "MIXED", ReceiptDelay: 50 * time.Millisecond, RedeliverAfter: 50 * time.Millisecond})
 	cfg := e2eConfig()
 	cfg.ReceiptIDWait = 2 * time.Second
-	s := newStack(t, db, sim, 100, cfg)
+	s := newStack(t, db, sim, 100, cfg, patientLink)
 	var events finalEvents
 	s.ob.OnStateChange(events.add)
 	s.run()
@@ -177,7 +184,7 @@ func TestE2EReceiptBeforeSubmitResp(t *testing.T) {
 				ReceiptBeforeResp: true, RedeliverAfter: 50 * time.Millisecond})
 			cfg := e2eConfig()
 			cfg.ReceiptIDWait = time.Second
-			s := newStack(t, storetest.SQLite(t), sim, 100, cfg, func(lc *smsc.LinkConfig) { lc.ReceiptIDs = rule })
+			s := newStack(t, storetest.SQLite(t), sim, 100, cfg, patientLink, func(lc *smsc.LinkConfig) { lc.ReceiptIDs = rule })
 			var events finalEvents
 			s.ob.OnStateChange(events.add)
 			s.run()

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/smsc/internal/wire"
 )
 
 // Data codings this package produces and reads.
@@ -26,7 +27,6 @@ const (
 	ucs2Single = 140 // octets: 70 UTF-16 units
 	ucs2Part   = 134 // octets: 67 UTF-16 units
 	udhConcat8 = 6   // 05 00 03 ref total seq
-	esc        = 0x1B
 )
 
 // DefaultMaxParts caps how many parts one SMS may be split into.
@@ -52,7 +52,8 @@ func (e Encoded) Units() int {
 }
 
 // Encode encodes text in the GSM 03.38 default alphabet (with the extension
-// table) when every character fits, otherwise in UCS-2 (UTF-16 big-endian).
+// table; the codec is smsc/internal/wire's, which the simulator shares) when
+// every character fits, otherwise in UCS-2 (UTF-16 big-endian).
 // Empty text and invalid UTF-8 are errors, not guesses.
 func Encode(text string) (Encoded, error) {
 	if text == "" {
@@ -70,11 +71,8 @@ func Encode(text string) (Encoded, error) {
 func encodeGSM(text string) (Encoded, bool) {
 	e := Encoded{DataCoding: CodingGSM7, Bytes: make([]byte, 0, len(text)), bounds: make([]int, 0, len(text))}
 	for _, r := range text {
-		if b, ok := gsmBasicRev[r]; ok {
-			e.Bytes = append(e.Bytes, b)
-		} else if b, ok := gsmExtRev[r]; ok {
-			e.Bytes = append(e.Bytes, esc, b)
-		} else {
+		var ok bool
+		if e.Bytes, ok = wire.AppendGSM7(e.Bytes, r); !ok {
 			return Encoded{}, false
 		}
 		e.bounds = append(e.bounds, len(e.Bytes))
@@ -217,7 +215,7 @@ func SplitUDH(payload []byte, hasUDH bool) ([]byte, *Concat, error) {
 func DecodeText(dataCoding uint8, b []byte) (string, error) {
 	switch dataCoding {
 	case CodingGSM7:
-		return decodeGSM(b)
+		return wire.DecodeGSM7(b)
 	case CodingASCII:
 		for _, c := range b {
 			if c > 0x7F {
@@ -245,67 +243,3 @@ func DecodeText(dataCoding uint8, b []byte) (string, error) {
 	}
 	return "", phonebook.Errorf(phonebook.EInvalid, "sms data_coding %d is not supported (want 0, 1, 3 or 8)", dataCoding)
 }
-
-func decodeGSM(b []byte) (string, error) {
-	rs := make([]rune, 0, len(b))
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c > 0x7F {
-			return "", phonebook.Errorf(phonebook.EInvalid, "sms in GSM 03.38 (data_coding 0) holds byte 0x%02X, not a septet", c)
-		}
-		if c == esc {
-			if i+1 == len(b) {
-				rs = append(rs, ' ') // a dangling escape shows as a space
-				continue
-			}
-			i++
-			n := b[i]
-			if n > 0x7F {
-				return "", phonebook.Errorf(phonebook.EInvalid, "sms in GSM 03.38 holds byte 0x%02X after an escape", n)
-			}
-			if r, ok := gsmExt[n]; ok {
-				rs = append(rs, r)
-			} else if n == esc {
-				rs = append(rs, ' ')
-			} else {
-				// 03.38: an unknown extension shows as the default-table character.
-				rs = append(rs, gsmBasic[n])
-			}
-			continue
-		}
-		rs = append(rs, gsmBasic[c])
-	}
-	return string(rs), nil
-}
-
-// gsmBasic is the GSM 03.38 default alphabet; 0x1B is the escape to gsmExt.
-var gsmBasic = [128]rune{
-	'@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å',
-	'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', 0x1B, 'Æ', 'æ', 'ß', 'É',
-	' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/',
-	'0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?',
-	'¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O',
-	'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§',
-	'¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
-	'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à',
-}
-
-// gsmExt is the extension table reached by 0x1B.
-var gsmExt = map[byte]rune{
-	0x0A: '\f', 0x14: '^', 0x28: '{', 0x29: '}', 0x2F: '\\',
-	0x3C: '[', 0x3D: '~', 0x3E: ']', 0x40: '|', 0x65: '€',
-}
-
-var gsmBasicRev, gsmExtRev = func() (map[rune]byte, map[rune]byte) {
-	basic := make(map[rune]byte, 128)
-	for i, r := range gsmBasic {
-		if i != esc {
-			basic[r] = byte(i)
-		}
-	}
-	ext := make(map[rune]byte, len(gsmExt))
-	for b, r := range gsmExt {
-		ext[r] = b
-	}
-	return basic, ext
-}()

@@ -270,7 +270,20 @@ func (s *Service) SendFallback(ctx context.Context, ref string, from, to phonebo
 			return phonebook.Errorf(phonebook.ERecipientLimit, "%s has had %d SMS from Phonebook users today, the most allowed", to, s.cfg.MaxPerRecipientDay)
 		}
 	}
-	source := ""
+	source, err := s.NoteConversation(ctx, from, to)
+	if err != nil {
+		return err
+	}
+	_, err = s.outbox.Enqueue(ctx, smsc.SMS{To: to, From: source, Text: text, Kind: kindFallback, Ref: ref})
+	return err
+}
+
+// NoteConversation records that from writes to to through a fallback (an
+// SMS, or an MMS) and returns the source address that routes a reply back
+// to from: the short number plus the conversation's extension code
+// (extension mode), or "" for the link's own (sticky mode, and extension
+// mode with every code live).
+func (s *Service) NoteConversation(ctx context.Context, from, to phonebook.MSISDN) (string, error) {
 	digits := 0
 	if s.cfg.Mode == ModeExtension {
 		digits = s.cfg.ExtensionDigits
@@ -281,16 +294,15 @@ func (s *Service) SendFallback(ctx context.Context, ref string, from, to phonebo
 		// Sent all the same: a reply to the bare short number still finds
 		// the last sender.
 		s.noCode.Inc()
-		s.log.Warn("every extension code of the recipient is in a live conversation: SMS sent from the bare short number",
+		s.log.Warn("every extension code of the recipient is in a live conversation: sent from the bare short number",
 			"to", to, "from", from, "digits", digits)
-		source = s.cfg.ShortNumber
+		return s.cfg.ShortNumber, nil
 	case err != nil:
-		return err
+		return "", err
 	case ext != "":
-		source = s.cfg.ShortNumber + ext
+		return s.cfg.ShortNumber + ext, nil
 	}
-	_, err = s.outbox.Enqueue(ctx, smsc.SMS{To: to, From: source, Text: text, Kind: kindFallback, Ref: ref})
-	return err
+	return "", nil
 }
 
 // CheckFallback tells, without sending, whether the outbox could ever

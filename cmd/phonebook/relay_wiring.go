@@ -52,7 +52,8 @@ func (m *Main) startRelay(ctx context.Context) error {
 	if cfg.Relay.Fallback != "never" {
 		// The reply-routing service sends through the outbox and says
 		// whether the outbox could take an SMS at all.
-		fb = relay.FallbackFuncs{Send: m.Replies.SendFallback, Check: m.Replies.CheckFallback}
+		// Media messages go to the MMS side (mms_wiring.go).
+		fb = relay.FallbackFuncs{Send: m.Replies.SendFallback, Check: m.Replies.CheckFallback, Media: m.mediaFallback()}
 	}
 	srv, err := relay.NewServer(relayConfig(cfg), relay.Deps{
 		Auth:      relay.AccountsAuth{Accounts: m.Accounts},
@@ -70,6 +71,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 	}
 	m.Relay = srv
 	m.Replies.SetRelay(srv)
+	m.connectMMS(srv)
 	// Sessions revoked by this process's API close their connections at
 	// once; the relay's periodic check finds the rest.
 	m.Accounts.OnSessionsRevoked(func(ctx context.Context, n phonebook.MSISDN) { srv.Recheck(ctx, n) })

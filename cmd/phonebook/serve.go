@@ -21,6 +21,8 @@ import (
 	"github.com/phonebook/phonebook/console"
 	"github.com/phonebook/phonebook/contacts"
 	"github.com/phonebook/phonebook/media"
+	"github.com/phonebook/phonebook/mm7/mmscsim"
+	"github.com/phonebook/phonebook/mms"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
@@ -71,6 +73,8 @@ type Main struct {
 	SMSC     *smsc.Router
 	Outbox   *smsc.Outbox
 	Sim      *smscsim.Sim // the built-in simulator (smsc.simulator with no links)
+	MMS      *mms.Service
+	MMSSim   *mmscsim.Sim // the built-in MMSC simulator (smsc.simulator with no mms.links)
 	Verify   *verify.Service
 	Replies  *smsreply.Service
 	Relay    *relay.Server
@@ -165,6 +169,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := m.startMedia(ctx); err != nil {
+		return err
+	}
+	if err := m.startMMS(ctx); err != nil {
 		return err
 	}
 	if err := m.startRelay(ctx); err != nil {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fiorix/go-smpp/smpp/encoding"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutext"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 
@@ -197,9 +196,9 @@ func encodeMO(text string, ref uint8) (uint8, [][]byte, error) {
 	var enc []byte
 	var single, multi int
 	var cutOK func(b []byte, i int) bool
-	if len(encoding.ValidateGSM7String(text)) == 0 {
-		dc, enc, single, multi = 0, pdutext.GSM7(text).Encode(), 160, 153
-		cutOK = func(b []byte, i int) bool { return b[i-1] != 0x1B }
+	if gsm, ok := wire.EncodeGSM7(text); ok {
+		dc, enc, single, multi = 0, gsm, 160, 153
+		cutOK = func(b []byte, i int) bool { return b[i-1] != wire.Esc }
 	} else {
 		dc, enc, single, multi = 8, pdutext.UCS2(text).Encode(), 140, 134
 		cutOK = func(b []byte, i int) bool {
@@ -265,7 +264,10 @@ func concat(esm uint8, b []byte) (ref uint16, total, seq uint8, ok bool) {
 func decodeText(dc uint8, b []byte) string {
 	switch dc {
 	case 0:
-		return string(pdutext.GSM7(b).Decode())
+		// The link's own codec: what the sim shows is what the link meant.
+		if text, err := wire.DecodeGSM7(b); err == nil {
+			return text
+		}
 	case 1:
 		return string(b)
 	case 3:
