@@ -121,7 +121,7 @@ func simCounts(sim *smscsim.Sim) map[string][]smscsim.Submit {
 func TestE2EOutboxThrottledAllDeliveredOnce(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		sim := startSim(t, smscsim.Config{ThrottleEvery: 10})
-		s := newStack(t, db, sim, 20, e2eConfig())
+		s := newStack(t, db, sim, 20, e2eConfig(), patientLink) // exactly once: no retry of a slow answer
 		s.run()
 		texts := numbered("throttled", 300)
 		ids := s.enqueue(t, texts...)

@@ -273,7 +273,7 @@ func TestE2EReceiptWaitsForItsExactID(t *testing.T) {
 			// On auto, a part with the exact id can still appear for this
 			// long; message 22 is sent within it.
 			cfg.ReceiptIDWait = 3 * time.Second
-			s := newStack(t, storetest.SQLite(t), sim, 10, cfg, func(lc *smsc.LinkConfig) { lc.ReceiptIDs = rule })
+			s := newStack(t, storetest.SQLite(t), sim, 10, cfg, patientLink, func(lc *smsc.LinkConfig) { lc.ReceiptIDs = rule })
 			s.run()
 			texts := numbered("exact "+rule, 21)
 			ids := s.enqueue(t, texts...)
