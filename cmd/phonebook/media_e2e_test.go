@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/phonebook/phonebook/client"
 	"github.com/phonebook/phonebook/proto/relaypb"
@@ -49,7 +48,7 @@ func mediaPhoneAt(t *testing.T, m *Main, number string) *mediaPhone {
 // recipient is through NATS: stored copies are drained from deliveries).
 func sendMediaDelivered(t *testing.T, p *mediaPhone, to *mediaPhone, number, caption string, body []byte) (client.Media, *relaypb.Deliver) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), stepPatience) // generous: only matters when failing
 	defer cancel()
 	up, err := p.api.UploadMedia(ctx, p.token, "photo.jpg", bytes.NewReader(body))
 	if err != nil {

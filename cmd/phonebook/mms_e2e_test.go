@@ -26,7 +26,7 @@ import (
 // the server's message id once the relay answered.
 func sendMedia(t *testing.T, p *mediaPhone, number, caption string, body []byte) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), stepPatience) // generous: only matters when failing
 	defer cancel()
 	up, err := p.api.UploadMedia(ctx, p.token, "beach.jpg", bytes.NewReader(body))
 	if err != nil {
@@ -177,7 +177,7 @@ func TestMOMMSReachesTheIMUser(t *testing.T) {
 	id := sendMedia(t, alice, "13700137000", "hello Carol", e2eJPEG(t, 64, 64)) // opens the conversation
 	waitReceipts(t, alice, id, relaypb.MessageState_SMS_QUEUED)
 	reply := e2eJPEG(t, 48, 48)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), stepPatience) // generous: only matters when failing
 	defer cancel()
 	err := m.MMSSim.InjectMO(ctx, mmscsim.MO{From: "+8613700137000", To: cfg.Verify.ShortNumber, Text: "here is mine",
 		Media: []mm7.Part{{ContentType: "image/jpeg", ContentLocation: "carol.jpg", Data: reply}}})
@@ -229,7 +229,7 @@ mms:
 `, filepath.Join(dir, "pb.db"), filepath.Join(dir, "media"), mmscAddr)), 0o600)
 
 	const n = 200
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*stepPatience) // generous: only matters when failing
 	defer cancel()
 	srv := startChild(t, cfgPath)
 	api := &client.API{BaseURL: "http://" + srv.http}
