@@ -353,6 +353,48 @@ func TestCoalescedBurst(t *testing.T) {
 	})
 }
 
+// A state read from the store before a newer change, and queued after it
+// (the presence pushed when two users become mutual), does not replace the
+// newer one while both wait: the newest by updated_at is what goes out.
+func TestCoalescingKeepsTheNewerState(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		storetest.Users(t, db, alice, bob, carol)
+		rec := &recorder{entered: make(chan struct{}, 1), block: make(chan struct{})}
+		svc, err := contacts.New(db, rec, contacts.Config{PushWorkers: 1}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustSync(t, svc, alice, book(card("1", "Bob", "13800138002")))
+		mustSync(t, svc, bob, book(card("1", "Alice", "13800138001"), card("2", "Carol", "13800138003")))
+		mustSync(t, svc, carol, book(card("1", "Bob", "13800138002")))
+		on := contacts.StatusOnline
+		if _, _, err := db.UpdateStatus(ctx, bob, store.StatusUpdate{IMStatus: &on}); err != nil {
+			t.Fatal(err)
+		}
+		svc.Online(ctx, carol) // the one worker is busy delivering this
+		select {
+		case <-rec.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("carol's online event never reached the notifier")
+		}
+		stale := time.Now().UTC().Add(-time.Second)
+		svc.PushStatusForTest(store.Status{Number: alice, IMStatus: contacts.StatusBusy, StatusText: "newer", UpdatedAt: stale.Add(500 * time.Millisecond)})
+		svc.PushStatusForTest(store.Status{Number: alice, IMStatus: contacts.StatusOnline, StatusText: "older", UpdatedAt: stale})
+		close(rec.block)
+		svc.Close(ctx)
+		var got []string
+		for _, ev := range rec.to(bob) {
+			if ev.Number == alice {
+				got = append(got, ev.Presence.StatusText)
+			}
+		}
+		if len(got) != 1 || got[0] != "newer" {
+			t.Fatalf("bob got alice's states %q; want only the newer one", got)
+		}
+	})
+}
+
 func TestContactJoined(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()

@@ -50,8 +50,9 @@ type pushKey struct {
 
 // pusher delivers events off the callers' goroutines. Each user belongs to
 // one shard, and each shard has one worker, so one user's events stay in
-// order; a shard keeps only the latest pending event per (kind, user), so a
-// burst of changes costs one fan-out.
+// order; a shard keeps only the newest pending event per (kind, user) (by
+// its At, not by when it was enqueued), so a burst of changes costs one
+// fan-out.
 type pusher struct {
 	s       *Service
 	n       atomic.Pointer[Notifier]
@@ -103,8 +104,13 @@ func (p *pusher) enqueue(ev Event) {
 	sh := p.shards[int(h.Sum32()%uint32(len(p.shards)))]
 	k := pushKey{ev.Kind, ev.Number}
 	sh.mu.Lock()
-	if _, ok := sh.events[k]; ok {
-		sh.events[k] = ev
+	if old, ok := sh.events[k]; ok {
+		// Keep the newer state: an event read from the store earlier (the
+		// presence pushed when two users become mutual) can be enqueued
+		// after a change that happened since.
+		if !ev.At.Before(old.At) {
+			sh.events[k] = ev
+		}
 		sh.mu.Unlock()
 		p.s.m.pushCoalesced.Inc()
 		return
