@@ -153,7 +153,12 @@ type Outbox struct {
 
 	wake chan struct{}
 
-	lmu       sync.Mutex
+	lmu sync.Mutex
+	// orderMu is held from a state change's commit to its emission, so
+	// that listeners see one message's changes in the order they were
+	// committed (a delivery report's MMS_DELIVERED must not overtake the
+	// MMS_SUBMITTED of the record it follows).
+	orderMu   sync.Mutex
 	listeners []func(context.Context, Event)
 
 	mu       sync.Mutex
@@ -401,7 +406,12 @@ func (o *Outbox) record(m store.MMS, out store.MMSOutcome) {
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(o.runCtx), 10*time.Second)
+		o.orderMu.Lock()
 		changes, err = o.db.RecordMMS(ctx, o.cfg.NodeID, out)
+		if err == nil {
+			o.emit(changes)
+		}
+		o.orderMu.Unlock()
 		cancel()
 		if err == nil {
 			break
@@ -416,7 +426,6 @@ func (o *Outbox) record(m store.MMS, out store.MMSOutcome) {
 		o.log.Error("mms outbox: result not recorded; the message is tried again after its lease", "id", m.ID, "err", err)
 		return
 	}
-	o.emit(changes)
 	if out.State == store.MMSToSMS {
 		o.signal()
 	}
@@ -607,7 +616,12 @@ func (o *Outbox) HandleReport(ctx context.Context, link, messageID, status, text
 	if text != "" {
 		why += ": " + text
 	}
+	o.orderMu.Lock()
 	changes, matched, err := o.db.ApplyMMSReport(ctx, store.MMSReport{Link: link, MessageID: messageID, State: state, Error: why})
+	if err == nil {
+		o.emit(changes)
+	}
+	o.orderMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -615,7 +629,6 @@ func (o *Outbox) HandleReport(ctx context.Context, link, messageID, status, text
 		o.log.Info("mms outbox: delivery report for no recorded message kept (applied if its message is recorded within the hour)",
 			"link", link, "message_id", messageID, "status", status)
 	}
-	o.emit(changes)
 	if state == store.MMSToSMS && len(changes) > 0 {
 		o.signal()
 	}
