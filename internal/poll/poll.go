@@ -16,10 +16,18 @@ const Patience = 30 * time.Second
 // Patience; what names the condition in the failure.
 func Until(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Patience)
+	Within(t, Patience, what, cond)
+}
+
+// Within is Until with a patience of its own, for the few waits that are
+// slow by nature (a JetStream cluster electing new Raft leaders after a
+// server died takes 5 to 25 s even on a quiet machine).
+func Within(t testing.TB, patience time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", Patience, what)
+			t.Fatalf("timed out after %v waiting for %s", patience, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
