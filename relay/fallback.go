@@ -144,13 +144,20 @@ func (srv *Server) sendSMS(m *Message) {
 		srv.log.Warn("relay: SMS fallback; retried later", "id", m.ID, "err", err)
 		return
 	}
-	if err := srv.store.MarkSMSQueued(ctx, m.ID); err != nil {
+	srv.metrics.outcome(outcomeSMS)
+	rec, err := srv.store.MarkFallbackQueued(ctx, m.ID, int(queued))
+	switch {
+	case err != nil:
 		// The outbox has it. The claim stays until its due time, after
 		// which the sweeper enqueues it again: the recipient may get the
 		// SMS twice, which beats never.
 		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
+	case rec.State != int(queued):
+		// The outbox was quicker (its submit, or the recipient's
+		// acknowledgement, is recorded): the sender is told that instead,
+		// never a QUEUED after it.
+		return
 	}
-	srv.metrics.outcome(outcomeSMS)
 	srv.receipt(m.From, m.ID, m.ClientMsgID, queued, nil)
 }
 
@@ -252,6 +259,12 @@ func (srv *Server) SMSStateChanged(ctx context.Context, messageID string, state 
 	rec, err := srv.store.SetMessageState(ctx, messageID, int(state))
 	if err != nil {
 		return err
+	}
+	if rec.State != int(state) {
+		// A newer state was recorded first (a delivery report applied
+		// before the submit it follows was told): the sender already has
+		// it, or is about to, and must not be told an older one after it.
+		return nil
 	}
 	if state == relaypb.MessageState_FAILED {
 		if reason == nil {

@@ -46,6 +46,14 @@ func TestUnregisteredRecipientFallsBackToSMS(t *testing.T) {
 	if err := e.srv.SMSStateChanged(context.Background(), "no-such-id", relaypb.MessageState_SMS_DELIVERED, nil); err == nil {
 		t.Fatal("unknown message id accepted")
 	}
+	// A submit result told after the delivery report is old news: the
+	// record keeps SMS_DELIVERED and the sender hears nothing of it.
+	if err := e.srv.SMSStateChanged(context.Background(), id, relaypb.MessageState_SMS_SUBMITTED, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := e.db.ChatRecord(context.Background(), id); err != nil || rec.State != store.MsgSMSDelivered {
+		t.Fatalf("record after a late SMS_SUBMITTED: %+v %v", rec, err)
+	}
 	// Carol installs the client later: the message is in her history,
 	// flagged as already sent by SMS, and no second SMS goes out.
 	e.auth.add("tok-carol", carol, "dev-carol")
@@ -56,6 +64,11 @@ func TestUnregisteredRecipientFallsBackToSMS(t *testing.T) {
 	}
 	if n := len(e.fallback.all()); n != 1 {
 		t.Fatalf("%d SMS sent, want 1", n)
+	}
+	// The next receipt the sender gets is her reading it, not the late
+	// SMS_SUBMITTED.
+	if r := next(t, a.Receipts(), "DELIVERED receipt"); r.ServerMsgId != id || r.State != relaypb.MessageState_DELIVERED {
+		t.Fatalf("receipt after the late submit result: %v, want DELIVERED", r)
 	}
 }
 

@@ -159,7 +159,7 @@ type Store interface {
 	DueSMS(ctx context.Context, now time.Time, perSender, limit int) ([]store.Message, error)
 	ClaimFallback(ctx context.Context, id string, due, retryAt time.Time) (bool, error)
 	RescheduleFallback(ctx context.Context, id string, at time.Time) error
-	MarkSMSQueued(ctx context.Context, id string) error
+	MarkFallbackQueued(ctx context.Context, id string, state int) (store.ChatRecord, error)
 	SetMessageState(ctx context.Context, id string, state int) (store.ChatRecord, error)
 	OfflineCounts(ctx context.Context, senders, recipients []phonebook.MSISDN) (bySender, byRecipient map[phonebook.MSISDN]int, err error)
 	ExpireMessages(ctx context.Context, before time.Time, limit int) ([]store.ExpiredMessage, error)

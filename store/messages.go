@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,7 +21,53 @@ const (
 	MsgFailed       = 4
 	MsgStored       = 5
 	MsgSMSQueued    = 6
+	MsgMMSQueued    = 7
+	MsgMMSSubmitted = 8
+	MsgMMSDelivered = 9
 )
+
+// stateOrder is the order a stored message's states follow: an MMS first
+// when there is one, then the SMS that may replace it, then an outcome,
+// and an IM delivery (at a later login) above everything. FAILED ranks
+// below the handset's delivery reports: a report of delivery is the
+// stronger evidence, and a FAILED that comes after one is a late echo.
+// A state ranked below the record's is old news and is not written.
+var stateOrder = [][]int{
+	{MsgStored},
+	{MsgMMSQueued},
+	{MsgMMSSubmitted},
+	{MsgSMSQueued},
+	{MsgSMSSubmitted},
+	{MsgFailed},
+	{MsgSMSDelivered, MsgMMSDelivered},
+	{MsgDelivered},
+}
+
+// stateRank is an SQL expression giving column's rank in stateOrder.
+func stateRank(column string) string {
+	var b strings.Builder
+	b.WriteString("CASE " + column)
+	for rank, states := range stateOrder {
+		for _, st := range states {
+			fmt.Fprintf(&b, " WHEN %d THEN %d", st, rank)
+		}
+	}
+	b.WriteString(" ELSE -1 END")
+	return b.String()
+}
+
+var stateRankSQL = stateRank("state")
+
+// StateRank reports where state comes in the order a message's states
+// follow (see SetMessageState), and false for a state outside it.
+func StateRank(state int) (int, bool) {
+	for rank, states := range stateOrder {
+		if slices.Contains(states, state) {
+			return rank, true
+		}
+	}
+	return 0, false
+}
 
 // Message is one IM message the relay accepted and must not lose.
 type Message struct {
@@ -318,24 +365,44 @@ func (d *DB) ClaimFallback(ctx context.Context, id string, due, retryAt time.Tim
 	return n == 1, err
 }
 
-// MarkSMSQueued records that a stored message went to the SMS outbox: no
-// more fallback is due, and its later IM delivery is flagged via_sms.
-func (d *DB) MarkSMSQueued(ctx context.Context, id string) error {
-	return d.tx(ctx, func(tx *sql.Tx) error {
+// MarkFallbackQueued records that a stored message went to the SMS or MMS
+// outbox (state is MsgSMSQueued or MsgMMSQueued): no more fallback is due,
+// its later IM delivery is flagged via_sms, and its record says state
+// unless it has moved on (the outbox already reported a newer state, or
+// the recipient acknowledged it). It returns the record as it is now.
+func (d *DB) MarkFallbackQueued(ctx context.Context, id string, state int) (ChatRecord, error) {
+	if state != MsgSMSQueued && state != MsgMMSQueued {
+		return ChatRecord{}, phonebook.Errorf(phonebook.EInvalid, "%d is not a queued state", state)
+	}
+	err := d.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, "UPDATE offline_messages SET via_sms = 1, sms_due_at = NULL WHERE id = ?", id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, "UPDATE chat_records SET via_sms = 1, state = ? WHERE id = ? AND state = ?",
-			MsgSMSQueued, id, MsgStored)
+		_, err := tx.ExecContext(ctx, "UPDATE chat_records SET via_sms = 1, state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?",
+			MsgStored, state, id)
 		return err
 	})
+	if err != nil {
+		return ChatRecord{}, err
+	}
+	return d.ChatRecord(ctx, id)
 }
 
-// SetMessageState records an SMS state change reported by the outbox and
-// returns the updated record. A message its recipient already acknowledged
-// over IM stays delivered. Unknown ids are ENotFound.
+// SetMessageState records an SMS or MMS state change reported by an outbox
+// and returns the record as it is now. States only move forward (see
+// stateOrder): a change that arrives after a newer one (a delivery report
+// applied before the submit it follows was told, on this node or
+// another) leaves the record as it is, and the record returned then
+// shows the newer state; callers compare to know whether their change
+// took. A message its recipient already acknowledged over IM stays
+// delivered. Unknown ids are ENotFound; a state outside the order is
+// EInvalid.
 func (d *DB) SetMessageState(ctx context.Context, id string, state int) (ChatRecord, error) {
-	if _, err := d.db.ExecContext(ctx, "UPDATE chat_records SET state = ? WHERE id = ? AND state <> ?", state, id, MsgDelivered); err != nil {
+	rank, ok := StateRank(state)
+	if !ok {
+		return ChatRecord{}, phonebook.Errorf(phonebook.EInvalid, "%d is not a message state", state)
+	}
+	if _, err := d.db.ExecContext(ctx, "UPDATE chat_records SET state = ? WHERE id = ? AND "+stateRankSQL+" <= ?", state, id, rank); err != nil {
 		return ChatRecord{}, err
 	}
 	return d.ChatRecord(ctx, id)

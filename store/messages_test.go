@@ -106,11 +106,11 @@ func TestMessagesSMSFallbackAndRecords(t *testing.T) {
 		if err1 != nil || err2 != nil || !ok1 || ok2 {
 			t.Fatalf("claims = %v %v, %v %v; want exactly the first", ok1, err1, ok2, err2)
 		}
-		if err := db.MarkSMSQueued(ctx, "due"); err != nil {
-			t.Fatal(err)
+		if rec, err := db.MarkFallbackQueued(ctx, "due", store.MsgSMSQueued); err != nil || rec.State != store.MsgSMSQueued {
+			t.Fatalf("MarkFallbackQueued = %+v, %v", rec, err)
 		}
 		if due, _ := db.DueSMS(ctx, at.Add(time.Hour), 10, 10); len(due) != 0 {
-			t.Fatalf("still due after MarkSMSQueued: %+v", due)
+			t.Fatalf("still due after MarkFallbackQueued: %+v", due)
 		}
 		msgs, _ := db.OfflineMessages(ctx, bob, 0, 10)
 		if len(msgs) != 2 || !msgs[0].ViaSMS || msgs[1].ViaSMS {
