@@ -310,6 +310,10 @@ type MMSLink struct {
 	// The basic auth the MMSC presents when it posts to us ("" = none).
 	VASPUsername string `mapstructure:"vasp_username"`
 	VASPPassword string `mapstructure:"vasp_password"`
+	// The largest request the MMSC may post to us (MO MMS, reports).
+	VASPMaxBytes int64 `mapstructure:"vasp_max_bytes"`
+	// Status codes this MMSC answers only for phones that cannot take MMS.
+	NotCapableCodes []int `mapstructure:"not_capable_codes"`
 }
 
 // fill sets the settings left out to the mms package's defaults.
@@ -323,6 +327,12 @@ func (l *MMSLink) fill() {
 	}
 	if l.Timeout <= 0 {
 		l.Timeout = d.Timeout
+	}
+	if l.VASPMaxBytes <= 0 {
+		l.VASPMaxBytes = d.VASPMaxBytes
+	}
+	if l.NotCapableCodes == nil {
+		l.NotCapableCodes = d.NotCapableCodes
 	}
 }
 
@@ -637,7 +647,8 @@ func (c *Config) MMSConfig() mms.Config {
 		out.Links = append(out.Links, mms.LinkConfig{Name: l.Name, URL: l.URL, Username: l.Username, Password: l.Password,
 			VASPID: l.VASPID, VASID: l.VASID, ServiceCode: l.ServiceCode, SenderAddress: l.SenderAddress, Prefixes: l.Prefixes,
 			MaxMessageBytes: l.MaxMessageBytes, Version: l.Version, Timeout: l.Timeout, TLSCA: l.TLSCA,
-			TLSInsecureSkipVerify: l.TLSInsecureSkipVerify, VASPUsername: l.VASPUsername, VASPPassword: l.VASPPassword})
+			TLSInsecureSkipVerify: l.TLSInsecureSkipVerify, VASPUsername: l.VASPUsername, VASPPassword: l.VASPPassword,
+			VASPMaxBytes: l.VASPMaxBytes, NotCapableCodes: l.NotCapableCodes})
 	}
 	return out
 }

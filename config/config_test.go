@@ -3,11 +3,14 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/phonebook/phonebook/mms"
 )
 
 func write(t *testing.T, body string) string {
@@ -81,20 +84,37 @@ func TestUnknownKeysNameFileAndLine(t *testing.T) {
 
 func TestInvalidValues(t *testing.T) {
 	for name, body := range map[string]string{
-		"driver":   "database:\n  driver: postgres\n",
-		"proxies":  "registration:\n  header:\n    trusted_proxies: [\"not-an-ip\"]\n",
-		"duration": "session:\n  ttl: forever\n",
-		"level":    "log:\n  level: verbose\n",
-		"format":   "log:\n  format: xml\n",
-		"yaml":     "http: [\n",
-		"recycle":  "registration:\n  recycle_after: -24h\n",
-		"reauth":   "relay:\n  reauth_interval: -1s\n",
+		"driver":                     "database:\n  driver: postgres\n",
+		"proxies":                    "registration:\n  header:\n    trusted_proxies: [\"not-an-ip\"]\n",
+		"duration":                   "session:\n  ttl: forever\n",
+		"level":                      "log:\n  level: verbose\n",
+		"format":                     "log:\n  format: xml\n",
+		"yaml":                       "http: [\n",
+		"recycle":                    "registration:\n  recycle_after: -24h\n",
+		"reauth":                     "relay:\n  reauth_interval: -1s\n",
+		"mms success as not capable": "mms:\n  links:\n    - {name: a, url: \"http://127.0.0.1:1/mm7\", not_capable_codes: [2002, 1000]}\n",
+		"mms vasp_max_bytes":         "mms:\n  links:\n    - {name: a, url: \"http://127.0.0.1:1/mm7\", vasp_max_bytes: 1000}\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Load(write(t, body), nil); err == nil {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// An MMSC link's own keys reach the mms package, and the ones left out
+// take its defaults.
+func TestMMSLinkKeys(t *testing.T) {
+	c, err := Load(write(t, "mms:\n  links:\n    - {name: a, url: \"http://127.0.0.1:1/mm7\", not_capable_codes: [2002, 4004]}\n    - {name: b, url: \"https://mmsc.example/mm7\", vasp_max_bytes: 65536}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := c.MMSConfig().Links
+	def := mms.DefaultLinkConfig()
+	if len(links) != 2 || !slices.Equal(links[0].NotCapableCodes, []int{2002, 4004}) || links[0].VASPMaxBytes != def.VASPMaxBytes ||
+		len(links[1].NotCapableCodes) != 0 || links[1].VASPMaxBytes != 65536 {
+		t.Fatalf("links %+v", links)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/phonebook/phonebook/mm7"
 )
 
 // Config is the MMS configuration (config key mms). Zero values mean the
@@ -52,12 +54,22 @@ type LinkConfig struct {
 	// The basic auth the MMSC must present when it posts delivery reports
 	// and MO MMS to us ("" = none).
 	VASPUsername, VASPPassword string
+	// VASPMaxBytes bounds a request the MMSC posts to us (an MO MMS with
+	// its media, a delivery report); a larger one is answered with a
+	// fault [4 MiB].
+	VASPMaxBytes int64
+	// NotCapableCodes are status codes this MMSC answers only when the
+	// recipient's phone cannot take MMS; such an answer marks the number
+	// not MMS-capable. Answers whose text says so count without them.
+	NotCapableCodes []int
 }
 
 // Default values.
 const (
 	DefaultMaxMessageBytes = 300 << 10
 	DefaultVersion         = "REL-5-MM7-1-2"
+	// MaxVASPBytes is the most vasp_max_bytes may be.
+	MaxVASPBytes = 64 << 20
 )
 
 // DefaultConfig returns the values a zero Config stands for.
@@ -120,6 +132,12 @@ func (l *LinkConfig) defaults() {
 	if l.Timeout <= 0 {
 		l.Timeout = 30 * time.Second
 	}
+	if l.VASPMaxBytes <= 0 {
+		l.VASPMaxBytes = mm7.DefaultMaxBytes
+	}
+	if l.NotCapableCodes == nil {
+		l.NotCapableCodes = []int{}
+	}
 }
 
 // Validate reports what New refuses.
@@ -157,6 +175,15 @@ func (c Config) Validate() error {
 		for _, p := range l.Prefixes {
 			if err := validPrefix(p); err != nil {
 				return fmt.Errorf("mms %s: prefixes: %w", l.Name, err)
+			}
+		}
+		if l.VASPMaxBytes < 64<<10 || l.VASPMaxBytes > MaxVASPBytes {
+			return fmt.Errorf("mms %s: vasp_max_bytes %d is not between 64 KiB and %d MiB", l.Name, l.VASPMaxBytes, MaxVASPBytes>>20)
+		}
+		for _, code := range l.NotCapableCodes {
+			// Success (1xxx) never means not capable.
+			if code < 2000 || code > 4999 {
+				return fmt.Errorf("mms %s: not_capable_codes: %d is not an MM7 error status (2000-4999)", l.Name, code)
 			}
 		}
 	}

@@ -45,7 +45,7 @@ func NewMM7Link(cfg LinkConfig) (Link, error) {
 		}
 	}
 	cc := mm7.ClientConfig{URL: cfg.URL, Username: cfg.Username, Password: cfg.Password, VASPID: cfg.VASPID, VASID: cfg.VASID,
-		TLS: tc, Timeout: cfg.Timeout, Version: cfg.Version}
+		TLS: tc, Timeout: cfg.Timeout, Version: cfg.Version, NotCapableCodes: cfg.NotCapableCodes}
 	if err := cc.Validate(); err != nil {
 		return Link{}, fmt.Errorf("mms %s: %w", cfg.Name, err)
 	}
@@ -142,14 +142,17 @@ type MOHandler func(ctx context.Context, mo *mm7.DeliverReq) error
 
 // VASPHandler is the MM7 endpoint of one link, where its MMSC posts
 // delivery reports (applied to the messages submitted over that link) and
-// MMS from phones (handed to mo). username and password are the basic
-// auth the MMSC must present ("" = none).
-func (o *Outbox) VASPHandler(link, username, password string, mo MOHandler, log *slog.Logger) http.Handler {
+// MMS from phones (handed to mo). The link's VASPUsername and
+// VASPPassword are the basic auth the MMSC must present ("" = none), its
+// VASPMaxBytes the largest request taken.
+func (o *Outbox) VASPHandler(lc LinkConfig, mo MOHandler, log *slog.Logger) http.Handler {
+	lc.defaults()
+	link := lc.Name
 	if log == nil {
 		log = o.log
 	}
 	return &mm7.Handler{
-		Username: username, Password: password, Log: log,
+		Username: lc.VASPUsername, Password: lc.VASPPassword, MaxBytes: lc.VASPMaxBytes, Log: log,
 		DeliveryReport: func(ctx context.Context, r *mm7.DeliveryReportReq) mm7.Status {
 			if strings.TrimSpace(r.MessageID) == "" {
 				return mm7.NewStatus(mm7.StatusValidationError, "a delivery report needs a MessageID")

@@ -2,6 +2,7 @@ package mms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/internal/poll"
+	"github.com/phonebook/phonebook/mm7"
 	"github.com/phonebook/phonebook/mm7/mmscsim"
 	"github.com/phonebook/phonebook/store"
 	"github.com/phonebook/phonebook/store/storetest"
@@ -25,6 +27,13 @@ type simRig struct {
 }
 
 func newSimRig(t *testing.T, db *store.DB, cfg Config, sc mmscsim.Config) *simRig {
+	t.Helper()
+	return newSimRigLink(t, db, cfg, sc, LinkConfig{})
+}
+
+// newSimRigLink is newSimRig with lc's NotCapableCodes and VASPMaxBytes on
+// the link.
+func newSimRigLink(t *testing.T, db *store.DB, cfg Config, sc mmscsim.Config, lc LinkConfig) *simRig {
 	t.Helper()
 	var vasp atomic.Pointer[http.Handler]
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +53,7 @@ func newSimRig(t *testing.T, db *store.DB, cfg Config, sc mmscsim.Config) *simRi
 	}
 	t.Cleanup(sim.Close)
 	link, err := NewMM7Link(LinkConfig{Name: "a", URL: sim.URL(), Username: "pb", Password: "vasp-secret", VASPID: "phonebook",
-		VASID: "im", ServiceCode: "MMS1", SenderAddress: "10690", Timeout: 5 * time.Second})
+		VASID: "im", ServiceCode: "MMS1", SenderAddress: "10690", Timeout: 5 * time.Second, NotCapableCodes: lc.NotCapableCodes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +76,7 @@ func newSimRig(t *testing.T, db *store.DB, cfg Config, sc mmscsim.Config) *simRi
 		t.Fatal(err)
 	}
 	ob.OnStateChange(r.ev.add)
-	h := ob.VASPHandler("a", "mmsc", "s3cret", nil, nil)
+	h := ob.VASPHandler(LinkConfig{Name: "a", VASPUsername: "mmsc", VASPPassword: "s3cret", VASPMaxBytes: lc.VASPMaxBytes}, nil, nil)
 	vasp.Store(&h)
 	if err := ob.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -133,11 +142,53 @@ func TestMM7NotCapable(t *testing.T) {
 	}
 }
 
+// An MMSC whose not-capable answer says nothing of capability: only the
+// link's not_capable_codes let the number be marked. Without them the
+// refusal is an ordinary permanent one: the message still goes as an SMS
+// with a link, but the number is not marked.
+func TestMM7NotCapableCodes(t *testing.T) {
+	sc := mmscsim.Config{NotCapablePrefixes: []string{"+8613700"}, NotCapableCode: 4004, NotCapableText: "refused for {to}"}
+	for _, tc := range []struct {
+		name   string
+		codes  []int
+		marked bool
+	}{{"listed", []int{2002, 4004}, true}, {"not listed", []int{2002}, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newSimRigLink(t, storetest.SQLite(t), Config{}, sc, LinkConfig{NotCapableCodes: tc.codes})
+			r.send(t, "nc", "+8613700000001", "photo")
+			r.waitStates(t, "nc", store.MMSToSMS, store.MMSSMS)
+			v, err := r.ob.Capabilities().Capable(context.Background(), "+8613700000001")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if marked := !v.Capable && v.Source == store.CapabilityMMSC; marked != tc.marked {
+				t.Fatalf("verdict %+v; marked by the MMSC's answer: %v, want %v", v, marked, tc.marked)
+			}
+		})
+	}
+}
+
+// The VASP endpoint refuses a request over the link's vasp_max_bytes with
+// a fault, and takes one under it.
+func TestVASPMaxBytes(t *testing.T) {
+	r := newSimRigLink(t, storetest.SQLite(t), Config{}, mmscsim.Config{}, LinkConfig{VASPMaxBytes: 64 << 10})
+	big := photo(t, 800, 600, 100) // some 100 KiB
+	if len(big) <= 64<<10 {
+		t.Fatalf("test photo is only %d bytes", len(big))
+	}
+	err := r.sim.InjectMO(context.Background(), mmscsim.MO{From: "+8613800138000", To: "10690",
+		Media: []mm7.Part{{ContentType: "image/jpeg", ContentLocation: "big.jpg", Data: big}}})
+	var se *mm7.StatusError
+	if !errors.As(err, &se) || se.HTTPStatus != http.StatusRequestEntityTooLarge || se.Status.Code != mm7.StatusContentRefused {
+		t.Fatalf("a %d-byte MO MMS over a 64 KiB limit: %v, want HTTP 413 and status 2004", len(big), err)
+	}
+}
+
 // Wrong credentials on the VASP endpoint are refused; reports for ids we
 // never submitted are answered and change nothing.
 func TestVASPEndpointRefusesStrangers(t *testing.T) {
 	r := newSimRig(t, storetest.SQLite(t), Config{}, mmscsim.Config{})
-	h := r.ob.VASPHandler("a", "mmsc", "s3cret", nil, nil)
+	h := r.ob.VASPHandler(LinkConfig{Name: "a", VASPUsername: "mmsc", VASPPassword: "s3cret"}, nil, nil)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	resp, err := http.Post(srv.URL, "text/xml", strings.NewReader("<not-soap/>"))

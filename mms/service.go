@@ -74,7 +74,7 @@ func StartService(ctx context.Context, cfg Config, ln net.Listener, d ServiceDep
 			if s.Inbound != nil {
 				mo = s.Inbound.Handler(lc.Name)
 			}
-			mux.Handle("POST /mm7/"+lc.Name, ob.VASPHandler(lc.Name, lc.VASPUsername, lc.VASPPassword, mo, log))
+			mux.Handle("POST /mm7/"+lc.Name, ob.VASPHandler(lc, mo, log))
 		}
 		s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 			IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}

@@ -102,6 +102,7 @@ See docs/mms.md ("Simulator").`,
 	f.IntVar(&cfg.ResetEvery, "reset-every", 0, "reset the connection after accepting every Nth message: its SubmitRsp is lost (0 = never)")
 	f.StringSliceVar(&cfg.NotCapablePrefixes, "not-capable", nil, "recipients with this prefix are not MMS capable (repeatable), e.g. +86137")
 	f.IntVar(&cfg.NotCapableCode, "not-capable-code", 2002, "the status code answered for them")
+	f.StringVar(&cfg.NotCapableText, "not-capable-text", "", "the details of that answer ({to} is the recipient); default \"recipient {to} is not MMS capable\"")
 	f.StringVar(&cfg.MessageIDStyle, "message-id-style", "hex", "message ids: hex, short (1, 2, 3...) or odd (spaces, XML specials, non-ASCII)")
 	f.Int64Var(&cfg.MaxBytes, "max-bytes", 8<<20, "largest SubmitReq body taken")
 	f.BoolVar(&quiet, "quiet", false, "do not print the MMS received (for load tests)")

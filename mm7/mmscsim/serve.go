@@ -57,7 +57,11 @@ func (s *Sim) serveMM7(w http.ResponseWriter, r *http.Request) {
 		if s.isNotCapable(to) {
 			s.count(func(st *Stats) { st.NotCapable++ })
 			fmt.Fprintf(s.cfg.Output, "mmscsim: refused MMS to %s: not MMS capable\n", to)
-			mm7.WriteResponse(w, req, mm7.NewStatus(s.cfgNotCapableCode(), "recipient "+to+" is not MMS capable"), "")
+			text := "recipient " + to + " is not MMS capable"
+			if s.cfg.NotCapableText != "" {
+				text = strings.ReplaceAll(s.cfg.NotCapableText, "{to}", to)
+			}
+			mm7.WriteResponse(w, req, mm7.NewStatus(s.cfgNotCapableCode(), text), "")
 			return
 		}
 	}

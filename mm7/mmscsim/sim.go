@@ -80,6 +80,10 @@ type Config struct {
 	// Address Error) and details "recipient ... is not MMS capable".
 	NotCapablePrefixes []string
 	NotCapableCode     int
+	// NotCapableText replaces the answer's details, for an MMSC whose
+	// answer says nothing of capability (only its code tells); "{to}"
+	// stands for the recipient.
+	NotCapableText string
 	// Keep is how many of the newest submissions and reports the simulator
 	// keeps (with their parts) for Submissions, Reports and GET
 	// /submissions; older ones are forgotten, counted in Stats. Default 1000.
