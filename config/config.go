@@ -267,6 +267,26 @@ type Relay struct {
 	MaxPendingAuthPerIP int `mapstructure:"max_pending_auth_per_ip"`
 	// Failed TCP logins per client address per minute.
 	MaxAuthFailuresPerMinute int `mapstructure:"max_auth_failures_per_minute"`
+	// The UDP transport's sizes and abuse limits (relay.UDPConfig).
+	UDP RelayUDP `mapstructure:"udp"`
+}
+
+// RelayUDP tunes the relay's UDP transport (docs/protocol.md section 6).
+type RelayUDP struct {
+	MaxDatagram  int     `mapstructure:"max_datagram"`
+	MaxSessions  int     `mapstructure:"max_sessions"`
+	RecvWindow   int     `mapstructure:"recv_window"`
+	UnauthRate   float64 `mapstructure:"unauth_rate"`
+	UnauthBurst  int     `mapstructure:"unauth_burst"`
+	AuthSlots    int     `mapstructure:"auth_slots"`
+	LimiterTable int     `mapstructure:"limiter_table"`
+}
+
+// UDPConfig is relay.udp in the relay package's terms.
+func (c *Config) UDPConfig() relay.UDPConfig {
+	u := c.Relay.UDP
+	return relay.UDPConfig{MaxDatagram: u.MaxDatagram, MaxSessions: u.MaxSessions, RecvWindow: u.RecvWindow,
+		UnauthRate: u.UnauthRate, UnauthBurst: u.UnauthBurst, AuthSlots: u.AuthSlots, LimiterTable: u.LimiterTable}
 }
 
 // MMS configures the MMS fallback of media messages (mms/, docs/mms.md):
@@ -394,6 +414,7 @@ func Default() Config {
 	host, _ := os.Hostname()
 	acc, web, ver := accounts.DefaultConfig(), api.DefaultConfig(), verify.DefaultConfig()
 	out, rel, con, clu := smsc.DefaultOutboxConfig(), relay.DefaultConfig(), contacts.DefaultConfig(), cluster.DefaultConfig()
+	udp := relay.DefaultUDPConfig()
 	storage := "file"
 	if clu.MemoryStorage {
 		storage = "memory"
@@ -459,6 +480,8 @@ func Default() Config {
 			MaxPendingAuth:           rel.MaxPendingAuth,
 			MaxPendingAuthPerIP:      rel.MaxPendingAuthPerIP,
 			MaxAuthFailuresPerMinute: rel.MaxAuthFailuresPerMinute,
+			UDP: RelayUDP{MaxDatagram: udp.MaxDatagram, MaxSessions: udp.MaxSessions, RecvWindow: udp.RecvWindow,
+				UnauthRate: udp.UnauthRate, UnauthBurst: udp.UnauthBurst, AuthSlots: udp.AuthSlots, LimiterTable: udp.LimiterTable},
 		},
 		Cluster: Cluster{DeadAfter: clu.DeadAfter, PurgeAfter: clu.PurgeAfter, Replicas: clu.Replicas, Storage: storage,
 			ReadyGrace: 10 * time.Second, ConnectTimeout: clu.ConnectTimeout},

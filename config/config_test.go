@@ -93,6 +93,8 @@ func TestInvalidValues(t *testing.T) {
 		"recycle":                    "registration:\n  recycle_after: -24h\n",
 		"reauth":                     "relay:\n  reauth_interval: -1s\n",
 		"mms success as not capable": "mms:\n  links:\n    - {name: a, url: \"http://127.0.0.1:1/mm7\", not_capable_codes: [2002, 1000]}\n",
+		"udp rate":                   "relay:\n  udp:\n    unauth_rate: 0\n",
+		"udp datagram":               "relay:\n  udp:\n    max_datagram: 100\n",
 		"mms vasp_max_bytes":         "mms:\n  links:\n    - {name: a, url: \"http://127.0.0.1:1/mm7\", vasp_max_bytes: 1000}\n",
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/phonebook/phonebook"
+	"github.com/phonebook/phonebook/relay/rudp"
 )
 
 // Validate checks values that decode fine but make no sense. The
@@ -52,6 +53,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Relay.StoredRecheck < 0 {
 		return fmt.Errorf("relay.stored_recheck: %s is negative", c.Relay.StoredRecheck)
+	}
+	if err := validUDP(c.Relay.UDP); err != nil {
+		return err
 	}
 	if c.Relay.ReauthInterval < 0 {
 		return fmt.Errorf("relay.reauth_interval: %s is negative", c.Relay.ReauthInterval)
@@ -178,6 +182,27 @@ func (c *Cluster) validate() error {
 	}
 	if c.ConnectTimeout < time.Second {
 		return fmt.Errorf("cluster.connect_timeout: %s is less than 1s", c.ConnectTimeout)
+	}
+	return nil
+}
+
+// validUDP refuses relay.udp values the transport would silently change:
+// zero or negative counts, and datagrams no path or no header fits.
+func validUDP(u RelayUDP) error {
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"max_sessions", u.MaxSessions}, {"recv_window", u.RecvWindow}, {"unauth_burst", u.UnauthBurst},
+		{"auth_slots", u.AuthSlots}, {"limiter_table", u.LimiterTable}} {
+		if v.n <= 0 {
+			return fmt.Errorf("relay.udp.%s: %d must be at least 1", v.key, v.n)
+		}
+	}
+	if !(u.UnauthRate > 0) {
+		return fmt.Errorf("relay.udp.unauth_rate: %v must be above 0 datagrams a second", u.UnauthRate)
+	}
+	if lo := rudp.Overhead + 64; u.MaxDatagram < lo || u.MaxDatagram > 65507 {
+		return fmt.Errorf("relay.udp.max_datagram: %d is not between %d and 65507 bytes", u.MaxDatagram, lo)
 	}
 	return nil
 }

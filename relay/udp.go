@@ -41,6 +41,14 @@ type UDPConfig struct {
 	LimiterTable int
 }
 
+// DefaultUDPConfig returns the values a zero UDPConfig stands for, with
+// the default relay.Config's frame size.
+func DefaultUDPConfig() UDPConfig {
+	var c UDPConfig
+	c.setDefaults(DefaultConfig().MaxFrameSize)
+	return c
+}
+
 func (c *UDPConfig) setDefaults(frameMax int) {
 	if c.MaxDatagram <= 0 {
 		c.MaxDatagram = rudp.DefaultMaxDatagram

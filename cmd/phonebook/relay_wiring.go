@@ -117,7 +117,7 @@ func (m *Main) startRelay(ctx context.Context) error {
 		go func() {
 			defer m.wg.Done()
 			// Shutdown stops the UDP transport and closes the socket.
-			if err := srv.ServeUDP(pc, relay.UDPConfig{}); err != nil && !errors.Is(err, relay.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			if err := srv.ServeUDP(pc, cfg.UDPConfig()); err != nil && !errors.Is(err, relay.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				m.log.Error("relay UDP stopped", "err", err)
 			}
 		}()
