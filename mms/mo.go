@@ -31,9 +31,13 @@ type MOMedia interface {
 	Upload(ctx context.Context, owner phonebook.MSISDN, addrKey, name string, body io.Reader) (string, error)
 }
 
-// MORelay takes the message for the IM user; relay.Server.InjectMMS is one.
+// MORelay takes the message for the IM user; relay.Server is one. key
+// names the operator's message: one injected again under the same key
+// (the MMSC sending it again because our answer was lost) is not
+// delivered twice, and Injected tells that before its media are taken.
 type MORelay interface {
-	InjectMMS(ctx context.Context, from, to phonebook.MSISDN, text string, mediaIDs []string) (string, error)
+	InjectMMS(ctx context.Context, key string, from, to phonebook.MSISDN, text string, mediaIDs []string) (string, error)
+	Injected(ctx context.Context, key string) (bool, error)
 }
 
 // Inbound turns MMS that phones send to the short number (MM7 DeliverReq)
@@ -55,7 +59,7 @@ func NewInbound(region string, router MORouter, media MOMedia, log *slog.Logger,
 	}
 	in := &Inbound{region: region, router: router, media: media, log: log.With("component", "mms-inbound"),
 		count: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "phonebook_mms_inbound_total",
-			Help: "MMS from phones to the short number, by result: delivered (to the IM user), no_conversation, invalid, failed (retried by the MMSC)."},
+			Help: "MMS from phones to the short number, by result: delivered (to the IM user), duplicate (sent again by the MMSC, delivered before), no_conversation, invalid, failed (retried by the MMSC)."},
 			[]string{"result"})}
 	if reg != nil {
 		if err := reg.Register(in.count); err != nil {
@@ -120,6 +124,18 @@ func (in *Inbound) handle(ctx context.Context, link string, r *mm7.DeliverReq) e
 	if rp == nil {
 		return phonebook.Errorf(phonebook.EUnavailable, "the relay is not running: the MMSC delivers the MMS again later")
 	}
+	// An MMSC that lost our answer sends the same DeliverReq again, with
+	// its TransactionID: the IM user gets it once.
+	key := "mm7:" + link + ":" + string(from) + ":" + r.TransactionID
+	if r.TransactionID == "" {
+		key = ""
+	} else if seen, err := (*rp).Injected(ctx, key); err != nil {
+		return err
+	} else if seen {
+		in.count.WithLabelValues("duplicate").Inc()
+		in.log.Info("inbound MMS sent again by the MMSC: acknowledged, already delivered", "link", link, "from", from, "transaction_id", r.TransactionID)
+		return nil
+	}
 	var ids []string
 	for _, p := range media {
 		id, err := in.media.Upload(ctx, from, "mmsc:"+link, p.name, bytes.NewReader(p.Data))
@@ -136,7 +152,7 @@ func (in *Inbound) handle(ctx context.Context, link string, r *mm7.DeliverReq) e
 	if len(ids) == 0 && strings.TrimSpace(rest) == "" {
 		return refused{fmt.Errorf("nothing in it that an IM client can show")}
 	}
-	if _, err := (*rp).InjectMMS(ctx, from, user, rest, ids); err != nil {
+	if _, err := (*rp).InjectMMS(ctx, key, from, user, rest, ids); err != nil {
 		return err
 	}
 	in.count.WithLabelValues("delivered").Inc()

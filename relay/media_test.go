@@ -5,6 +5,7 @@ import (
 	"context"
 	"image"
 	"image/jpeg"
+	"sync"
 	"testing"
 
 	"github.com/phonebook/phonebook"
@@ -175,4 +176,63 @@ func TestMediaFallbackCarriesMedia(t *testing.T) {
 		sms.Media[0].ContentType != "image/jpeg" || sms.Media[0].Size != uint64(up.Size) || sms.Media[0].Name != "beach.jpg" {
 		t.Fatalf("fallback %+v", sms)
 	}
+}
+
+// An operator's MMS injected again under its key (the MMSC repeating a
+// DeliverReq whose answer it lost) is stored once, however many repeats
+// arrive at once; a new key is a new message.
+func TestInjectMMSRepeatsStoredOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		e, svc := mediaEnv(t, db)
+		ctx := context.Background()
+		up, err := svc.Upload(ctx, carol, "mmsc:a", "c.jpg", bytes.NewReader(photo(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Bob is offline: the messages are stored.
+		const repeats = 50
+		ids := make(chan string, repeats)
+		errs := make(chan error, repeats)
+		var wg sync.WaitGroup
+		for range repeats {
+			wg.Go(func() {
+				id, err := e.srv.InjectMMS(ctx, "mm7:a:+8613700137000:t-1", carol, bob, "from carol", []string{up.ID})
+				if err != nil {
+					errs <- err
+				}
+				ids <- id
+			})
+		}
+		wg.Wait()
+		close(ids)
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		first := ""
+		for id := range ids {
+			if first == "" {
+				first = id
+			}
+			if id != first || id == "" {
+				t.Fatalf("repeats answered ids %q and %q", first, id)
+			}
+		}
+		if seen, err := e.srv.Injected(ctx, "mm7:a:+8613700137000:t-1"); err != nil || !seen {
+			t.Fatalf("Injected = %v, %v", seen, err)
+		}
+		if seen, _ := e.srv.Injected(ctx, "mm7:a:+8613700137000:t-2"); seen {
+			t.Fatal("a key never injected is reported injected")
+		}
+		if _, err := e.srv.InjectMMS(ctx, "mm7:a:+8613700137000:t-2", carol, bob, "carol again", []string{up.ID}); err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := db.OfflineMessages(ctx, bob, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) != 2 || msgs[0].ID != first || msgs[0].Text != "from carol" || msgs[1].Text != "carol again" {
+			t.Fatalf("stored for bob: %+v; want the first MMS once, then the second", msgs)
+		}
+	})
 }

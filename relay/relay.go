@@ -165,6 +165,7 @@ type Store interface {
 	ExpireMessages(ctx context.Context, before time.Time, limit int) ([]store.ExpiredMessage, error)
 	FailStored(ctx context.Context, id string) (store.ChatRecord, error)
 	FailFallback(ctx context.Context, id string) (store.ChatRecord, error)
+	ChatRecord(ctx context.Context, id string) (store.ChatRecord, error)
 	// Per-user counters shared by every node (the SMS quota).
 	Hit(ctx context.Context, name string, window time.Duration) (int64, time.Time, error)
 	Unhit(ctx context.Context, name string, window time.Duration) error

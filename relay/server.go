@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
 	"errors"
@@ -76,6 +77,11 @@ type Server struct {
 	smsStop  bool
 	sms      sync.WaitGroup
 	smsSlots chan struct{}
+
+	// injecting holds the ids of keyed injections in progress (InjectMMS):
+	// a repeat waits for the first to finish, then finds its record.
+	injectMu  sync.Mutex
+	injecting map[string]chan struct{}
 }
 
 // NewServer builds a relay; it does not listen until Serve.
@@ -630,26 +636,105 @@ func (srv *Server) FormatSMS(from phonebook.MSISDN, text string) string {
 // session does not acknowledge it; either way it is delivered or durably
 // stored when InjectSMS returns nil. It returns the server_msg_id.
 func (srv *Server) InjectSMS(ctx context.Context, from, to phonebook.MSISDN, text string) (string, error) {
-	return srv.inject(ctx, from, to, relaypb.MessageType_SMS, text, nil)
+	return srv.inject(ctx, "", from, to, relaypb.MessageType_SMS, text, nil)
 }
 
 // InjectMMS is InjectSMS for a multimedia message that came by MMS (an MO
 // MMS to the short number): mediaIDs are uploads owned by from
 // (media.Service.Upload), which the message carries to to; text is the
 // caption. The chat record's type is MMS.
-func (srv *Server) InjectMMS(ctx context.Context, from, to phonebook.MSISDN, text string, mediaIDs []string) (string, error) {
+//
+// key, when not empty, names the operator's message (the MMSC link and
+// the DeliverReq's TransactionID): the message's id is derived from it,
+// and an MMS injected again under the same key (the MMSC sending it
+// again because our answer was lost) is not delivered a second time; the
+// same id is returned. Clients drop a delivery repeated meanwhile by its
+// server_msg_id.
+func (srv *Server) InjectMMS(ctx context.Context, key string, from, to phonebook.MSISDN, text string, mediaIDs []string) (string, error) {
 	if srv.media == nil {
 		return "", phonebook.Errorf(phonebook.EInvalid, "this relay carries no media")
 	}
-	return srv.inject(ctx, from, to, relaypb.MessageType_MMS, text, mediaIDs)
+	if key == "" {
+		return srv.inject(ctx, "", from, to, relaypb.MessageType_MMS, text, mediaIDs)
+	}
+	id := injectedID(key)
+	release, err := srv.injectOnce(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	if seen, err := srv.knownMessage(ctx, id); err != nil || seen {
+		return id, err
+	}
+	return srv.inject(ctx, id, from, to, relaypb.MessageType_MMS, text, mediaIDs)
 }
 
-func (srv *Server) inject(ctx context.Context, from, to phonebook.MSISDN, typ relaypb.MessageType, text string, mediaIDs []string) (string, error) {
+// injectOnce waits until no other injection of id runs on this node and
+// marks one running; release ends it.
+func (srv *Server) injectOnce(ctx context.Context, id string) (release func(), err error) {
+	for {
+		srv.injectMu.Lock()
+		if srv.injecting == nil {
+			srv.injecting = map[string]chan struct{}{}
+		}
+		busy, ok := srv.injecting[id]
+		if !ok {
+			done := make(chan struct{})
+			srv.injecting[id] = done
+			srv.injectMu.Unlock()
+			return func() {
+				srv.injectMu.Lock()
+				delete(srv.injecting, id)
+				srv.injectMu.Unlock()
+				close(done)
+			}, nil
+		}
+		srv.injectMu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Injected reports whether a message was injected under key (see
+// InjectMMS), so that its media need not be taken again.
+func (srv *Server) Injected(ctx context.Context, key string) (bool, error) {
+	return srv.knownMessage(ctx, injectedID(key))
+}
+
+// injectedID is the message id of an operator's message named key: "op-"
+// and 120 bits of its SHA-256, the same on every node.
+func injectedID(key string) string {
+	sum := sha256.Sum256([]byte("phonebook injected " + key))
+	return "op-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+}
+
+// knownMessage reports whether a chat record with id exists.
+func (srv *Server) knownMessage(ctx context.Context, id string) (bool, error) {
+	_, err := srv.store.ChatRecord(ctx, id)
+	switch phonebook.ErrorCode(err) {
+	case "":
+		return true, nil
+	case phonebook.ENotFound:
+		return false, nil
+	}
+	return false, err
+}
+
+// inject delivers or stores a message that did not come from a client;
+// id "" gets a new one.
+func (srv *Server) inject(ctx context.Context, id string, from, to phonebook.MSISDN, typ relaypb.MessageType, text string, mediaIDs []string) (string, error) {
 	if srv.stopping.Load() {
 		return "", phonebook.Errorf(phonebook.EShuttingDown, "the relay is stopping")
 	}
+	keyed := id != ""
+	if !keyed {
+		id = srv.newID()
+	}
 	now := time.Now()
-	m := &Message{ID: srv.newID(), From: from, To: to, Type: typ, Text: text, SentAt: now, accepted: now}
+	m := &Message{ID: id, From: from, To: to, Type: typ, Text: text, SentAt: now, accepted: now}
 	m.ClientMsgID = m.ID
 	if len(mediaIDs) > 0 {
 		refs, err := srv.media.Attach(ctx, m.ID, from, to, mediaIDs)
@@ -665,8 +750,17 @@ func (srv *Server) inject(ctx context.Context, from, to phonebook.MSISDN, typ re
 		case ok := <-acked:
 			if ok {
 				srv.metrics.outcome(outcomeDelivered)
-				srv.recorder.record(store.ChatRecord{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID, Receiver: to, Content: text,
-					Media: toStoreMedia(m.Media), Type: int(m.Type), SentAt: now, ReceivedAt: time.Now(), State: store.MsgDelivered})
+				rec := store.ChatRecord{ID: m.ID, Sender: from, ClientMsgID: m.ClientMsgID, Receiver: to, Content: text,
+					Media: toStoreMedia(m.Media), Type: int(m.Type), SentAt: now, ReceivedAt: time.Now(), State: store.MsgDelivered}
+				if !keyed {
+					srv.recorder.record(rec)
+					return m.ID, nil
+				}
+				// A keyed message's record is what tells a repeat it was
+				// delivered: written now, not in the recorder's next batch.
+				if err := srv.store.RecordMessages(context.WithoutCancel(ctx), []store.ChatRecord{rec}); err != nil {
+					srv.log.Warn("relay: chat record of an injected message; a repeat of it may be delivered again", "id", m.ID, "err", err)
+				}
 				return m.ID, nil
 			}
 		case <-ctx.Done():

@@ -179,9 +179,9 @@ func TestMOMMSReachesTheIMUser(t *testing.T) {
 	reply := e2eJPEG(t, 48, 48)
 	ctx, cancel := context.WithTimeout(t.Context(), stepPatience) // generous: only matters when failing
 	defer cancel()
-	err := m.MMSSim.InjectMO(ctx, mmscsim.MO{From: "+8613700137000", To: cfg.Verify.ShortNumber, Text: "here is mine",
-		Media: []mm7.Part{{ContentType: "image/jpeg", ContentLocation: "carol.jpg", Data: reply}}})
-	if err != nil {
+	mo := mmscsim.MO{TransactionID: "carol-1", From: "+8613700137000", To: cfg.Verify.ShortNumber, Text: "here is mine",
+		Media: []mm7.Part{{ContentType: "image/jpeg", ContentLocation: "carol.jpg", Data: reply}}}
+	if err := m.MMSSim.InjectMO(ctx, mo); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -196,6 +196,26 @@ func TestMOMMSReachesTheIMUser(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the MO MMS did not reach Alice")
+	}
+	// The MMSC lost our answer and sends it again, same TransactionID, at
+	// once and then later: Alice gets neither repeat. The next she gets
+	// is Carol's next MMS.
+	for range 2 {
+		if err := m.MMSSim.InjectMO(ctx, mo); err != nil {
+			t.Fatalf("the repeat: %v", err)
+		}
+	}
+	next := mmscsim.MO{TransactionID: "carol-2", From: "+8613700137000", To: cfg.Verify.ShortNumber, Text: "and another"}
+	if err := m.MMSSim.InjectMO(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-alice.Deliveries():
+		if d.Text != "and another" {
+			t.Fatalf("after the MMSC repeated an MMS Alice got %q, want Carol's next one", d.Text)
+		}
+	case <-ctx.Done():
+		t.Fatal("Carol's next MMS did not reach Alice")
 	}
 }
 

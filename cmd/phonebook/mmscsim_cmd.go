@@ -100,6 +100,7 @@ See docs/mms.md ("Simulator").`,
 	f.IntVar(&cfg.FaultEvery, "fault-every", 0, "answer every Nth request with a SOAP fault (0 = never)")
 	f.IntVar(&cfg.FaultCode, "fault-code", 3000, "the MM7 status code of --fault-every's faults")
 	f.IntVar(&cfg.ResetEvery, "reset-every", 0, "reset the connection after accepting every Nth message: its SubmitRsp is lost (0 = never)")
+	f.IntVar(&cfg.RepeatMOEvery, "repeat-mo-every", 0, "send every Nth MO twice under one TransactionID, as an MMSC that lost the answer does (0 = never)")
 	f.StringSliceVar(&cfg.NotCapablePrefixes, "not-capable", nil, "recipients with this prefix are not MMS capable (repeatable), e.g. +86137")
 	f.IntVar(&cfg.NotCapableCode, "not-capable-code", 2002, "the status code answered for them")
 	f.StringVar(&cfg.NotCapableText, "not-capable-text", "", "the details of that answer ({to} is the recipient); default \"recipient {to} is not MMS capable\"")

@@ -22,7 +22,8 @@ const maxMOBytes = 4 << 20
 // ControlHandler is the HTTP control API:
 //
 //	POST /mo          {"from":"+8613900001111","to":"10690042","subject":"hi","text":"look",
-//	                   "media":[{"content_type":"image/jpeg","name":"a.jpg","data":"<base64>"}]}
+//	                   "media":[{"content_type":"image/jpeg","name":"a.jpg","data":"<base64>"}],
+//	                   "transaction_id":"..."}: optional; the same one again repeats an MO
 //	POST /report      {"message_id":"...","recipient":"+86...","status":"Retrieved"}: one report now
 //	POST /down        {"down":true}: close the MM7 listener; false: listen again
 //	POST /faults      {"drop_every":N,"http_error_every":N,"http_error_status":503,
@@ -36,11 +37,12 @@ func (s *Sim) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /mo", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			From    string `json:"from"`
-			To      string `json:"to"`
-			Subject string `json:"subject"`
-			Text    string `json:"text"`
-			Media   []struct {
+			TransactionID string `json:"transaction_id"`
+			From          string `json:"from"`
+			To            string `json:"to"`
+			Subject       string `json:"subject"`
+			Text          string `json:"text"`
+			Media         []struct {
 				ContentType string `json:"content_type"`
 				Name        string `json:"name"`
 				Data        []byte `json:"data"`
@@ -53,7 +55,7 @@ func (s *Sim) ControlHandler() http.Handler {
 			simctl.WriteError(w, http.StatusBadRequest, "invalid_request", `"from", "to" and "text" or "media" are required`)
 			return
 		}
-		mo := MO{From: req.From, To: req.To, Subject: req.Subject, Text: req.Text}
+		mo := MO{TransactionID: req.TransactionID, From: req.From, To: req.To, Subject: req.Subject, Text: req.Text}
 		for i, m := range req.Media {
 			if m.ContentType == "" || len(m.Data) == 0 {
 				simctl.WriteError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf(`media %d: "content_type" and "data" (base64) are required`, i))

@@ -213,11 +213,15 @@ func (s *Sim) SendReport(ctx context.Context, messageID, recipient, mmStatus str
 
 // MO is a mobile-originated MMS to inject.
 type MO struct {
-	From    string // the phone, e.g. +8613900001111
-	To      string // the VASP's short number
-	Subject string
-	Text    string     // sent as a text part (mm7.CaptionPart) and shown by the SMIL
-	Media   []mm7.Part // images, audio ...; each needs a ContentID or ContentLocation
+	// TransactionID of the DeliverReq; "" = a new one. Sending an MO
+	// again under the same one is what an MMSC does when it lost the
+	// VASP's answer.
+	TransactionID string
+	From          string // the phone, e.g. +8613900001111
+	To            string // the VASP's short number
+	Subject       string
+	Text          string     // sent as a text part (mm7.CaptionPart) and shown by the SMIL
+	Media         []mm7.Part // images, audio ...; each needs a ContentID or ContentLocation
 }
 
 // InjectMO sends mo to the VASP as a DeliverReq with a SMIL presentation
@@ -234,8 +238,17 @@ func (s *Sim) InjectMO(ctx context.Context, mo MO) error {
 		parts = append(parts, mm7.CaptionPart(mo.Text))
 	}
 	linked, _ := s.newMessageID()
-	_, err := s.vasp.Deliver(ctx, &mm7.DeliverReq{LinkedID: "mo-" + linked, Sender: mo.From, Recipients: []string{mo.To},
-		Subject: mo.Subject, Parts: parts, SMIL: mm7.BuildSMIL(mo.Media, mo.Text), Received: time.Now()})
+	req := &mm7.DeliverReq{TransactionID: mo.TransactionID, LinkedID: "mo-" + linked, Sender: mo.From, Recipients: []string{mo.To},
+		Subject: mo.Subject, Parts: parts, SMIL: mm7.BuildSMIL(mo.Media, mo.Text), Received: time.Now()}
+	if req.TransactionID == "" {
+		req.TransactionID = mm7.NewTransactionID()
+	}
+	if every := int64(s.cfg.RepeatMOEvery); every > 0 && s.moN.Add(1)%every == 0 {
+		// The first answer is "lost": the same request goes again.
+		s.vasp.Deliver(ctx, req)
+		s.count(func(st *Stats) { st.MOsRepeated++ })
+	}
+	_, err := s.vasp.Deliver(ctx, req)
 	s.count(func(st *Stats) {
 		if err != nil {
 			st.MOsFailed++

@@ -91,6 +91,10 @@ type Config struct {
 	// MessageIDStyle: "hex" (default, 16 hex digits), "short" (1, 2, 3 ...)
 	// or "odd" (with spaces inside, XML specials and non-ASCII).
 	MessageIDStyle string
+	// RepeatMOEvery sends every Nth MO twice under one TransactionID, as
+	// an MMSC does when the VASP's answer to a DeliverReq was lost: the
+	// VASP must not deliver it twice. 0 = never.
+	RepeatMOEvery int
 
 	TLS    *tls.Config  // serve MM7 over TLS only
 	Output io.Writer    // every message received is printed here; nil = nowhere
@@ -183,6 +187,7 @@ type Stats struct {
 	ReportsFailed int64 `json:"reports_failed"` // attempts the VASP refused or did not answer
 	MOs           int64 `json:"mos"`            // DeliverReq the VASP took
 	MOsFailed     int64 `json:"mos_failed"`
+	MOsRepeated   int64 `json:"mos_repeated"` // RepeatMOEvery: sent again under the same TransactionID
 }
 
 // Sim is a running simulator.
@@ -197,6 +202,7 @@ type Sim struct {
 	wg     sync.WaitGroup
 
 	reqN, acceptedN, nextID atomic.Int64
+	moN                     atomic.Int64
 	dropEvery, httpErrEvery atomic.Int64
 	httpErrStatus           atomic.Int64
 	faultEvery, faultCode   atomic.Int64

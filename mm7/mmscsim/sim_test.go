@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -221,6 +223,29 @@ func TestSimInjectMO(t *testing.T) {
 	mo := v.mos[0]
 	if mo.Sender != "+8613900001111" || mo.Recipients[0] != "10690042" || len(mo.Parts) != 2 || string(mo.Parts[1].Data) != "好的" || !bytes.Contains(mo.SMIL, []byte("a.png")) {
 		t.Fatalf("mo %+v", mo)
+	}
+}
+
+// RepeatMOEvery sends every Nth MO twice under one TransactionID, as an
+// MMSC that lost the VASP's answer does; an MO's own TransactionID is
+// kept.
+func TestSimRepeatsMO(t *testing.T) {
+	v := newVASP(t)
+	sim, _ := start(t, mmscsim.Config{VASPURL: v.srv.URL, RepeatMOEvery: 2})
+	for i := range 4 {
+		if err := sim.InjectMO(context.Background(), mmscsim.MO{TransactionID: fmt.Sprint("tx-", i), From: "+8613900001111", To: "10690042", Text: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, mo := range v.mos {
+		got = append(got, mo.TransactionID+"="+string(mo.Parts[0].Data))
+	}
+	if want := []string{"tx-0=0", "tx-1=1", "tx-1=1", "tx-2=2", "tx-3=3", "tx-3=3"}; !slices.Equal(got, want) {
+		t.Fatalf("the VASP got %v, want %v", got, want)
+	}
+	if st := sim.Stats(); st.MOsRepeated != 2 || st.MOs != 4 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
