@@ -64,7 +64,7 @@ with POST /mo or /reply on the --http address, or with
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats)\n", a)
+				fmt.Fprintf(out, "smscsim: HTTP control on http://%s (POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, POST /faults, GET /submits, GET /stats)\n", a)
 			}
 			go readMO(ctx, sim, cmd.InOrStdin(), out)
 			<-ctx.Done()

@@ -18,6 +18,8 @@ import (
 //	POST /drop      drop every SMPP session
 //	POST /throttle  {"every":N}
 //	POST /resp-delay {"delay":"5ms"} or {"delay":"1ms-20ms"}; "0s" = answer at once
+//	POST /faults    {"receipt_before_resp":true,"reset_after":N,"collide_seq":false}: only the keys given change
+//	GET  /faults    the fault modes as they are
 //	GET  /resp-delay the current delay
 //	GET  /submits   every accepted submit_sm, as JSON
 //	GET  /stats     counters
@@ -84,6 +86,20 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("GET /resp-delay", func(w http.ResponseWriter, r *http.Request) {
 		simctl.WriteJSON(w, http.StatusOK, map[string]string{"delay": s.respDelay.Load().String()})
 	})
+	mux.HandleFunc("POST /faults", func(w http.ResponseWriter, r *http.Request) {
+		var f Faults
+		if !readJSON(w, r, &f) {
+			return
+		}
+		if f.ResetAfter != nil && *f.ResetAfter < 0 {
+			simctl.WriteError(w, http.StatusBadRequest, "invalid_request", `"reset_after" must be 0 or more (0 = never)`)
+			return
+		}
+		simctl.WriteJSON(w, http.StatusOK, s.SetFaults(f))
+	})
+	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, r *http.Request) {
+		simctl.WriteJSON(w, http.StatusOK, s.SetFaults(Faults{}))
+	})
 	mux.HandleFunc("GET /submits", func(w http.ResponseWriter, r *http.Request) {
 		subs := s.Submits()
 		if subs == nil {
@@ -95,7 +111,7 @@ func (s *Sim) Handler() http.Handler {
 		simctl.WriteJSON(w, http.StatusOK, s.Stats())
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		simctl.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, GET /submits, GET /stats", r.Method, r.URL.Path))
+		simctl.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s; see POST /mo, POST /reply, POST /drop, POST /throttle, POST /resp-delay, POST /faults, GET /faults, GET /submits, GET /stats", r.Method, r.URL.Path))
 	})
 	return mux
 }

@@ -247,7 +247,8 @@ func (ss *session) submit(f wire.Frame) {
 	sim.recordSubmit(sub)
 	ss.mu.Lock()
 	ss.accepted++
-	reset := sim.cfg.ResetAfter > 0 && ss.accepted%sim.cfg.ResetAfter == 0
+	resetAfter := int(sim.resetAfter.Load())
+	reset := resetAfter > 0 && ss.accepted%resetAfter == 0
 	if reset {
 		ss.outstanding[seq] = true // never answered
 	}
@@ -255,7 +256,7 @@ func (ss *session) submit(f wire.Frame) {
 	ss.mu.Unlock()
 	if sub.Receipt != "" {
 		d := sim.receipt(sub, n)
-		if sim.cfg.ReceiptBeforeResp && m == "transceiver" && !reset {
+		if sim.receiptFirst.Load() && m == "transceiver" && !reset {
 			// The receipt overtakes its own submit_sm_resp on this session.
 			sent := make(chan struct{})
 			sim.deliverAsync(d, ss, 0, sent)
@@ -263,7 +264,7 @@ func (ss *session) submit(f wire.Frame) {
 			case <-sent:
 			case <-ss.done:
 			}
-		} else if sim.cfg.CollideSeq && m == "transceiver" && !reset {
+		} else if sim.collideSeq.Load() && m == "transceiver" && !reset {
 			// The receipt overtakes its own submit_sm_resp, in the same
 			// sequence number: the ESME must tell them apart by command id.
 			ss.mu.Lock()
@@ -328,7 +329,7 @@ func (ss *session) respond(seq uint32, st pdu.Status, id string) {
 func (ss *session) sendDeliver(d delivery, seq uint32, sent chan<- struct{}) (pdu.Status, error) {
 	ch := make(chan pdu.Status, 1)
 	ss.mu.Lock()
-	if seq == 0 && ss.sim.cfg.CollideSeq {
+	if seq == 0 && ss.sim.collideSeq.Load() {
 		for s := range ss.outstanding {
 			if _, busy := ss.waiting[s]; !busy {
 				seq = s

@@ -134,9 +134,13 @@ type Sim struct {
 
 	throttleEvery atomic.Int64
 	respDelay     atomic.Pointer[simctl.DelayRange]
-	submitN       atomic.Int64
-	nextID        atomic.Uint64
-	nextRef       atomic.Uint32
+	// The fault modes SetFaults changes while running (Config's
+	// ReceiptBeforeResp, ResetAfter and CollideSeq at start).
+	receiptFirst, collideSeq atomic.Bool
+	resetAfter               atomic.Int64
+	submitN                  atomic.Int64
+	nextID                   atomic.Uint64
+	nextRef                  atomic.Uint32
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -184,6 +188,7 @@ func New(cfg Config) *Sim {
 	}
 	s.throttleEvery.Store(int64(cfg.ThrottleEvery))
 	s.respDelay.Store(simctl.NewDelayRange(cfg.RespDelay, cfg.RespDelayMax))
+	s.SetFaults(Faults{ReceiptBeforeResp: &cfg.ReceiptBeforeResp, ResetAfter: &cfg.ResetAfter, CollideSeq: &cfg.CollideSeq})
 	if !cfg.ShortIDs {
 		s.nextID.Store(0x5E1A0000)
 	}
@@ -502,4 +507,28 @@ func (s *Sim) throttle() bool {
 		return false
 	}
 	return s.submitN.Add(1)%n == 0
+}
+
+// Faults are the fault modes that can change while the simulator runs;
+// nil fields stay as they are.
+type Faults struct {
+	ReceiptBeforeResp *bool `json:"receipt_before_resp,omitempty"`
+	ResetAfter        *int  `json:"reset_after,omitempty"`
+	CollideSeq        *bool `json:"collide_seq,omitempty"`
+}
+
+// SetFaults changes the fault modes f sets, for the submits that come
+// next, and returns them all as they now are.
+func (s *Sim) SetFaults(f Faults) Faults {
+	if f.ReceiptBeforeResp != nil {
+		s.receiptFirst.Store(*f.ReceiptBeforeResp)
+	}
+	if f.ResetAfter != nil {
+		s.resetAfter.Store(int64(max(*f.ResetAfter, 0)))
+	}
+	if f.CollideSeq != nil {
+		s.collideSeq.Store(*f.CollideSeq)
+	}
+	rb, cs, ra := s.receiptFirst.Load(), s.collideSeq.Load(), int(s.resetAfter.Load())
+	return Faults{ReceiptBeforeResp: &rb, ResetAfter: &ra, CollideSeq: &cs}
 }

@@ -166,6 +166,32 @@ func TestHTTPControl(t *testing.T) {
 		t.Fatalf("POST /drop: %d", code)
 	}
 	poll.Until(t, "a rebind after /drop", func() bool { return sim.Stats().Binds == 2 })
+
+	// POST /faults: a TCP reset after every 2nd accepted submit (counted
+	// per session: the rebound one has none yet), its response lost.
+	if code, v := call("POST", "/faults", `{"reset_after":2}`); code != 200 || v["reset_after"] != float64(2) || v["receipt_before_resp"] != false {
+		t.Fatalf("POST /faults: %d %v", code, v)
+	}
+	ctx := context.Background()
+	if _, err := r.Submit(ctx, smsc.Part{Dest: "+8613800138000", Payload: []byte("f1")}); err != nil {
+		t.Fatalf("first submit after reset_after 2: %v", err)
+	}
+	if _, err := r.Submit(ctx, smsc.Part{Dest: "+8613800138000", Payload: []byte("f2")}); err == nil {
+		t.Fatal("the second submit was answered; reset_after 2 should have reset the session")
+	}
+	if code, v := call("GET", "/faults", ""); code != 200 || v["reset_after"] != float64(2) {
+		t.Fatalf("GET /faults: %d %v", code, v)
+	}
+	call("POST", "/faults", `{"reset_after":0}`)
+	poll.Until(t, "submits answered again after reset_after 0", func() bool {
+		_, err := r.Submit(ctx, smsc.Part{Dest: "+8613800138000", Payload: []byte("f3")})
+		return err == nil
+	})
+	for _, tc := range []struct{ body, code string }{{`{"reset_after":-1}`, "invalid_request"}, {`{"reset_every":1}`, "invalid_json"}} {
+		if code, v := call("POST", "/faults", tc.body); code != 400 || errCode(v) != tc.code {
+			t.Errorf("POST /faults %s: %d %v; want %s", tc.body, code, v, tc.code)
+		}
+	}
 }
 
 func TestMOWithoutReceiver(t *testing.T) {
