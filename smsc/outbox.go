@@ -147,6 +147,10 @@ type Outbox struct {
 	eventQ    [eventShards]chan store.SMSChange
 	listeners atomic.Pointer[[]func(context.Context, OutboxEvent)]
 	lmu       sync.Mutex
+	pending   pendingEmits
+	// afterRecord, when set (tests), runs between a recorder's commit and
+	// the emission of its changes.
+	afterRecord func()
 
 	receipts groupCommit[store.SMSReceipt]
 	ids      *receiptIDs

@@ -79,6 +79,9 @@ func (o *Outbox) applyReceipts(ctx context.Context) {
 					"link", u.Link, "message_id", u.MessageID, "state", u.State)
 			}
 		}
+		// A part's receipt can be applied before the recorder that
+		// committed the part has emitted its "submitted".
+		o.pending.wait(res.Changes)
 		o.emit(res.Changes)
 		if err == nil && res.Seen == batch {
 			continue

@@ -6,6 +6,7 @@ package smsc
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/phonebook/phonebook/store"
@@ -102,11 +103,74 @@ func (o *Outbox) recorder(ctx context.Context, stopping <-chan struct{}, in <-ch
 	}
 }
 
+// pendingEmits counts, per message, the recorder writes that have begun
+// and whose changes are not emitted yet. A receipt applies only to a part
+// that is committed, but the recorder that committed it may not have
+// emitted its "submitted" yet: the receipt applier holds a message's
+// changes back until none of its writes is pending, so that a listener
+// never sees "delivered" and then "submitted" (seen on MySQL, with two
+// recorders, under load).
+type pendingEmits struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	n    map[int64]int
+}
+
+// hold marks the messages of a write as pending, before it begins.
+func (p *pendingEmits) hold(parts []store.SMSPart, outcomes []store.SMSOutcome) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		p.n, p.cond = map[int64]int{}, sync.NewCond(&p.mu)
+	}
+	for i := range parts {
+		p.n[parts[i].OutboxID]++
+	}
+	for i := range outcomes {
+		p.n[outcomes[i].ID]++
+	}
+}
+
+// release ends what hold began, once the write's changes are emitted
+// (or the write was given up).
+func (p *pendingEmits) release(parts []store.SMSPart, outcomes []store.SMSOutcome) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	done := func(id int64) {
+		if p.n[id]--; p.n[id] <= 0 {
+			delete(p.n, id)
+		}
+	}
+	for i := range parts {
+		done(parts[i].OutboxID)
+	}
+	for i := range outcomes {
+		done(outcomes[i].ID)
+	}
+	p.cond.Broadcast()
+}
+
+// wait returns once no write of changes' messages is pending.
+func (p *pendingEmits) wait(changes []store.SMSChange) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range changes {
+		for p.n[c.ID] > 0 {
+			p.cond.Wait()
+		}
+	}
+}
+
 // flush writes one batch of results, retrying as recorder describes.
 func (o *Outbox) flush(ctx context.Context, stopping <-chan struct{}, parts []store.SMSPart, outcomes []store.SMSOutcome) {
+	o.pending.hold(parts, outcomes)
+	defer o.pending.release(parts, outcomes)
 	for attempt := 0; ; attempt++ {
 		changes, err := o.db.RecordSMS(ctx, o.cfg.NodeID, parts, outcomes)
 		if err == nil {
+			if o.afterRecord != nil {
+				o.afterRecord()
+			}
 			o.emit(changes)
 			return
 		}

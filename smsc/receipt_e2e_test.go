@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/smsc"
 	"github.com/phonebook/phonebook/smsc/smscsim"
 	"github.com/phonebook/phonebook/store/storetest"
@@ -307,5 +308,42 @@ func TestE2EReceiptWaitsForItsExactID(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A receipt applied while the recorder that committed its part has not yet
+// emitted that part's "submitted" (here the recorder is held up for 400
+// ms after each commit; the applier runs every 250 ms) waits for it:
+// every message's listener sees "submitted", then "delivered", never the
+// other way round.
+func TestE2EReceiptEventFollowsItsSubmitted(t *testing.T) {
+	sim := startSim(t, smscsim.Config{ReceiptDelay: time.Millisecond})
+	s := newStack(t, storetest.SQLite(t), sim, 10, e2eConfig(), patientLink)
+	smsc.SetAfterRecord(s.ob, func() { time.Sleep(400 * time.Millisecond) })
+	var mu sync.Mutex
+	seen := map[int64][]string{}
+	s.ob.OnStateChange(func(_ context.Context, e smsc.OutboxEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[e.ID] = append(seen[e.ID], e.State)
+	})
+	s.run()
+	ids := s.enqueue(t, numbered("order", 20)...)
+	poll.Until(t, "every message's delivery event", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			if ev := seen[id]; len(ev) == 0 || ev[len(ev)-1] != "delivered" {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		if ev := seen[id]; !slices.Equal(ev, []string{"submitted", "delivered"}) {
+			t.Errorf("message %d: events %v, want [submitted delivered]", id, ev)
+		}
 	}
 }
