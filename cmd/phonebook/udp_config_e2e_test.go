@@ -26,6 +26,7 @@ func TestRelayUDPKeysReachTheTransport(t *testing.T) {
 	}
 	defer conn.Close()
 	const sent = 30
+	start := time.Now()
 	for range sent {
 		if _, err := conn.Write([]byte("not a datagram of this protocol")); err != nil {
 			t.Fatal(err)
@@ -45,8 +46,11 @@ func TestRelayUDPKeysReachTheTransport(t *testing.T) {
 	// dropped as not of this protocol) or rate_limited.
 	passed := func() int { return dropped("malformed") + dropped("unknown_conn") + dropped("bad_tag") }
 	poll.Until(t, "the datagrams to be counted", func() bool { return passed()+dropped("rate_limited") == sent })
-	if through := passed(); through > 4 || through < 3 {
-		t.Fatalf("%d of %d unauthenticated datagrams got past a limit of 1/s, burst 3", through, sent)
+	// The burst, and one more for each second the sending and counting
+	// took (a loaded machine may take several).
+	elapsed := time.Since(start)
+	if through, most := passed(), 3+int(elapsed.Seconds())+1; through < 3 || through > most {
+		t.Fatalf("%d of %d unauthenticated datagrams got past a limit of 1/s, burst 3, in %v (at most %d)", through, sent, elapsed, most)
 	}
 	// The bucket is empty now: an oversized datagram is let through once
 	// it refills (one a second), then dropped as too large.
