@@ -134,6 +134,15 @@ func (srv *Server) sendSMS(m *Message) {
 		}
 		return
 	}
+	// The outbox may report the SMS (or MMS) submitted before this
+	// goroutine has told the sender it is queued: the outbox's state
+	// changes for m wait (SMSStateChanged) until the QUEUED receipt is out.
+	unlock, err := srv.queueing.lock(ctx, m.ID)
+	if err != nil {
+		srv.unhit(ctx, key)
+		return // tried again when due
+	}
+	defer unlock()
 	queued, err := srv.sendFallback(ctx, sms)
 	if err != nil {
 		srv.unhit(ctx, key)
@@ -153,9 +162,9 @@ func (srv *Server) sendSMS(m *Message) {
 		// SMS twice, which beats never.
 		srv.log.Warn("relay: mark SMS queued", "id", m.ID, "err", err)
 	case rec.State != int(queued):
-		// The outbox was quicker (its submit, or the recipient's
-		// acknowledgement, is recorded): the sender is told that instead,
-		// never a QUEUED after it.
+		// A newer state is recorded already (another node's outbox
+		// submitted it, or the recipient acknowledged it): the sender is
+		// told that instead, never a QUEUED after it.
 		return
 	}
 	srv.receipt(m.From, m.ID, m.ClientMsgID, queued, nil)
@@ -256,6 +265,10 @@ func (srv *Server) SMSStateChanged(ctx context.Context, messageID string, state 
 	default:
 		return phonebook.Errorf(phonebook.EInvalid, "%s is not an SMS or MMS state", state)
 	}
+	// Told after the sender heard QUEUED, when this node is queueing it.
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	srv.queueing.wait(wctx, messageID)
+	cancel()
 	rec, err := srv.store.SetMessageState(ctx, messageID, int(state))
 	if err != nil {
 		return err

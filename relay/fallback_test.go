@@ -293,3 +293,35 @@ func TestSMSFallbackFailures(t *testing.T) {
 		t.Fatalf("%d stored, want 2", k)
 	}
 }
+
+// The outbox reports the SMS submitted while the relay is still handing it
+// over (an outbox that submits at once): the sender still hears
+// SMS_QUEUED first, then SMS_SUBMITTED, and the record ends submitted.
+func TestQueuedReceiptComesBeforeTheOutboxStates(t *testing.T) {
+	e := start(t, testConfig(), nil) // policy: unregistered
+	reported := make(chan error, 1)
+	e.fallback.setFail(func(sms relay.FallbackSMS) error {
+		go func() {
+			reported <- e.srv.SMSStateChanged(context.Background(), sms.MessageID, relaypb.MessageState_SMS_SUBMITTED, nil)
+		}()
+		time.Sleep(200 * time.Millisecond) // room for the report to overtake, were it not held
+		return nil
+	})
+	a := e.alice(client.Options{})
+	p, _ := a.Send("137 0013 7000", "quick outbox")
+	id, state := wait(t, p)
+	if state != "STORED" {
+		t.Fatalf("state %s, want STORED", state)
+	}
+	for _, want := range []relaypb.MessageState{relaypb.MessageState_SMS_QUEUED, relaypb.MessageState_SMS_SUBMITTED} {
+		if r := next(t, a.Receipts(), want.String()+" receipt"); r.ServerMsgId != id || r.State != want {
+			t.Fatalf("receipt %v, want %s", r, want)
+		}
+	}
+	if err := next(t, reported, "the outbox's report"); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := e.db.ChatRecord(context.Background(), id); err != nil || rec.State != store.MsgSMSSubmitted {
+		t.Fatalf("record %+v %v", rec, err)
+	}
+}

@@ -44,7 +44,7 @@ func (srv *Server) InjectMMS(ctx context.Context, key string, from, to phonebook
 		return srv.inject(ctx, "", from, to, relaypb.MessageType_MMS, text, mediaIDs)
 	}
 	id := injectedID(key)
-	release, err := srv.injectOnce(ctx, id)
+	release, err := srv.injecting.lock(ctx, id)
 	if err != nil {
 		return "", err
 	}
@@ -55,34 +55,6 @@ func (srv *Server) InjectMMS(ctx context.Context, key string, from, to phonebook
 	return srv.inject(ctx, id, from, to, relaypb.MessageType_MMS, text, mediaIDs)
 }
 
-// injectOnce waits until no other injection of id runs on this node and
-// marks one running; release ends it.
-func (srv *Server) injectOnce(ctx context.Context, id string) (release func(), err error) {
-	for {
-		srv.injectMu.Lock()
-		if srv.injecting == nil {
-			srv.injecting = map[string]chan struct{}{}
-		}
-		busy, ok := srv.injecting[id]
-		if !ok {
-			done := make(chan struct{})
-			srv.injecting[id] = done
-			srv.injectMu.Unlock()
-			return func() {
-				srv.injectMu.Lock()
-				delete(srv.injecting, id)
-				srv.injectMu.Unlock()
-				close(done)
-			}, nil
-		}
-		srv.injectMu.Unlock()
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
 
 // Injected reports whether a message was injected under key (see
 // InjectMMS), so that its media need not be taken again.

@@ -79,8 +79,11 @@ type Server struct {
 
 	// injecting holds the ids of keyed injections in progress (InjectMMS):
 	// a repeat waits for the first to finish, then finds its record.
-	injectMu  sync.Mutex
-	injecting map[string]chan struct{}
+	injecting keyedMutex
+	// queueing holds the ids of messages being handed to the fallback
+	// outbox: their outbox's state changes wait until the sender has been
+	// told QUEUED.
+	queueing keyedMutex
 }
 
 // NewServer builds a relay; it does not listen until Serve.
