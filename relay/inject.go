@@ -55,7 +55,6 @@ func (srv *Server) InjectMMS(ctx context.Context, key string, from, to phonebook
 	return srv.inject(ctx, id, from, to, relaypb.MessageType_MMS, text, mediaIDs)
 }
 
-
 // Injected reports whether a message was injected under key (see
 // InjectMMS), so that its media need not be taken again.
 func (srv *Server) Injected(ctx context.Context, key string) (bool, error) {
