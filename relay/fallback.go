@@ -139,8 +139,8 @@ func (srv *Server) sendSMS(m *Message) {
 	// changes for m wait (SMSStateChanged) until the QUEUED receipt is out.
 	unlock, err := srv.queueing.lock(ctx, m.ID)
 	if err != nil {
-		srv.unhit(ctx, key)
-		return // tried again when due
+		srv.unhit(context.WithoutCancel(ctx), key) // ctx has ended
+		return                                     // tried again when due
 	}
 	defer unlock()
 	queued, err := srv.sendFallback(ctx, sms)
