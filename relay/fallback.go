@@ -139,8 +139,9 @@ func (srv *Server) sendSMS(m *Message) {
 	// changes for m wait (SMSStateChanged) until the QUEUED receipt is out.
 	unlock, err := srv.queueing.lock(ctx, m.ID)
 	if err != nil {
-		srv.unhit(context.WithoutCancel(ctx), key) // ctx has ended
-		return                                     // tried again when due
+		// ctx has ended: give the quota back regardless; tried again when due.
+		srv.unhit(context.WithoutCancel(ctx), key)
+		return
 	}
 	defer unlock()
 	queued, err := srv.sendFallback(ctx, sms)
