@@ -55,6 +55,19 @@ func (f *finalEvents) get(id int64) smsc.OutboxEvent {
 // submit that timed out is a second copy the test would have to excuse.
 func patientLink(lc *smsc.LinkConfig) { lc.RespTimeout = 30 * time.Second }
 
+// copiesOf returns the copies of one text the simulator accepted.
+func copiesOf(sim *smscsim.Sim, text string) string { return describeCopies(simCounts(sim)[text]) }
+
+// describeCopies says, for a failure message, where each copy came from.
+func describeCopies(subs []smscsim.Submit) string {
+	var b strings.Builder
+	for _, s := range subs {
+		fmt.Fprintf(&b, "[session %d seq %d id %s at %s after_reset %t receipt %s] ",
+			s.Session, s.Seq, s.MessageID, s.Time.Format("15:04:05.000000"), s.AfterReset, s.Receipt)
+	}
+	return b.String()
+}
+
 func checkOwnReceipts(t *testing.T, s *stack, ids []int64, texts []string, events *finalEvents, resets bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -69,7 +82,22 @@ func checkOwnReceipts(t *testing.T, s *stack, ids []int64, texts []string, event
 		}
 		return n
 	}
-	for deadline := time.Now().Add(60 * time.Second); final() < len(ids) && time.Now().Before(deadline); {
+	// A message still in flight at the check would look sent twice with
+	// one attempt counted: the check waits until every one is final, and
+	// says so when one never is.
+	deadline := time.Now().Add(3 * time.Minute)
+	for final() < len(ids) {
+		if time.Now().After(deadline) {
+			var open []string
+			for i, id := range ids {
+				if _, ok := receiptOutcomeStates[events.get(id).State]; !ok && len(open) < 5 {
+					m, parts, _ := s.db.GetSMS(ctx, id)
+					open = append(open, fmt.Sprintf("%q: %s, %d attempts (%s), parts %+v, SMSC copies %+v",
+						texts[i], m.State, m.Attempts, m.Error, parts, copiesOf(s.sim, texts[i])))
+				}
+			}
+			t.Fatalf("%d of %d messages had no final event after 3 minutes, e.g. %v", len(ids)-final(), len(ids), open)
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	subs := simCounts(s.sim)
@@ -82,7 +110,8 @@ func checkOwnReceipts(t *testing.T, s *stack, ids []int64, texts []string, event
 			t.Fatal(err)
 		}
 		if len(got) != 1 && (!resets || len(got) == 0 || len(got)-1 > m.Attempts-1) {
-			doubled = append(doubled, fmt.Sprintf("%q sent %d times, %d unanswered", texts[i], len(got), m.Attempts-1))
+			doubled = append(doubled, fmt.Sprintf("%q sent %d times, %d unanswered; %s (%s), parts %+v, SMSC copies %s",
+				texts[i], len(got), m.Attempts-1, m.State, m.Error, parts, describeCopies(got)))
 			continue
 		}
 		resent += len(got) - 1
@@ -243,7 +272,8 @@ func TestE2ESessionResetsFailNothing(t *testing.T) {
 		// Every extra copy is a submit that was written and left
 		// unanswered: each such submit cost the message an attempt.
 		if copies < 1 || copies-1 > m.Attempts-1 {
-			t.Fatalf("message %d reached the SMSC %d times with %d unanswered submits (%s)", id, copies, m.Attempts-1, m.Error)
+			t.Fatalf("message %d reached the SMSC %d times with %d unanswered submits (%s %s): %s",
+				id, copies, m.Attempts-1, m.State, m.Error, describeCopies(subs[texts[i]]))
 		}
 	}
 	unanswered := testutil.ToFloat64(s.r.Metrics().Submits.WithLabelValues("a", "link_down")) +

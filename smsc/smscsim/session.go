@@ -35,6 +35,7 @@ type session struct {
 
 	done     chan struct{}
 	doneOnce sync.Once
+	wasReset atomic.Bool
 }
 
 func newSession(sim *Sim, nc net.Conn) *session {
@@ -70,6 +71,7 @@ func (ss *session) close() {
 // reset drops the connection with a TCP reset (SO_LINGER 0): data not yet
 // sent is thrown away, as when an SMSC crashes or a firewall cuts in.
 func (ss *session) reset() {
+	ss.wasReset.Store(true)
 	nc := ss.nc
 	if t, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
 		nc = t.NetConn()
@@ -240,6 +242,8 @@ func (ss *session) submit(f wire.Frame) {
 		Text:               decodeText(sm.DataCoding, stripUDH(sm.ESMClass, sm.ShortMessage)),
 		MessageID:          sim.formatID(n, sim.cfg.MessageIDStyle),
 		Time:               time.Now(),
+		Session:            ss.id,
+		AfterReset:         ss.wasReset.Load(),
 	}
 	if stat := sim.receiptStat(n); wantReceipt(sm.RegisteredDelivery, stat) {
 		sub.Receipt = stat

@@ -101,6 +101,8 @@ type Submit struct {
 	MessageID          string    `json:"message_id"`
 	Receipt            string    `json:"receipt,omitempty"` // the receipt's stat, "" = none asked for
 	Time               time.Time `json:"time"`
+	Session            uint64    `json:"session"`               // the ESME connection it came on, numbered from 1
+	AfterReset         bool      `json:"after_reset,omitempty"` // read from the buffer after a ResetAfter reset of its session
 }
 
 // Stats counts what the simulator has seen and done.
