@@ -139,8 +139,7 @@ func (srv *Server) sendSMS(m *Message) {
 	// changes for m wait (SMSStateChanged) until the QUEUED receipt is out.
 	unlock, err := srv.queueing.lock(ctx, m.ID)
 	if err != nil {
-		// ctx has ended: give the quota back regardless; tried again when due.
-		srv.unhit(context.WithoutCancel(ctx), key)
+		srv.unhit(ctx, key) // ctx has ended: tried again when due
 		return
 	}
 	defer unlock()
@@ -180,7 +179,12 @@ func (srv *Server) sendFallback(ctx context.Context, sms FallbackSMS) (relaypb.M
 	return relaypb.MessageState_SMS_QUEUED, srv.fallback.SendSMS(ctx, sms)
 }
 
+// unhit gives back one SMS counted against a sender's hourly quota. It
+// runs even when ctx has ended (a fallback that timed out or was
+// canceled must still give its quota back), within a few seconds of its own.
 func (srv *Server) unhit(ctx context.Context, key string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if err := srv.store.Unhit(ctx, key, time.Hour); err != nil {
 		srv.log.Warn("relay: SMS quota not given back", "key", key, "err", err)
 	}

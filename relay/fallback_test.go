@@ -10,6 +10,7 @@ import (
 
 	"github.com/phonebook/phonebook"
 	"github.com/phonebook/phonebook/client"
+	"github.com/phonebook/phonebook/internal/poll"
 	"github.com/phonebook/phonebook/proto/relaypb"
 	"github.com/phonebook/phonebook/relay"
 	"github.com/phonebook/phonebook/store"
@@ -324,4 +325,42 @@ func TestQueuedReceiptComesBeforeTheOutboxStates(t *testing.T) {
 	if rec, err := e.db.ChatRecord(context.Background(), id); err != nil || rec.State != store.MsgSMSSubmitted {
 		t.Fatalf("record %+v %v", rec, err)
 	}
+}
+
+// A fallback still being handed over when a shutdown runs out of time
+// (its context canceled under it) gives the sender's quota back all the
+// same: a canceled attempt sent nothing.
+func TestSMSFallbackCanceledGivesTheQuotaBack(t *testing.T) {
+	e := start(t, testConfig(), nil) // policy: unregistered
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	e.fallback.setFail(func(relay.FallbackSMS) error {
+		entered <- struct{}{}
+		<-release
+		return phonebook.Errorf(phonebook.EUnavailable, "the SMS outbox is not available; try again later")
+	})
+	a := e.alice(client.Options{})
+	p, _ := a.Send(string(carol), "cut short")
+	if _, state := wait(t, p); state != "STORED" {
+		t.Fatalf("state %s, want STORED", state)
+	}
+	next(t, entered, "the fallback attempt")
+	quota := func() int64 {
+		n, _, err := e.db.Count(context.Background(), "relay_sms:"+string(alice), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := quota(); n != 1 {
+		t.Fatalf("quota %d while the fallback is in hand, want 1", n)
+	}
+	// The shutdown's patience ends while the fallback is in hand: the
+	// relay cancels its work, then the outbox answers.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err == nil {
+		t.Fatal("shutdown finished with a fallback still in hand")
+	}
+	close(release)
+	poll.Until(t, "the canceled fallback's quota given back", func() bool { return quota() == 0 })
 }
