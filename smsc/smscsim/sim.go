@@ -101,7 +101,7 @@ type Submit struct {
 	MessageID          string    `json:"message_id"`
 	Receipt            string    `json:"receipt,omitempty"` // the receipt's stat, "" = none asked for
 	Time               time.Time `json:"time"`
-	Session            uint64    `json:"session"`               // the ESME connection it came on, numbered from 1
+	Session            uint64    `json:"session"`               // the ESME connection it came on (each connection has its own number)
 	AfterReset         bool      `json:"after_reset,omitempty"` // read from the buffer after a ResetAfter reset of its session
 }
 
